@@ -1,0 +1,34 @@
+# The two quick-start commands (`make train`, `make test`) create .venv themselves when it is
+# missing or older than pyproject.toml / constraints.txt.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PYTHON  ?= python3
+export MUJOCO_GL ?= egl
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: setup train test lint bench help
+help:
+	@echo "make train [ARGS='key=value ...']   set up .venv if needed, then run 'dopa train'"
+	@echo "make test  [ARGS='pytest args']     set up .venv if needed, then run the tests"
+	@echo "make setup                          only create/refresh .venv"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/dopa train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

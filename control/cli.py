@@ -1,0 +1,103 @@
+"""The ``dopa`` command: the first word picks the job, the remaining words are Hydra overrides.
+
+    dopa --help                       list the jobs
+    dopa <job> --help                 the job's description and its default config
+    dopa <job> [key=value ...]        run the job (Hydra override grammar)
+
+Every job is registered in :data:`JOBS` below and nowhere else. A job is a function
+``run(cfg: omegaconf.DictConfig) -> int | None`` in a module that is imported only when the job
+runs, and a top-level Hydra config ``configs/<config>.yaml`` shipped with the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+
+# Localhost-only DDS discovery unless the user or a robot config says otherwise; set before any
+# rclpy import (see README, "ROS 2 traffic").
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    target: str  # "package.module:function"
+    config: str  # config name under configs/
+    summary: str  # one line for `dopa --help`
+
+
+#: The one place where jobs register. Keep the summaries to one line.
+JOBS: dict[str, Job] = {
+    "tasks": Job("sim.jobs:run_tasks", "tasks",
+                 "List the simulation tasks, their views and layouts; optionally render a view grid."),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in JOBS)
+    lines = [
+        "usage: dopa <job> [key=value ...]     (Hydra overrides; 'dopa <job> --help' shows the config)",
+        "",
+        "jobs:",
+    ]
+    lines += [f"  {name:<{width}}  {job.summary}" for name, job in JOBS.items()]
+    return "\n".join(lines)
+
+
+def compose(config: str, overrides: list[str]):
+    """Compose ``configs/<config>.yaml`` with Hydra ``overrides``.
+
+    Returns:
+        omegaconf.DictConfig, resolved.
+    Raises:
+        SystemExit(2) with Hydra's message when an override is malformed or names an unknown key.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_module(config_module="configs", version_base="1.3"):
+            cfg = hydra_compose(config_name=config, overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        print(f"dopa {config}: bad override: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in JOBS:
+        print(f"dopa: unknown job {name!r}; known jobs: {', '.join(JOBS)}", file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    job = JOBS[name]
+    module_name, func_name = job.target.split(":")
+    if any(a in ("-h", "--help") for a in rest):
+        from omegaconf import OmegaConf
+
+        module = importlib.import_module(module_name)
+        doc = (getattr(module, func_name).__doc__ or job.summary).strip()
+        print(f"dopa {name}: {doc}\n\ndefault config (override with key=value):\n")
+        print(OmegaConf.to_yaml(compose(job.config, [])))
+        return 0
+    cfg = compose(job.config, rest)
+    module = importlib.import_module(module_name)
+    result = getattr(module, func_name)(cfg)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

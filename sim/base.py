@@ -1,0 +1,193 @@
+"""The single-environment base class shared by every CPU task (dm_control, robosuite).
+
+A :class:`TaskEnv` is a ``gymnasium.Env`` whose observation is a dict ``{"state": float32 [D],
+"images": {view: uint8 [H, W, 3]}}`` (``"images"`` only when views were asked for). Batching,
+torch conversion and input checks live in :mod:`sim.vector`; this class owns what needs the
+MuJoCo model: rendering named views, external forces through ``xfrc_applied``, and scales of
+body mass, geom friction and actuator gain.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import gymnasium as gym
+
+from sim.render import make_renderer, render_camera
+from sim.tasks import TaskSpec
+
+
+class TaskEnv(gym.Env):
+    """Base class; subclasses implement ``_reset_task``, ``_step_task``, ``model`` and ``data``."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, spec: TaskSpec, views: tuple[str, ...], image_size: int, env_index: int,
+                 max_force: float, max_torque: float, max_episode_steps: int | None):
+        self.spec_ = spec
+        self.views = tuple(views)
+        self.image_size = int(image_size)
+        self.env_index = int(env_index)
+        self.max_force = float(max_force)
+        self.max_torque = float(max_torque)
+        self.max_episode_steps = int(max_episode_steps or spec.max_episode_steps)
+        self._renderer: mujoco.Renderer | None = None
+        self._elapsed = 0
+        self._pending_xfrc: np.ndarray | None = None
+
+    # ----- subclass hooks -------------------------------------------------------------------
+    @property
+    def model(self) -> mujoco.MjModel:  # raw MuJoCo model
+        raise NotImplementedError
+
+    @property
+    def data(self) -> mujoco.MjData:  # raw MuJoCo data
+        raise NotImplementedError
+
+    def _reset_task(self, seed: int | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _step_task(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, bool]:
+        """Returns state, reward, terminated, truncated (the task's own time limit), success."""
+        raise NotImplementedError
+
+    # ----- nominal parameters, captured once the model exists --------------------------------
+    def _capture_nominal(self) -> None:
+        m = self.model
+        self._nominal = {
+            "body_mass": m.body_mass.copy(),
+            "body_inertia": m.body_inertia.copy(),
+            "geom_friction": m.geom_friction.copy(),
+            "actuator_gainprm": m.actuator_gainprm.copy(),
+            "actuator_biasprm": m.actuator_biasprm.copy(),
+        }
+        self.scales = {"mass": 1.0, "friction": 1.0, "gain": 1.0}
+        self._check_cameras()
+
+    def _check_cameras(self) -> None:
+        for view, cam in self.spec_.cameras.items():
+            if mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, cam) < 0:
+                raise RuntimeError(f"task {self.spec_.name!r}: view {view!r} maps to missing camera {cam!r}")
+
+    # ----- gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        self._elapsed = 0
+        self._pending_xfrc = None
+        state = self._reset_task(seed)
+        self.data.xfrc_applied[:] = 0.0
+        return self._obs(state), {"success": False}
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if self._pending_xfrc is not None:
+            self.data.xfrc_applied[:] = self._pending_xfrc
+        try:
+            state, reward, terminated, task_truncated, success = self._step_task(action)
+        finally:
+            # External forces act for exactly one control step.
+            self.data.xfrc_applied[:] = 0.0
+            self._pending_xfrc = None
+        self._elapsed += 1
+        truncated = (not terminated) and (task_truncated or self._elapsed >= self.max_episode_steps)
+        return self._obs(state), float(reward), bool(terminated), bool(truncated), {"success": bool(success)}
+
+    def _obs(self, state: np.ndarray) -> dict:
+        obs = {"state": np.asarray(state, dtype=np.float32)}
+        if self.views:
+            obs["images"] = self.render_views(self.views)
+        return obs
+
+    # ----- rendering ----------------------------------------------------------------------------
+    def render_views(self, views, image_size: int | None = None) -> dict[str, np.ndarray]:
+        """Render named views of the current state: ``{view: uint8 [H, W, 3]}``, upright.
+
+        Raises:
+            ValueError: an unknown view (lists this task's views).
+            sim.render.RenderingError: no GL backend.
+        """
+        size = int(image_size or self.image_size)
+        out = {}
+        for view in views:
+            cam = self.spec_.cameras.get(view)
+            if cam is None:
+                raise ValueError(f"unknown view {view!r} for task {self.spec_.name!r}; known: "
+                                 f"{', '.join(self.spec_.cameras)}")
+            if self._renderer is None or (self._renderer.height, self._renderer.width) != (size, size):
+                if self._renderer is not None:
+                    self._renderer.close()
+                self._renderer = make_renderer(self.model, size, size)
+            out[view] = render_camera(self._renderer, self.data, cam)
+        return out
+
+    def render(self):
+        return self.render_views(self.views[:1] or tuple(self.spec_.cameras)[:1])[
+            (self.views[:1] or tuple(self.spec_.cameras)[:1])[0]]
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ----- perturbations ------------------------------------------------------------------------
+    def body_names(self) -> list[str]:
+        m = self.model
+        return [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, i) or f"<body {i}>" for i in range(m.nbody)]
+
+    def body_id(self, body: str) -> int:
+        """MuJoCo id of the body named ``body``; ValueError naming the known bodies otherwise."""
+        bid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, str(body))
+        if bid <= 0:  # 0 is the world body: forces on it do nothing
+            names = [n for n in self.body_names()[1:]]
+            raise ValueError(f"unknown body {body!r} for task {self.spec_.name!r}; known: {', '.join(names)}")
+        return bid
+
+    def set_external_force(self, forces: dict[str, np.ndarray]) -> None:
+        """Queue wrenches for the next step: ``{body: float [6]}`` (force N, torque N m, world frame).
+
+        Written into ``data.xfrc_applied`` for one control step, then cleared. Each force component
+        is clipped to ``[-max_force, max_force]`` N and each torque to ``[-max_torque, max_torque]``.
+        """
+        xfrc = np.zeros_like(self.data.xfrc_applied)
+        for body, wrench in forces.items():
+            bid = self.body_id(body)
+            w = np.asarray(wrench, dtype=np.float64).reshape(6)
+            xfrc[bid, :3] += np.clip(w[:3], -self.max_force, self.max_force)
+            xfrc[bid, 3:] += np.clip(w[3:], -self.max_torque, self.max_torque)
+        self._pending_xfrc = xfrc
+
+    def set_scales(self, mass: float | None = None, friction: float | None = None,
+                   gain: float | None = None) -> None:
+        """Scale body masses (and inertias), geom friction and actuator gains relative to nominal.
+
+        Gain scales ``actuator_gainprm[:, 0]`` and, for position servos, the matching feedback
+        term ``actuator_biasprm[:, 1]`` so the servo stiffness scales as a whole. ``None`` leaves a
+        scale as it is; 1.0 restores nominal.
+        """
+        m, nom = self.model, self._nominal
+        if mass is not None:
+            m.body_mass[:] = nom["body_mass"] * mass
+            m.body_inertia[:] = nom["body_inertia"] * mass
+            self.scales["mass"] = float(mass)
+        if friction is not None:
+            m.geom_friction[:] = nom["geom_friction"] * friction
+            self.scales["friction"] = float(friction)
+        if gain is not None:
+            m.actuator_gainprm[:, 0] = nom["actuator_gainprm"][:, 0] * gain
+            m.actuator_biasprm[:, 1] = nom["actuator_biasprm"][:, 1] * gain
+            self.scales["gain"] = float(gain)
+
+    # Batched entry points: every sub-env receives the whole batch and takes its own row, so the
+    # same call works through gymnasium's SyncVectorEnv and AsyncVectorEnv (worker processes).
+    def batched_set_scales(self, mass, friction, gain) -> None:
+        i = self.env_index
+        pick = (lambda a: None if a is None or not np.isfinite(a[i]) else float(a[i]))
+        self.set_scales(pick(mass), pick(friction), pick(gain))
+
+    def batched_set_external_force(self, bodies, wrenches, mask) -> None:
+        i = self.env_index
+        if mask[i]:
+            self.set_external_force({b: wrenches[i, k] for k, b in enumerate(bodies)})
+
+    def get_scales(self) -> dict[str, float]:
+        return dict(self.scales)

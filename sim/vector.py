@@ -1,0 +1,265 @@
+"""The batched environment: Gymnasium's vector API (same-step autoreset) with torch tensors.
+
+Batching is Gymnasium's: ``vectorization="sync"`` runs the sub-environments one after another in
+this process (``gymnasium.vector.SyncVectorEnv``); ``"async"`` runs one worker process per
+sub-environment (``AsyncVectorEnv``, ``spawn`` start method), which is what rendering-bound
+robosuite tasks want on several cores. Both give the same results for the same seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import gymnasium as gym
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from sim.tasks import TaskSpec
+
+VECTORIZATIONS = ("sync", "async")
+
+
+def _make_single(spec: TaskSpec, views, image_size, seed, env_index, kwargs):
+    if spec.family == "dmc":
+        from sim.dmc import DMCEnv
+
+        return DMCEnv(spec, views=views, image_size=image_size, seed=seed, env_index=env_index, **kwargs)
+    from sim.robosuite_env import RobosuiteEnv
+
+    return RobosuiteEnv(spec, views=views, image_size=image_size, seed=seed, env_index=env_index, **kwargs)
+
+
+def _images_to_torch(batch: dict) -> dict[str, torch.Tensor]:
+    return {v: torch.from_numpy(np.ascontiguousarray(x)) for v, x in batch.items()}
+
+
+class BatchedEnv:
+    """``num_envs`` copies of one task behind Gymnasium vector semantics, returning torch tensors.
+
+    ``reset(seed) -> obs, info``; ``step(action [B, A]) -> obs, reward [B], terminated [B],
+    truncated [B], info``. ``obs = {"state": float32 [B, D], "images": {view: uint8 [B, H, W, 3]}}``
+    (``"images"`` only when views were requested). A sub-environment whose episode ended is reset
+    in the same call (Gymnasium's ``SAME_STEP`` autoreset): ``obs`` is then its new first
+    observation and ``info["final_obs"]`` (same layout, all rows; rows of unfinished envs repeat
+    ``obs``) holds the observation the step ended in. ``info["success"]`` (bool [B]) is the
+    task's success after this step, for finished envs too.
+    """
+
+    def __init__(self, spec: TaskSpec, num_envs: int, views: tuple[str, ...], image_size: int, seed: int,
+                 vectorization: str = "sync", **kwargs):
+        self.spec = spec
+        self.task = spec.name
+        self.num_envs = int(num_envs)
+        self.views = tuple(views)
+        self.image_size = int(image_size)
+        self.seed = int(seed)
+        self.vectorization = vectorization
+        fns = [functools.partial(_make_single, spec, self.views, self.image_size, self.seed + i, i, kwargs)
+               for i in range(self.num_envs)]
+        if vectorization == "sync":
+            self._vec = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        else:
+            self._vec = AsyncVectorEnv(fns, context="spawn", autoreset_mode=AutoresetMode.SAME_STEP)
+        self.single_observation_space = self._vec.single_observation_space
+        self.single_action_space = self._vec.single_action_space
+        self.observation_space = self._vec.observation_space
+        self.action_space = self._vec.action_space
+        self.action_dim = int(self.single_action_space.shape[0])
+        self.state_dim = int(self.single_observation_space["state"].shape[0])
+        self.state_layout = list(self._vec.get_attr("state_layout")[0])
+        self._needs_seed = True
+
+    # ---------------------------------------------------------------------------------------------
+    def _call(self, name, *args, **kwargs):
+        return self._vec.call(name, *args, **kwargs)
+
+    @property
+    def envs(self):
+        """The sub-environments (``sync`` only): ``list[sim.base.TaskEnv]``."""
+        if self.vectorization != "sync":
+            raise AttributeError("sub-environments live in worker processes with vectorization='async'")
+        return self._vec.envs
+
+    def _to_torch(self, obs) -> dict:
+        out = {"state": torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))}
+        if "images" in obs:
+            out["images"] = _images_to_torch(obs["images"])
+        return out
+
+    def reset(self, seed: int | None = None):
+        """Reset every sub-environment. Sub-env ``i`` gets seed ``seed + i`` (default: the seed
+        given to ``make_env`` on the first reset, then continuing its own random stream).
+
+        Raises:
+            ValueError: a negative or non-integer seed.
+        """
+        if seed is None and self._needs_seed:
+            seed = self.seed
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+                raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+            seed = int(seed)
+        self._needs_seed = False
+        obs, info = self._vec.reset(seed=seed)
+        return self._to_torch(obs), {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
+
+    def check_action(self, action) -> np.ndarray:
+        """Validate a batch of actions. Returns float32 ``[B, A]`` clipped to [-1, 1].
+
+        Raises:
+            TypeError: not a torch tensor / numpy array, or not a floating dtype.
+            ValueError: wrong shape, or NaN/inf entries (the message gives the first bad row).
+        """
+        if isinstance(action, torch.Tensor):
+            if not torch.is_floating_point(action):
+                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
+            action = action.detach().cpu().numpy()
+        elif isinstance(action, np.ndarray):
+            if not np.issubdtype(action.dtype, np.floating):
+                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
+        else:
+            raise TypeError(f"action must be a torch.Tensor or numpy array, got {type(action).__name__}")
+        expected = (self.num_envs, self.action_dim)
+        if tuple(action.shape) != expected:
+            raise ValueError(f"action shape {tuple(action.shape)} does not match (num_envs, action_dim) = {expected}")
+        finite = np.isfinite(action)
+        if not finite.all():
+            row = int(np.argwhere(~finite.all(axis=1))[0, 0])
+            raise ValueError(f"action contains NaN or inf (env {row}: {action[row].tolist()})")
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def step(self, action):
+        """Step every sub-environment with ``action`` (float ``[B, A]`` in [-1, 1]; values outside are clipped)."""
+        a = self.check_action(action)
+        obs, reward, terminated, truncated, info = self._vec.step(a)
+        done = np.logical_or(terminated, truncated)
+        success = np.asarray(info.get("success", np.zeros(self.num_envs, bool)), dtype=bool).copy()
+        out_info = {}
+        if done.any():
+            final_info = info.get("final_info", {})
+            final_success = np.asarray(final_info.get("success", np.zeros(self.num_envs, bool)), dtype=bool)
+            success[done] = final_success[done]
+            final_obs = {"state": np.array(obs["state"], copy=True)}
+            if "images" in obs:
+                final_obs["images"] = {v: np.array(x, copy=True) for v, x in obs["images"].items()}
+            for i in np.flatnonzero(done):
+                fo = info["final_obs"][i]
+                final_obs["state"][i] = fo["state"]
+                for v in final_obs.get("images", {}):
+                    final_obs["images"][v][i] = fo["images"][v]
+            out_info["final_obs"] = self._to_torch(final_obs)
+        out_info["success"] = torch.from_numpy(success)
+        return (self._to_torch(obs), torch.as_tensor(reward, dtype=torch.float32),
+                torch.as_tensor(terminated, dtype=torch.bool), torch.as_tensor(truncated, dtype=torch.bool),
+                out_info)
+
+    # ---------------------------------------------------------------------------------------------
+    def _check_views(self, views) -> tuple[str, ...]:
+        if isinstance(views, str):
+            views = (views,)
+        views = tuple(views)
+        for v in views:
+            if v not in self.spec.cameras:
+                raise ValueError(f"unknown view {v!r} for task {self.task!r}; known: {', '.join(self.spec.cameras)}")
+        return views
+
+    def render(self, views=None, image_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Render views of the current states on demand: ``{view: uint8 [B, H, W, 3]}``, upright.
+
+        Args:
+            views: view names (default: the views given to ``make_env``, else all of the task's).
+            image_size: pixels per side (default: the env's ``image_size``).
+        Raises:
+            ValueError: an unknown view (lists the task's views).
+            sim.render.RenderingError: no OpenGL backend works.
+        """
+        views = self._check_views(views if views is not None else (self.views or tuple(self.spec.cameras)))
+        size = int(image_size or self.image_size)
+        if size <= 0:
+            raise ValueError(f"image_size must be positive, got {size}")
+        per_env = self._call("render_views", views, size)
+        return {v: torch.from_numpy(np.stack([frames[v] for frames in per_env])) for v in views}
+
+    def body_names(self) -> list[str]:
+        """Names of the bodies that accept external forces (MuJoCo body names, world excluded)."""
+        return self._call("body_names")[0][1:]
+
+    def apply_force(self, body: str | list[str], wrench, env_ids=None) -> None:
+        """Apply external wrenches on named bodies for the next step only, via ``xfrc_applied``.
+
+        Args:
+            body: a body name or a list of K names.
+            wrench: float ``[B, 6]`` or ``[B, K, 6]`` (force in N, torque in N m, world frame).
+                Components are clipped to the env's ``max_force`` / ``max_torque``.
+            env_ids: optional indices of the envs to push (default: all).
+        Raises:
+            ValueError: an unknown body (lists the known ones), a wrong shape, NaN or inf.
+        """
+        bodies = [body] if isinstance(body, str) else list(body)
+        known = set(self.body_names())
+        for b in bodies:
+            if b not in known:
+                raise ValueError(f"unknown body {b!r} for task {self.task!r}; known: {', '.join(sorted(known))}")
+        w = torch.as_tensor(wrench, dtype=torch.float64).cpu().numpy()
+        if w.ndim == 2:
+            w = w[:, None, :]
+        if w.shape != (self.num_envs, len(bodies), 6):
+            raise ValueError(f"wrench shape {tuple(w.shape)} does not match ({self.num_envs}, {len(bodies)}, 6)")
+        if not np.isfinite(w).all():
+            raise ValueError("wrench contains NaN or inf")
+        mask = self._mask(env_ids)
+        self._call("batched_set_external_force", bodies, w, mask)
+
+    def _mask(self, env_ids) -> np.ndarray:
+        mask = np.zeros(self.num_envs, bool)
+        if env_ids is None:
+            mask[:] = True
+        else:
+            ids = np.atleast_1d(np.asarray(env_ids))
+            if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
+                raise ValueError(f"env_ids {ids.tolist()} out of range [0, {self.num_envs})")
+            mask[ids] = True
+        return mask
+
+    def set_scales(self, mass=None, friction=None, gain=None, env_ids=None) -> None:
+        """Scale body mass (and inertia), geom friction and actuator gain relative to nominal.
+
+        Each argument is a float or a float ``[B]`` per env (``None``: unchanged; 1.0: nominal).
+        Raises:
+            ValueError: a non-positive, NaN or inf scale, or a wrong length.
+        """
+        mask = self._mask(env_ids)
+
+        def batch(name, value):
+            if value is None:
+                return None
+            arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (self.num_envs,)).copy() \
+                if np.ndim(value) == 0 else np.asarray(value, dtype=np.float64)
+            if arr.shape != (self.num_envs,):
+                raise ValueError(f"{name} scale must be a float or shape ({self.num_envs},), got {arr.shape}")
+            if not (np.isfinite(arr).all() and (arr > 0).all()):
+                raise ValueError(f"{name} scale must be finite and > 0, got {arr.tolist()}")
+            arr[~mask] = math.nan  # NaN = leave this env unchanged
+            return arr
+
+        self._call("batched_set_scales", batch("mass", mass), batch("friction", friction), batch("gain", gain))
+
+    def restore_nominal(self) -> None:
+        """Set every scale back to 1.0 (the model's nominal values) in every env."""
+        self.set_scales(1.0, 1.0, 1.0)
+
+    def get_scales(self) -> list[dict[str, float]]:
+        return list(self._call("get_scales"))
+
+    def close(self) -> None:
+        self._vec.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
