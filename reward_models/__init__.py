@@ -1,0 +1,1 @@
+"""Reward models: the multi-view general process reward model (GRM), progress tracking, shaping."""
