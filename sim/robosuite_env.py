@@ -49,8 +49,11 @@ def controller_config(controller: str) -> dict:
 def _quiet_robosuite() -> None:
     """robosuite logs configuration chatter at INFO/WARNING on every make(); keep errors only."""
     logger = logging.getLogger("robosuite_logs")
-    logger.setLevel(logging.ERROR)
-    logger.propagate = False
+    if not getattr(logger, "_dopa_quiet", False):
+        # A logger-level filter survives robosuite adding its own handlers at import time.
+        logger.addFilter(lambda record: record.levelno >= logging.ERROR)
+        logger.propagate = False
+        logger._dopa_quiet = True
 
 
 class RobosuiteEnv(TaskEnv):

@@ -1,0 +1,41 @@
+"""The ``dopa tasks`` job."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def run_tasks(cfg: DictConfig) -> int:
+    """List the simulation tasks (family, views, time limit, text); with ``task=<name>``, also its
+    state layout and action size; with ``render=true``, save a PNG of every view after reset."""
+    from sim import TASKS, get_task, make_env
+
+    if cfg.task is None:
+        print(f"{'task':<18} {'family':<10} {'steps':>5}  {'views':<26} text")
+        for spec in TASKS.values():
+            print(f"{spec.name:<18} {spec.family:<10} {spec.max_episode_steps:>5}  "
+                  f"{','.join(spec.cameras):<26} {spec.text}")
+        return 0
+    spec = get_task(str(cfg.task))
+    env = make_env(spec.name, num_envs=1, seed=int(cfg.seed))
+    try:
+        obs, _ = env.reset()
+        print(f"{spec.name}: {spec.text!r} ({spec.family}, time limit {spec.max_episode_steps} steps)")
+        print(f"action: float32 [B, {env.action_dim}] in [-1, 1]")
+        print(f"state: float32 [B, {env.state_dim}], layout:")
+        start = 0
+        for key, size in env.state_layout:
+            print(f"  [{start}:{start + size}] {key}")
+            start += size
+        print("views: " + ", ".join(f"{v} -> camera '{c}'" for v, c in spec.cameras.items()))
+        if cfg.render:
+            import imageio.v3 as iio
+            import numpy as np
+
+            frames = env.render(tuple(spec.cameras), image_size=int(cfg.image_size))
+            grid = np.concatenate([frames[v][0].numpy() for v in spec.cameras], axis=1)
+            iio.imwrite(str(cfg.out), grid)
+            print(f"saved {cfg.out} ({', '.join(spec.cameras)}, left to right)")
+    finally:
+        env.close()
+    return 0
