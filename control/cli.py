@@ -95,7 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = compose(job.config, rest)
     module = importlib.import_module(module_name)
-    result = getattr(module, func_name)(cfg)
+    from sim.render import RenderingError
+
+    try:
+        result = getattr(module, func_name)(cfg)
+    except (ValueError, TypeError, FileNotFoundError, RenderingError) as exc:
+        # Bad input from the user: one clear line, no traceback (DOPA_DEBUG=1 shows it).
+        if os.environ.get("DOPA_DEBUG"):
+            raise
+        print(f"dopa {name}: error: {exc}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -43,6 +43,11 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
             Messages list the allowed values.
     """
     spec = get_task(name)
+    from sim.render import check_mujoco_gl, gl_guard
+
+    check_mujoco_gl()
+    with gl_guard():  # MuJoCo loads its GL backend at import
+        import mujoco  # noqa: F401
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     from sim.vector import VECTORIZATIONS, BatchedEnv

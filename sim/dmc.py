@@ -13,6 +13,7 @@ import numpy as np
 import gymnasium as gym
 
 from sim.base import TaskEnv
+from sim.render import gl_guard
 from sim.tasks import TaskSpec
 
 
@@ -21,7 +22,8 @@ class DMCEnv(TaskEnv):
                  max_force: float = 50.0, max_torque: float = 10.0, max_episode_steps: int | None = None,
                  **task_kwargs):
         super().__init__(spec, views, image_size, env_index, max_force, max_torque, max_episode_steps)
-        from dm_control import suite
+        with gl_guard():  # dm_control sets up its GL platform at import
+            from dm_control import suite
 
         domain, task = spec.source
         self._env = suite.load(domain, task, task_kwargs={"random": int(seed), **task_kwargs})

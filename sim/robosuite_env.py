@@ -23,6 +23,7 @@ import numpy as np
 import gymnasium as gym
 
 from sim.base import TaskEnv
+from sim.render import gl_guard
 from sim.tasks import TaskSpec
 
 CONTROLLERS = ("osc_pose", "joint_position")
@@ -63,7 +64,8 @@ class RobosuiteEnv(TaskEnv):
                  terminate_on_success: bool = False, **task_kwargs):
         super().__init__(spec, views, image_size, env_index, max_force, max_torque, max_episode_steps)
         _quiet_robosuite()
-        import robosuite
+        with gl_guard():
+            import robosuite
 
         _quiet_robosuite()
         self.controller = controller
