@@ -1,0 +1,109 @@
+"""The potential interface used by reward shaping, and two simple state potentials.
+
+A potential Phi maps a batch of observations to progress in [0, 1] plus a completion flag. The
+GRM progress tracker (``reward_models.tracker.GRMPotential``) is one; :class:`StatePotential` and
+:class:`StateFeaturePotential` are state-only ones for tests and baselines.
+
+Contract (:class:`Potential`)::
+
+    potential.views                              # camera views it needs; () = state only
+    potential.reset(env_ids, obs)                # start of episode for envs ``env_ids``
+    phi, complete = potential(obs)               # float32 [B] in [0, 1], bool [B]
+
+``obs = {"state": float32 [B, D], "images": {view: uint8 [B, H, W, 3]}}`` always holds all B rows;
+``reset`` uses only rows ``env_ids`` (int64 [K]). A potential with history (the incremental mode
+of the GRM fusion) keeps per-env state and must forget it in ``reset``; it may also expose
+``state_dict()`` / ``load_state_dict()`` (its statistics are then saved in checkpoints).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Potential(Protocol):
+    """What reward shaping needs from a progress model (see the module docstring)."""
+
+    views: tuple[str, ...]
+
+    def reset(self, env_ids: torch.Tensor, obs: dict) -> None:
+        """Start of a new episode for envs ``env_ids`` (int64 [K]); ``obs`` holds all rows.
+
+        May return float32 [K], Phi of those rows' first states, to save the shaper a query;
+        returning None (the usual case) makes the shaper call the potential on ``obs``.
+        """
+
+    def __call__(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Progress ``phi`` float32 [B] in [0, 1] and ``complete`` bool [B]."""
+
+
+def check_potential_output(phi: torch.Tensor, complete: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a potential's output. Returns ``(phi float32 [B], complete bool [B])``.
+
+    Raises:
+        ValueError: wrong shapes, NaN/inf, or phi outside [0, 1] (beyond 1e-4), naming the values.
+    """
+    phi = torch.as_tensor(phi)
+    complete = torch.as_tensor(complete)
+    if tuple(phi.shape) != (batch,) or tuple(complete.shape) != (batch,):
+        raise ValueError(f"potential must return phi [B] and complete [B] with B={batch}, got "
+                         f"{tuple(phi.shape)} and {tuple(complete.shape)}")
+    phi = phi.float()
+    if not torch.isfinite(phi).all():
+        raise ValueError(f"potential returned NaN or inf: {phi.tolist()}")
+    if (phi < -1e-4).any() or (phi > 1 + 1e-4).any():
+        raise ValueError(f"potential must be in [0, 1], got min {phi.min().item():.4g} max {phi.max().item():.4g}")
+    return phi.clamp(0.0, 1.0), complete.bool()
+
+
+class StatePotential:
+    """A stateless potential from a function of the state.
+
+    Args:
+        fn: ``float32 [B, D] -> float32 [B]`` in [0, 1] (values outside are an error at call time).
+        complete_at: ``complete = phi >= complete_at`` (the paper's gold signal uses 0.95).
+    """
+
+    views: tuple[str, ...] = ()
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], complete_at: float = 0.95):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.complete_at = float(complete_at)
+
+    def reset(self, env_ids: torch.Tensor, obs: dict) -> None:
+        return None
+
+    def __call__(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        state = obs["state"]
+        phi = torch.as_tensor(self.fn(state), dtype=torch.float32)
+        phi, _ = check_potential_output(phi, torch.zeros_like(phi, dtype=torch.bool), state.shape[0])
+        return phi, phi >= self.complete_at
+
+
+class StateFeaturePotential(StatePotential):
+    """Phi(s) = clip((s[index] - low) / (high - low), 0, 1): progress read off one state entry.
+
+    E.g. cartpole's pole cosine (state index 1, low -1, high 1) is 0 hanging down, 1 upright.
+
+    Raises:
+        ValueError: ``high <= low`` or a negative index.
+    """
+
+    def __init__(self, index: int, low: float, high: float, complete_at: float = 0.95):
+        if not high > low:
+            raise ValueError(f"need high > low, got low={low} high={high}")
+        if int(index) < 0:
+            raise ValueError(f"index must be >= 0, got {index}")
+        self.index, self.low, self.high = int(index), float(low), float(high)
+
+        def fn(state: torch.Tensor) -> torch.Tensor:
+            if state.shape[1] <= self.index:
+                raise ValueError(f"state has {state.shape[1]} entries; potential reads index {self.index}")
+            return ((state[:, self.index] - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
+
+        super().__init__(fn, complete_at)
