@@ -74,7 +74,10 @@ class RobosuiteEnv(TaskEnv):
             spec.source[0], robots="Panda", controller_configs=controller_config(controller),
             has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False,
             hard_reset=False, ignore_done=True, reward_shaping=bool(reward_shaping),
-            control_freq=20, seed=int(seed), **task_kwargs)
+            control_freq=20, seed=0, **task_kwargs)
+        # The model (object sizes) is built once with seed 0 so that an env is a function of the
+        # episode seed alone; `reset(seed)` re-seeds placements and robot initialisation noise.
+        self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
         first = self._env.reset()
         self._keys = [k for k, v in first.items() if not k.endswith("-state") and not k.endswith("_image")]
         self.state_layout = [(k, int(np.asarray(first[k]).size)) for k in self._keys]
