@@ -1,0 +1,238 @@
+"""Command safety for the policy node: joint limits, a per-step delta clamp, a velocity limit and a
+stamp-based watchdog. Pure Python and numpy (no ROS import), so every rule is unit-testable.
+
+The guarantees, for any input (property-tested in ``tests/test_safety.py``):
+
+- :meth:`SafetyFilter.filter` returns finite positions inside ``[lower + margin, upper - margin]``
+  for every joint, and consecutive points (the first one against the measured position, itself
+  clipped into the limits) differ by at most ``min(max_delta, velocity_scale * max_velocity * dt)``
+  per joint; a non-finite target raises instead of passing through.
+- :meth:`Watchdog.check` reports a reason whenever a required observation is missing, older than
+  ``max_age`` by its **header stamp**, or stamped in the future by more than ``max_future``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+class SafetyError(ValueError):
+    """A command or measurement violates a safety rule the filter cannot repair (the text says which)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JointLimits:
+    """Per-joint limits of an arm, in the robot's joint order.
+
+    Attributes:
+        names: N joint names.
+        lower, upper: float64 [N] position limits (rad), lower < upper.
+        velocity: float64 [N] velocity limits (rad/s), > 0.
+    """
+
+    names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.names)
+        object.__setattr__(self, "names", tuple(str(x) for x in self.names))
+        for field in ("lower", "upper", "velocity"):
+            arr = np.asarray(getattr(self, field), dtype=np.float64).reshape(-1)
+            if arr.shape != (n,):
+                raise ValueError(f"joint limits {field} has {arr.size} entries for {n} joints {list(self.names)}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"joint limits {field} must be finite, got {arr.tolist()}")
+            arr.setflags(write=False)
+            object.__setattr__(self, field, arr)
+        bad = [self.names[i] for i in np.flatnonzero(self.lower >= self.upper)]
+        if bad:
+            raise ValueError(f"joint limits: lower >= upper for {bad}")
+        bad = [self.names[i] for i in np.flatnonzero(self.velocity <= 0)]
+        if bad:
+            raise ValueError(f"joint limits: velocity limit must be > 0 rad/s for {bad}")
+        if len(set(self.names)) != n:
+            raise ValueError(f"joint names repeat: {list(self.names)}")
+
+    @classmethod
+    def from_config(cls, joints: Sequence[Mapping]) -> "JointLimits":
+        """Build from a robot config's ``joints`` list: ``[{name, lower, upper, velocity}, ...]`` (rad, rad/s).
+
+        Raises:
+            ValueError: a joint entry lacks a key (named) or the limits are inconsistent.
+        """
+        rows = []
+        for i, j in enumerate(joints):
+            missing = [k for k in ("name", "lower", "upper", "velocity") if k not in j]
+            if missing:
+                raise ValueError(f"robot joint {i} ({dict(j).get('name', '?')}) lacks {missing}")
+            rows.append((j["name"], float(j["lower"]), float(j["upper"]), float(j["velocity"])))
+        if not rows:
+            raise ValueError("robot config lists no joints")
+        names, lo, hi, vel = zip(*rows, strict=True)
+        return cls(tuple(names), np.array(lo), np.array(hi), np.array(vel))
+
+
+class SafetyFilter:
+    """Make joint-position targets safe: delta clamp, velocity limit, then position limits.
+
+    Args:
+        limits: the arm's :class:`JointLimits`.
+        max_delta: largest change per trajectory point (rad), scalar or [N]; None disables the
+            delta clamp (it is on by default in ``configs/deploy.yaml``).
+        velocity_scale: fraction (0, 1] of the velocity limits allowed; each point may move at most
+            ``velocity_scale * velocity * dt``.
+        margin: stay this far (rad) inside the position limits.
+        position_tolerance: a *measured* position may be this far (rad) outside the limits (sensor
+            noise, controller overshoot) before :meth:`check_measurement` refuses it.
+    Raises:
+        ValueError: non-positive ``max_delta``, ``velocity_scale`` outside (0, 1], a negative margin
+            or a margin that leaves no room between the limits.
+    """
+
+    def __init__(self, limits: JointLimits, max_delta: float | Sequence[float] | None = 0.05,
+                 velocity_scale: float = 1.0, margin: float = 0.0, position_tolerance: float = 0.05):
+        self.limits = limits
+        n = len(limits.names)
+        if max_delta is not None:
+            md = np.broadcast_to(np.asarray(max_delta, dtype=np.float64), (n,)).copy()
+            if not (np.isfinite(md).all() and (md > 0).all()):
+                raise ValueError(f"max_delta must be > 0 rad per joint, got {md.tolist()}")
+            self.max_delta = md
+        else:
+            self.max_delta = None
+        if not (0.0 < float(velocity_scale) <= 1.0):
+            raise ValueError(f"velocity_scale must be in (0, 1], got {velocity_scale!r}")
+        self.velocity_scale = float(velocity_scale)
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be >= 0 rad, got {margin!r}")
+        self.lower = limits.lower + float(margin)
+        self.upper = limits.upper - float(margin)
+        if (self.lower >= self.upper).any():
+            raise ValueError(f"margin {margin} rad leaves no room inside the limits of "
+                             f"{[limits.names[i] for i in np.flatnonzero(self.lower >= self.upper)]}")
+        if not (math.isfinite(position_tolerance) and position_tolerance >= 0):
+            raise ValueError(f"position_tolerance must be >= 0 rad, got {position_tolerance!r}")
+        self.position_tolerance = float(position_tolerance)
+
+    def step_bound(self, dt: float) -> np.ndarray:
+        """Largest allowed change per point (rad) for points ``dt`` seconds apart: float64 [N]."""
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be > 0 s, got {dt!r}")
+        bound = self.velocity_scale * self.limits.velocity * float(dt)
+        return bound if self.max_delta is None else np.minimum(bound, self.max_delta)
+
+    def check_measurement(self, q: np.ndarray) -> None:
+        """Refuse a measured position that is non-finite or beyond the limits by more than the tolerance.
+
+        Raises:
+            SafetyError: naming the joints, their values and their limits.
+        """
+        q = np.asarray(q, dtype=np.float64)
+        if q.shape != self.lower.shape:
+            raise SafetyError(f"measured position has shape {q.shape}, expected {self.lower.shape}")
+        lo, hi = self.limits.lower - self.position_tolerance, self.limits.upper + self.position_tolerance
+        bad = np.flatnonzero(~np.isfinite(q) | (q < lo) | (q > hi))
+        if bad.size:
+            desc = ", ".join(f"{self.limits.names[i]}={q[i]:.4g} not in [{self.limits.lower[i]:.4g}, "
+                             f"{self.limits.upper[i]:.4g}]" for i in bad)
+            raise SafetyError(f"measured joint position outside the limits (+-{self.position_tolerance} rad): {desc}")
+
+    def hold(self, q: np.ndarray) -> np.ndarray:
+        """The hold target for measured position ``q`` [N]: ``q`` clipped into the limits (float64 [N])."""
+        q = np.asarray(q, dtype=np.float64)
+        if not np.isfinite(q).all():
+            raise SafetyError("cannot hold a non-finite position")
+        return np.clip(q, self.lower, self.upper)
+
+    def filter(self, targets: np.ndarray, reference: np.ndarray, dt: float) -> tuple[np.ndarray, dict]:
+        """Clamp a chunk of joint targets.
+
+        Args:
+            targets: float [P, N] (or [N]) absolute joint targets (rad), point k due at ``(k+1) * dt``.
+            reference: float [N] measured joint position (rad) the first point starts from.
+            dt: seconds between points (> 0).
+        Returns:
+            ``(safe float64 [P, N], report)`` where ``report`` counts the entries changed by each rule:
+            ``{"delta": int, "limits": int}``.
+        Raises:
+            SafetyError: a NaN/inf target or reference, or wrong shapes.
+        """
+        t = np.asarray(targets, dtype=np.float64)
+        if t.ndim == 1:
+            t = t[None]
+        n = self.lower.size
+        if t.ndim != 2 or t.shape[1] != n or t.shape[0] < 1:
+            raise SafetyError(f"targets must be [P >= 1, {n}], got {list(np.shape(targets))}")
+        if not np.isfinite(t).all():
+            raise SafetyError("targets contain NaN or inf")
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.shape != (n,) or not np.isfinite(ref).all():
+            raise SafetyError(f"reference must be finite [{n}], got {ref.tolist()}")
+        bound = self.step_bound(dt)
+        prev = np.clip(ref, self.lower, self.upper)
+        out = np.empty_like(t)
+        n_delta = n_limits = 0
+        for k in range(t.shape[0]):
+            d = np.clip(t[k], prev - bound, prev + bound)
+            n_delta += int(np.count_nonzero(d != t[k]))
+            p = np.clip(d, self.lower, self.upper)
+            n_limits += int(np.count_nonzero(p != d))
+            out[k] = p
+            prev = p
+        return out, {"delta": n_delta, "limits": n_limits}
+
+
+class Watchdog:
+    """Judges observation freshness by header stamps (never by arrival time).
+
+    Args:
+        required: names of the observations that must be fresh (e.g. ``joint_states``,
+            ``image/front``, ``task_state``).
+        max_age: largest allowed ``now - stamp`` (s), > 0.
+        max_future: largest allowed ``stamp - now`` (s) before a stamp counts as bad clock.
+    """
+
+    def __init__(self, required: Iterable[str], max_age: float, max_future: float = 0.05):
+        if not (math.isfinite(max_age) and max_age > 0):
+            raise ValueError(f"watchdog max_age must be > 0 s, got {max_age!r}")
+        if not (math.isfinite(max_future) and max_future >= 0):
+            raise ValueError(f"watchdog max_future must be >= 0 s, got {max_future!r}")
+        self.required = tuple(required)
+        self.max_age = float(max_age)
+        self.max_future = float(max_future)
+        self.stamps: dict[str, float] = {}
+
+    def observe(self, name: str, stamp: float) -> None:
+        """Record an observation's header stamp (s). An older stamp than the one held is ignored."""
+        if not math.isfinite(stamp):
+            raise ValueError(f"stamp of {name!r} must be finite, got {stamp!r}")
+        if stamp > self.stamps.get(name, -math.inf):
+            self.stamps[name] = float(stamp)
+
+    def forget(self) -> None:
+        """Drop every recorded stamp (on cleanup or reset)."""
+        self.stamps.clear()
+
+    def check(self, now: float) -> str | None:
+        """``None`` when every required observation is fresh at time ``now`` (s), else the reason."""
+        for name in self.required:
+            s = self.stamps.get(name)
+            if s is None:
+                return f"no {name!r} observation received yet"
+            age = now - s
+            if age > self.max_age:
+                return f"{name!r} is {age:.3f} s old (bound {self.max_age:.3f} s)"
+            if -age > self.max_future:
+                return f"{name!r} is stamped {-age:.3f} s in the future (clock skew; bound {self.max_future:.3f} s)"
+        return None
+
+    def oldest(self, now: float) -> float:
+        """Age (s) of the stalest required observation (inf when one is missing)."""
+        ages = [now - self.stamps[n] if n in self.stamps else math.inf for n in self.required]
+        return max(ages) if ages else 0.0
