@@ -14,8 +14,8 @@ A deployment policy is a folder with two files, written atomically (temp folder,
 - ``state_dim`` D, ``action_dim`` A, ``action_horizon`` h >= 1 (actions per call);
 - ``state_layout``: ``[[key, size], ...]`` in state order (the env's ``state_layout``);
 - ``views`` (camera views the policy reads, empty for state-only) and ``image_size`` (pixels);
-- ``obs_normalizer``: ``{"mean": [D], "std": [D]}`` applied as ``(state - mean) / std`` before the
-  network, or ``None``;
+- ``obs_normalizer``: ``{"mean": [D], "std": [D], "clip": c (optional)}`` applied as
+  ``clip((state - mean) / std, -c, c)`` before the network, or ``None``;
 - ``created``: ISO-8601 UTC time of the export (filled in by :func:`save_policy` when missing).
 
 Usage (the ROS 2 policy node does exactly this)::
@@ -161,8 +161,8 @@ def _check_meta(meta: dict) -> dict:
         raise ValueError(f"meta state_layout sums to {layout_total} but state_dim is {meta['state_dim']}")
     norm = meta["obs_normalizer"]
     if norm is not None:
-        if set(norm) != {"mean", "std"}:
-            raise ValueError(f"obs_normalizer must have keys mean and std, got {sorted(norm)}")
+        if not {"mean", "std"} <= set(norm) <= {"mean", "std", "clip"}:
+            raise ValueError(f"obs_normalizer must have keys mean, std (and optionally clip), got {sorted(norm)}")
         for key in ("mean", "std"):
             arr = np.asarray(norm[key], dtype=np.float64)
             if arr.shape != (meta["state_dim"],):
@@ -250,6 +250,7 @@ class DeployPolicy:
         norm = meta.get("obs_normalizer")
         self._mean = None if norm is None else torch.tensor(norm["mean"], dtype=torch.float32)
         self._std = None if norm is None else torch.tensor(norm["std"], dtype=torch.float32)
+        self._clip = None if norm is None or norm.get("clip") is None else float(norm["clip"])
 
     def __repr__(self) -> str:
         return (f"DeployPolicy(kind={self.meta['kind']!r}, task={self.meta['task']!r}, state_dim={self.state_dim}, "
@@ -278,6 +279,8 @@ class DeployPolicy:
         x = torch.from_numpy(s)[None]
         if self._mean is not None:
             x = (x - self._mean) / self._std
+            if self._clip is not None:
+                x = x.clamp(-self._clip, self._clip)
         imgs = None
         if self.views:
             if images is None:

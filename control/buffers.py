@@ -1,0 +1,184 @@
+"""Replay and rollout buffers (torch tensors, preallocated, saved whole in checkpoints).
+
+- :class:`ReplayBuffer`: FIFO ring of transitions for off-policy learners (SAC, EXPO). Stores
+  ``done = terminated`` only: time-limit truncations are bootstrapped from ``next_obs``.
+- :class:`RolloutBuffer`: ``T x B`` on-policy rollout with GAE(lambda) (Schulman et al. 2016,
+  eq. 16) for PPO and GoRL's encoder. Truncations are bootstrapped by adding
+  ``gamma * V(final state)`` to the reward of the truncated step (the loop gives the final state).
+
+Both expose ``state_dict()`` / ``load_state_dict()`` with plain tensors (safetensors-ready), so a
+resumed run continues with the exact same data.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _check_batch(name: str, x: torch.Tensor, shape: tuple) -> torch.Tensor:
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(shape)}")
+    if torch.is_floating_point(x) and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+class ReplayBuffer:
+    """Ring buffer of ``(obs, action, reward, next_obs, terminated)``.
+
+    Args:
+        capacity: maximum number of single transitions kept (oldest overwritten).
+        obs_dim: D.  action_dim: A.  device: where tensors live.
+    """
+
+    FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device="cpu"):
+        if int(capacity) < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity, self.obs_dim, self.action_dim = int(capacity), int(obs_dim), int(action_dim)
+        self.device = torch.device(device)
+        self.obs = torch.zeros(self.capacity, self.obs_dim, device=self.device)
+        self.action = torch.zeros(self.capacity, self.action_dim, device=self.device)
+        self.reward = torch.zeros(self.capacity, device=self.device)
+        self.next_obs = torch.zeros(self.capacity, self.obs_dim, device=self.device)
+        self.terminated = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
+        self.ptr, self.size = 0, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs, action, reward, next_obs, terminated) -> None:
+        """Add a batch of N transitions: obs/next_obs float32 [N, D], action [N, A], reward [N],
+        terminated bool [N]. Raises ValueError on wrong shapes or NaN/inf."""
+        n = obs.shape[0]
+        _check_batch("obs", obs, (n, self.obs_dim))
+        _check_batch("action", action, (n, self.action_dim))
+        _check_batch("reward", reward, (n,))
+        _check_batch("next_obs", next_obs, (n, self.obs_dim))
+        _check_batch("terminated", terminated, (n,))
+        idx = (self.ptr + torch.arange(n)) % self.capacity
+        idx = idx.to(self.device)
+        self.obs[idx] = obs.to(self.device, torch.float32)
+        self.action[idx] = action.to(self.device, torch.float32)
+        self.reward[idx] = reward.to(self.device, torch.float32)
+        self.next_obs[idx] = next_obs.to(self.device, torch.float32)
+        self.terminated[idx] = terminated.to(self.device, torch.bool)
+        self.ptr = int((self.ptr + n) % self.capacity)
+        self.size = int(min(self.size + n, self.capacity))
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Uniform sample with replacement: dict of the FIELDS, each with leading dim ``batch_size``.
+
+        Raises:
+            RuntimeError: the buffer is empty.
+        """
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (int(batch_size),), generator=generator).to(self.device)
+        return {f: getattr(self, f)[idx] for f in self.FIELDS}
+
+    def state_dict(self) -> dict:
+        """The filled part of the buffer plus the write pointer (tensors and ints)."""
+        out = {f: getattr(self, f)[: self.size].clone() for f in self.FIELDS}
+        out.update(ptr=self.ptr, size=self.size, capacity=self.capacity)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Raises ValueError when the saved capacity or shapes differ (both named)."""
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"replay buffer capacity {int(state['capacity'])} in checkpoint, {self.capacity} configured")
+        size = int(state["size"])
+        for f in self.FIELDS:
+            src = state[f]
+            dst = getattr(self, f)
+            if tuple(src.shape[1:]) != tuple(dst.shape[1:]):
+                raise ValueError(f"replay buffer {f} rows have shape {tuple(src.shape[1:])} in checkpoint, "
+                                 f"{tuple(dst.shape[1:])} here")
+            dst.zero_()
+            dst[:size] = src.to(self.device, dst.dtype)
+        self.size, self.ptr = size, int(state["ptr"])
+
+
+class RolloutBuffer:
+    """``num_steps x num_envs`` rollout for on-policy learners, with GAE.
+
+    Stored per step: obs [T, B, D], action [T, B, A], log_prob [T, B], value [T, B], reward [T, B],
+    done [T, B] (episode ended after this step: terminated or truncated), plus ``extra`` tensors a
+    learner wants kept (e.g. GoRL's ``latent`` [T, B, A]).
+    """
+
+    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, action_dim: int, device="cpu"):
+        if int(num_steps) < 1 or int(num_envs) < 1:
+            raise ValueError(f"num_steps and num_envs must be >= 1, got {num_steps}, {num_envs}")
+        self.T, self.B = int(num_steps), int(num_envs)
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        self.device = torch.device(device)
+        T, B = self.T, self.B
+        self.obs = torch.zeros(T, B, self.obs_dim, device=self.device)
+        self.action = torch.zeros(T, B, self.action_dim, device=self.device)
+        self.log_prob = torch.zeros(T, B, device=self.device)
+        self.value = torch.zeros(T, B, device=self.device)
+        self.reward = torch.zeros(T, B, device=self.device)
+        self.done = torch.zeros(T, B, device=self.device)
+        self.extra: dict[str, torch.Tensor] = {}
+        self.last_next_obs = torch.zeros(B, self.obs_dim, device=self.device)
+        self.t = 0
+
+    @property
+    def full(self) -> bool:
+        return self.t >= self.T
+
+    def add(self, obs, action, log_prob, value, reward, done, next_obs, **extra) -> None:
+        """Add one step for all B envs (shapes as in the class docstring, without the T axis)."""
+        if self.full:
+            raise RuntimeError(f"rollout buffer is full ({self.T} steps); compute GAE and clear it first")
+        t, B = self.t, self.B
+        self.obs[t] = _check_batch("obs", obs, (B, self.obs_dim))
+        self.action[t] = _check_batch("action", action, (B, self.action_dim))
+        self.log_prob[t] = _check_batch("log_prob", log_prob, (B,))
+        self.value[t] = _check_batch("value", value, (B,))
+        self.reward[t] = _check_batch("reward", reward, (B,))
+        self.done[t] = done.float()
+        self.last_next_obs = next_obs.detach().clone()
+        for k, v in extra.items():
+            if k not in self.extra:
+                self.extra[k] = torch.zeros((self.T, *v.shape), dtype=v.dtype, device=self.device)
+            self.extra[k][t] = v
+        self.t += 1
+
+    def compute_gae(self, last_value: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE(lambda): advantage [T, B] and return target [T, B] (= advantage + value).
+
+        ``last_value`` [B] is V of the state after the last step (``last_next_obs``); steps whose
+        ``done`` is set do not bootstrap across the episode boundary.
+        """
+        adv = torch.zeros_like(self.reward)
+        last = torch.zeros(self.B, device=self.device)
+        for t in reversed(range(self.T)):
+            next_value = last_value if t == self.T - 1 else self.value[t + 1]
+            nonterminal = 1.0 - self.done[t]
+            delta = self.reward[t] + gamma * next_value * nonterminal - self.value[t]
+            last = delta + gamma * lam * nonterminal * last
+            adv[t] = last
+        return adv, adv + self.value
+
+    def clear(self) -> None:
+        self.t = 0
+
+    def state_dict(self) -> dict:
+        out = {k: getattr(self, k).clone() for k in ("obs", "action", "log_prob", "value", "reward", "done",
+                                                      "last_next_obs")}
+        out["extra"] = {k: v.clone() for k, v in self.extra.items()}
+        out["t"] = self.t
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("obs", "action", "log_prob", "value", "reward", "done", "last_next_obs"):
+            dst = getattr(self, k)
+            if tuple(state[k].shape) != tuple(dst.shape):
+                raise ValueError(f"rollout buffer {k} has shape {tuple(state[k].shape)} in checkpoint, "
+                                 f"{tuple(dst.shape)} here")
+            dst.copy_(state[k])
+        self.extra = {k: v.clone() for k, v in state.get("extra", {}).items()}
+        self.t = int(state["t"])

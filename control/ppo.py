@@ -1,0 +1,211 @@
+"""Proximal Policy Optimization with a diagonal Gaussian policy and GAE (Schulman et al. 2017,
+"Proximal Policy Optimization Algorithms"; GAE: Schulman et al. 2016), in the form of CleanRL's
+``ppo_continuous_action.py``.
+
+- clipped surrogate (PPO eq. 7): L = E[min(rho A, clip(rho, 1 - eps, 1 + eps) A)], rho = pi/pi_old;
+- value loss 0.5 (V - R)^2 (optionally clipped), entropy bonus, global grad-norm clipping;
+- advantages by GAE(lambda) (:meth:`control.buffers.RolloutBuffer.compute_gae`), normalised per
+  minibatch; time-limit truncations bootstrap by adding gamma * V(final state) to the last reward.
+
+Observation statistics (optional) are frozen during a rollout and its update, then refreshed from
+that rollout, so stored log-probabilities stay consistent. All sampling uses the learner's own
+``torch.Generator`` (saved in ``state_dict``). GoRL's encoder reuses :func:`ppo_loss` and the
+rollout buffer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from control.buffers import RolloutBuffer
+from control.learner import Learner, Transition
+from control.networks import MLP, GaussianActor, RunningMeanStd
+
+
+def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor,
+             clip_coef: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate loss (negated PPO eq. 7) over a minibatch [N]; returns (loss, stats)."""
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    pg1 = -advantage * ratio
+    pg2 = -advantage * ratio.clamp(1 - clip_coef, 1 + clip_coef)
+    loss = torch.max(pg1, pg2).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    return loss, {"approx_kl": float(approx_kl), "clipfrac": float(clipfrac)}
+
+
+class PPO(Learner):
+    """PPO learner (see the module docstring).
+
+    Args:
+        obs_dim, action_dim, num_envs, seed, device: from the training loop.
+        num_steps: rollout length per env (an update every ``num_steps`` loop steps).
+        gamma, gae_lambda: discount and GAE lambda.
+        update_epochs, num_minibatches: passes over the rollout and minibatches per pass.
+        clip_coef: surrogate clip epsilon.  clip_vloss: clip the value loss too.
+        ent_coef, vf_coef: loss weights.  max_grad_norm: global gradient-norm clip.
+        learning_rate: Adam step size.  anneal_lr: linear decay to 0 over ``total_steps``.
+        total_steps: env steps of the run (only for ``anneal_lr``).
+        norm_adv: normalise advantages per minibatch.  obs_normalization: running state statistics.
+        hidden, layer_norm, activation: actor and critic shape.  init_log_std: initial log sigma.
+        target_kl: stop the epoch loop early when the approximate KL exceeds it (None: never).
+    """
+
+    name = "ppo"
+
+    def __init__(self, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0, device: str = "cpu",
+                 num_steps: int = 256, gamma: float = 0.99, gae_lambda: float = 0.95, update_epochs: int = 10,
+                 num_minibatches: int = 8, clip_coef: float = 0.2, clip_vloss: bool = False,
+                 ent_coef: float = 0.0, vf_coef: float = 0.5, max_grad_norm: float = 0.5,
+                 learning_rate: float = 3e-4, anneal_lr: bool = False, total_steps: int = 1_000_000,
+                 norm_adv: bool = True, obs_normalization: bool = True, hidden=(64, 64), layer_norm: bool = False,
+                 activation: str = "tanh", init_log_std: float = 0.0, target_kl: float | None = None):
+        if not 0 < gamma <= 1 or not 0 <= gae_lambda <= 1:
+            raise ValueError(f"need gamma in (0, 1] and gae_lambda in [0, 1], got {gamma}, {gae_lambda}")
+        batch = int(num_steps) * int(num_envs)
+        if int(num_minibatches) < 1 or batch % int(num_minibatches):
+            raise ValueError(f"num_steps * num_envs = {batch} must be divisible by num_minibatches = {num_minibatches}")
+        self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
+        self.device = torch.device(device)
+        self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
+        self.update_epochs, self.num_minibatches = int(update_epochs), int(num_minibatches)
+        self.clip_coef, self.clip_vloss = float(clip_coef), bool(clip_vloss)
+        self.ent_coef, self.vf_coef, self.max_grad_norm = float(ent_coef), float(vf_coef), float(max_grad_norm)
+        self.learning_rate, self.anneal_lr, self.total_steps = float(learning_rate), bool(anneal_lr), int(total_steps)
+        self.norm_adv, self.target_kl = bool(norm_adv), target_kl
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            self.actor = GaussianActor(obs_dim, action_dim, hidden, layer_norm, activation, init_log_std).to(self.device)
+            self.critic = MLP(obs_dim, 1, hidden, layer_norm, activation).to(self.device)
+        self.optimizer = torch.optim.Adam(list(self.actor.parameters()) + list(self.critic.parameters()),
+                                          lr=self.learning_rate, eps=1e-5)
+        self.normalizer = RunningMeanStd(obs_dim).to(self.device) if obs_normalization else None
+        self.buffer = RolloutBuffer(num_steps, num_envs, obs_dim, action_dim, self.device)
+        self.generator = torch.Generator().manual_seed(int(seed) + 1)
+        self.env_steps, self.updates = 0, 0
+
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.normalizer.normalize(obs) if self.normalizer is not None else obs
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s): float32 [B, D] (raw states) -> [B]."""
+        return self.critic(self._norm(obs.to(self.device, torch.float32))).squeeze(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """float32 [B, D] -> float32 [B, A]: Gaussian samples (the env clips to [-1, 1]) or the
+        mean clipped to [-1, 1] when deterministic."""
+        dist = self.actor.distribution(self._norm(obs.to(self.device, torch.float32)))
+        if deterministic:
+            return dist.loc.clamp(-1, 1).cpu()
+        eps = torch.randn(dist.loc.shape, generator=self.generator)
+        return (dist.loc + dist.scale * eps.to(self.device)).cpu()
+
+    @torch.no_grad()
+    def observe(self, transition: Transition) -> None:
+        """Append one step to the rollout; log-prob and value are computed here with the frozen
+        parameters that also produced the action. Truncated rows get ``+ gamma * V(s_final)``."""
+        tr = transition
+        obs = tr.obs.to(self.device, torch.float32)
+        dist = self.actor.distribution(self._norm(obs))
+        log_prob = dist.log_prob(tr.action.to(self.device)).sum(-1)
+        value = self.value(obs)
+        reward = tr.reward.to(self.device, torch.float32).clone()
+        trunc = tr.truncated.bool() & ~tr.terminated.bool()
+        if trunc.any():
+            reward[trunc] += self.gamma * self.value(tr.next_obs[trunc])
+        done = tr.terminated.bool() | tr.truncated.bool()
+        extra = {k: v for k, v in tr.info.items() if k == "latent"}
+        self.buffer.add(obs, tr.action.to(self.device, torch.float32), log_prob, value, reward, done,
+                        tr.next_obs.to(self.device, torch.float32), **extra)
+        self.env_steps += int(obs.shape[0])
+
+    def update(self) -> dict[str, float]:
+        """When the rollout is full: GAE, ``update_epochs`` passes of minibatch updates, refresh
+        the observation statistics, clear the rollout. Returns {} otherwise."""
+        if not self.buffer.full:
+            return {}
+        if self.anneal_lr:
+            frac = max(0.0, 1.0 - self.env_steps / max(1, self.total_steps))
+            for g in self.optimizer.param_groups:
+                g["lr"] = frac * self.learning_rate
+        buf = self.buffer
+        with torch.no_grad():
+            last_value = self.value(buf.last_next_obs)
+            adv, ret = buf.compute_gae(last_value, self.gamma, self.gae_lambda)
+        n = buf.T * buf.B
+        obs = self._norm(buf.obs.reshape(n, -1))
+        act, old_logp = buf.action.reshape(n, -1), buf.log_prob.reshape(n)
+        adv, ret, old_v = adv.reshape(n), ret.reshape(n), buf.value.reshape(n)
+        mb = n // self.num_minibatches
+        stats: dict[str, float] = {}
+        for _ in range(self.update_epochs):
+            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            for start in range(0, n, mb):
+                idx = perm[start:start + mb]
+                dist = self.actor.distribution(obs[idx])
+                new_logp = dist.log_prob(act[idx]).sum(-1)
+                entropy = dist.entropy().sum(-1).mean()
+                a = adv[idx]
+                if self.norm_adv and a.numel() > 1:
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                pg_loss, st = ppo_loss(new_logp, old_logp[idx], a, self.clip_coef)
+                v = self.critic(obs[idx]).squeeze(-1)
+                if self.clip_vloss:
+                    v_clip = old_v[idx] + (v - old_v[idx]).clamp(-self.clip_coef, self.clip_coef)
+                    v_loss = 0.5 * torch.max((v - ret[idx]) ** 2, (v_clip - ret[idx]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((v - ret[idx]) ** 2).mean()
+                loss = pg_loss - self.ent_coef * entropy + self.vf_coef * v_loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"PPO loss became {float(loss)} at update {self.updates}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(list(self.actor.parameters()) + list(self.critic.parameters()),
+                                         self.max_grad_norm)
+                self.optimizer.step()
+                stats = {"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()),
+                         "entropy": float(entropy.detach()), **st}
+            if self.target_kl is not None and stats.get("approx_kl", 0.0) > self.target_kl:
+                break
+        if self.normalizer is not None:
+            self.normalizer.update(buf.obs.reshape(n, -1))
+        var_y = ret.var()
+        stats["explained_variance"] = float(1 - (ret - old_v).var() / var_y) if var_y > 0 else float("nan")
+        stats["log_std"] = float(self.actor.log_std.detach().mean())
+        buf.clear()
+        self.updates += 1
+        return stats
+
+    # ---------------------------------------------------------------------------------------------
+    def export_policy(self) -> tuple[nn.Module, dict]:
+        """Deployment module (kind ``"mlp"``: the Gaussian mean clipped to [-1, 1]) and meta entries."""
+        meta = {"kind": "mlp", "action_horizon": 1, "views": [],
+                "obs_normalizer": self.normalizer.export() if self.normalizer is not None else None}
+        return self.actor.deploy_module(), meta
+
+    def networks(self) -> dict[str, nn.Module]:
+        mods = {"actor": self.actor, "critic": self.critic}
+        if self.normalizer is not None:
+            mods["normalizer"] = self.normalizer
+        return mods
+
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "normalizer": self.normalizer.state_dict() if self.normalizer is not None else None,
+                "buffer": self.buffer.state_dict(), "generator": self.generator.get_state(),
+                "env_steps": self.env_steps, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.normalizer is not None and state.get("normalizer") is not None:
+            self.normalizer.load_state_dict(state["normalizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.generator.set_state(state["generator"])
+        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])

@@ -1,0 +1,209 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications") with
+a LayerNorm critic ensemble (clipped double Q for E = 2; REDQ-style min over a random subset for
+E > 2), automatic temperature tuning and an update-to-data ratio.
+
+Equations (paper numbering of arXiv 1812.05905):
+- critic: J_Q = E[(Q_i(s, a) - y)^2], y = r + gamma (1 - terminated) (min_j Q'_j(s', a') - alpha log pi(a'|s')),
+  a' ~ pi(.|s')  (eqs. 5-6, with the min over target critics);
+- actor: J_pi = E[alpha log pi(a|s) - min_i Q_i(s, a)]  (eq. 7, reparameterised);
+- temperature: J(alpha) = E[-alpha (log pi(a|s) + target_entropy)]  (eq. 18), target_entropy = -A.
+
+Time-limit truncations bootstrap (only ``terminated`` zeroes the target). All randomness (random
+warm-up actions, policy noise, minibatches, critic subsets) comes from the learner's own
+``torch.Generator``, saved in ``state_dict``, so a resumed run repeats an uninterrupted one.
+EXPO reuses :func:`critic_target`, :class:`control.networks.CriticEnsemble` and the buffer.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from control.buffers import ReplayBuffer
+from control.learner import Learner, Transition
+from control.networks import CriticEnsemble, RunningMeanStd, TanhGaussianActor, soft_update
+
+
+def critic_target(critic_target_net: CriticEnsemble, next_obs: torch.Tensor, next_action: torch.Tensor,
+                  next_log_prob: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor, gamma: float,
+                  alpha: torch.Tensor | float, subset: int, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+    """Soft TD target y [B] = r + gamma (1 - terminated) (min_subset Q'(s', a') - alpha log pi(a'|s'))."""
+    with torch.no_grad():
+        q_next = critic_target_net(next_obs, next_action)
+        q_min = critic_target_net.min_over_subset(q_next, subset, generator)
+        return reward + gamma * (1.0 - terminated.float()) * (q_min - alpha * next_log_prob)
+
+
+class SAC(Learner):
+    """SAC learner (see the module docstring).
+
+    Args:
+        obs_dim, action_dim, num_envs, seed, device: from the training loop.
+        gamma: discount.  tau: Polyak rate of the target critics.
+        actor_lr, critic_lr, alpha_lr: Adam learning rates.
+        batch_size: minibatch size.  buffer_size: replay capacity (transitions).
+        learning_starts: env steps (all envs together) of uniform random actions before updates.
+        utd_ratio: gradient steps per environment step (all envs together), e.g. 1 or 20.
+        num_critics: ensemble size E.  critic_subset: members in the target's min (<= E).
+        hidden, layer_norm, activation: network shape (critics always follow ``layer_norm``).
+        init_temperature: initial alpha.  autotune: learn alpha.  target_entropy: default -A.
+        obs_normalization: normalise states with running statistics (frozen during updates).
+        actor_update_every: actor/temperature update every k critic updates.
+    """
+
+    name = "sac"
+
+    def __init__(self, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0, device: str = "cpu",
+                 gamma: float = 0.99, tau: float = 0.005, actor_lr: float = 3e-4, critic_lr: float = 3e-4,
+                 alpha_lr: float = 3e-4, batch_size: int = 256, buffer_size: int = 1_000_000,
+                 learning_starts: int = 5000, utd_ratio: float = 1.0, num_critics: int = 2,
+                 critic_subset: int = 2, hidden=(256, 256), layer_norm: bool = True, activation: str = "relu",
+                 init_temperature: float = 0.1, autotune: bool = True, target_entropy: float | None = None,
+                 obs_normalization: bool = False, actor_update_every: int = 1):
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        if critic_subset > num_critics or critic_subset < 1:
+            raise ValueError(f"critic_subset must be in [1, num_critics={num_critics}], got {critic_subset}")
+        if utd_ratio <= 0:
+            raise ValueError(f"utd_ratio must be > 0, got {utd_ratio}")
+        self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
+        self.device = torch.device(device)
+        self.gamma, self.tau, self.batch_size = float(gamma), float(tau), int(batch_size)
+        self.learning_starts, self.utd_ratio = int(learning_starts), float(utd_ratio)
+        self.critic_subset, self.autotune = int(critic_subset), bool(autotune)
+        self.actor_update_every = int(actor_update_every)
+        self.target_entropy = float(-self.action_dim if target_entropy is None else target_entropy)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            self.actor = TanhGaussianActor(obs_dim, action_dim, hidden, layer_norm, activation).to(self.device)
+            self.critic = CriticEnsemble(obs_dim, action_dim, num_critics, hidden, True if layer_norm else False,
+                                         activation).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(float(init_temperature), device=self.device).log().requires_grad_(True)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
+        self.normalizer = RunningMeanStd(obs_dim).to(self.device) if obs_normalization else None
+        self.buffer = ReplayBuffer(buffer_size, obs_dim, action_dim, self.device)
+        self.generator = torch.Generator().manual_seed(int(seed) + 1)
+        self.env_steps, self.grad_steps = 0, 0
+        self._update_credit = 0.0
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def temperature(self) -> torch.Tensor:
+        """alpha = exp(log_alpha), the entropy temperature."""
+        return self.log_alpha.exp()
+
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.normalizer.normalize(obs) if self.normalizer is not None else obs
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """float32 [B, D] -> float32 [B, A] in [-1, 1]; uniform random before ``learning_starts``."""
+        obs = obs.to(self.device, torch.float32)
+        if not deterministic and self.env_steps < self.learning_starts:
+            return torch.rand(obs.shape[0], self.action_dim, generator=self.generator) * 2 - 1
+        a, _ = self.actor.sample(self._norm(obs), deterministic, self.generator)
+        return a.cpu()
+
+    def observe(self, transition: Transition) -> None:
+        """Store the batch in the replay buffer (``terminated`` only ends bootstrapping)."""
+        tr = transition
+        self.buffer.add(tr.obs, tr.action.clamp(-1, 1), tr.reward, tr.next_obs, tr.terminated)
+        if self.normalizer is not None:
+            self.normalizer.update(tr.obs)
+        self.env_steps += int(tr.obs.shape[0])
+        if self.env_steps >= self.learning_starts:
+            self._update_credit += self.utd_ratio * tr.obs.shape[0]
+
+    def update(self) -> dict[str, float]:
+        """Run the gradient steps earned since the last call (utd_ratio per env step)."""
+        n = int(self._update_credit)
+        if n < 1 or len(self.buffer) < 1:
+            return {}
+        self._update_credit -= n
+        metrics: dict[str, float] = {}
+        for _ in range(n):
+            metrics = self.gradient_step()
+        return metrics
+
+    def gradient_step(self) -> dict[str, float]:
+        """One critic update (and an actor/temperature update every ``actor_update_every``)."""
+        b = self.buffer.sample(self.batch_size, self.generator)
+        obs, next_obs = self._norm(b["obs"]), self._norm(b["next_obs"])
+        alpha = self.temperature.detach()
+        with torch.no_grad():
+            next_a, next_logp = self.actor.sample(next_obs, False, self.generator)
+        y = critic_target(self.critic_target, next_obs, next_a, next_logp, b["reward"], b["terminated"],
+                          self.gamma, alpha, self.critic_subset, self.generator)
+        q = self.critic(obs, b["action"])
+        critic_loss = 0.5 * ((q - y[None]) ** 2).mean(dim=1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        soft_update(self.critic_target, self.critic, self.tau)
+        self.grad_steps += 1
+        metrics = {"critic_loss": float(critic_loss.detach()), "q_mean": float(q.detach().mean()), "temperature": float(alpha)}
+        if self.grad_steps % self.actor_update_every == 0:
+            a, logp = self.actor.sample(obs, False, self.generator)
+            q_pi = self.critic(obs, a).min(dim=0).values
+            actor_loss = (alpha * logp - q_pi).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            metrics.update(actor_loss=float(actor_loss.detach()), entropy=float(-logp.detach().mean()))
+            if self.autotune:
+                alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+                self.alpha_opt.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                self.alpha_opt.step()
+                metrics["alpha_loss"] = float(alpha_loss.detach())
+        for k, v in metrics.items():
+            if v != v or v in (float("inf"), float("-inf")):
+                raise FloatingPointError(f"SAC {k} became {v} at gradient step {self.grad_steps}")
+        return metrics
+
+    # ---------------------------------------------------------------------------------------------
+    def export_policy(self) -> tuple[nn.Module, dict]:
+        """Deployment module (kind ``"mlp"``: tanh of the actor mean) and its meta entries."""
+        meta = {"kind": "mlp", "action_horizon": 1, "views": [],
+                "obs_normalizer": self.normalizer.export() if self.normalizer is not None else None}
+        return self.actor.deploy_module(), meta
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The networks whose weights form the policy checkpoint (``pretrained_model``)."""
+        mods = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}
+        if self.normalizer is not None:
+            mods["normalizer"] = self.normalizer
+        return mods
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+            "normalizer": self.normalizer.state_dict() if self.normalizer is not None else None,
+            "buffer": self.buffer.state_dict(), "generator": self.generator.get_state(),
+            "env_steps": self.env_steps, "grad_steps": self.grad_steps, "update_credit": self._update_credit,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        if self.normalizer is not None and state.get("normalizer") is not None:
+            self.normalizer.load_state_dict(state["normalizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.generator.set_state(state["generator"])
+        self.env_steps, self.grad_steps = int(state["env_steps"]), int(state["grad_steps"])
+        self._update_credit = float(state["update_credit"])
