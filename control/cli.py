@@ -35,6 +35,11 @@ class Job:
 JOBS: dict[str, Job] = {
     "tasks": Job("sim.jobs:run_tasks", "tasks",
                  "List the simulation tasks, their views and layouts; optionally render a view grid."),
+    "reward-train": Job("reward_models.train:run", "reward_train", "Pretrain the GRM (hop model) on episode files of several tasks."),
+    "reward-eval": Job("reward_models.evaluate:run", "reward_eval", "Per-task VOC, completion accuracy and progress MAE of a GRM; progress plots."),
+    "reward-adapt": Job("reward_models.adapt:run", "reward_adapt", "One-shot adaptation of a GRM to a new task from one demonstration."),
+    "train": Job("control.train:run", "train", "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive)."),
+    "eval": Job("control.evaluate:run", "eval", "Evaluate a checkpoint on a fixed list of seeds (success rate with Wilson CI)."),
 }
 
 

@@ -1,0 +1,333 @@
+"""The one checkpoint writer and reader.
+
+A checkpoint is a folder (LeRobot-like), written atomically: everything goes into a temporary
+folder beside the destination, which is then renamed into place, so a crash never leaves a
+half-written checkpoint under the final name::
+
+    <checkpoint>/
+      pretrained_model/
+        model.safetensors      learner networks, keys "<network>.<parameter>" (learner.networks())
+        config.json            {"config": resolved run config, "env": {"task", "state_dim",
+                               "action_dim", "state_layout"}, "learner": name, "step": loop step,
+                               "env_steps": env steps, "format": "dopa-checkpoint", "version": 1}
+      training_state/
+        learner.safetensors    every tensor of learner.state_dict(): optimizers, replay/rollout
+        learner.json           buffer, normalisers, the learner's RNG; the json holds the
+                               structure and the non-tensor leaves (counters, hyper-parameters)
+        shaping.safetensors    the reward shaper: held potentials per env, step counter and the
+        shaping.json           potential's / progress tracker's own statistics
+        loop.safetensors       the loop: step, episode statistics, evaluation history, and the
+        loop.json              torch / numpy / python RNG states
+      deploy/                  the deployment policy (control.export.save_policy), if the learner
+        policy.safetensors     can export one
+        policy.json
+
+Nested state dicts are stored as a JSON tree whose tensor leaves point into the safetensors file
+(dict keys keep their int/str type, tuples stay tuples), so nothing is pickled.
+
+Errors: :class:`CheckpointError` for a missing folder or file, corrupt JSON or weights, or an
+unknown format; :func:`check_env_compatible` and :func:`load_networks` name both shapes when a
+checkpoint does not fit the env or learner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "dopa-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing, incomplete, corrupt or does not fit (the message says which)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested state <-> (JSON tree, flat tensors)
+# ---------------------------------------------------------------------------------------------
+
+def flatten_state(tree, prefix: str = "") -> tuple[object, dict[str, torch.Tensor]]:
+    """Split a nested state (dicts, lists, tuples, tensors, numpy arrays, scalars, None) into a
+    JSON-able tree and a flat ``{key: tensor}`` dict for safetensors.
+
+    Raises:
+        TypeError: a leaf of another type (names its path).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x, path):
+        if isinstance(x, torch.Tensor):
+            key = path or "_"
+            tensors[key] = x.detach().cpu().contiguous().clone()
+            return {"__tensor__": key}
+        if isinstance(x, np.ndarray):
+            key = path or "_"
+            tensors[key] = torch.from_numpy(np.ascontiguousarray(x).astype(np.int64 if x.dtype.kind in "ui" else x.dtype))
+            return {"__ndarray__": key, "dtype": str(x.dtype)}
+        if isinstance(x, dict):
+            return {"__dict__": [[k if isinstance(k, (int, str)) else str(k), walk(v, f"{path}/{k}")]
+                                 for k, v in x.items()]}
+        if isinstance(x, tuple):
+            return {"__tuple__": [walk(v, f"{path}/{i}") for i, v in enumerate(x)]}
+        if isinstance(x, list):
+            return [walk(v, f"{path}/{i}") for i, v in enumerate(x)]
+        if isinstance(x, (np.integer,)):
+            return int(x)
+        if isinstance(x, (np.floating,)):
+            return float(x)
+        if x is None or isinstance(x, (bool, int, float, str)):
+            if isinstance(x, float) and not np.isfinite(x):
+                return {"__float__": repr(x)}
+            return x
+        raise TypeError(f"cannot store {type(x).__name__} at {path or '<root>'} in a checkpoint")
+
+    return walk(tree, prefix), tensors
+
+
+def unflatten_state(tree, tensors: dict[str, torch.Tensor]):
+    """Inverse of :func:`flatten_state`. Raises CheckpointError when a tensor key is missing."""
+
+    def walk(x):
+        if isinstance(x, dict):
+            if "__tensor__" in x:
+                if x["__tensor__"] not in tensors:
+                    raise CheckpointError(f"tensor {x['__tensor__']!r} missing from the checkpoint")
+                return tensors[x["__tensor__"]]
+            if "__ndarray__" in x:
+                if x["__ndarray__"] not in tensors:
+                    raise CheckpointError(f"array {x['__ndarray__']!r} missing from the checkpoint")
+                return tensors[x["__ndarray__"]].numpy().astype(x["dtype"])
+            if "__dict__" in x:
+                return {k: walk(v) for k, v in x["__dict__"]}
+            if "__tuple__" in x:
+                return tuple(walk(v) for v in x["__tuple__"])
+            if "__float__" in x:
+                return float(x["__float__"])
+            raise CheckpointError(f"unknown node in checkpoint tree: {sorted(x)}")
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(tree)
+
+
+def _write_state(folder: Path, name: str, state) -> None:
+    from safetensors.torch import save_file
+
+    tree, tensors = flatten_state(state)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(tree))
+
+
+def _read_state(folder: Path, name: str):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    jpath, tpath = folder / f"{name}.json", folder / f"{name}.safetensors"
+    for p in (jpath, tpath):
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint file {p} is missing")
+    try:
+        tree = json.loads(jpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint file {jpath}: {exc}") from None
+    try:
+        tensors = load_file(str(tpath))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint file {tpath}: {exc}") from None
+    return unflatten_state(tree, tensors)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states
+# ---------------------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """torch, numpy and python global RNG states (CPU)."""
+    import random
+
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer / reader
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back by :func:`load_checkpoint` (training state loaded lazily)."""
+
+    path: Path
+    info: dict  # pretrained_model/config.json
+
+    @property
+    def config(self) -> dict:
+        return self.info["config"]
+
+    @property
+    def env(self) -> dict:
+        return self.info["env"]
+
+    @property
+    def step(self) -> int:
+        return int(self.info["step"])
+
+    def networks(self) -> dict[str, torch.Tensor]:
+        """``pretrained_model/model.safetensors`` as ``{"<network>.<param>": tensor}``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        p = self.path / "pretrained_model" / "model.safetensors"
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint file {p} is missing")
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(f"corrupt checkpoint file {p}: {exc}") from None
+
+    def training_state(self, name: str):
+        """``training_state/<name>`` (``learner``, ``shaping`` or ``loop``) as a nested state."""
+        return _read_state(self.path / "training_state", name)
+
+
+def save_checkpoint(path, *, learner, config: dict, env_info: dict, step: int, env_steps: int,
+                    loop_state: dict, shaping_state: dict | None = None, deploy=None) -> Path:
+    """Write a checkpoint folder atomically (layout in the module docstring).
+
+    Args:
+        path: destination folder (replaced if it exists).
+        learner: a :class:`control.learner.Learner`; ``learner.networks()`` (if present) gives the
+            modules stored in ``pretrained_model``; ``learner.state_dict()`` the training state.
+        config: the resolved run config (plain dict).  env_info: task, state_dim, action_dim, state_layout.
+        step, env_steps: loop steps and environment steps done.
+        loop_state: the loop's own state (RNG states added here).  shaping_state: the shaper's.
+        deploy: ``(module, meta)`` for :func:`control.export.save_policy`, or None.
+    Returns:
+        The checkpoint path.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "pretrained_model").mkdir()
+        (tmp / "training_state").mkdir()
+        nets = learner.networks() if hasattr(learner, "networks") else {}
+        weights = {f"{n}.{k}": v.detach().cpu().contiguous().clone()
+                   for n, m in nets.items() for k, v in m.state_dict().items()}
+        save_file(weights, str(tmp / "pretrained_model" / "model.safetensors"))
+        info = {"format": FORMAT, "version": VERSION, "config": config, "env": env_info,
+                "learner": getattr(learner, "name", type(learner).__name__), "step": int(step),
+                "env_steps": int(env_steps)}
+        (tmp / "pretrained_model" / "config.json").write_text(json.dumps(info, indent=2))
+        _write_state(tmp / "training_state", "learner", learner.state_dict())
+        _write_state(tmp / "training_state", "shaping", shaping_state or {})
+        _write_state(tmp / "training_state", "loop", {**loop_state, "rng": rng_state()})
+        if deploy is not None:
+            from control.export import save_policy
+
+            module, meta = deploy
+            save_policy(tmp / "deploy", module, meta)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old.{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def find_checkpoint(path) -> Path:
+    """A checkpoint folder from a checkpoint path or a run folder (its latest checkpoint).
+
+    Raises:
+        CheckpointError: nothing there, or a run folder without checkpoints.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if (path / "pretrained_model").is_dir():
+        return path
+    ck = path / "checkpoints"
+    cands = sorted(p for p in ck.glob("step_*") if (p / "pretrained_model").is_dir()) if ck.is_dir() else []
+    if not cands:
+        raise CheckpointError(f"{str(path)!r} is neither a checkpoint (no pretrained_model/) nor a run folder "
+                              "with checkpoints/step_*")
+    return cands[-1]
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Open a checkpoint (or a run folder's latest one) and read its ``config.json``.
+
+    Raises:
+        CheckpointError: missing folder or file, corrupt JSON, wrong format or version.
+    """
+    path = find_checkpoint(path)
+    p = path / "pretrained_model" / "config.json"
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint file {p} is missing")
+    try:
+        info = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint file {p}: {exc}") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not a {FORMAT} file")
+    if info.get("version") != VERSION:
+        raise CheckpointError(f"{p} has version {info.get('version')!r}; this code reads version {VERSION}")
+    for key in ("config", "env", "step"):
+        if key not in info:
+            raise CheckpointError(f"{p} lacks {key!r}")
+    return Checkpoint(path, info)
+
+
+def check_env_compatible(ckpt: Checkpoint, env) -> None:
+    """Raise ValueError when the checkpoint's state/action shapes differ from ``env``'s (both named)."""
+    want = (int(ckpt.env["state_dim"]), int(ckpt.env["action_dim"]))
+    have = (int(env.state_dim), int(env.action_dim))
+    if want != have:
+        raise ValueError(f"checkpoint {ckpt.path} was trained on {ckpt.env.get('task')!r} with state shape "
+                         f"({want[0]},) and action shape ({want[1]},); env {env.task!r} has state shape "
+                         f"({have[0]},) and action shape ({have[1]},)")
+
+
+def load_networks(learner, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``pretrained_model`` weights into ``learner.networks()``, checking names and shapes.
+
+    Raises:
+        ValueError: a missing or extra tensor, or a shape mismatch (names the tensor and both shapes).
+    """
+    nets = learner.networks()
+    expected = {f"{n}.{k}": v for n, m in nets.items() for k, v in m.state_dict().items()}
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{source} networks do not match the learner: missing {missing[:5]}, unexpected {extra[:5]}")
+    for k, v in expected.items():
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise ValueError(f"{source} tensor {k!r} has shape {tuple(weights[k].shape)}, "
+                             f"the learner expects {tuple(v.shape)}")
+    for n, m in nets.items():
+        m.load_state_dict({k[len(n) + 1:]: v for k, v in weights.items() if k.startswith(n + ".")})

@@ -1,0 +1,212 @@
+"""The one evaluation routine (used by ``dopa train``'s periodic evaluation and by ``dopa eval``).
+
+:func:`evaluate` runs one episode per seed of a fixed list (env ``i`` of a batched env seeded with
+``seed + i``), with a deterministic policy, and reports:
+
+- success rate with its 95% Wilson score interval (``scipy.stats.binomtest(...).proportion_ci``,
+  method ``"wilson"``; Wilson 1927), an episode counting as a success when the task reported
+  success on any of its steps (robomimic's rollout convention);
+- mean return (the task's own reward, unshaped) with its 95% Student-t interval;
+- optionally a video (MP4 through imageio) of the first env from one camera view.
+
+``dopa eval checkpoint=<dir>`` loads the checkpoint's deployment policy (``deploy/``, what a robot
+runs) or, with ``policy=learner``, rebuilds the learner, and calls the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (scipy's ``binomtest(...).proportion_ci``).
+
+    Raises:
+        ValueError: n < 1 or successes outside [0, n].
+    """
+    from scipy.stats import binomtest
+
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got successes={successes} n={n}")
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval ``(mean, low, high)``; a single value gives (v, v, v)."""
+    from scipy.stats import t as student_t
+
+    x = np.asarray(values, dtype=np.float64)
+    m = float(x.mean())
+    if x.size < 2 or float(x.std()) == 0.0:
+        return m, m, m
+    half = float(student_t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return m, m - half, m + half
+
+
+PolicyFn = Callable[[dict], torch.Tensor]
+
+
+def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, video_path=None,
+             video_view: str | None = None, fps: int = 30) -> dict:
+    """Run one episode in each of ``env.num_envs`` sub-envs (seeds ``seed + i``) with ``policy``.
+
+    Args:
+        env: a :class:`sim.vector.BatchedEnv` (B = number of evaluation episodes).
+        policy: ``obs dict -> float32 [B, A]`` or an action chunk ``[B, h, A]`` (executed open
+            loop, row 0 first). Must be deterministic for repeatable numbers.
+        seed: first seed of the fixed list ``seed, seed + 1, ..., seed + B - 1``.
+        max_steps: safety bound on steps (default: the task's time limit + 1).
+        video_path: write an MP4 of env 0 here (atomically), or None.
+        video_view: camera view for the video (default: the task's first view).
+    Returns:
+        ``{"episodes", "seeds", "success_rate", "success_ci": [lo, hi], "return_mean",
+        "return_ci": [lo, hi], "returns": [B], "successes": [B], "lengths": [B]}``.
+    Raises:
+        RuntimeError: an episode did not end within ``max_steps``.
+    """
+    b = env.num_envs
+    obs, _ = env.reset(seed=int(seed))
+    returns = torch.zeros(b, dtype=torch.float64)
+    success = torch.zeros(b, dtype=torch.bool)
+    lengths = torch.zeros(b, dtype=torch.long)
+    finished = torch.zeros(b, dtype=torch.bool)
+    limit = int(max_steps or env.spec.max_episode_steps * 4 + 1)
+    frames = []
+    view = video_view or next(iter(env.spec.cameras))
+    steps = 0
+    while not finished.all():
+        chunk = policy(obs)
+        chunk = chunk[:, None] if chunk.dim() == 2 else chunk
+        for j in range(chunk.shape[1]):
+            if video_path is not None and not finished[0]:
+                frames.append(env.render((view,))[view][0].numpy())
+            obs, reward, term, trunc, info = env.step(chunk[:, j])
+            live = ~finished
+            returns[live] += reward[live].double()
+            lengths[live] += 1
+            success[live] |= info["success"][live]
+            finished |= term | trunc
+            steps += 1
+            if finished.all():
+                break
+            if steps >= limit:
+                raise RuntimeError(f"evaluation episodes did not end within {limit} steps")
+    if video_path is not None and frames:
+        write_video(video_path, frames, fps)
+    n_succ = int(success.sum())
+    lo, hi = wilson_interval(n_succ, b)
+    m, rlo, rhi = mean_interval(returns.numpy())
+    return {"episodes": b, "seeds": [int(seed) + i for i in range(b)], "success_rate": n_succ / b,
+            "success_ci": [lo, hi], "return_mean": m, "return_ci": [rlo, rhi],
+            "returns": returns.tolist(), "successes": success.tolist(), "lengths": lengths.tolist()}
+
+
+def write_video(path, frames: list[np.ndarray], fps: int = 30) -> None:
+    """Write ``uint8 [H, W, 3]`` frames as an MP4 (imageio-ffmpeg), via a temp file and os.replace."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def learner_policy(learner) -> PolicyFn:
+    """Deterministic batched policy from a Learner: ``obs -> learner.act(obs["state"], True)``."""
+    return lambda obs: learner.act(obs["state"], deterministic=True)
+
+
+def deploy_policy(policy) -> PolicyFn:
+    """Batched policy from a :class:`control.export.DeployPolicy` (one ``act`` call per env row)."""
+
+    def fn(obs):
+        rows = []
+        for i in range(obs["state"].shape[0]):
+            imgs = {v: obs["images"][v][i].numpy() for v in policy.views} if policy.views else None
+            rows.append(torch.from_numpy(policy.act(obs["state"][i].numpy(), imgs)))
+        return torch.stack(rows)
+
+    return fn
+
+
+def format_result(r: dict) -> str:
+    """One line: success rate [Wilson CI], return mean [t CI]."""
+    return (f"success {r['success_rate']:.2f} [{r['success_ci'][0]:.2f}, {r['success_ci'][1]:.2f}] "
+            f"return {r['return_mean']:.2f} [{r['return_ci'][0]:.2f}, {r['return_ci'][1]:.2f}] "
+            f"over {r['episodes']} episodes")
+
+
+def run(cfg) -> int:
+    """Evaluate a checkpoint on a fixed list of seeds (the same routine as training's evaluation).
+
+    Config (``configs/eval.yaml``): ``checkpoint`` (a checkpoint or run folder), ``policy``
+    (``deploy``: the exported deployment policy; ``learner``: rebuild the learner), ``episodes``,
+    ``seed``, ``video``, ``video_view``, ``out`` (JSON path; default ``<checkpoint>/eval.json``),
+    ``env`` overrides of the checkpoint's env config (``null``: the checkpoint's own).
+    """
+    from omegaconf import OmegaConf
+
+    import sim
+    from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint
+
+    if cfg.checkpoint is None:
+        raise SystemExit("dopa eval: set checkpoint=<checkpoint or run folder>")
+    try:
+        ckpt = load_checkpoint(cfg.checkpoint)
+    except CheckpointError as exc:
+        raise SystemExit(f"dopa eval: {exc}") from None
+    env_cfg = dict(ckpt.config["env"])
+    if cfg.get("env") is not None:
+        env_cfg.update(OmegaConf.to_container(cfg.env, resolve=True))
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    if cfg.policy not in ("deploy", "learner"):
+        raise SystemExit(f"dopa eval: unknown policy {cfg.policy!r}; known: deploy, learner")
+    views = ()
+    if cfg.policy == "deploy":
+        from control.export import load_policy
+
+        pol = load_policy(ckpt.path / "deploy")
+        views = pol.views
+    env = sim.make_env(env_cfg["name"], num_envs=int(cfg.episodes), views=views,
+                       image_size=int(env_cfg.get("image_size", 64)), seed=int(cfg.seed),
+                       **dict(env_cfg.get("kwargs") or {}))
+    try:
+        check_env_compatible(ckpt, env)
+        if cfg.policy == "deploy":
+            fn = deploy_policy(pol)
+        else:
+            from control.train import build_learner
+
+            from control.checkpoint import load_networks
+
+            learner = build_learner(OmegaConf.create(ckpt.config), env, device="cpu")
+            load_networks(learner, ckpt.networks(), str(ckpt.path))
+            fn = learner_policy(learner)
+        video = (ckpt.path / "eval.mp4") if cfg.video else None
+        result = evaluate(env, fn, int(cfg.seed), video_path=video, video_view=cfg.get("video_view"))
+    finally:
+        env.close()
+    result.update(checkpoint=str(ckpt.path), policy=cfg.policy, step=ckpt.info.get("env_steps"))
+    out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
+    fd, tmp = tempfile.mkstemp(prefix=".eval.", suffix=".json", dir=out.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, out)
+    print(f"dopa eval {ckpt.path}: {format_result(result)} -> {out}")
+    return 0
