@@ -31,10 +31,6 @@ def _make_single(spec: TaskSpec, views, image_size, seed, env_index, kwargs):
     return RobosuiteEnv(spec, views=views, image_size=image_size, seed=seed, env_index=env_index, **kwargs)
 
 
-def _images_to_torch(batch: dict) -> dict[str, torch.Tensor]:
-    return {v: torch.from_numpy(np.ascontiguousarray(x)) for v, x in batch.items()}
-
-
 class BatchedEnv:
     """``num_envs`` copies of one task behind Gymnasium vector semantics, returning torch tensors.
 
@@ -59,7 +55,8 @@ class BatchedEnv:
         fns = [functools.partial(_make_single, spec, self.views, self.image_size, self.seed + i, i, kwargs)
                for i in range(self.num_envs)]
         if vectorization == "sync":
-            self._vec = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+            # copy=False: _to_torch copies once, instead of Gymnasium's deepcopy on every step.
+            self._vec = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
         else:
             self._vec = AsyncVectorEnv(fns, context="spawn", autoreset_mode=AutoresetMode.SAME_STEP)
         self.single_observation_space = self._vec.single_observation_space
@@ -83,9 +80,9 @@ class BatchedEnv:
         return self._vec.envs
 
     def _to_torch(self, obs) -> dict:
-        out = {"state": torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))}
+        out = {"state": torch.from_numpy(np.array(obs["state"], dtype=np.float32, copy=True))}
         if "images" in obs:
-            out["images"] = _images_to_torch(obs["images"])
+            out["images"] = {v: torch.from_numpy(np.array(x, copy=True)) for v, x in obs["images"].items()}
         return out
 
     def reset(self, seed: int | None = None):
@@ -106,7 +103,7 @@ class BatchedEnv:
         return self._to_torch(obs), {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
 
     def check_action(self, action) -> np.ndarray:
-        """Validate a batch of actions. Returns float32 ``[B, A]`` clipped to [-1, 1].
+        """Validate a batch of actions. Returns them as a numpy array ``[B, A]`` (no copy when possible).
 
         Raises:
             TypeError: not a torch tensor / numpy array, or not a floating dtype.
@@ -122,13 +119,12 @@ class BatchedEnv:
         else:
             raise TypeError(f"action must be a torch.Tensor or numpy array, got {type(action).__name__}")
         expected = (self.num_envs, self.action_dim)
-        if tuple(action.shape) != expected:
+        if action.shape != expected:
             raise ValueError(f"action shape {tuple(action.shape)} does not match (num_envs, action_dim) = {expected}")
-        finite = np.isfinite(action)
-        if not finite.all():
-            row = int(np.argwhere(~finite.all(axis=1))[0, 0])
+        if not np.isfinite(action).all():
+            row = int(np.argwhere(~np.isfinite(action).all(axis=1))[0, 0])
             raise ValueError(f"action contains NaN or inf (env {row}: {action[row].tolist()})")
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return action  # the sub-environments clip to [-1, 1]
 
     def step(self, action):
         """Step every sub-environment with ``action`` (float ``[B, A]`` in [-1, 1]; values outside are clipped)."""
@@ -151,9 +147,9 @@ class BatchedEnv:
                     final_obs["images"][v][i] = fo["images"][v]
             out_info["final_obs"] = self._to_torch(final_obs)
         out_info["success"] = torch.from_numpy(success)
-        return (self._to_torch(obs), torch.as_tensor(reward, dtype=torch.float32),
-                torch.as_tensor(terminated, dtype=torch.bool), torch.as_tensor(truncated, dtype=torch.bool),
-                out_info)
+        return (self._to_torch(obs), torch.from_numpy(np.asarray(reward, dtype=np.float32).copy()),
+                torch.from_numpy(np.asarray(terminated, dtype=bool).copy()),
+                torch.from_numpy(np.asarray(truncated, dtype=bool).copy()), out_info)
 
     # ---------------------------------------------------------------------------------------------
     def _check_views(self, views) -> tuple[str, ...]:
