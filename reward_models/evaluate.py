@@ -1,0 +1,184 @@
+"""``dopa reward-eval``: how well a GRM tracks progress on episode files.
+
+    dopa reward-eval checkpoint=runs/grm data=[data/lift_test.hdf5] out=runs/grm_eval
+
+Per task: VOC (value-order correlation, GVL's metric: the Spearman rank correlation between the
+tracked progress and the time index, averaged over successful episodes), completion-judgement
+accuracy (an episode is judged complete when its final tracked progress is >= the completion
+threshold; right when that agrees with the episode's ``success``, so imperfect episodes count),
+and the mean absolute error between tracked and ground-truth step-wise progress over all frames.
+Plots of tracked vs true progress per episode (imperfect ones included) go to ``out/`` as PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reward_models.tracker import GRMBackend, ProgressTracker, reference_from_episodes
+
+__all__ = ["voc", "track_episodes", "evaluate_episodes", "plot_curves", "run"]
+
+
+def voc(progress) -> float:
+    """Value-order correlation: Spearman rank correlation of ``progress`` [T] with time (GVL).
+
+    Returns 0.0 for a constant curve (no order information); NaN never.
+    Raises:
+        ValueError: fewer than 2 values, or NaN progress.
+    """
+    from scipy.stats import spearmanr
+
+    p = np.asarray(progress, dtype=np.float64).ravel()
+    if p.size < 2:
+        raise ValueError(f"VOC needs at least 2 progress values, got {p.size}")
+    if np.isnan(p).any():
+        raise ValueError("progress holds NaN")
+    if np.all(p == p[0]):
+        return 0.0
+    return float(spearmanr(p, np.arange(p.size)).statistic)
+
+
+def track_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal: dict, fusion: str = "mean",
+                   completion_threshold: float = 0.95, batch: int = 64, **tracker_kwargs) -> list[np.ndarray]:
+    """Run the progress tracker over whole episodes, ``batch`` episodes at a time.
+
+    Returns:
+        one float32 [T_i + 1] progress curve per episode (frame 0 is 0, the reset).
+    """
+    curves = []
+    views = tuple(backend.views)
+    for s in range(0, len(episodes), batch):
+        chunk = episodes[s:s + batch]
+        lengths = [e.num_frames for e in chunk]
+        tmax = max(lengths)
+        tr = ProgressTracker(backend, task_text, ref_start, ref_goal, len(chunk), fusion=fusion,
+                             completion_threshold=completion_threshold, **tracker_kwargs)
+        frames = {v: [torch.from_numpy(np.ascontiguousarray(e.frames[v])) for e in chunk] for v in views}
+
+        def obs_at(t):
+            return {"images": {v: torch.stack([x[min(t, x.shape[0] - 1)] for x in frames[v]]) for v in views}}
+
+        tr.reset(torch.arange(len(chunk)), obs_at(0))
+        out = np.zeros((len(chunk), tmax), np.float32)
+        for t in range(1, tmax):
+            phi, _ = tr(obs_at(t))
+            out[:, t] = phi.numpy()
+        curves += [out[i, :n] for i, n in enumerate(lengths)]
+    return curves
+
+
+def evaluate_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal: dict, fusion: str = "mean",
+                      completion_threshold: float = 0.95) -> dict:
+    """VOC, completion accuracy and progress MAE of one task's episodes.
+
+    Returns:
+        {"voc": mean VOC over successful episodes (NaN if none), "voc_all": [per successful
+        episode], "completion_accuracy", "mae": mean |tracked - true| over frames of episodes with
+        ground truth (NaN if none), "episodes": n, "successful": n, "curves": [float32 [T+1]]}.
+    """
+    curves = track_episodes(backend, episodes, task_text, ref_start, ref_goal, fusion, completion_threshold)
+    vocs = [voc(c) for c, e in zip(curves, episodes) if e.success]
+    judged = [bool(c[-1] >= completion_threshold) == bool(e.success) for c, e in zip(curves, episodes)]
+    errs = [np.abs(c - e.progress).mean() for c, e in zip(curves, episodes) if e.progress is not None]
+    return {"voc": float(np.mean(vocs)) if vocs else float("nan"), "voc_all": vocs,
+            "completion_accuracy": float(np.mean(judged)), "mae": float(np.mean(errs)) if errs else float("nan"),
+            "episodes": len(episodes), "successful": int(sum(e.success for e in episodes)), "curves": curves}
+
+
+def plot_curves(path: str | os.PathLike, episodes, curves, title: str, max_plots: int = 16) -> Path:
+    """Save a PNG grid of tracked (solid) vs true (dashed) progress, one panel per episode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(episodes), max_plots)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for i in range(rows * cols):
+        ax = axes[i // cols][i % cols]
+        if i >= n:
+            ax.axis("off")
+            continue
+        e, c = episodes[i], curves[i]
+        ax.plot(c, label="tracked")
+        if e.progress is not None:
+            ax.plot(e.progress, "--", label="true")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(f"seed {e.seed} {e.imperfection}{' ok' if e.success else ' fail'}", fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def task_references(meta: dict, episodes, views) -> tuple[str, dict, dict]:
+    """Task text and reference frames for a list of one task's episodes: the checkpoint's stored
+    references for that task when present, else the episodes' first successful one."""
+    task = episodes[0].task
+    ref = meta["references"].get(task)
+    if ref is not None:
+        return ref["text"], {v: ref["start"][i].numpy() for i, v in enumerate(views)}, \
+            {v: ref["goal"][i].numpy() for i, v in enumerate(views)}
+    s, g = reference_from_episodes(episodes, views)
+    return episodes[0].task_text, s, g
+
+
+def evaluate_checkpoint(model, meta, episodes, fusion="mean", completion_threshold=0.95, out=None,
+                        tag: str = "") -> dict:
+    """Per-task metrics (and plots into ``out`` when given) for a loaded GRM. Returns {task: metrics}."""
+    backend = GRMBackend(model, {r["text"]: r["text_emb"] for r in meta["references"].values()})
+    by_task: dict[str, list] = {}
+    for e in episodes:
+        by_task.setdefault(e.task, []).append(e)
+    results = {}
+    for task, eps in by_task.items():
+        text, rs, rg = task_references(meta, eps, model.views)
+        r = evaluate_episodes(backend, eps, text, rs, rg, fusion, completion_threshold)
+        if out is not None:
+            r["plot"] = str(plot_curves(Path(out) / f"progress_{task}{tag}.png", eps, r["curves"],
+                                        f"{task}{tag}: VOC {r['voc']:.3f}, MAE {r['mae']:.3f}"))
+        results[task] = r
+    return results
+
+
+def print_table(results: dict) -> None:
+    print(f"{'task':<16} {'episodes':>8} {'success':>7} {'VOC':>7} {'complete acc':>12} {'MAE':>7}")
+    for task, r in results.items():
+        print(f"{task:<16} {r['episodes']:>8} {r['successful']:>7} {r['voc']:>7.3f} "
+              f"{r['completion_accuracy']:>12.3f} {r['mae']:>7.3f}")
+
+
+def run(cfg) -> int:
+    """Per-task table of VOC, completion accuracy and progress MAE of a GRM checkpoint on episode
+    files; saves tracked-vs-true progress plots (PNG) and a metrics JSON into ``out``."""
+    from reward_models.grm import load_checkpoint
+    from reward_models.train import load_episodes
+
+    torch.set_num_threads(int(cfg.threads))
+    model, meta = load_checkpoint(str(cfg.checkpoint))
+    paths = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+    episodes = load_episodes(paths, views=model.views, image_size=model.config.image_size, stride=int(cfg.stride))
+    results = evaluate_checkpoint(model, meta, episodes, str(cfg.fusion), float(cfg.completion_threshold), cfg.out)
+    print_table(results)
+    out = Path(str(cfg.out))
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {t: {k: v for k, v in r.items() if k != "curves"} for t, r in results.items()}
+    tmp = out / f".metrics.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "metrics.json")
+    print(f"plots and metrics.json in {out}")
+    return 0

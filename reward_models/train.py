@@ -1,0 +1,377 @@
+"""``dopa reward-train``: pretrain the GRM on episode files of several tasks.
+
+    dopa reward-train data=[data/lift.hdf5,data/stack.hdf5] steps=1500 out=runs/grm
+
+Pairs come from the balanced sampler (:mod:`reward_models.labels`) over step-wise discretized
+frames of every episode (successful and imperfect ones, their ground-truth progress giving the
+labels). Each pair is shown with the task text and reference start/goal frames, taken from another
+successful episode of the same task with probability ``replace_prob`` (Robo-Dopamine's reference
+replacement, 0.75) and else from the pair's own episode. Loss: cross-entropy on the two-hot hop
+bins plus MSE of the mean hop. AdamW with warmup and cosine decay; TensorBoard logs; a checkpoint
+folder (:func:`reward_models.grm.save_checkpoint`) written every ``save_every`` steps and at the end,
+with ``training_state/`` so that ``resume=true`` continues where a run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reward_models.grm import GRM, GRMConfig, load_checkpoint, save_checkpoint
+from reward_models.labels import BalancedPairSampler, SampledEpisode, stepwise_sample
+
+__all__ = ["Episode", "load_episodes", "HopData", "fit", "run"]
+
+
+@dataclasses.dataclass
+class Episode:
+    """One episode: ``frames[view]`` uint8 [T+1, H, W, 3], ``progress`` float32 [T+1] ground truth,
+    ``keyframes`` int [K], ``success`` bool, ``imperfection`` str, ``task`` / ``task_text`` str."""
+
+    task: str
+    task_text: str
+    frames: dict
+    progress: np.ndarray | None
+    keyframes: np.ndarray
+    success: bool
+    imperfection: str = "none"
+    seed: int = -1
+
+    @property
+    def num_frames(self) -> int:
+        return int(next(iter(self.frames.values())).shape[0])
+
+
+def _read_hdf5(path: str, views, stride: int) -> list[Episode]:
+    """Reader of the robomimic-layout episode file (the layout of ``sim.episodes``)."""
+    import h5py
+
+    out = []
+    with h5py.File(path, "r") as f:
+        task = str(f.attrs["env_name"])
+        text = str(f.attrs["task_text"])
+        file_views = json.loads(f.attrs["views"]) if isinstance(f.attrs["views"], (str, bytes)) else list(f.attrs["views"])
+        use = list(views) if views is not None else list(file_views)
+        missing = [v for v in use if v not in file_views]
+        if missing:
+            raise ValueError(f"{path}: no view(s) {missing}; the file holds {file_views}")
+        names = sorted(f["data"].keys(), key=lambda s: int(s.split("_")[-1]))
+        for name in names:
+            g = f["data"][name]
+            frames = {}
+            for v in use:
+                a = np.concatenate([g["obs"][f"{v}_image"][()], g["final_obs"][f"{v}_image"][()]], 0)
+                frames[v] = a[::stride]
+            t1 = next(iter(frames.values())).shape[0]
+            prog = g["progress"][()][::stride].astype(np.float32) if "progress" in g else None
+            kf = np.asarray(g.attrs.get("keyframes", []), dtype=np.int64)
+            kf = np.unique(np.clip(np.ceil(kf / stride).astype(np.int64), 1, t1 - 1)) if t1 > 1 else kf
+            out.append(Episode(task, text, frames, prog, kf, bool(g.attrs.get("success", False)),
+                               str(g.attrs.get("imperfection", "none")), int(g.attrs.get("seed", -1))))
+    return out
+
+
+def load_episodes(paths, views=None, image_size: int | None = None, stride: int = 1) -> list[Episode]:
+    """Read episode files (robomimic HDF5 layout of ``sim.episodes``).
+
+    Args:
+        paths: file paths (a single str is accepted).
+        views: views to load (default: the file's); each must be in every file.
+        image_size: when given, every file's frames must have this size.
+        stride: keep every ``stride``-th frame (keyframes are mapped to the kept frames).
+    Returns:
+        list of :class:`Episode` (frames as numpy uint8 [T+1, H, W, 3]).
+    Raises:
+        FileNotFoundError: a missing file. ValueError: missing views, other image size, an episode
+            shorter than two frames.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    eps: list[Episode] = []
+    for p in paths:
+        p = str(p)
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"no episode file {p!r}")
+        got = None
+        try:
+            from sim.episodes import read_episodes  # the project's reader, when present
+        except ImportError:
+            read_episodes = None
+        if read_episodes is not None:
+            got = []
+            for e in read_episodes(p, views=None if views is None else list(views), stride=stride):
+                got.append(Episode(str(e.task), str(e.task_text), {v: np.asarray(x) for v, x in e.frames.items()},
+                                   None if getattr(e, "progress", None) is None else np.asarray(e.progress, np.float32),
+                                   np.asarray(e.keyframes, np.int64), bool(e.success),
+                                   str(getattr(e, "imperfection", "none")), int(getattr(e, "seed", -1))))
+        else:
+            got = _read_hdf5(p, views, stride)
+        for i, e in enumerate(got):
+            if e.num_frames < 2:
+                raise ValueError(f"{p}: episode {i} has {e.num_frames} frame(s); at least 2 are needed")
+            for v, x in e.frames.items():
+                if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+                    raise ValueError(f"{p}: episode {i} view {v!r} frames must be uint8 [T+1, H, W, 3], "
+                                     f"got {x.dtype} {x.shape}")
+                if image_size is not None and (x.shape[1] != image_size or x.shape[2] != image_size):
+                    raise ValueError(f"{p}: frames are {x.shape[1]}x{x.shape[2]} px, expected {image_size}x{image_size}")
+        eps += got
+    if not eps:
+        raise ValueError(f"no episodes in {list(map(str, paths))}")
+    return eps
+
+
+def num_subtasks(ep: Episode) -> int:
+    """N for an episode: its task's sub-task count from ``sim.tasks`` (else its keyframe count, >= 1)."""
+    try:
+        from sim.tasks import get_task
+
+        n = len(get_task(ep.task).subtasks)
+    except ValueError:
+        n = 0
+    return max(n, len(ep.keyframes), 1)
+
+
+def sample_episode(ep: Episode, samples_per_subtask: int | None = None, chunk: int = 2) -> SampledEpisode:
+    """Step-wise discretized frames of one episode (m = max(2, round(T / (N * chunk))) by default)."""
+    n = num_subtasks(ep)
+    t = ep.num_frames - 1
+    m = samples_per_subtask or max(2, int(round(t / (n * chunk))))
+    idx, phi = stepwise_sample(ep.num_frames, ep.keyframes, m, n, progress=ep.progress)
+    return SampledEpisode(idx, phi)
+
+
+def random_shift(x: torch.Tensor, pad: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Random translation by up to ``pad`` px (replicate padding), uint8 [N, H, W, 3] -> same."""
+    if pad <= 0:
+        return x
+    n, h, w, _ = x.shape
+    xp = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    out = xp[torch.arange(n)[:, None, None, None], torch.arange(3)[None, :, None, None], rows, cols]
+    return out.permute(0, 2, 3, 1).to(torch.uint8)
+
+
+class HopData:
+    """Training pairs from episodes: balanced hop pairs with task text and reference frames.
+
+    Args:
+        episodes: list of :class:`Episode` (all with the model's views, one image size).
+        views: the model's views; reference_view: the view of the reference frames.
+        text_emb: {task_text: float32 [384]}.
+    """
+
+    def __init__(self, episodes: list[Episode], views, reference_view: str, text_emb: dict,
+                 hop_bins: int = 25, gap_bins: int = 4, zero_ratio: float = 0.05, replace_prob: float = 0.75,
+                 samples_per_subtask: int | None = None, chunk: int = 2, seed: int = 0):
+        self.episodes = episodes
+        self.views = tuple(views)
+        self.reference_view = reference_view
+        self.replace_prob = float(replace_prob)
+        self.rng = np.random.default_rng(seed)
+        self.frames = [{v: torch.from_numpy(np.ascontiguousarray(e.frames[v])) for v in self.views} for e in episodes]
+        self.texts = sorted({e.task_text for e in episodes})
+        self.text_emb = torch.stack([torch.as_tensor(np.asarray(text_emb[t]), dtype=torch.float32) for t in self.texts])
+        self.text_index = np.asarray([self.texts.index(e.task_text) for e in episodes])
+        self.pool: dict[str, list[int]] = {}
+        for i, e in enumerate(episodes):
+            if e.success:
+                self.pool.setdefault(e.task_text, []).append(i)
+        self.sampler = BalancedPairSampler([sample_episode(e, samples_per_subtask, chunk) for e in episodes],
+                                           hop_bins, gap_bins, zero_ratio, seed)
+
+    def references(self, task_text: str) -> dict:
+        """Reference frames of a task: the first successful episode's first/last frame, uint8 [V,H,W,3]."""
+        pool = self.pool.get(task_text) or [i for i, e in enumerate(self.episodes) if e.task_text == task_text]
+        fr = self.frames[pool[0]]
+        return {"start": torch.stack([fr[v][0] for v in self.views]),
+                "goal": torch.stack([fr[v][-1] for v in self.views])}
+
+    def batch(self, n: int, shift: int = 0, gen: torch.Generator | None = None) -> dict:
+        """``n`` pairs: ``text_emb`` [n, 384], ``ref_start``/``ref_goal`` uint8 [n, H, W, 3],
+        ``before``/``after`` {view: uint8 [n, H, W, 3]}, ``hop`` float32 [n]."""
+        ep, b, a, h = self.sampler.sample(n)
+        rv = self.reference_view
+        rs, rg = [], []
+        for e in ep:
+            own = self.episodes[e]
+            pool = self.pool.get(own.task_text, [])
+            if pool and (self.rng.random() < self.replace_prob or not own.success):
+                r = int(pool[self.rng.integers(len(pool))])
+            else:
+                r = int(e)
+            rs.append(self.frames[r][rv][0])
+            rg.append(self.frames[r][rv][-1])
+        before = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, b)]) for v in self.views}
+        after = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, a)]) for v in self.views}
+        out = {"text_emb": self.text_emb[self.text_index[ep]], "ref_start": torch.stack(rs), "ref_goal": torch.stack(rg),
+               "before": before, "after": after, "hop": torch.from_numpy(h)}
+        if shift:
+            out["ref_start"] = random_shift(out["ref_start"], shift, gen)
+            out["ref_goal"] = random_shift(out["ref_goal"], shift, gen)
+            out["before"] = {v: random_shift(x, shift, gen) for v, x in before.items()}
+            out["after"] = {v: random_shift(x, shift, gen) for v, x in after.items()}
+        return out
+
+
+def fit(model: GRM, data: HopData, steps: int, batch_size: int, lr: float, weight_decay: float = 0.05,
+        warmup: float = 0.05, loss: str = "ce+mse", shift: int = 0, optimizer=None, start_step: int = 0,
+        writer=None, log_every: int = 20, on_step=None, progress_bar: bool = True, desc: str = "train") -> dict:
+    """Train ``model`` on ``data`` for steps ``start_step .. steps-1`` (AdamW, linear warmup, cosine decay).
+
+    Args:
+        loss: ``"ce+mse"`` (pretraining: two-hot cross-entropy + MSE) or ``"mse"`` (one-shot
+            adaptation, Robo-Dopamine Eq. 12).
+        on_step: optional ``fn(step, optimizer)`` called after every step (checkpointing).
+    Returns:
+        {"loss": last smoothed loss, "mse": last smoothed hop MSE, "optimizer": the optimizer}.
+    Raises:
+        FloatingPointError: the loss became NaN or inf.
+    """
+    from tqdm import tqdm
+
+    if loss not in ("ce+mse", "mse"):
+        raise ValueError(f"unknown loss {loss!r}; known: ce+mse, mse")
+    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n_warm = max(1, int(warmup * steps))
+
+    def lr_at(s):
+        if s < n_warm:
+            return lr * (s + 1) / n_warm
+        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - n_warm) / max(1, steps - n_warm))))
+
+    gen = torch.Generator().manual_seed(start_step + 12345)
+    model.train()
+    ema = {"loss": float("nan"), "mse": float("nan")}
+    bar = tqdm(range(start_step, steps), desc=desc, disable=not progress_bar, dynamic_ncols=True)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        b = data.batch(batch_size, shift=shift, gen=gen)
+        out = model(b["text_emb"], b["ref_start"], b["ref_goal"], b["before"], b["after"])
+        if loss == "mse":
+            total = F.mse_loss(out.hop, b["hop"])
+            parts = {"mse": float(total.detach()), "ce": float("nan")}
+        else:
+            total, parts = model.loss(out, b["hop"])
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss became {float(total)} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        for k, v in (("loss", float(total.detach())), ("mse", parts["mse"])):
+            ema[k] = v if math.isnan(ema[k]) else 0.95 * ema[k] + 0.05 * v
+        if writer is not None and (step % log_every == 0 or step == steps - 1):
+            writer.add_scalar(f"{desc}/loss", float(total.detach()), step)
+            writer.add_scalar(f"{desc}/hop_mse", parts["mse"], step)
+            if not math.isnan(parts["ce"]):
+                writer.add_scalar(f"{desc}/hop_ce", parts["ce"], step)
+            writer.add_scalar(f"{desc}/lr", lr_at(step), step)
+        bar.set_postfix(loss=f"{ema['loss']:.4f}", mse=f"{ema['mse']:.4f}")
+        if on_step is not None:
+            on_step(step, opt)
+    model.eval()
+    return {"loss": ema["loss"], "mse": ema["mse"], "optimizer": opt}
+
+
+def _text_embeddings(texts, cache_dir) -> dict:
+    from reward_models.text import embed_texts
+
+    texts = sorted(set(texts))
+    emb = embed_texts(texts, cache_dir)
+    return {t: emb[i] for i, t in enumerate(texts)}
+
+
+def build_references(data: HopData, text_emb: dict) -> dict:
+    """{task: {"text", "start", "goal", "text_emb"}} for every task in ``data``, for the checkpoint."""
+    out = {}
+    for e in data.episodes:
+        if e.task not in out:
+            r = data.references(e.task_text)
+            out[e.task] = {"text": e.task_text, "start": r["start"], "goal": r["goal"],
+                           "text_emb": np.asarray(text_emb[e.task_text], np.float32)}
+    return out
+
+
+def run(cfg) -> int:
+    """Pretrain the GRM on episode files of several tasks (progress bar, TensorBoard, resumable
+    checkpoint folder with safetensors weights and a JSON config)."""
+    from omegaconf import OmegaConf
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.set_num_threads(int(cfg.threads))
+    seed = int(cfg.seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    paths = list(cfg.data) if not isinstance(cfg.data, str) else [cfg.data]
+    if not paths:
+        raise ValueError("data=[...] must name at least one episode file")
+    out = Path(str(cfg.out))
+    resume_state = None
+    if bool(cfg.resume) and (out / "training_state" / "state.pt").is_file():
+        model, meta = load_checkpoint(out)
+        resume_state = meta["training_state"]
+        mcfg = model.config
+        print(f"resuming {out} at step {resume_state['step']}")
+    else:
+        first = load_episodes(paths[:1], views=None if cfg.views is None else list(cfg.views))
+        views = tuple(cfg.views) if cfg.views is not None else tuple(first[0].frames)
+        size = int(first[0].frames[views[0]].shape[1])
+        mcfg = GRMConfig(views=views, image_size=size, reference_view=str(cfg.reference_view or ""),
+                         channels=tuple(cfg.model.channels), width=int(cfg.model.width), depth=int(cfg.model.depth),
+                         heads=int(cfg.model.heads), hop_bins=int(cfg.model.hop_bins))
+        model = GRM(mcfg)
+    episodes = load_episodes(paths, views=mcfg.views, image_size=mcfg.image_size, stride=int(cfg.stride))
+    text_emb = _text_embeddings([e.task_text for e in episodes], cfg.text_cache)
+    data = HopData(episodes, mcfg.views, mcfg.reference_view, text_emb, int(cfg.pairs.hop_bins),
+                   int(cfg.pairs.gap_bins), float(cfg.pairs.zero_ratio), float(cfg.pairs.replace_prob),
+                   cfg.pairs.samples_per_subtask, int(cfg.pairs.chunk), seed)
+    refs = build_references(data, text_emb)
+    tasks = sorted({e.task for e in episodes})
+    print(f"{len(episodes)} episodes of {tasks}, {data.sampler.num_pairs} distinct pairs, views {list(mcfg.views)}, "
+          f"{mcfg.image_size} px, {sum(p.numel() for p in model.parameters())} parameters")
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
+    start = 0
+    if resume_state is not None:
+        opt.load_state_dict(resume_state["optimizer"])
+        start = int(resume_state["step"])
+        torch.set_rng_state(resume_state["torch_rng"])
+        data.sampler.rng.bit_generator.state = resume_state["sampler_rng"]
+    log_dir = str(cfg.log_dir) if cfg.log_dir else str(out.parent / f"{out.name}_tb")
+    writer = SummaryWriter(log_dir)
+    writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+    steps = int(cfg.steps)
+    info = {"tasks": tasks, "data": paths, "steps": steps}
+
+    def save(step, opt_):
+        state = {"step": step + 1, "optimizer": opt_.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "sampler_rng": data.sampler.rng.bit_generator.state}
+        save_checkpoint(out, model, refs, state, info={**info, "trained_steps": step + 1})
+
+    def on_step(step, opt_):
+        if (step + 1) % int(cfg.save_every) == 0 and step + 1 < steps:
+            save(step, opt_)
+
+    t0 = time.time()
+    res = fit(model, data, steps, int(cfg.batch_size), float(cfg.lr), float(cfg.weight_decay), float(cfg.warmup),
+              "ce+mse", int(cfg.shift), opt, start, writer, on_step=on_step, desc="pretrain")
+    save(steps - 1, res["optimizer"])
+    writer.close()
+    # reload what was written, so the saved artefact is proven usable
+    load_checkpoint(out, views=mcfg.views)
+    print(f"trained {steps - start} steps in {time.time() - t0:.0f} s; hop MSE {res['mse']:.4f}; saved {out}")
+    return 0
