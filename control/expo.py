@@ -706,6 +706,16 @@ class EXPO(Learner):
                     d.copy_(s_[members])
         return pol.eval()
 
+    def export_policy(self) -> tuple[nn.Module, dict]:
+        """Deployment module (kind ``"expo"``, see :class:`EXPOPolicy`) and its meta entries, for
+        ``control.export.save_policy`` (the training loop adds task, controller and layout)."""
+        return self.policy(), {"kind": "expo", "action_horizon": self.horizon, "views": [], "obs_normalizer": None}
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The networks whose weights form the policy checkpoint (``pretrained_model``)."""
+        return {"base": self.base, "ema_denoiser": self.ema_denoiser, "edit_policy": self.edit_policy,
+                "critic": self.critic_ensemble, "critic_target": self.target_critic}
+
     # ---------------------------------------------------------------------------------------------
     # storing
     # ---------------------------------------------------------------------------------------------
