@@ -191,9 +191,8 @@ def run(cfg) -> int:
         if cfg.policy == "deploy":
             fn = deploy_policy(pol)
         else:
-            from control.train import build_learner
-
             from control.checkpoint import load_networks
+            from control.train import build_learner
 
             learner = build_learner(OmegaConf.create(ckpt.config), env, device="cpu")
             load_networks(learner, ckpt.networks(), str(ckpt.path))

@@ -36,7 +36,6 @@ import fnmatch
 import inspect
 import json
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -160,8 +159,13 @@ def train(cfg) -> dict:
     """
     from omegaconf import OmegaConf
 
-    from control.checkpoint import (check_env_compatible, load_checkpoint, load_networks, save_checkpoint,
-                                    set_rng_state)
+    from control.checkpoint import (
+        check_env_compatible,
+        load_checkpoint,
+        load_networks,
+        save_checkpoint,
+        set_rng_state,
+    )
     from control.evaluate import evaluate, format_result, learner_policy
     from control.export import policy_meta
     from control.learner import Transition

@@ -57,7 +57,7 @@ def test_replay_buffer_wraps_and_round_trips():
 def test_gae_matches_a_hand_computation():
     buf = RolloutBuffer(3, 1, 1, 1)
     rewards, values, dones = [1.0, 0.5, 2.0], [0.2, 0.4, 0.1], [False, True, False]
-    for r, v, d in zip(rewards, values, dones):
+    for r, v, d in zip(rewards, values, dones, strict=True):
         buf.add(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.tensor([v]), torch.tensor([r]),
                 torch.tensor([d]), torch.zeros(1, 1))
     gamma, lam, last = 0.9, 0.8, torch.tensor([0.3])
