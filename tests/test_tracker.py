@@ -1,0 +1,194 @@
+"""The progress tracker's fusion arithmetic (against an oracle hop backend that reads progress from
+the images) and GRMPotential on real rendered frames with a real GRM checkpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+from reward_models.labels import hop_label
+from reward_models.tracker import GRMPotential, ProgressTracker
+
+VIEWS = ("front", "wrist")
+
+
+class OracleBackend:
+    """Hops computed exactly from progress written into the images (pixel value = 200 * progress);
+    ``backward_noise`` corrupts the backward-anchored queries to test the consistency damping."""
+
+    views = VIEWS
+    image_size = 8
+    reference_view = "front"
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode_text(self, text):
+        return torch.zeros(1, 1)
+
+    def encode_views(self, images):
+        return torch.stack([images[v].float().mean((1, 2, 3)) / 200.0 for v in self.views], 1)[..., None]
+
+    def encode_reference(self, image):
+        return image.float().mean((1, 2, 3))[:, None] / 200.0
+
+    def hop_encoded(self, text, start, goal, before, after):
+        self.calls += 1
+        p, q = before[:, 0, 0].clamp(0, 1).numpy(), after[:, 0, 0].clamp(0, 1).numpy()
+        return torch.from_numpy(hop_label(p, q))
+
+
+def frame(p):
+    return np.full((8, 8, 3), int(round(200 * p)), np.uint8)
+
+
+def obs_of(ps):
+    return {"images": {v: torch.from_numpy(np.stack([frame(p) for p in ps])) for v in VIEWS}}
+
+
+def tracker(fusion="mean", goal=1.0, n=2, **kw):
+    return ProgressTracker(OracleBackend(), "lift the red cube", {"front": frame(0.0)},
+                           {v: frame(goal) for v in VIEWS}, n, fusion=fusion, **kw)
+
+
+@pytest.mark.parametrize("fusion", ["mean", "damped", "incremental", "forward", "backward"])
+def test_exact_hops_track_true_progress(fusion):
+    tr = tracker(fusion)
+    truth = np.array([[0.0, 0.0], [0.2, 0.1], [0.5, 0.1], [0.4, 0.3], [0.8, 0.2], [1.0, 0.6]])
+    tr.reset(torch.tensor([0, 1]), obs_of(truth[0]))
+    assert tr.anchors_ok.all()
+    for t in range(1, len(truth)):
+        phi, done = tr(obs_of(truth[t]))
+        assert phi.dtype == torch.float32 and phi.shape == (2,)
+        np.testing.assert_allclose(phi.numpy(), truth[t], atol=0.01)
+    assert done.tolist() == [True, False]
+
+
+def test_incremental_update_rule_and_reset_per_env():
+    tr = tracker("incremental")
+    tr.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
+    tr(obs_of([0.5, 0.5]))
+    # hop +0.5 from 0.5: 0.5 + 0.5 * 0.5; hop -0.4 from 0.5 (0.5 -> 0.3): 0.5 - 0.5 * 0.4
+    phi, _ = tr(obs_of([0.75, 0.3]))
+    np.testing.assert_allclose(phi.numpy(), [0.75, 0.3], atol=0.01)
+    assert tr.last["hop"].numpy() == pytest.approx([0.5, -0.4], abs=0.02)
+    # a new episode in env 1 only: its progress restarts at 0, env 0 keeps its state
+    tr.reset(torch.tensor([1]), obs_of([0.9, 0.0]))
+    assert tr.progress.tolist() == pytest.approx([0.75, 0.0], abs=0.01)
+    phi, _ = tr(obs_of([0.75, 0.2]))
+    np.testing.assert_allclose(phi.numpy(), [0.75, 0.2], atol=0.01)
+
+
+def test_goal_like_start_falls_back_to_incremental():
+    # pixel check: the goal frame is the start frame
+    with pytest.warns(UserWarning, match="looks like the reference start"):
+        tr = tracker("mean", goal=0.0)
+    assert tr.goal_like_start
+    tr.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
+    assert not tr.anchors_ok.any()
+    for p in (0.3, 0.6, 0.97):
+        phi, done = tr(obs_of([p, p]))
+    # incremental alone reaches completion; the collapsed mean would have stayed near 2/3
+    np.testing.assert_allclose(phi.numpy(), [0.97, 0.97], atol=0.01)
+    assert done.all()
+    # the model check alone (pixel check off): H(first frame -> goal) ~ 0 disables the anchors per env
+    tr = tracker("mean", goal=0.0, collapse_pixel=0.0)
+    assert not tr.goal_like_start
+    tr.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
+    assert not tr.anchors_ok.any()
+
+
+def test_damping_down_weights_inconsistent_anchors():
+    class Noisy(OracleBackend):
+        def hop_encoded(self, text, start, goal, before, after):
+            h = super().hop_encoded(text, start, goal, before, after)
+            b = h.shape[0]
+            if b == 6:  # [incremental, forward, backward] x 2 envs: backward says "at the start"
+                h[4:] = -1.0
+            return h
+
+    tr = ProgressTracker(Noisy(), "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS}, 2,
+                         fusion="damped", damping_alpha=20.0)
+    tr.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
+    phi, _ = tr(obs_of([0.6, 0.6]))
+    # F = 0.6, B = 0: d = 0.6 / 0.3 = 2, w = exp(-80) ~ 0: the estimate barely moves
+    assert (phi < 0.01).all()
+    mean = ProgressTracker(Noisy(), "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS}, 2, fusion="mean")
+    mean.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
+    np.testing.assert_allclose(mean(obs_of([0.6, 0.6]))[0].numpy(), [0.4, 0.4], atol=0.01)  # (0.6 + 0.6 + 0) / 3
+
+
+def test_tracker_bad_input():
+    with pytest.raises(ValueError, match="unknown fusion 'max'"):
+        tracker("max")
+    with pytest.raises(ValueError, match="must not be empty"):
+        ProgressTracker(OracleBackend(), " ", {"front": frame(0)}, {v: frame(1) for v in VIEWS}, 1)
+    with pytest.raises(ValueError, match=r"missing view\(s\) \['wrist'\]"):
+        ProgressTracker(OracleBackend(), "t", {"front": frame(0)}, {"front": frame(1)}, 1)
+    tr = tracker()
+    with pytest.raises(RuntimeError, match="reset"):
+        tr(obs_of([0.1, 0.1]))
+    with pytest.raises(ValueError, match="env_ids"):
+        tr.reset(torch.tensor([2]), obs_of([0.0, 0.0]))
+    with pytest.raises(ValueError, match=r"missing view\(s\) \['wrist'\]"):
+        tr.reset(torch.tensor([0]), {"images": {"front": obs_of([0, 0])["images"]["front"]}})
+    with pytest.raises(ValueError, match="expected 2"):
+        tr.reset(torch.tensor([0]), obs_of([0.0]))
+
+
+@pytest.fixture(scope="module")
+def grm_checkpoint(tmp_path_factory):
+    """A real (briefly trained) GRM checkpoint and episode files of rendered Lift frames."""
+    from test_grm import lift_episode_files, tiny_config
+
+    from reward_models.grm import GRM
+    from reward_models.train import HopData, _text_embeddings, build_references, fit, load_episodes
+    from reward_models.grm import save_checkpoint
+
+    train_file, test_file = lift_episode_files(tmp_path_factory)
+    eps = load_episodes([train_file])
+    te = _text_embeddings([e.task_text for e in eps], tmp_path_factory.getbasetemp() / "tc")
+    torch.manual_seed(0)
+    model = GRM(tiny_config())
+    data = HopData(eps, VIEWS, "front", te, seed=0)
+    fit(model, data, 30, 16, 3e-3, progress_bar=False)
+    ck = tmp_path_factory.getbasetemp() / "tracker_ck"
+    save_checkpoint(ck, model, build_references(data, te))
+    return ck, train_file, test_file
+
+
+def test_grm_potential_on_rendered_frames(grm_checkpoint):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from reward_models.potential import Potential
+    from reward_models.train import load_episodes
+
+    ck, train_file, test_file = grm_checkpoint
+    pot = instantiate(OmegaConf.create({"_target_": "reward_models.tracker.GRMPotential", "checkpoint": str(ck),
+                                        "fusion": "mean", "damping_alpha": 20.0}))
+    assert isinstance(pot, Potential) and pot.views == VIEWS
+    assert pot.task_text == "lift the red cube"  # the checkpoint's only task
+    eps = load_episodes([test_file])
+    n = min(e.num_frames for e in eps)
+    frames = lambda t: {"state": torch.zeros(len(eps), 3),  # noqa: E731
+                        "images": {v: torch.from_numpy(np.stack([e.frames[v][t] for e in eps])) for v in VIEWS}}
+    pot.reset(torch.arange(len(eps)), frames(0))
+    for t in range(1, n):
+        phi, done = pot(frames(t))
+        assert phi.shape == (3,) and phi.dtype == torch.float32 and done.dtype == torch.bool
+        assert torch.isfinite(phi).all() and (phi >= 0).all() and (phi <= 1).all()
+    before = pot.tracker.progress.clone()
+    first = pot.tracker._first.clone()
+    pot.reset(torch.tensor([2]), frames(n - 1))
+    assert pot.tracker.progress[2] == 0.0 and torch.equal(pot.tracker.progress[:2], before[:2])
+    # env 2's forward anchor is now its new first frame; the others keep theirs
+    assert torch.equal(pot.tracker._first[:2], first[:2]) and not torch.equal(pot.tracker._first[2], first[2])
+    # the reference episode file gives the task text and reference frames
+    pot2 = GRMPotential(str(ck), reference=str(train_file), fusion="incremental")
+    assert pot2.task_text == "lift the red cube"
+    np.testing.assert_array_equal(pot2.ref_start["front"], load_episodes([train_file])[0].frames["front"][0])
+    # observations without one of the checkpoint's views
+    with pytest.raises(ValueError, match=r"missing view\(s\) \['wrist'\]"):
+        pot2.reset(torch.tensor([0]), {"images": {"front": frames(0)["images"]["front"]}})
+    with pytest.raises(ValueError, match="no reference frames for task 'open the door'"):
+        GRMPotential(str(ck), task_text="open the door")
