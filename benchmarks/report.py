@@ -1,0 +1,81 @@
+"""Regenerate the README's "Results" table from ``benchmarks/results/*.json``.
+
+    .venv/bin/python benchmarks/report.py            # rewrite the table in README.md
+    .venv/bin/python benchmarks/report.py --check    # exit 1 if README.md is out of date
+
+The table sits between the markers ``<!-- results:start -->`` and ``<!-- results:end -->``.
+Each row is one headline metric (the top-level, non-dict entries of ``metrics``), its target and
+whether it was met, with the run's date and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def render_table(results_dir: Path) -> str:
+    """Markdown for every result file in ``results_dir`` (sorted by benchmark name).
+
+    Raises:
+        ValueError: a result file lacks one of the keys of the format in DESIGN.md.
+    """
+    rows = ["| benchmark | metric | value | target | met | date | machine |", "|---|---|---|---|---|---|---|"]
+    files = sorted(results_dir.glob("*.json"))
+    for path in files:
+        data = json.loads(path.read_text())
+        missing = [k for k in ("benchmark", "date", "machine", "metrics", "targets", "met") if k not in data]
+        if missing:
+            raise ValueError(f"{path}: missing keys {missing}")
+        for name, value in data["metrics"].items():
+            if isinstance(value, (dict, list)):
+                continue
+            target = data["targets"].get(name, "")
+            met = data["met"].get(name, "")
+            rows.append(f"| {data['benchmark']} | {name} | {_fmt(value)} | {_fmt(target)} | {_fmt(met)} | "
+                        f"{data['date'][:10]} | {data['machine']} |")
+    if not files:
+        rows.append("| (no results yet) | | | | | | |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    text = args.readme.read_text()
+    if START not in text or END not in text:
+        print(f"{args.readme}: markers {START} / {END} not found", file=sys.stderr)
+        return 2
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render_table(args.results)}\n{END}{tail}"
+    if args.check:
+        if new != text:
+            print("README.md results table is out of date: run benchmarks/report.py", file=sys.stderr)
+            return 1
+        return 0
+    tmp = args.readme.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    tmp.replace(args.readme)
+    print(f"updated {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
