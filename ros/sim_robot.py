@@ -27,8 +27,13 @@ import threading
 
 import numpy as np
 
-from ros.messages import (MessageError, joint_trajectory_to_arrays, make_joint_state, make_task_state,
-                          rgb_to_image)
+from ros.messages import (
+    MessageError,
+    joint_trajectory_to_arrays,
+    make_joint_state,
+    make_task_state,
+    rgb_to_image,
+)
 from ros.robot import Robot
 
 COMMANDS = ("trajectory", "forward")

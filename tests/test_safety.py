@@ -11,9 +11,18 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from sensor_msgs.msg import Image, JointState
 
-from ros.messages import (MessageError, image_to_rgb, joint_state_to_arrays, joint_trajectory_to_arrays,
-                          make_joint_state, make_joint_trajectory, make_task_state, rgb_to_image, sec_to_stamp,
-                          task_state_to_dict)
+from ros.messages import (
+    MessageError,
+    image_to_rgb,
+    joint_state_to_arrays,
+    joint_trajectory_to_arrays,
+    make_joint_state,
+    make_joint_trajectory,
+    make_task_state,
+    rgb_to_image,
+    sec_to_stamp,
+    task_state_to_dict,
+)
 from ros.robot import robot_from_config
 from ros.safety import JointLimits, SafetyError, SafetyFilter, Watchdog
 
