@@ -1,0 +1,120 @@
+"""The ``dopa deploy`` and ``dopa sim-robot`` jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _discovery(robot) -> None:
+    """DDS discovery range from the robot config (LOCALHOST unless the config opts in to more)."""
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = robot.discovery_range
+    if robot.discovery_range != "LOCALHOST":
+        print(f"ROS 2 discovery range {robot.discovery_range} (from the robot config): traffic leaves this machine")
+
+
+def _spin(nodes, ctx, duration_s) -> None:
+    """Spin ``nodes`` until ``duration_s`` seconds pass (None: until Ctrl-C / SIGTERM)."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    for n in nodes:
+        ex.add_node(n)
+    stop = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    thread.start()
+    try:
+        end = None if duration_s is None else time.monotonic() + float(duration_s)
+        while not stop.is_set() and (end is None or time.monotonic() < end):
+            stop.wait(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return ex, thread
+
+
+def run_deploy(cfg: DictConfig) -> int:
+    """Run a deployment policy on a ros2_control arm: the lifecycle policy node (configure = load and
+    check the policy, activate = control loop; it starts DISARMED, arm it with the ~/arm SetBool
+    service), and optionally the reward node (``reward.checkpoint``) publishing GRM progress."""
+    import rclpy
+
+    from ros.policy_node import achieved_rate, latency_stats, make_policy_node
+    from ros.robot import robot_from_config
+
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        print("dopa deploy: checkpoint=<policy folder or checkpoint with deploy/> is required")
+        return 2
+    robot = robot_from_config(cfg.robot)
+    _discovery(robot)
+    dcfg = OmegaConf.to_container(cfg, resolve=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    nodes = []
+    try:
+        node = make_policy_node(dcfg, robot, context=ctx, node_name=str(cfg.node_name), namespace=str(cfg.namespace))
+        nodes.append(node)
+        if cfg.autostart:
+            if node.trigger_configure().to_label() != "transition_success":
+                print("dopa deploy: configure failed (see the log above)")
+                return 1
+            node.trigger_activate()
+            if cfg.arm:
+                node.get_logger().warning("armed at start (arm=true): use only with the simulated stand-in")
+                node.armed = True
+        if cfg.get("reward") and cfg.reward.get("checkpoint"):
+            from reward_models.tracker import GRMPotential
+            from ros.reward_node import make_reward_node
+
+            pot = GRMPotential(str(cfg.reward.checkpoint), task_text=cfg.reward.get("task_text"))
+            nodes.append(make_reward_node(pot, dict(robot.topics.get("images") or {}),
+                                          rate_hz=float(cfg.reward.rate_hz), max_age=float(cfg.reward.max_age),
+                                          context=ctx))
+        ex, _ = _spin(nodes, ctx, cfg.duration_s)
+        if node.active:
+            node.trigger_shutdown()  # one hold if it was commanding
+        ex.shutdown(timeout_sec=5.0)
+        lat = latency_stats(node.latencies)
+        print(f"dopa deploy: published {dict(node.published)}; rejected {dict(node.core.rejected) if node.core else {}}; "
+              f"latency {lat}; loop {achieved_rate(node.tick_times):.1f} Hz")
+        return 0
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def run_sim_robot(cfg: DictConfig) -> int:
+    """Run the MuJoCo stand-in robot: publishes JointState, camera Images and the task state on the
+    robot config's topics and executes JointTrajectory (or Float64MultiArray) commands."""
+    import rclpy
+
+    from ros.robot import robot_from_config
+    from ros.sim_robot import make_sim_robot_node
+
+    robot = robot_from_config(cfg.robot)
+    _discovery(robot)
+    scfg = OmegaConf.to_container(cfg, resolve=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = None
+    try:
+        node = make_sim_robot_node(robot, scfg, context=ctx, node_name=str(cfg.node_name))
+        print(f"dopa sim-robot: {robot.name} as {node.arm.task!r}; joint states on {robot.topics['joint_states']}, "
+              f"commands on {robot.topics['joint_trajectory' if cfg.command == 'trajectory' else 'forward_command']}, "
+              f"views {list(cfg.views)}")
+        ex, _ = _spin([node], ctx, cfg.duration_s)
+        node.stop()
+        ex.shutdown(timeout_sec=5.0)
+        print(f"dopa sim-robot: {node.arm.steps} steps, success {node.arm.success}, rejected commands {node.rejected}")
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
