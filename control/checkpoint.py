@@ -319,6 +319,10 @@ def load_networks(learner, weights: dict[str, torch.Tensor], source: str = "chec
     Raises:
         ValueError: a missing or extra tensor, or a shape mismatch (names the tensor and both shapes).
     """
+    if not hasattr(learner, "networks"):
+        if weights:
+            raise ValueError(f"{source} holds network weights but {type(learner).__name__} has no networks()")
+        return
     nets = learner.networks()
     expected = {f"{n}.{k}": v for n, m in nets.items() for k, v in m.state_dict().items()}
     missing = sorted(set(expected) - set(weights))

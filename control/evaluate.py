@@ -195,7 +195,10 @@ def run(cfg) -> int:
             from control.train import build_learner
 
             learner = build_learner(OmegaConf.create(ckpt.config), env, device="cpu")
-            load_networks(learner, ckpt.networks(), str(ckpt.path))
+            if hasattr(learner, "networks"):
+                load_networks(learner, ckpt.networks(), str(ckpt.path))
+            else:
+                learner.load_state_dict(ckpt.training_state("learner"))
             fn = learner_policy(learner)
         video = (ckpt.path / "eval.mp4") if cfg.video else None
         result = evaluate(env, fn, int(cfg.seed), video_path=video, video_view=cfg.get("video_view"))

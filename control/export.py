@@ -4,7 +4,9 @@ A deployment policy is a folder with two files, written atomically (temp folder,
 
     <folder>/
       policy.safetensors   the module's weights (safetensors; never pickle)
-      policy.json          {"format": "dopa-policy", "version": 1, "meta": {...}, "arch": {...}}
+      policy.json          {"format": "dopa-policy", "version": 1, "meta": {...}, "arch": {...},
+                            "module": the Python module defining the kind (imported on load if the
+                            kind is not registered yet, e.g. "control.expo")}
 
 ``meta`` describes how the robot side must feed the policy (see :data:`REQUIRED_META`):
 
@@ -49,6 +51,10 @@ CONFIG_FILE = "policy.json"
 CONTROLLERS = ("joint_position", "osc_pose", None)
 REQUIRED_META = ("kind", "task", "controller", "state_dim", "action_dim", "action_horizon",
                  "state_layout", "views", "image_size", "obs_normalizer")
+
+
+#: Packages whose modules load_policy may import to find a kind registered outside this file.
+_KIND_PACKAGES = ("control", "reward_models")
 
 
 class PolicyFileError(RuntimeError):
@@ -219,7 +225,8 @@ def save_policy(folder, module: nn.Module, meta: dict) -> None:
     try:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         with open(tmp / CONFIG_FILE, "w") as f:
-            json.dump({"format": FORMAT, "version": VERSION, "meta": meta, "arch": arch}, f, indent=2)
+            json.dump({"format": FORMAT, "version": VERSION, "meta": meta, "arch": arch,
+                       "module": type(module).__module__}, f, indent=2)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
             os.replace(folder, old)
@@ -328,6 +335,11 @@ def load_policy(folder) -> DeployPolicy:
         _check_meta(meta)
     except (ValueError, TypeError) as exc:
         raise PolicyFileError(f"{cfg_path}: {exc}") from None
+    owner = cfg.get("module")
+    if meta["kind"] not in KINDS and isinstance(owner, str) and owner.split(".")[0] in _KIND_PACKAGES:
+        import importlib
+
+        importlib.import_module(owner)  # the module that defines (and registers) this kind
     module = _build(meta["kind"], arch)
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -240,14 +240,14 @@ def train(cfg) -> dict:
         nonlocal eval_env
         if eval_env is None:
             eval_env = build_env(cfg, num_envs=int(cfg.eval.episodes), seed=int(cfg.eval.seed))
-        gen = getattr(learner, "generator", None)
-        gen_state = gen.get_state() if isinstance(gen, torch.Generator) else None
+        # evaluation must not change the training random streams (the learner's own generators too)
+        gens = {k: g.get_state() for k, g in vars(learner).items() if isinstance(g, torch.Generator)}
         with torch.random.fork_rng(devices=[]):
             video = run_dir / "videos" / f"step_{at_step * B:09d}.mp4" if cfg.eval.get("video") else None
             res = evaluate(eval_env, learner_policy(learner), int(cfg.eval.seed), video_path=video,
                            video_view=cfg.eval.get("video_view"))
-        if gen_state is not None:  # evaluation must not change the training stream
-            gen.set_state(gen_state)
+        for k, st in gens.items():
+            getattr(learner, k).set_state(st)
         res["env_steps"] = at_step * B
         env_steps = at_step * B
         writer.add_scalar("eval/success_rate", res["success_rate"], env_steps)
