@@ -47,7 +47,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, learner):
 
 def test_checkpoint_layout_tensorboard_terms_and_eval_job(tmp_path):
     out = train(_cfg(tmp_path / "run", *SAC_TINY, "total_steps=50", "checkpoint_every=50", "eval.every=50",
-                     "eval.episodes=3", "reward=state"))
+                     "eval.episodes=3", "reward=state", "eval.video=true", "env.image_size=16"))
     ck = tmp_path / "run" / "checkpoints" / "step_000000050"
     for rel in ("pretrained_model/model.safetensors", "pretrained_model/config.json",
                 "training_state/learner.safetensors", "training_state/loop.json", "training_state/shaping.json",
@@ -56,6 +56,12 @@ def test_checkpoint_layout_tensorboard_terms_and_eval_job(tmp_path):
     info = json.loads((ck / "pretrained_model" / "config.json").read_text())
     assert info["env"]["state_dim"] == 5 and info["config"]["learner"]["_target_"] == "control.sac.SAC"
     assert not list((tmp_path / "run" / "checkpoints").glob(".*"))  # no temp folders left behind
+
+    # the evaluation video: one frame per step of the first 25-step episode
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(tmp_path / "run" / "videos" / "step_000000050.mp4")
+    assert len(frames) == 25 and frames[0].shape == (16, 16, 3)
 
     # every reward term is its own TensorBoard scalar, plus the evaluation with its interval
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -165,3 +171,49 @@ def test_rendering_potential_in_the_loop(tmp_path, query_every):
     state = load_checkpoint(tmp_path / "run").training_state("shaping")
     assert state["potential"]["resets"] == 3
     assert state["potential"]["calls"] == 1 + 50 // query_every + 2
+
+
+def test_deploy_policy_files_and_bad_input(tmp_path):
+    from control.export import MLPPolicy, PolicyFileError, load_policy, save_policy
+
+    torch.manual_seed(0)
+    module = MLPPolicy(5, 2, hidden=[8], action_horizon=3)
+    meta = {"kind": "mlp", "task": "cartpole-swingup", "controller": None, "state_dim": 5, "action_dim": 2,
+            "action_horizon": 3, "state_layout": [["position", 3], ["velocity", 2]], "views": ["front"],
+            "image_size": 16, "obs_normalizer": {"mean": [0.0] * 5, "std": [2.0] * 5}}
+    save_policy(tmp_path / "p", module, meta)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["policy.json", "policy.safetensors"]
+    pol = load_policy(tmp_path / "p")
+    img = {"front": np.zeros((16, 16, 3), np.uint8)}
+    s = np.arange(5, dtype=np.float32)
+    chunk = pol.act(s, img)
+    assert chunk.shape == (3, 2) and chunk.dtype == np.float32
+    with torch.no_grad():
+        ref = module(torch.from_numpy(s)[None] / 2.0).numpy()[0]
+    np.testing.assert_allclose(chunk, ref, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"state shape \(4,\) does not match the policy's \(5,\)"):
+        pol.act(np.zeros(4, np.float32), img)
+    with pytest.raises(ValueError, match=r"NaN or inf at indices \[2\]"):
+        pol.act(np.array([0, 0, np.nan, 0, 0], np.float32), img)
+    with pytest.raises(ValueError, match="missing view 'front'"):
+        pol.act(s, {"wrist": img["front"]})
+    with pytest.raises(ValueError, match=r"uint8 \[16, 16, 3\]"):
+        pol.act(s, {"front": np.zeros((8, 8, 3), np.uint8)})
+    with pytest.raises(ValueError, match="lacks \\['action_horizon'"):
+        save_policy(tmp_path / "q", module, {k: v for k, v in meta.items() if k != "action_horizon"})
+    with pytest.raises(PolicyFileError, match="does not exist"):
+        load_policy(tmp_path / "missing")
+    cfg = json.loads((tmp_path / "p" / "policy.json").read_text())
+    cfg["arch"]["hidden"] = [9]
+    (tmp_path / "p" / "policy.json").write_text(json.dumps(cfg))
+    with pytest.raises(PolicyFileError, match=r"'trunk.0.weight' has shape \(8, 5\), the architecture expects \(9, 5\)"):
+        load_policy(tmp_path / "p")
+    cfg["meta"]["kind"] = "nope"
+    (tmp_path / "p" / "policy.json").write_text(json.dumps(cfg))
+    with pytest.raises(PolicyFileError, match="unknown policy kind 'nope'; registered kinds: .*mlp"):
+        load_policy(tmp_path / "p")
+    (tmp_path / "p" / "policy.safetensors").write_bytes(b"junk")
+    cfg["meta"]["kind"], cfg["arch"]["hidden"] = "mlp", [8]
+    (tmp_path / "p" / "policy.json").write_text(json.dumps(cfg))
+    with pytest.raises(PolicyFileError, match="corrupt weights file"):
+        load_policy(tmp_path / "p")
