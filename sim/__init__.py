@@ -14,13 +14,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from sim.tasks import TASKS, TaskSpec, get_task, task_text  # noqa: E402
 
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "warp")
 
 __all__ = ["make_env", "TASKS", "TaskSpec", "get_task", "task_text", "BACKENDS"]
 
 
 def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed: int = 0,
-             backend: str = "cpu", vectorization: str = "sync", **task_kwargs):
+             backend: str = "cpu", vectorization: str = "sync", device: str | None = None, **task_kwargs):
     """Make ``num_envs`` copies of task ``name`` behind Gymnasium's vector API with torch tensors.
 
     Args:
@@ -30,8 +30,13 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
             empty for state only. ``env.render(views)`` renders on demand either way.
         image_size: pixels per side of rendered views (square).
         seed: non-negative int; sub-env ``i`` is seeded with ``seed + i``.
-        backend: ``"cpu"`` (MuJoCo through dm_control / robosuite).
+        backend: ``"cpu"`` (MuJoCo through dm_control / robosuite) or ``"warp"`` (MuJoCo Warp,
+            all envs as worlds of one batched simulation on ``device``; dm_control tasks
+            ``sim.warp_env.supported_tasks()``; state only, no views; returns
+            ``sim.warp_env.WarpEnv``).
         vectorization: ``"sync"`` (a loop in this process) or ``"async"`` (a worker process per env).
+        device: ``backend="warp"`` only: ``"cuda"``, ``"cuda:N"`` or ``"cpu"`` (Warp's CPU device);
+            default ``"cuda"`` when available, else ``"cpu"``.
         **task_kwargs: passed to the task: ``max_episode_steps``, ``max_force`` (N),
             ``max_torque`` (N m); robosuite: ``controller`` (``osc_pose`` | ``joint_position``),
             ``reward_shaping``, ``terminate_on_success``; dm_control: the suite's task kwargs.
@@ -66,6 +71,21 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
             raise ValueError(f"unknown view {v!r} for task {name!r}; known: {', '.join(spec.cameras)}")
     if len(set(views)) != len(views):
         raise ValueError(f"views repeat a name: {list(views)}")
+    if backend == "warp":
+        from sim.warp_env import OPTIONS, WarpEnv, supported_tasks
+
+        if name not in supported_tasks():
+            raise ValueError(f"task {name!r} is not supported by backend 'warp'; supported: "
+                             f"{', '.join(supported_tasks())} (use backend='cpu' for the others)")
+        if views:
+            raise ValueError(f"backend 'warp' renders no images (views {list(views)} asked for); "
+                             "use backend='cpu' for camera views")
+        for k in task_kwargs:
+            if k not in OPTIONS:
+                raise ValueError(f"unknown option {k!r} for backend 'warp'; known: {', '.join(OPTIONS)}")
+        return WarpEnv(spec, num_envs, seed=seed, device=device, **task_kwargs)
+    if device not in (None, "cpu"):
+        raise ValueError(f"device {device!r} needs backend='warp'; backend {backend!r} runs on the CPU")
     if "controller" in task_kwargs and spec.family != "robosuite":
         raise ValueError(f"task {name!r} has no controller option (only robosuite tasks do)")
     if spec.family == "robosuite":
