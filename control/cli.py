@@ -42,6 +42,7 @@ JOBS: dict[str, Job] = {
     "reward-adapt": Job("reward_models.adapt:run", "reward_adapt", "One-shot adaptation of a GRM to a new task from one demonstration."),
     "train": Job("control.train:run", "train", "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive)."),
     "eval": Job("control.evaluate:run", "eval", "Evaluate a checkpoint on a fixed list of seeds (success rate with Wilson CI)."),
+    "demos": Job("sim.demos:run", "demos", "Record scripted demonstrations (with imperfect ones) to an HDF5 file and optional videos."),
 }
 
 
