@@ -64,7 +64,7 @@ def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, vid
         policy: ``obs dict -> float32 [B, A]`` or an action chunk ``[B, h, A]`` (executed open
             loop, row 0 first). Must be deterministic for repeatable numbers.
         seed: first seed of the fixed list ``seed, seed + 1, ..., seed + B - 1``.
-        max_steps: safety bound on steps (default: the task's time limit + 1).
+        max_steps: safety bound on steps (default: the env's time limit + 1).
         video_path: write an MP4 of env 0 here (atomically), or None.
         video_view: camera view for the video (default: the task's first view).
     Returns:
@@ -79,7 +79,12 @@ def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, vid
     success = torch.zeros(b, dtype=torch.bool)
     lengths = torch.zeros(b, dtype=torch.long)
     finished = torch.zeros(b, dtype=torch.bool)
-    limit = int(max_steps or env.spec.max_episode_steps * 4 + 1)
+    if max_steps is None:
+        try:
+            max_steps = int(env._vec.get_attr("max_episode_steps")[0]) + 1
+        except (AttributeError, IndexError):
+            max_steps = int(env.spec.max_episode_steps) + 1
+    limit = int(max_steps)
     frames = []
     view = video_view or next(iter(env.spec.cameras))
     steps = 0

@@ -36,6 +36,7 @@ import fnmatch
 import inspect
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -224,7 +225,9 @@ def train(cfg) -> dict:
         run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else Path("runs") / _run_name(cfg, learner)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    tmp_cfg = run_dir / f".config.json.{os.getpid()}"
+    tmp_cfg.write_text(json.dumps(config, indent=2))
+    os.replace(tmp_cfg, run_dir / "config.json")
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -291,6 +294,8 @@ def train(cfg) -> dict:
 
     if ckpt is None:
         shaper.start(with_images(obs))
+    elif shaper.uses_potential:
+        shaper.resume(with_images(obs))
 
     from tqdm.auto import tqdm
 

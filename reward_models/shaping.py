@@ -201,6 +201,14 @@ class RewardShaper:
                  "reward": reward}
         return reward, terms
 
+    def resume(self, obs: dict) -> None:
+        """After :meth:`load_state_dict` at an episode start (a checkpoint boundary): a potential
+        that cannot save its own state (no ``load_state_dict``) is reset for every env with the
+        first observations ``obs``, so a tracker with history gets its episode context back. The
+        held Phi values come from the checkpoint either way."""
+        if self.potential is not None and not hasattr(self.potential, "load_state_dict"):
+            self.potential.reset(torch.arange(obs["state"].shape[0]), obs)
+
     # ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Held potentials, completion flags, the step counter and the potential's own statistics."""

@@ -27,9 +27,15 @@ def _weights(learner):
     return {f"{n}.{k}": v.clone() for n, m in learner.networks().items() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("learner", [SAC_TINY, PPO_TINY], ids=["sac", "ppo"])
-def test_resume_equals_uninterrupted_run(tmp_path, learner):
-    common = [*learner, "num_envs=2", "checkpoint_every=50", "eval.every=0", "reward=state"]
+RENDER_POTENTIAL = ["reward=grm", "reward.checkpoint=unused", "~reward.potential.checkpoint",
+                    "reward.potential._target_=test_train.FrontBrightnessPotential", "env.image_size=16"]
+
+
+@pytest.mark.parametrize("learner, reward", [(SAC_TINY, ["reward=state"]), (PPO_TINY, ["reward=state"]),
+                                             (SAC_TINY, [*RENDER_POTENTIAL, "reward.query_every=4"])],
+                         ids=["sac", "ppo", "sac-rendered-potential"])
+def test_resume_equals_uninterrupted_run(tmp_path, learner, reward):
+    common = [*learner, "num_envs=2", "checkpoint_every=50", "eval.every=0", *reward]
     full = train(_cfg(tmp_path / "full", *common, "total_steps=100"))
     half = train(_cfg(tmp_path / "half", *common, "total_steps=50"))
     ckpt = tmp_path / "half" / "checkpoints" / "step_000000050"
@@ -163,8 +169,7 @@ class FrontBrightnessPotential:
 @pytest.mark.parametrize("query_every", [1, 5])
 def test_rendering_potential_in_the_loop(tmp_path, query_every):
     out = train(_cfg(tmp_path / "run", *SAC_TINY, "total_steps=50", "checkpoint_every=50", "eval.every=0",
-                     "reward=grm", "reward.checkpoint=unused", "reward.potential._target_=test_train.FrontBrightnessPotential",
-                     "~reward.potential.checkpoint", "env.image_size=16", f"reward.query_every={query_every}"))
+                     *RENDER_POTENTIAL, f"reward.query_every={query_every}"))
     assert out["env_steps"] == 50
     # the potential's statistics are checkpointed: 3 episode starts (0, 25, 50); one query at the
     # start, one per query step, one per episode reset
