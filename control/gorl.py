@@ -1,0 +1,818 @@
+"""GoRL: a Gaussian encoder in latent space, a generative decoder, trained in alternating stages.
+
+Paper: Zhang et al., "GoRL: An Algorithm-Agnostic Framework for Online RL with Generative Policies"
+(arXiv 2512.02581; later "Training Diffusion Policies via Prior-Mapping Co-Evolution"); the
+algorithm below follows the paper's factorisation and the authors' code (bennidict23/GoRL, 1461fb0).
+
+The policy is factorised (paper, Sec. 3, "latent-space factorisation")::
+
+    pi(a | s) = integral pi_phi(a | s, eps) pi_theta(eps | s) d eps
+    eps ~ pi_theta(. | s) = N(mu_theta(s), diag sigma_theta(s)^2)       encoder, dim(eps) = dim(a)
+    u   = g_phi(s, eps)                                                 decoder, deterministic ODE/DDIM
+    a   = tanh(u)                                                       what the env receives, [-1, 1]
+
+Stages alternate (the paper's two time-scales; the authors' ``run_gorl_fm.py`` driver):
+
+1. **Latent optimisation** (decoder frozen): PPO on the encoder in latent space -- the stored
+   "action" is the latent eps and the likelihood ratio is pi_theta(eps|s) / pi_theta_old(eps|s).
+   With a frozen, deterministic and invertible map eps -> a this ratio equals the ratio of action
+   likelihoods (the Jacobians cancel), so no change-of-variables term is needed. A penalty pulls
+   pi_theta(.|s) toward the prior N(0, I), where the decoder was trained.
+2. **Decoder refit** (encoder frozen): the current policy collects (s, u) pairs (all those env
+   steps are counted), then g_phi is refit by supervised generative learning with *fresh*
+   eps ~ N(0, I) -- flow matching or DDPM -- so that g_phi(s, eps ~ N(0, I)) reproduces the policy
+   that collected the data. The (eps, u) pairs are not used (paper; authors' code).
+
+Stage 0 uses the identity decoder u = eps exactly, i.e. Gaussian PPO with tanh squashing.
+
+Choices made here (and why):
+
+- **Prior pull: true KL** ``KL(N(mu, sigma^2) || N(0, I)) = 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2)``
+  (``prior_penalty: kl``, the default). The paper describes a KL; the authors' code uses an L2 penalty
+  ``z_reg * (mean(mu^2) + mean(sigma^2))`` which has no ``-log sigma^2`` term, so on its own it drives
+  sigma to 0 and only the entropy bonus pushes back. The KL's minimum is the prior itself, so the
+  latent stays where the decoder was trained. ``prior_penalty: l2`` reproduces the authors' code.
+- **Encoder re-initialisation** between stages: on by default (``reinit_encoder: true``), as in the
+  authors' code. A fresh encoder (mean ~ 0, sigma = softplus(0) ~ 0.69) behind a decoder that maps
+  N(0, I) to the previous policy starts close to that policy, slightly narrower. The critic is kept
+  by default (``reinit_critic: false``): the new policy is close to the old one, so its value is too,
+  and a fresh critic costs many steps. The authors re-initialise both.
+- **Honest step counting**: the collection phase runs inside the training loop's own environment,
+  through ``act``/``observe``, so every collection step is counted by the loop and by
+  :attr:`GoRL.env_steps` (the authors' plots omit ~79M such steps). Collection episodes end at the
+  env's time limit (truncation), so early-episode states are in the decoder's data as long as
+  ``collect_steps >= num_envs * episode_length``; the metric ``gorl/decoder_data_early_frac`` reports
+  the share of the data from the first 10% of an episode.
+- **Decoder refit from a fresh initialisation** every stage with a 10% validation split, early
+  stopping and the best-validation weights kept (authors' ``train_decoder_fm.py``).
+- Evaluation (``deterministic=True``) uses eps = mu_theta(s) and the deterministic decoder.
+
+The PPO pieces are the project's own: :func:`control.ppo.ppo_loss` (clipped surrogate),
+:class:`control.buffers.RolloutBuffer` (GAE; time-limit truncations bootstrap by adding
+gamma * V(final state) to the last reward, as in :class:`control.ppo.PPO`) and
+:class:`control.networks.RunningMeanStd` (observation statistics, frozen during a rollout and its
+update). The buffer's "action" is the latent eps, so log-probabilities are taken in latent space.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from control.buffers import RolloutBuffer
+from control.learner import Learner, Transition
+from control.networks import RunningMeanStd
+from control.ppo import ppo_loss
+
+DECODERS = ("flow", "diffusion")
+PRIOR_PENALTIES = ("kl", "l2")
+PHASES = ("encoder", "collect")
+DIFFUSION_PREDICTIONS = ("v_prediction", "epsilon")
+
+
+# =================================================================================================
+# Small building blocks
+# =================================================================================================
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.SiLU) -> nn.Sequential:
+    """[Linear, activation] x len(hidden), then Linear(out_dim). float32 [..., in_dim] -> [..., out_dim]."""
+    layers: list[nn.Module] = []
+    d = int(in_dim)
+    for h in hidden:
+        layers += [nn.Linear(d, int(h)), activation()]
+        d = int(h)
+    layers.append(nn.Linear(d, int(out_dim)))
+    return nn.Sequential(*layers)
+
+
+def time_embedding(t: torch.Tensor, dim: int = 8) -> torch.Tensor:
+    """Sinusoidal embedding of a time in [0, 1]: float [N] -> float32 [N, dim] (authors: 8-d sin/cos)."""
+    freqs = torch.exp(torch.arange(dim // 2, device=t.device, dtype=torch.float32) * (math.log(1000.0) / max(dim // 2 - 1, 1)))
+    ang = t.float()[:, None] * freqs[None] * math.pi
+    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
+
+
+# =================================================================================================
+# Encoder pi_theta(eps | s) and critic
+# =================================================================================================
+
+class Encoder(nn.Module):
+    """Diagonal Gaussian over the latent eps (dim = action dim), authors' ``EncoderState`` actor.
+
+    ``forward(obs_norm float32 [B, D]) -> (mu [B, A], sigma [B, A])`` with
+    sigma = clamp(softplus(.) + 1e-3, 1e-3, 10). The last layer is scaled by 0.01 so a fresh
+    encoder starts at mu ~ 0, sigma ~ softplus(0) = 0.69.
+    """
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 2 * latent_dim)
+        with torch.no_grad():
+            self.net[-1].weight.mul_(0.01)
+            self.net[-1].bias.zero_()
+
+    def forward(self, obs_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw = self.net(obs_norm).chunk(2, dim=-1)
+        sigma = (F.softplus(raw) + 1e-3).clamp(1e-3, 10.0)
+        return mu, sigma
+
+
+def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Log density of a diagonal Gaussian, summed over the last dim: [B, A] -> [B] (nats)."""
+    return (-0.5 * ((x - mu) / sigma).pow(2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def prior_penalty(mu: torch.Tensor, sigma: torch.Tensor, kind: str) -> torch.Tensor:
+    """Pull of pi_theta(.|s) toward N(0, I); [B, A] -> scalar (mean over the batch).
+
+    ``"kl"``: KL(N(mu, sigma^2) || N(0, I)) = 0.5 * sum_i(mu_i^2 + sigma_i^2 - 1 - log sigma_i^2).
+    ``"l2"``: the authors' code, mean(mu^2) + mean(sigma^2) (no log term, not a divergence).
+    """
+    if kind == "kl":
+        return (0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(-1)).mean()
+    if kind == "l2":
+        return mu.pow(2).mean() + sigma.pow(2).mean()
+    raise ValueError(f"unknown prior_penalty {kind!r}; known: {', '.join(PRIOR_PENALTIES)}")
+
+
+# =================================================================================================
+# Decoders g_phi(s, eps): identity, flow matching, diffusion
+# =================================================================================================
+
+class IdentityDecoder(nn.Module):
+    """Stage 0's decoder: u = eps exactly (so the policy is Gaussian PPO with tanh squashing)."""
+
+    kind = "identity"
+
+    def forward(self, obs: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """obs float32 [B, D] (unused), latent float32 [B, A] -> float32 [B, A] (the same values)."""
+        return latent
+
+    def export_config(self) -> dict:
+        return {"kind": "identity"}
+
+
+class GenerativeDecoder(nn.Module):
+    """Conditional flow-matching or diffusion model whose starting noise is the latent.
+
+    Network (authors' ``decoder_fm.py``): MLP on [normalised s, x_t, 8-d time embedding], SiLU.
+    Sampling is deterministic and starts from ``x = eps``:
+
+    - ``kind="flow"``: linear path x_t = t * eps + (1 - t) * u, velocity target v = eps - u
+      (rectified flow / flow matching, Lipman et al. 2023; Liu et al. 2023); sampling integrates
+      dx/dt = v from t = 1 to 0 with ``steps`` Euler steps using diffusers'
+      ``FlowMatchEulerDiscreteScheduler`` (sigma = t, same convention).
+    - ``kind="diffusion"``: DDPM loss (Ho et al. 2020) with a cosine schedule of ``steps`` training
+      steps (``squaredcos_cap_v2``), sampled with deterministic DDIM (eta = 0, Song et al. 2021)
+      through diffusers' ``DDIMScheduler``. ``prediction="v_prediction"`` (default; Salimans & Ho
+      2022) rather than the authors' epsilon-prediction: with 10 cosine steps abar_T ~ 2.4e-5, so the
+      first DDIM step turns an error in eps_hat into an error in x0_hat amplified by
+      sqrt((1 - abar_T) / abar_T) ~ 200; measured here, epsilon-prediction put the decoded mean and
+      std off by 30-100% where v-prediction matched (``"epsilon"`` is kept for comparison).
+
+    The observation normaliser (``obs_mean``/``obs_std`` buffers) is fixed when the decoder is fit,
+    so later changes of the encoder's running normaliser do not move a frozen decoder.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, kind: str = "flow", hidden: Sequence[int] = (64, 64, 64, 64),
+                 steps: int = 10, time_dim: int = 8, prediction: str = "v_prediction"):
+        super().__init__()
+        if kind not in DECODERS:
+            raise ValueError(f"unknown decoder {kind!r}; known: {', '.join(DECODERS)}")
+        if prediction not in DIFFUSION_PREDICTIONS:
+            raise ValueError(f"unknown diffusion prediction {prediction!r}; known: {', '.join(DIFFUSION_PREDICTIONS)}")
+        self.prediction = prediction
+        if int(steps) < 1:
+            raise ValueError(f"decoder steps must be >= 1, got {steps!r}")
+        self.kind = kind
+        self.obs_dim, self.action_dim, self.steps, self.time_dim = int(obs_dim), int(action_dim), int(steps), int(time_dim)
+        self.hidden = [int(h) for h in hidden]
+        self.net = mlp(self.obs_dim + self.action_dim + self.time_dim, self.hidden, self.action_dim)
+        self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
+        self.register_buffer("obs_std", torch.ones(self.obs_dim))
+        self._scheduler = self._make_scheduler()
+
+    def export_config(self) -> dict:
+        return {"kind": self.kind, "obs_dim": self.obs_dim, "action_dim": self.action_dim, "hidden": self.hidden,
+                "steps": self.steps, "time_dim": self.time_dim, "prediction": self.prediction}
+
+    def _make_scheduler(self):
+        if self.kind == "flow":
+            from diffusers import FlowMatchEulerDiscreteScheduler
+
+            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler(num_train_timesteps=self.steps, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                             prediction_type=self.prediction, set_alpha_to_one=True)
+
+    def __deepcopy__(self, memo):
+        new = GenerativeDecoder(**{k: v for k, v in self.export_config().items()})
+        new.load_state_dict(self.state_dict())
+        return new.to(self.obs_mean.device)
+
+    def _net(self, obs: torch.Tensor, x: torch.Tensor, t01: torch.Tensor) -> torch.Tensor:
+        s = ((obs - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0)
+        return self.net(torch.cat([s, x, time_embedding(t01, self.time_dim)], dim=-1))
+
+    def loss(self, obs: torch.Tensor, action: torch.Tensor, noise: torch.Tensor, t_unit: torch.Tensor) -> torch.Tensor:
+        """Generative loss on (s, u) pairs with fresh noise (not the latents that produced u).
+
+        Args:
+            obs: float32 [N, D] raw states.  action: float32 [N, A] pre-tanh actions u.
+            noise: float32 [N, A] ~ N(0, I).  t_unit: float32 [N] ~ U(0, 1) (flow time, or the
+                diffusion step index as floor(t_unit * steps)).
+        Returns:
+            scalar MSE: flow ||v_phi(x_t, t) - (eps - u)||^2; diffusion ||eps_phi(x_k, k) - eps||^2.
+        """
+        if self.kind == "flow":
+            t = t_unit[:, None]
+            x_t = t * noise + (1.0 - t) * action
+            return F.mse_loss(self._net(obs, x_t, t_unit), noise - action)
+        k = (t_unit * self.steps).long().clamp(0, self.steps - 1)
+        x_k = self._scheduler.add_noise(action, noise, k)
+        target = noise if self.prediction == "epsilon" else self._scheduler.get_velocity(action, noise, k)
+        return F.mse_loss(self._net(obs, x_k, k.float() / self.steps), target)
+
+    def forward(self, obs: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """Deterministic sampling from the latent: obs float32 [B, D] (raw), latent float32 [B, A]
+        -> pre-tanh action u float32 [B, A]. ``steps`` network evaluations."""
+        sched = self._scheduler
+        x = latent
+        if self.kind == "flow":
+            sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, self.steps + 1)[:-1].tolist(), device=x.device)
+            for i, t in enumerate(sched.timesteps):
+                sigma = sched.sigmas[i].to(x.device, torch.float32).expand(x.shape[0])
+                v = self._net(obs, x, sigma)
+                x = sched.step(v, t, x).prev_sample
+            return x
+        sched.set_timesteps(self.steps, device=x.device)
+        for k in sched.timesteps:
+            kk = torch.full((x.shape[0],), float(k) / self.steps, device=x.device)
+            eps_hat = self._net(obs, x, kk)
+            x = sched.step(eps_hat, int(k), x, eta=0.0).prev_sample
+        return x
+
+
+def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Tensor, *, epochs: int = 50,
+                batch_size: int = 8192, lr: float = 3e-4, noise_samples: int = 8, val_fraction: float = 0.1,
+                patience: int = 20, generator: torch.Generator | None = None) -> dict[str, float]:
+    """Supervised refit of g_phi on (s, u) pairs with fresh eps ~ N(0, I) (GoRL phase 2).
+
+    Args:
+        decoder: the decoder to train in place (its obs normaliser is set from ``obs``).
+        obs: float32 [N, D] raw states.  action: float32 [N, A] pre-tanh actions u.
+        epochs, batch_size, lr: Adam training; ``noise_samples`` (eps, t) draws per pair and step
+            (authors: 8). ``val_fraction`` of the pairs is held out; training stops after
+            ``patience`` epochs without a better validation loss and the best weights are kept.
+        generator: torch RNG for the split, batches and noise (reproducible fits).
+    Returns:
+        {"decoder_train_loss", "decoder_val_loss", "decoder_epochs", "decoder_pairs"}.
+    Raises:
+        ValueError: mismatched shapes, fewer than 10 pairs, NaN/inf in the data, or a non-finite loss.
+    """
+    if obs.ndim != 2 or action.ndim != 2 or obs.shape[0] != action.shape[0]:
+        raise ValueError(f"fit_decoder wants obs [N, D] and action [N, A] with equal N, got {tuple(obs.shape)} and {tuple(action.shape)}")
+    if obs.shape[1] != decoder.obs_dim or action.shape[1] != decoder.action_dim:
+        raise ValueError(f"decoder expects D={decoder.obs_dim}, A={decoder.action_dim}; got D={obs.shape[1]}, A={action.shape[1]}")
+    n = obs.shape[0]
+    if n < 10:
+        raise ValueError(f"fit_decoder needs at least 10 (s, u) pairs, got {n}")
+    if not (torch.isfinite(obs).all() and torch.isfinite(action).all()):
+        raise ValueError("fit_decoder: the (s, u) data contain NaN or inf")
+    dev = decoder.obs_mean.device
+    obs, action = obs.to(dev, torch.float32), action.to(dev, torch.float32)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        decoder.obs_mean.copy_(obs.mean(0))
+        decoder.obs_std.copy_(obs.std(0).clamp_min(1e-3) if n > 1 else torch.ones_like(decoder.obs_std))
+    perm = torch.randperm(n, generator=g).to(dev)
+    n_val = max(1, int(round(val_fraction * n)))
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    opt = torch.optim.Adam(decoder.net.parameters(), lr=lr)
+    # A fixed validation noise draw so validation losses are comparable between epochs.
+    k = int(noise_samples)
+    vo, va = obs[val_idx].repeat(k, 1), action[val_idx].repeat(k, 1)
+    v_noise = torch.randn(vo.shape[0], action.shape[1], generator=g).to(dev)
+    v_t = torch.rand(vo.shape[0], generator=g).to(dev)
+    best, best_state, bad, train_loss, epoch = math.inf, None, 0, math.nan, 0
+    for epoch in range(1, int(epochs) + 1):
+        decoder.train()
+        order = tr_idx[torch.randperm(tr_idx.shape[0], generator=g).to(dev)]
+        losses = []
+        for i in range(0, order.shape[0], int(batch_size)):
+            b = order[i:i + int(batch_size)]
+            bo, ba = obs[b].repeat(k, 1), action[b].repeat(k, 1)
+            noise = torch.randn(bo.shape[0], action.shape[1], generator=g).to(dev)
+            t = torch.rand(bo.shape[0], generator=g).to(dev)
+            loss = decoder.loss(bo, ba, noise, t)
+            if not torch.isfinite(loss):
+                raise ValueError(f"decoder loss became {loss.item()} at epoch {epoch}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        train_loss = float(np.mean(losses))
+        decoder.eval()
+        with torch.no_grad():
+            val = decoder.loss(vo, va, v_noise, v_t).item()
+        if val < best - 1e-6:
+            best, bad = val, 0
+            best_state = {kk: v.detach().clone() for kk, v in decoder.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= int(patience):
+                break
+    if best_state is not None:
+        decoder.load_state_dict(best_state)
+    decoder.eval()
+    return {"decoder_train_loss": train_loss, "decoder_val_loss": best, "decoder_epochs": float(epoch),
+            "decoder_pairs": float(n)}
+
+
+# =================================================================================================
+# The learner
+# =================================================================================================
+
+def _staged(value, stage: int) -> float:
+    """A hyper-parameter given per stage: a scalar, or a list whose last entry repeats."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)):
+        seq = list(value)
+        return float(seq[min(stage, len(seq) - 1)])
+    return float(value)
+
+
+class GoRL(Learner):
+    """GoRL learner (see the module docstring for the algorithm and the choices made).
+
+    Built by ``hydra.utils.instantiate(cfg.learner, obs_dim=, action_dim=, num_envs=, seed=, device=)``
+    from ``configs/learner/gorl.yaml``.
+
+    Args:
+        obs_dim, action_dim, num_envs, seed, device: from the training loop.
+        decoder: ``"flow"`` (Euler ODE) or ``"diffusion"`` (DDIM); ``decoder_steps`` sampling steps.
+        decoder_hidden: decoder MLP widths (authors: 4 x 64).
+        decoder_prediction: diffusion target, ``"v_prediction"`` (default) or ``"epsilon"`` (authors);
+            see :class:`GenerativeDecoder`.
+        stage_steps: env steps of encoder training per stage, e.g. ``[60e6, 60e6, 30e6, 30e6]``; every
+            stage but the last ends with a collection phase and a decoder refit; the last stage runs
+            until the loop stops. ``[inf]`` (one stage) is plain Gaussian PPO.
+        collect_steps: env steps (all envs together) of decoder-data collection after a stage, with
+            the encoder frozen; counted like any other step.
+        decoder_dataset_size: the refit uses the most recent this-many (s, u) pairs (the collection
+            phase's, plus the end of the encoder stage when ``collect_steps`` is smaller).
+        decoder_epochs, decoder_batch_size, decoder_lr, decoder_noise_samples, decoder_patience:
+            refit settings (authors: 50, 8192, 3e-4, 8, 20). ``decoder_reinit``: refit from a fresh
+            initialisation (authors) instead of the previous decoder.
+        reinit_encoder, reinit_critic: re-initialise the encoder / critic at each new stage.
+        encoder_hidden, critic_hidden: MLP widths (authors: 32 x 4 and 256 x 5).
+        num_steps: rollout length per env between PPO updates; ``update_epochs``, ``num_minibatches``.
+        gamma, gae_lambda, lr, vf_coef, ent_coef: PPO; ``clip_eps``, ``max_grad_norm``,
+            ``prior_coef``: scalars or per-stage lists (authors: clip 0.15 then 0.3, grad norm 0.5
+            then 1.0, prior 5e-4 then 1e-3).
+        prior_penalty: ``"kl"`` (default) or ``"l2"`` (authors' code).
+        reward_scale: rewards are multiplied by this before GAE (Playground's DMC PPO: 10).
+        normalize_obs: running observation normalisation for the encoder and critic.
+    Raises:
+        ValueError: an unknown decoder or prior penalty, or a non-positive size (named).
+    """
+
+    name = "gorl"
+
+    def __init__(self, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0, device: str = "cpu", *,
+                 decoder: str = "flow", decoder_steps: int = 10, decoder_hidden: Sequence[int] = (64, 64, 64, 64),
+                 decoder_prediction: str = "v_prediction",
+                 stage_steps: Sequence[float] = (40_000, 60_000), collect_steps: int = 10_000,
+                 decoder_dataset_size: int = 10_000, decoder_epochs: int = 50, decoder_batch_size: int = 8192,
+                 decoder_lr: float = 3e-4, decoder_noise_samples: int = 8, decoder_patience: int = 20,
+                 decoder_reinit: bool = True, reinit_encoder: bool = True, reinit_critic: bool = False,
+                 encoder_hidden: Sequence[int] = (32, 32, 32, 32), critic_hidden: Sequence[int] = (256, 256, 256),
+                 num_steps: int = 256, update_epochs: int = 10, num_minibatches: int = 8, gamma: float = 0.99,
+                 gae_lambda: float = 0.95, lr: float = 3e-4, vf_coef: float = 0.25, ent_coef: float = 0.0,
+                 clip_eps=(0.15, 0.3), max_grad_norm=(0.5, 1.0), prior_coef=(5e-4, 1e-3), prior_penalty: str = "kl",
+                 reward_scale: float = 1.0, normalize_obs: bool = True):
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
+        if prior_penalty not in PRIOR_PENALTIES:
+            raise ValueError(f"unknown prior_penalty {prior_penalty!r}; known: {', '.join(PRIOR_PENALTIES)}")
+        for key, v in dict(obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, num_steps=num_steps,
+                           update_epochs=update_epochs, num_minibatches=num_minibatches, decoder_steps=decoder_steps,
+                           decoder_dataset_size=decoder_dataset_size, decoder_batch_size=decoder_batch_size).items():
+            if int(v) < 1:
+                raise ValueError(f"{key} must be >= 1, got {v!r}")
+        stage_steps = [float(s) for s in stage_steps]
+        if not stage_steps or any(not s > 0 for s in stage_steps):
+            raise ValueError(f"stage_steps must be a non-empty list of positive step counts, got {stage_steps}")
+        if int(collect_steps) < 0:
+            raise ValueError(f"collect_steps must be >= 0, got {collect_steps!r}")
+        if num_steps * num_envs < num_minibatches:
+            raise ValueError(f"num_steps*num_envs = {num_steps * num_envs} is smaller than num_minibatches = {num_minibatches}")
+        self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.decoder_kind, self.decoder_steps = decoder, int(decoder_steps)
+        self.decoder_hidden = [int(h) for h in decoder_hidden]
+        if decoder_prediction not in DIFFUSION_PREDICTIONS:
+            raise ValueError(f"unknown decoder_prediction {decoder_prediction!r}; known: {', '.join(DIFFUSION_PREDICTIONS)}")
+        self.decoder_prediction = decoder_prediction
+        self.stage_steps, self.collect_steps = stage_steps, int(collect_steps)
+        self.decoder_dataset_size = int(decoder_dataset_size)
+        self.decoder_fit = dict(epochs=int(decoder_epochs), batch_size=int(decoder_batch_size), lr=float(decoder_lr),
+                                noise_samples=int(decoder_noise_samples), patience=int(decoder_patience))
+        self.decoder_reinit, self.reinit_encoder, self.reinit_critic = bool(decoder_reinit), bool(reinit_encoder), bool(reinit_critic)
+        self.encoder_hidden, self.critic_hidden = [int(h) for h in encoder_hidden], [int(h) for h in critic_hidden]
+        self.num_steps, self.update_epochs, self.num_minibatches = int(num_steps), int(update_epochs), int(num_minibatches)
+        self.gamma, self.gae_lambda, self.lr = float(gamma), float(gae_lambda), float(lr)
+        self.vf_coef, self.ent_coef = float(vf_coef), float(ent_coef)
+        self.clip_eps, self.max_grad_norm, self.prior_coef = clip_eps, max_grad_norm, prior_coef
+        self.prior_penalty, self.reward_scale, self.normalize_obs = prior_penalty, float(reward_scale), bool(normalize_obs)
+
+        self.gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.obs_norm = RunningMeanStd(self.obs_dim).to(self.device)
+            self.encoder = Encoder(self.obs_dim, self.action_dim, self.encoder_hidden).to(self.device)
+            self.critic = mlp(self.obs_dim, self.critic_hidden, 1).to(self.device)
+        self.decoder: nn.Module = IdentityDecoder()
+        self._make_optimizer()
+
+        # Schedule state.
+        self.stage, self.phase = 0, "encoder"
+        self.env_steps = 0  # every env step seen by observe(), collection included
+        self.phase_steps = 0  # env steps in the current phase
+        self.updates = 0
+        # Rollout buffer for the encoder's PPO: [T, B, ...].
+        # Rollout buffer for the encoder's PPO; its "action" is the latent eps.
+        B, D, A = self.num_envs, self.obs_dim, self.action_dim
+        self.buffer = RolloutBuffer(self.num_steps, B, D, A, self.device)
+        # Decoder data: ring buffer of the most recent (s, u) pairs and their step-in-episode.
+        N = self.decoder_dataset_size
+        self.data_obs = torch.zeros(N, D)
+        self.data_u = torch.zeros(N, A)
+        self.data_t = torch.zeros(N, dtype=torch.long)
+        self.data_pos, self.data_len = 0, 0
+        self.episode_t = torch.zeros(B, dtype=torch.long)
+        self._last: dict | None = None  # what act() computed for the last stochastic call
+        self.history: list[dict] = []  # one entry per stage transition (for logs and tests)
+
+    # ---------------------------------------------------------------------------------------------
+    def _make_optimizer(self) -> None:
+        self.optimizer = torch.optim.Adam(list(self.encoder.parameters()) + list(self.critic.parameters()),
+                                          lr=self.lr, eps=1e-5)
+
+    def _new_decoder(self) -> GenerativeDecoder:
+        return GenerativeDecoder(self.obs_dim, self.action_dim, self.decoder_kind, self.decoder_hidden,
+                                 self.decoder_steps, prediction=self.decoder_prediction).to(self.device)
+
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_norm.normalize(obs) if self.normalize_obs else obs
+
+    def _check_obs(self, obs: torch.Tensor, what: str = "obs") -> torch.Tensor:
+        if not isinstance(obs, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor [B, {self.obs_dim}], got {type(obs).__name__}")
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"{what} shape {tuple(obs.shape)} does not match [B, obs_dim={self.obs_dim}]")
+        if not torch.isfinite(obs).all():
+            row = int(torch.nonzero(~torch.isfinite(obs).all(1))[0, 0])
+            raise ValueError(f"{what} contains NaN or inf (row {row})")
+        return obs.to(self.device, torch.float32)
+
+    # ----- acting ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, obs: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """u = g_phi(s, eps): raw obs float32 [B, D], latent float32 [B, A] -> pre-tanh action [B, A]."""
+        return self.decoder(obs, latent)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """a = tanh(g_phi(s, eps)), eps ~ pi_theta(.|s) (or eps = mu_theta(s) when deterministic).
+
+        Args:
+            obs: float32 [B, D] states (B = num_envs for training calls; any B when deterministic).
+        Returns:
+            float32 [B, A] in [-1, 1] (on the obs' device).
+        Raises:
+            ValueError: wrong shape or NaN/inf in ``obs``.
+        """
+        dev_in = obs.device if isinstance(obs, torch.Tensor) else None
+        s = self._check_obs(obs)
+        mu, sigma = self.encoder(self._norm(s))
+        if deterministic:
+            latent = mu
+        else:
+            noise = torch.randn(mu.shape, generator=self.gen).to(self.device)
+            latent = mu + sigma * noise
+        u = self.decoder(s, latent)
+        action = torch.tanh(u)
+        if not torch.isfinite(action).all():
+            raise FloatingPointError("GoRL produced NaN/inf actions (encoder or decoder diverged)")
+        if not deterministic:
+            self._last = {"obs": s, "latent": latent, "u": u, "logp": gaussian_log_prob(latent, mu, sigma),
+                          "action": action}
+        return action.to(dev_in) if dev_in is not None else action
+
+    # ----- storing --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def observe(self, transition: Transition) -> None:
+        """Store one batched transition.
+
+        The latent of each action comes from the preceding ``act(obs, deterministic=False)`` call
+        (cached), or from ``transition.info["latent"]`` (float32 [B, A]) when given.
+
+        Raises:
+            ValueError: wrong batch size, or no latent for this transition (``act`` was not called
+                on this ``obs`` and ``info`` has no ``"latent"``).
+        """
+        s = self._check_obs(transition.obs, "transition.obs")
+        if s.shape[0] != self.num_envs:
+            raise ValueError(f"transition batch {s.shape[0]} does not match num_envs={self.num_envs}")
+        if "latent" in (transition.info or {}):
+            latent = transition.info["latent"].to(self.device, torch.float32)
+            mu, sigma = self.encoder(self._norm(s))
+            logp = gaussian_log_prob(latent, mu, sigma)
+            u = self.decoder(s, latent)
+        elif self._last is not None and self._last["obs"].shape == s.shape and torch.equal(self._last["obs"], s):
+            latent, logp, u = self._last["latent"], self._last["logp"], self._last["u"]
+        else:
+            raise ValueError("GoRL.observe: no latent for this transition; call act(obs, deterministic=False) on "
+                             "the same obs first, or pass info['latent'] (float32 [B, A])")
+        self._last = None
+        terminated = transition.terminated.to(self.device).bool()
+        done = terminated | transition.truncated.to(self.device).bool()
+        next_obs = self._check_obs(transition.next_obs, "transition.next_obs")
+        reward = transition.reward.to(self.device, torch.float32).reshape(-1)
+        if not torch.isfinite(reward).all():
+            raise ValueError("transition.reward contains NaN or inf")
+
+        # Decoder data: every (s, u) pair goes into the ring buffer with its step-in-episode.
+        i = torch.arange(self.num_envs) + self.data_pos
+        idx = i % self.decoder_dataset_size
+        if self.num_envs > self.decoder_dataset_size:
+            idx, sel = idx[-self.decoder_dataset_size:], slice(-self.decoder_dataset_size, None)
+        else:
+            sel = slice(None)
+        self.data_obs[idx] = s[sel].cpu()
+        self.data_u[idx] = u[sel].cpu()
+        self.data_t[idx] = self.episode_t[sel]
+        self.data_pos = (self.data_pos + self.num_envs) % self.decoder_dataset_size
+        self.data_len = min(self.data_len + self.num_envs, self.decoder_dataset_size)
+        self.episode_t = torch.where(done.cpu(), torch.zeros_like(self.episode_t), self.episode_t + 1)
+
+        self.env_steps += self.num_envs
+        self.phase_steps += self.num_envs
+        if self.phase == "encoder":
+            value = self.critic(self._norm(s)).squeeze(-1)
+            reward = reward * self.reward_scale
+            trunc = done & ~terminated  # time limit: bootstrap from the final state (as control.ppo.PPO)
+            if trunc.any():
+                reward[trunc] += self.gamma * self.critic(self._norm(next_obs[trunc])).squeeze(-1)
+            self.buffer.add(s, latent, logp, value, reward, done, next_obs)
+
+    # ----- training -------------------------------------------------------------------------------
+    def update(self) -> dict[str, float]:
+        """Run whatever the schedule calls for now; returns metrics (``{}`` when nothing ran).
+
+        Encoder phase: a PPO update in latent space once ``num_steps`` steps per env are stored; at
+        the end of the stage's budget, switch to the collection phase. Collection phase: once
+        ``collect_steps`` env steps are gathered, refit the decoder and start the next stage.
+        """
+        metrics: dict[str, float] = {}
+        if self.phase == "encoder" and self.buffer.full:
+            metrics.update(self._ppo_update())
+            last_stage = self.stage >= len(self.stage_steps) - 1
+            if not last_stage and self.phase_steps >= self.stage_steps[self.stage]:
+                self.phase, self.phase_steps = "collect", 0
+        if self.phase == "collect" and self.phase_steps >= self.collect_steps:
+            metrics.update(self._refit_and_next_stage())
+        if metrics:
+            metrics.update({"gorl/stage": float(self.stage), "gorl/collecting": float(self.phase == "collect"),
+                            "gorl/env_steps": float(self.env_steps)})
+        return metrics
+
+    def _ppo_update(self) -> dict[str, float]:
+        st = self.stage
+        clip_eps, max_norm, prior_coef = (_staged(self.clip_eps, st), _staged(self.max_grad_norm, st),
+                                          _staged(self.prior_coef, st))
+        buf = self.buffer
+        T, B = buf.T, buf.B
+        n = T * B
+        with torch.no_grad():
+            last_value = self.critic(self._norm(buf.last_next_obs)).squeeze(-1)
+            adv, ret = buf.compute_gae(last_value, self.gamma, self.gae_lambda)
+        obs = self._norm(buf.obs.reshape(n, -1))
+        latent, old_logp = buf.action.reshape(n, -1), buf.log_prob.reshape(n)
+        adv, ret = adv.reshape(n), ret.reshape(n)
+        mb = max(1, n // self.num_minibatches)
+        stats = {k: [] for k in ("policy_loss", "value_loss", "prior", "entropy", "approx_kl", "clipfrac")}
+        for _ in range(self.update_epochs):
+            perm = torch.randperm(n, generator=self.gen).to(self.device)
+            for i in range(0, n - mb + 1, mb):
+                j = perm[i:i + mb]
+                mu, sigma = self.encoder(obs[j])
+                new_logp = gaussian_log_prob(latent[j], mu, sigma)  # log pi_theta(eps | s): latent space
+                a = adv[j]
+                a = (a - a.mean()) / (a.std() + 1e-8) if a.numel() > 1 else a
+                pg, st_ = ppo_loss(new_logp, old_logp[j], a, clip_eps)
+                v = self.critic(obs[j]).squeeze(-1)
+                v_loss = 0.5 * (v - ret[j]).pow(2).mean()
+                entropy = (torch.log(sigma) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).mean()
+                prior = prior_penalty(mu, sigma, self.prior_penalty)  # pull toward N(0, I)
+                loss = pg + self.vf_coef * v_loss - self.ent_coef * entropy + prior_coef * prior
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"GoRL PPO loss became {loss.item()} (stage {st}, update {self.updates})")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(list(self.encoder.parameters()) + list(self.critic.parameters()), max_norm)
+                self.optimizer.step()
+                stats["policy_loss"].append(pg.item())
+                stats["value_loss"].append(v_loss.item())
+                stats["prior"].append(prior.item())
+                stats["entropy"].append(entropy.item())
+                stats["approx_kl"].append(st_["approx_kl"])
+                stats["clipfrac"].append(st_["clipfrac"])
+        if self.normalize_obs:
+            self.obs_norm.update(buf.obs.reshape(n, -1))
+        lat = buf.action.reshape(n, -1)
+        rollout_reward = float(buf.reward.mean()) / max(self.reward_scale, 1e-12)
+        buf.clear()
+        self.updates += 1
+        out = {f"gorl/{k}": float(np.mean(v)) for k, v in stats.items()}
+        out.update({"gorl/latent_mean_abs": float(lat.mean(0).abs().mean()), "gorl/latent_std": float(lat.std(0).mean()),
+                    "gorl/rollout_reward": rollout_reward})
+        return out
+
+    def decoder_dataset(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stored (s, u, step-in-episode) pairs, oldest first: float32 [N, D], [N, A], int64 [N]."""
+        n, N = self.data_len, self.decoder_dataset_size
+        order = torch.arange(self.data_pos - n, self.data_pos) % N
+        return self.data_obs[order], self.data_u[order], self.data_t[order]
+
+    def refit_decoder(self, obs: torch.Tensor, action: torch.Tensor) -> dict[str, float]:
+        """Phase 2 on given data: fit a decoder (fresh unless ``decoder_reinit`` is false and a
+        generative decoder exists) on raw states float32 [N, D] and pre-tanh actions float32 [N, A],
+        and install it (frozen). Returns the fit metrics of :func:`fit_decoder`."""
+        if self.decoder_reinit or not isinstance(self.decoder, GenerativeDecoder):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed * 1000 + self.stage + 1)
+                dec = self._new_decoder()
+        else:
+            dec = copy.deepcopy(self.decoder)
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.stage + 7)
+        out = fit_decoder(dec, obs, action, generator=g, **self.decoder_fit)
+        for p in dec.parameters():
+            p.requires_grad_(False)
+        self.decoder = dec
+        return out
+
+    def _refit_and_next_stage(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        obs, u, ep_t = self.decoder_dataset()
+        out = self.refit_decoder(obs, u)
+        self.stage += 1
+        self.phase, self.phase_steps = "encoder", 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1000 + self.stage)
+            if self.reinit_encoder:
+                self.encoder = Encoder(self.obs_dim, self.action_dim, self.encoder_hidden).to(self.device)
+            if self.reinit_critic:
+                self.critic = mlp(self.obs_dim, self.critic_hidden, 1).to(self.device)
+        self._make_optimizer()
+        self.buffer.clear()
+        early = float((ep_t < max(1, int(0.1 * max(int(ep_t.max()), 1)))).float().mean()) if ep_t.numel() else 0.0
+        out = {f"gorl/{k}": v for k, v in out.items()}
+        out.update({"gorl/decoder_fit_seconds": time.perf_counter() - t0, "gorl/decoder_data_early_frac": early,
+                    "gorl/decoder_data_max_episode_t": float(ep_t.max()) if ep_t.numel() else 0.0})
+        self.history.append({"stage": self.stage, "env_steps": self.env_steps, **out})
+        return out
+
+    # ----- checkpointing --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Networks, optimizer, normaliser, schedule counters, rollout buffer, decoder data, RNG."""
+        dec = self.decoder
+        return {
+            "encoder": self.encoder.state_dict(), "critic": self.critic.state_dict(),
+            "obs_norm": self.obs_norm.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "decoder": None if isinstance(dec, IdentityDecoder) else {"config": dec.export_config(), "state": dec.state_dict()},
+            "stage": self.stage, "phase": self.phase, "env_steps": self.env_steps, "phase_steps": self.phase_steps,
+            "updates": self.updates, "buffer": self.buffer.state_dict(),
+            "data": {"obs": self.data_obs.clone(), "u": self.data_u.clone(), "t": self.data_t.clone(),
+                     "pos": self.data_pos, "len": self.data_len}, "episode_t": self.episode_t.clone(),
+            "rng": self.gen.get_state(), "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`. Raises KeyError naming a missing entry."""
+        for key in ("encoder", "critic", "obs_norm", "optimizer", "decoder", "stage", "phase", "buffer", "data", "rng"):
+            if key not in state:
+                raise KeyError(f"GoRL state lacks {key!r}")
+        self.encoder.load_state_dict(state["encoder"])
+        self.critic.load_state_dict(state["critic"])
+        self.obs_norm.load_state_dict(state["obs_norm"])
+        self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["decoder"] is None:
+            self.decoder = IdentityDecoder()
+        else:
+            cfg = dict(state["decoder"]["config"])
+            kind = cfg.pop("kind")
+            dec = GenerativeDecoder(kind=kind, **cfg).to(self.device)
+            dec.load_state_dict(state["decoder"]["state"])
+            for p in dec.parameters():
+                p.requires_grad_(False)
+            self.decoder = dec.eval()
+        self.stage, self.phase = int(state["stage"]), str(state["phase"])
+        self.env_steps, self.phase_steps, self.updates = int(state["env_steps"]), int(state["phase_steps"]), int(state["updates"])
+        self.buffer.load_state_dict(state["buffer"])
+        d = state["data"]
+        self.data_obs, self.data_u, self.data_t = d["obs"].clone(), d["u"].clone(), d["t"].clone()
+        self.decoder_dataset_size = int(self.data_obs.shape[0])
+        self.data_pos, self.data_len = int(d["pos"]), int(d["len"])
+        self.episode_t.copy_(state["episode_t"])
+        self.gen.set_state(state["rng"])
+        self.history = list(state.get("history", []))
+        self._last = None
+
+    # ----- deployment -----------------------------------------------------------------------------
+    def policy_module(self) -> "GoRLPolicy":
+        """The deterministic deployment policy (kind ``"gorl"`` for :func:`control.export.save_policy`):
+        eps = mu_theta(s), a = tanh(g_phi(s, eps)). Its input is the state normalised with
+        :meth:`obs_normalizer`, which goes into the policy's meta."""
+        dec = self.decoder
+        mod = GoRLPolicy(self.obs_dim, self.action_dim, self.encoder_hidden,
+                         None if isinstance(dec, IdentityDecoder) else dec.export_config())
+        mod.encoder.load_state_dict(self.encoder.state_dict())
+        if mod.decoder is not None:
+            mod.decoder.load_state_dict(dec.state_dict())
+        with torch.no_grad():
+            mod.norm_mean.copy_(self.obs_norm.mean.float() if self.normalize_obs else torch.zeros(self.obs_dim))
+            mod.norm_std.copy_(torch.tensor(self.obs_norm.export()["std"]) if self.normalize_obs else torch.ones(self.obs_dim))
+        return mod.eval()
+
+    def export_policy(self) -> tuple[nn.Module, dict]:
+        """Deployment module (kind ``"gorl"``) and the meta entries the learner knows (same contract
+        as :meth:`control.ppo.PPO.export_policy`)."""
+        meta = {"kind": "gorl", "action_horizon": 1, "views": [], "obs_normalizer": self.obs_normalizer()}
+        return self.policy_module(), meta
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The learner's fixed modules by name (a checkpoint's ``model.safetensors``): encoder, critic
+        and normaliser. The decoder is not here because it does not exist at stage 0 (identity) and
+        a fresh learner must accept any stage's checkpoint; it travels in :meth:`state_dict`
+        (``"decoder"``: its config and weights) and in the deployment policy."""
+        mods: dict[str, nn.Module] = {"encoder": self.encoder, "critic": self.critic}
+        if self.normalize_obs:
+            mods["normalizer"] = self.obs_norm
+        return mods
+
+    def obs_normalizer(self) -> dict | None:
+        """``{"mean": [D], "std": [D], "clip": c}`` of the encoder's normaliser (None when off), for policy meta."""
+        if not self.normalize_obs:
+            return None
+        return self.obs_norm.export()
+
+
+def _register_policy_kind():
+    from control.export import register_kind
+
+    return register_kind("gorl")
+
+
+@_register_policy_kind()
+class GoRLPolicy(nn.Module):
+    """Deployment module: ``forward(state_norm float32 [B, D], images=None) -> float32 [B, 1, A]`` in [-1, 1].
+
+    ``state_norm`` is the state normalised by the encoder's running normaliser (stored in the policy
+    meta); the module un-normalises it for the decoder, which has its own fixed normaliser. Note the
+    encoder's normaliser clips at +-10 std; the deployed module does not (states that far out are
+    outside the training data either way).
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, encoder_hidden: Sequence[int], decoder: dict | None = None):
+        super().__init__()
+        self.config = {"state_dim": int(state_dim), "action_dim": int(action_dim),
+                       "encoder_hidden": [int(h) for h in encoder_hidden], "decoder": decoder}
+        self.encoder = Encoder(state_dim, action_dim, encoder_hidden)
+        if decoder is None:
+            self.decoder = None
+        else:
+            cfg = dict(decoder)
+            kind = cfg.pop("kind")
+            self.decoder = GenerativeDecoder(kind=kind, **cfg)
+        self.register_buffer("norm_mean", torch.zeros(int(state_dim)))
+        self.register_buffer("norm_std", torch.ones(int(state_dim)))
+
+    def export_config(self) -> dict:
+        return copy.deepcopy(self.config)
+
+    def forward(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
+        x = state.clamp(-10.0, 10.0)
+        mu, _ = self.encoder(x)
+        u = mu if self.decoder is None else self.decoder(state * self.norm_std + self.norm_mean, mu)
+        return torch.tanh(u).unsqueeze(1)
