@@ -627,27 +627,36 @@ class EXPO(Learner):
         missing = [p for p in self.offline_data if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"offline data file(s) {missing} do not exist")
+        self.offline_done_is_terminal = bool(offline_done_is_terminal)
         if self.offline_data:
-            episodes = [ep for path in self.offline_data for ep in load_episodes(path)]
-            tr = episodes_to_transitions(episodes, self.horizon, self.gamma, offline_done_is_terminal)
-            if tr["obs"].shape[1] != obs_dim or tr["action"].shape[1] != a:
-                raise ValueError(f"offline data has obs dim {tr['obs'].shape[1]} and (chunk) action dim "
-                                 f"{tr['action'].shape[1]}; the learner expects {obs_dim} and {a}")
-            self.offline = ReplayBuffer(tr["obs"].shape[0], obs_dim, a, self.device)
-            self.offline.add(**tr)
+            self.set_offline_episodes([ep for path in self.offline_data for ep in load_episodes(path)])
 
-        if self.pretrain_steps > 0 and self.offline is None:
-            raise ValueError(f"pretrain_steps={self.pretrain_steps} > 0 needs offline_data (HDF5 episode files)")
         self.env_steps = 0          # environment steps observed
         self.pending_steps = 0      # steps not yet matched by an update round
         self.grad_steps = 0         # critic updates done
-        self.pretrained = self.pretrain_steps == 0 or self.offline is None
+        self.pretrained = self.pretrain_steps == 0
         # Chunk execution state per env (training acting): plan [B, h, A], index of the next action.
         self._plan = torch.zeros(self.num_envs, self.horizon, self.step_action_dim, device=self.device)
         self._plan_step = torch.full((self.num_envs,), self.horizon, dtype=torch.long)
         self._chunk_obs = torch.zeros(self.num_envs, obs_dim, device=self.device)
         self._chunk_reward = torch.zeros(self.num_envs, device=self.device)
         self._chunk_discount = torch.ones(self.num_envs, device=self.device)
+
+    def set_offline_episodes(self, episodes) -> int:
+        """Use these episodes (``.states`` [T+1, D], ``.actions`` [T, A], ``.rewards``, ``.dones``) as
+        the offline data, replacing any before; returns the number of (chunk) transitions.
+
+        Raises:
+            ValueError: dimensions that do not match the learner, or bad episodes (see
+                :func:`episodes_to_transitions`).
+        """
+        tr = episodes_to_transitions(episodes, self.horizon, self.gamma, self.offline_done_is_terminal)
+        if tr["obs"].shape[1] != self.obs_dim or tr["action"].shape[1] != self.action_dim:
+            raise ValueError(f"offline data has obs dim {tr['obs'].shape[1]} and (chunk) action dim "
+                             f"{tr['action'].shape[1]}; the learner expects {self.obs_dim} and {self.action_dim}")
+        self.offline = ReplayBuffer(tr["obs"].shape[0], self.obs_dim, self.action_dim, self.device)
+        self.offline.add(**tr)
+        return len(self.offline)
 
     # ---------------------------------------------------------------------------------------------
     # acting
@@ -842,6 +851,9 @@ class EXPO(Learner):
         metrics: dict[str, float] = {}
         if self.pretrained:
             return metrics
+        if self.offline is None:
+            raise ValueError(f"pretrain_steps={self.pretrain_steps} > 0 needs offline data (offline_data files "
+                             "or set_offline_episodes)")
         from tqdm import trange
 
         for _ in trange(self.pretrain_steps, desc="expo pretrain", leave=False, disable=self.pretrain_steps < 1000):

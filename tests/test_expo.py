@@ -141,8 +141,8 @@ def test_bad_inputs_raise_clear_errors():
         learner.act(torch.zeros(2, 4))
     with pytest.raises(ValueError, match="non-finite"):
         learner.act(torch.full((1, 3), float("nan")))
-    with pytest.raises(ValueError, match="pretrain_steps=5 > 0 needs offline_data"):
-        tiny(pretrain_steps=5)
+    with pytest.raises(ValueError, match="pretrain_steps=5 > 0 needs offline data"):
+        tiny(pretrain_steps=5).act(torch.zeros(1, 3))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,11 +250,8 @@ def test_learning_on_contextual_bandit():
     learner = tiny(num_envs=8, seed=0, gamma=0.0, utd_ratio=1, batch_size=128, start_training=64,
                    num_samples=8, num_edit_samples=8, edit_scale=0.2, base_lr=1e-3, lr=1e-3,
                    critic_hidden_dims=(64, 64), base_hidden_dim=64)
-    tr = episodes_to_transitions(_bandit_episodes(400, rng, noise=0.5), 1, 0.0, True)
-    from control.expo import ReplayBuffer
-
-    learner.offline = ReplayBuffer(400, 3, 2)
-    learner.offline.add(**tr)
+    learner.offline_done_is_terminal = True
+    assert learner.set_offline_episodes(_bandit_episodes(400, rng, noise=0.5)) == 400
     for _ in range(40):
         s = torch.from_numpy(rng.uniform(-1, 1, (8, 3)).astype(np.float32))
         a = learner.act(s)
