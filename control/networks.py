@@ -82,13 +82,14 @@ class TanhGaussianActor(nn.Module):
     def sample(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Action ``[B, A]`` in (-1, 1) and its log-probability ``[B]`` (tanh change of variables,
-        SAC eq. 26). Deterministic: tanh(mean), log-prob of that point."""
+        SAC eq. 26). Deterministic: tanh(mean), log-prob of that point. ``generator`` is a CPU
+        generator (noise is drawn on the CPU, then moved to the actor's device)."""
         mean, log_std = self(obs)
         std = log_std.exp()
         if deterministic:
             u = mean
         else:
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
             u = mean + std * eps
         a = torch.tanh(u)
         logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -186,7 +187,7 @@ class RunningMeanStd(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Fold a batch ``[N, dim]`` into the statistics. Raises ValueError on NaN/inf."""
-        x = x.detach().to(torch.float64).reshape(-1, self.mean.shape[0])
+        x = x.detach().to(self.mean.device, torch.float64).reshape(-1, self.mean.shape[0])
         if not torch.isfinite(x).all():
             raise ValueError("observation batch contains NaN or inf; normaliser not updated")
         n = x.shape[0]
