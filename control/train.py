@@ -27,6 +27,15 @@ with the same derived seed, so on CPU the run continues bit for bit: the weights
 equal those of an uninterrupted run with the same seed (given checkpoint steps at the same places).
 Only :data:`RESUME_MAY_CHANGE` keys may differ on resume; any other change is refused, naming
 the keys.
+
+What the loop uses from a learner, beyond the :class:`control.learner.Learner` contract (all
+optional): ``gamma`` (the shaping discount; else ``cfg.reward.gamma``, else 0.99);
+``networks() -> {name: nn.Module}`` (weights stored in ``pretrained_model/``; without it only
+``training_state/`` holds them); ``export_policy() -> (module, meta entries)`` (the ``deploy/``
+policy; ``meta`` needs at least ``kind``); ``torch.Generator`` attributes (their states are
+restored after each evaluation so evaluating never changes training); ``offline_data`` in the
+constructor (passed when ``cfg.offline_data`` is set); ``extra_env_steps()`` (reported with the
+loop's own count).
 """
 
 from __future__ import annotations
@@ -191,11 +200,11 @@ def train(cfg) -> dict:
         if ckpt is not None:
             check_env_compatible(ckpt, probe)
             check_resume_config(ckpt.config, config)
+        learner = build_learner(cfg, probe, cfg.get("device", "cpu"))
+        shaper = build_shaper(cfg, probe, learner)
     except BaseException:
         probe.close()
         raise
-    learner = build_learner(cfg, probe, cfg.get("device", "cpu"))
-    shaper = build_shaper(cfg, probe, learner)
     views = shaper.views if shaper.uses_potential else ()
     render_each_step = bool(views) and shaper.query_every == 1
     if render_each_step:
@@ -360,6 +369,8 @@ def train(cfg) -> dict:
                     writer.add_scalar("train/success_rate", float(np.mean([r[2] for r in recent])), env_steps)
                 sps = (step - steps_at_t0) * B / max(1e-9, time.time() - t0)
                 writer.add_scalar("train/steps_per_second", sps, env_steps)
+                if learner.extra_env_steps():
+                    writer.add_scalar("train/extra_env_steps", learner.extra_env_steps(), env_steps)
                 post = {"ret": f"{np.mean([r[0] for r in recent]):.1f}" if recent else "-",
                         "succ": f"{np.mean([r[2] for r in recent]):.2f}" if recent else "-"}
                 if last_eval:
@@ -380,7 +391,8 @@ def train(cfg) -> dict:
         env.close()
         if eval_env is not None:
             eval_env.close()
-    return {"run_dir": str(run_dir), "steps": step, "env_steps": step * B, "last_eval": last_eval,
+    return {"run_dir": str(run_dir), "steps": step, "env_steps": step * B,
+            "extra_env_steps": int(learner.extra_env_steps()), "last_eval": last_eval,
             "checkpoints": checkpoints, "learner": learner}
 
 

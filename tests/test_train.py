@@ -138,6 +138,10 @@ def test_bad_checkpoints_and_resume_config(tmp_path):
 
     with pytest.raises(SystemExit, match="does not exist"):
         main(["eval", f"checkpoint={tmp_path / 'nope'}"])
+    with pytest.raises(SystemExit, match="dopa train: checkpoint .*nope.* does not exist"):
+        main(["train", f"resume={tmp_path / 'nope'}", "progress=false"])
+    with pytest.raises(SystemExit, match="dopa train: unknown reward mode 'bogus'; known: sparse, dense, potential, naive"):
+        main(["train", "reward.mode=bogus", "progress=false", f"run_dir={tmp_path / 'r2'}"])
 
 
 class FrontBrightnessPotential:
