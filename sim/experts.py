@@ -247,7 +247,7 @@ class ProgressFunction:
         hinge = float(s.data.qpos[rs.hinge_qpos_addr])  # rad, 0 closed
         lever = abs(float(s.data.qpos[rs.handle_qpos_addr])) if rs.use_latch else _DOOR_UNLATCH  # rad
         n = self.n
-        if hinge > 0.02:  # the door is open a little: open sub-task, measured by the hinge angle
+        if hinge > 0.02 or lever >= _DOOR_UNLATCH:  # unlatched or ajar: open sub-task, by the hinge angle
             return (3 + min(_ramp(hinge, 0.0, 0.3), 0.99)) / n
         if lever > _DOOR_TURN_START or s.grasping([s.model.geom(self.lever_geom).name]):
             return (2 + min(_ramp(lever, 0.0, _DOOR_UNLATCH), 0.99)) / n
