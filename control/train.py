@@ -222,7 +222,12 @@ def train(cfg) -> dict:
     step = 0
     history: list[dict] = []
     if ckpt is not None:
-        run_dir = ckpt.path.parent.parent
+        if cfg.get("run_dir"):
+            run_dir = Path(cfg.run_dir)
+        elif ckpt.path.parent.name == "checkpoints":
+            run_dir = ckpt.path.parent.parent  # continue in the checkpoint's own run folder
+        else:
+            run_dir = Path("runs") / _run_name(cfg, learner)
         load_networks(learner, ckpt.networks(), str(ckpt.path))
         learner.load_state_dict(ckpt.training_state("learner"))
         shaper.load_state_dict(ckpt.training_state("shaping"))
