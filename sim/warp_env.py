@@ -141,7 +141,8 @@ class WarpEnv:
 
         with wp.ScopedDevice(self.wp_device):
             self._m = mjw.put_model(m)
-            self._d = mjw.make_data(m, nworld=B, nconmax=nconmax, njmax=njmax)
+            self._sizes = {"nconmax": nconmax, "njmax": njmax}
+            self._d = mjw.make_data(m, nworld=B, **self._sizes)
             # Per-world copies of the fields set_scales changes: MuJoCo Warp batches a model field
             # when its leading ("*") dimension is nworld (kernels read field[worldid % shape[0]]).
             self._nominal = {}
@@ -267,7 +268,7 @@ class WarpEnv:
         wp, mjw = self._wp, self._mjw
         with self._scope():
             if self._settle_d is None:
-                self._settle_d = mjw.make_data(self.mjmodel, nworld=self.num_envs)
+                self._settle_d = mjw.make_data(self.mjmodel, nworld=self.num_envs, **self._sizes)
             sd = self._settle_d
             mjw.reset_data(self._m, sd)
             t = wp.to_torch
