@@ -13,7 +13,10 @@ Both robosuite action spaces are supported:
 - ``joint_position``: the same Cartesian command (position and orientation error of the
   gripper site, in the world frame) is turned into joint deltas with damped least squares on the
   site Jacobian (``mujoco.mj_jacSite``): ``dq = J^T (J J^T + lambda^2 I)^-1 [dx; dw]``, then scaled
-  to the controller's 0.05 rad per step.
+  as a whole (direction kept) so no joint exceeds the controller's 0.05 rad per step. robosuite's
+  JOINT_POSITION arm (kp 50, critically damped, goal = current + delta) moves a joint at most about
+  0.18 rad/s this way, so these experts are 2-4x slower than with OSC; ``dopa demos`` doubles the
+  time limit for ``joint_position``.
 
 Imperfect behaviour, chosen per episode (``imperfection``):
 
@@ -210,10 +213,6 @@ class ProgressFunction:
         """Finger closure from open (0) to touching a 4 cm object (1)."""
         return _ramp(self.scene.finger_gap, _GAP_OPEN, 0.045)
 
-    def completed(self) -> int:
-        """Number of sub-tasks complete in the current state (N when the task succeeds)."""
-        return int(round(self() * self.n - 0.5 + 1e-9)) if self() < 1.0 else self.n
-
     def __call__(self) -> float:
         s = self.scene
         if s is None:
@@ -249,7 +248,7 @@ class ProgressFunction:
         n = self.n
         if hinge > 0.02 or lever >= _DOOR_UNLATCH:  # unlatched or ajar: open sub-task, by the hinge angle
             return (3 + min(_ramp(hinge, 0.0, 0.3), 0.99)) / n
-        if lever > _DOOR_TURN_START or s.grasping([s.model.geom(self.lever_geom).name]):
+        if s.grasping([s.model.geom(self.lever_geom).name]):  # holding the lever: turn, by its angle
             return (2 + min(_ramp(lever, 0.0, _DOOR_UNLATCH), 0.99)) / n
         d = float(np.linalg.norm(s.eef - self.grasp_point()))
         if d <= _REACH_TOL * 1.5:
@@ -257,7 +256,6 @@ class ProgressFunction:
         return min(_ramp(d, self.reach0, _REACH_TOL * 1.5), 0.99) / n
 
 
-_DOOR_TURN_START = 0.1  # rad of lever rotation: the lever is being turned
 _DOOR_UNLATCH = 1.35  # rad of lever rotation that frees the latch
 
 
@@ -280,7 +278,6 @@ class _Command:
     pos: np.ndarray  # target gripper-site position, m, world
     grip: float  # -1 open .. +1 close
     max_step: float = 0.05  # m per control step toward pos
-    hold: bool = False  # stop entirely (no arm motion)
 
 
 class _PhaseMachine:
@@ -404,11 +401,14 @@ class _PickPlace(_PhaseMachine):
             return _Command(target, _CLOSE)
         goal = self.progress.goal
         if ph == self.CARRY:
+            if self.imperfection == "regress":  # hold it up over where it was, then let go
+                p0 = self.progress.obj_p0
+                if self.phase_steps > 8:
+                    self.undo_frame = t
+                    self.goto(self.UNDO)
+                return _Command(np.array([p0[0], p0[1], self.carry_z]), _CLOSE)
             target = np.array([goal[0], goal[1], self.carry_z]) + (eef - obj) * np.array([1, 1, 0])
-            if self.imperfection == "regress" and self.phase_steps > 6:
-                self.undo_frame = t
-                self.goto(self.UNDO)
-            elif np.linalg.norm((target - eef)[:2]) < 0.01:
+            if np.linalg.norm((target - eef)[:2]) < 0.01:
                 self.goto(self.LOWER)
             return _Command(target, _CLOSE)
         if ph == self.LOWER:
@@ -428,7 +428,7 @@ class _PickPlace(_PhaseMachine):
                 return _Command(np.array([obj[0], obj[1], self.carry_z]), _CLOSE)
             return _Command(eef + np.array([0, 0, 0.05]), _OPEN)
         if ph == self.UNDO:  # open the hand where it is: the object falls
-            return _Command(eef, _OPEN, hold=False)
+            return _Command(eef, _OPEN)
         raise AssertionError(ph)
 
     def after_step(self, t: int) -> None:
@@ -541,7 +541,8 @@ class _Door(_PhaseMachine):
             return _Command(g, _CLOSE)
         if ph == self.UNDO:
             back = -self._tangent(self.hinge_jnt, g, self.normal)
-            return _Command(g + back * 0.05, _CLOSE, max_step=0.04)
+            turn = self._tangent(self.latch_jnt, g, self.turn_ref)  # keep the latch free
+            return _Command(g + back * 0.05 + turn * 0.01, _CLOSE, max_step=0.04)
         raise AssertionError(ph)
 
     def _lever_geoms(self) -> list[str]:
@@ -657,6 +658,7 @@ class ScriptedExpert:
                 out[i] = self._hold(m)
                 continue
             cmd = m.command(t)
+            m.grip = cmd.grip  # a stopped expert keeps its last gripper command
             out[i] = self._action(m, cmd)
             if m.imperfection == "noise":
                 n = self.env.action_dim - 1
@@ -672,11 +674,11 @@ class ScriptedExpert:
                 m.success_frame = int(self.t[i])
 
     def _hold(self, m: _PhaseMachine) -> np.ndarray:
+        """A stopped expert: zero arm motion (OSC holds the pose, joint deltas of 0 hold the joints),
+        the gripper keeps its last command."""
         a = np.zeros(self.env.action_dim, dtype=np.float32)
         a[-1] = m.grip
-        if self.controller == "osc_pose":
-            return a
-        return a  # joint deltas of 0 hold the joints where they are
+        return a
 
     def _action(self, m: _PhaseMachine, cmd: _Command) -> np.ndarray:
         s = m.scene
