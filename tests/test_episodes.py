@@ -16,6 +16,7 @@ from sim.episodes import EpisodeFile, EpisodeFileError, EpisodeWriter, read_epis
 from sim.experts import ScriptedExpert
 from sim.video import episode_file_video, write_episode_video
 
+
 def _video_frames(path):
     """All frames of an MP4 (a comprehension: the ffmpeg reader's length is unknown, list() would fail)."""
     with imageio.get_reader(path, format="FFMPEG") as reader:
