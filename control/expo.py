@@ -56,6 +56,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from control.export import register_kind
 from control.learner import Learner, Transition
+from control.networks import RunningMeanStd
 
 __all__ = [
     "EXPO", "EXPOPolicy", "Denoiser", "DiffusionBasePolicy", "EditPolicy", "CriticEnsemble",
@@ -530,6 +531,9 @@ class EXPO(Learner):
             training [authors' flag default 1M; 0 here, set it with offline data].
         pretrain_critic, pretrain_edit: also train critic / edit policy during pre-training [False].
         horizon: action chunk length h [1; 4 in the authors' robomimic script].
+        obs_normalization: feed the networks clip((s - mean) / std, -10, 10) with running statistics
+            (``control.networks.RunningMeanStd``) of the offline states and of every observed state;
+            buffers keep raw states; the exported policy carries the statistics as ``obs_normalizer``.
     """
 
     name = "expo"
@@ -549,7 +553,7 @@ class EXPO(Learner):
                  buffer_size: int = 1_000_000, offline_data: Sequence[str] | None = None,
                  offline_ratio: float = 0.5, offline_done_is_terminal: bool = False,
                  pretrain_steps: int = 0, pretrain_critic: bool = False, pretrain_edit: bool = False,
-                 horizon: int = 1):
+                 horizon: int = 1, obs_normalization: bool = False):
         _check_int("obs_dim", obs_dim, 1)
         _check_int("action_dim", action_dim, 1)
         _check_int("num_envs", num_envs, 1)
@@ -621,6 +625,7 @@ class EXPO(Learner):
         self.critic_opt = torch.optim.Adam(self.critic_ensemble.parameters(), lr=lr)
         self.temperature_opt = torch.optim.Adam([self.log_temperature], lr=lr)
 
+        self.normalizer = RunningMeanStd(obs_dim).to(self.device) if obs_normalization else None
         self.online = ReplayBuffer(buffer_size, obs_dim, a, self.device)
         self.offline: ReplayBuffer | None = None
         self.offline_data = [str(p) for p in (offline_data or [])]
@@ -656,6 +661,8 @@ class EXPO(Learner):
                              f"{tr['action'].shape[1]}; the learner expects {self.obs_dim} and {self.action_dim}")
         self.offline = ReplayBuffer(tr["obs"].shape[0], self.obs_dim, self.action_dim, self.device)
         self.offline.add(**tr)
+        if self.normalizer is not None:
+            self.normalizer.update(torch.cat([tr["obs"], tr["next_obs"]]).to(self.device))
         return len(self.offline)
 
     # ---------------------------------------------------------------------------------------------
@@ -666,8 +673,9 @@ class EXPO(Learner):
         return torch.randperm(self.num_qs, generator=self.cpu_generator)[: self.num_min_qs].to(self.device)
 
     def otf(self, obs: torch.Tensor, use_ema: bool = True):
-        """The on-the-fly policy on a batch: obs float32 [B, D] -> (best [B, hA], candidates
-        [B, N + n_edit, hA], q [B, N + n_edit]); scored by the target critic's random subset."""
+        """The on-the-fly policy on a batch: obs float32 [B, D] (already normalised, see ``_norm``) ->
+        (best [B, hA], candidates [B, N + n_edit, hA], q [B, N + n_edit]); scored by the target
+        critic's random subset."""
         denoiser = self.ema_denoiser.module if use_ema else self.base.denoiser
         return on_the_fly(obs, self.base, denoiser, self.edit_policy, self.target_critic.module, self._subset(),
                           self.num_samples, self.num_edit_samples, self.edit_scale, self.generator)
@@ -687,13 +695,13 @@ class EXPO(Learner):
         obs = self._check_obs(obs)
         self._ensure_pretrained()
         if self.horizon == 1 or deterministic:
-            return self.otf(obs)[0].view(-1, self.horizon, self.step_action_dim)[:, 0]
+            return self.otf(self._norm(obs))[0].view(-1, self.horizon, self.step_action_dim)[:, 0]
         if obs.shape[0] != self.num_envs:
             raise ValueError(f"chunked acting needs B == num_envs ({self.num_envs}), got {obs.shape[0]}")
         need = self._plan_step >= self.horizon
         if need.any():
             idx = need.nonzero().squeeze(1).to(self.device)
-            self._plan[idx] = self.otf(obs[idx])[0].view(-1, self.horizon, self.step_action_dim)
+            self._plan[idx] = self.otf(self._norm(obs[idx]))[0].view(-1, self.horizon, self.step_action_dim)
             self._chunk_obs[idx] = obs[idx]
             self._chunk_reward[idx] = 0.0
             self._chunk_discount[idx] = 1.0
@@ -702,7 +710,8 @@ class EXPO(Learner):
 
     def policy(self) -> EXPOPolicy:
         """The deployable policy (export kind ``"expo"``): EMA base + edit policy + the critic members
-        of one random subset, copied; no training state. ``control.export.save_policy`` writes it."""
+        of one random subset, copied; no training state. ``control.export.save_policy`` writes it.
+        With ``obs_normalization`` it expects normalised states (``export_policy`` gives the statistics)."""
         pol = EXPOPolicy(self.obs_dim, self.step_action_dim, self.horizon, **self._arch)
         pol.base.denoiser.load_state_dict(self.ema_denoiser.module.state_dict())
         pol.edit_policy.load_state_dict(self.edit_policy.state_dict())
@@ -718,12 +727,14 @@ class EXPO(Learner):
     def export_policy(self) -> tuple[nn.Module, dict]:
         """Deployment module (kind ``"expo"``, see :class:`EXPOPolicy`) and its meta entries, for
         ``control.export.save_policy`` (the training loop adds task, controller and layout)."""
-        return self.policy(), {"kind": "expo", "action_horizon": self.horizon, "views": [], "obs_normalizer": None}
+        norm = self.normalizer.export() if self.normalizer is not None else None
+        return self.policy(), {"kind": "expo", "action_horizon": self.horizon, "views": [], "obs_normalizer": norm}
 
     def networks(self) -> dict[str, nn.Module]:
         """The networks whose weights form the policy checkpoint (``pretrained_model``)."""
         return {"base": self.base, "ema_denoiser": self.ema_denoiser, "edit_policy": self.edit_policy,
-                "critic": self.critic_ensemble, "critic_target": self.target_critic}
+                "critic": self.critic_ensemble, "critic_target": self.target_critic,
+                **({"normalizer": self.normalizer} if self.normalizer is not None else {})}
 
     # ---------------------------------------------------------------------------------------------
     # storing
@@ -750,6 +761,8 @@ class EXPO(Learner):
             raise ValueError(f"non-finite reward: {reward.tolist()}")
         self.env_steps += b
         self.pending_steps += b
+        if self.normalizer is not None:
+            self.normalizer.update(obs)
         if self.horizon == 1:
             self.online.add(obs=obs, action=action, reward=reward, next_obs=next_obs,
                             discount=self.gamma * (~terminated).float())
@@ -773,15 +786,22 @@ class EXPO(Learner):
     # ---------------------------------------------------------------------------------------------
     # training
     # ---------------------------------------------------------------------------------------------
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.normalizer.normalize(obs) if self.normalizer is not None else obs
+
     def _batch(self, n: int) -> dict[str, torch.Tensor]:
-        """n transitions: ``offline_ratio`` of them offline, the rest online (RLPD's symmetric sampling)."""
+        """n transitions (states normalised): ``offline_ratio`` of them offline, the rest online
+        (RLPD's symmetric sampling)."""
         if self.offline is None or self.offline_ratio == 0.0:
-            return self.online.sample(n, self.cpu_generator)
-        if len(self.online) == 0 or self.offline_ratio == 1.0:
-            return self.offline.sample(n, self.cpu_generator)
-        n_off = int(round(n * self.offline_ratio))
-        off, on = self.offline.sample(n_off, self.cpu_generator), self.online.sample(n - n_off, self.cpu_generator)
-        return {k: torch.cat([off[k], on[k]]) for k in off}
+            batch = self.online.sample(n, self.cpu_generator)
+        elif len(self.online) == 0 or self.offline_ratio == 1.0:
+            batch = self.offline.sample(n, self.cpu_generator)
+        else:
+            n_off = int(round(n * self.offline_ratio))
+            off, on = self.offline.sample(n_off, self.cpu_generator), self.online.sample(n - n_off, self.cpu_generator)
+            batch = {k: torch.cat([off[k], on[k]]) for k in off}
+        batch["obs"], batch["next_obs"] = self._norm(batch["obs"]), self._norm(batch["next_obs"])
+        return batch
 
     def update_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One TD step of every ensemble member toward y = r + discount * min_subset Qbar(s', OTF(s'))."""
@@ -856,7 +876,7 @@ class EXPO(Learner):
                              "or set_offline_episodes)")
         from tqdm import trange
 
-        for _ in trange(self.pretrain_steps, desc="expo pretrain", leave=False, disable=self.pretrain_steps < 1000):
+        for _ in trange(self.pretrain_steps, desc="expo pretrain", leave=False, disable=None):
             metrics = self.update_round(critic=self.pretrain_critic, base=True, edit=self.pretrain_edit)
         self.pretrained = True
         return {f"pretrain/{k}": v for k, v in metrics.items()}
@@ -896,6 +916,7 @@ class EXPO(Learner):
             "critic_opt": copy.deepcopy(self.critic_opt.state_dict()),
             "temperature_opt": copy.deepcopy(self.temperature_opt.state_dict()),
             "online": self.online.state_dict(),
+            "normalizer": self.normalizer.state_dict() if self.normalizer is not None else {},
             "counters": {"env_steps": self.env_steps, "pending_steps": self.pending_steps,
                          "grad_steps": self.grad_steps, "pretrained": self.pretrained},
             "generator": self.generator.get_state(), "cpu_generator": self.cpu_generator.get_state(),
@@ -915,6 +936,8 @@ class EXPO(Learner):
         for name in ("base_opt", "base_sched", "edit_opt", "critic_opt", "temperature_opt"):
             getattr(self, name).load_state_dict(state[name])
         self.online.load_state_dict(state["online"])
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(state["normalizer"])
         c = state["counters"]
         self.env_steps, self.pending_steps, self.grad_steps = int(c["env_steps"]), int(c["pending_steps"]), int(c["grad_steps"])
         self.pretrained = bool(c["pretrained"])

@@ -307,17 +307,21 @@ def test_hydra_config_instantiates():
 def test_export_roundtrip(tmp_path):
     from control.export import load_policy, save_policy
 
-    learner = tiny(obs_dim=3, action_dim=2, horizon=2)
+    learner = tiny(obs_dim=3, action_dim=2, horizon=2, obs_normalization=True)
     _fill(learner, n=6)
-    pol = learner.policy()
-    meta = dict(kind="expo", task="lift", controller="osc_pose", state_dim=3, action_dim=2, action_horizon=2,
-                state_layout=[["x", 3]], views=[], image_size=0, obs_normalizer=None)
+    pol, extra = learner.export_policy()
+    assert extra["kind"] == "expo" and extra["action_horizon"] == 2
+    norm = extra["obs_normalizer"]
+    assert len(norm["mean"]) == 3 and min(norm["std"]) > 0
+    meta = dict(task="lift", controller="osc_pose", state_dim=3, action_dim=2, state_layout=[["x", 3]],
+                image_size=0, **extra)
     save_policy(tmp_path / "deploy", pol, meta)
     loaded = load_policy(tmp_path / "deploy")
     state = np.array([0.1, -0.2, 0.3], np.float32)
     chunk = loaded.act(state)
     assert chunk.shape == (2, 2)
-    expected = learner.policy()(torch.from_numpy(state)[None])[0]  # a fresh policy: same generator seed
+    normed = learner._norm(torch.from_numpy(state)[None])
+    expected = learner.policy()(normed)[0]  # a fresh policy: same generator seed
     np.testing.assert_allclose(np.asarray(chunk), expected.numpy(), atol=1e-5)
 
 
