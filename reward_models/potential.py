@@ -107,3 +107,28 @@ class StateFeaturePotential(StatePotential):
             return ((state[:, self.index] - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
 
         super().__init__(fn, complete_at)
+
+
+class StateDistancePotential(StatePotential):
+    """Phi(s) = clip(1 - ||s[indices]|| / scale, 0, 1): closeness to a goal read off a state vector
+    that holds the goal offset (e.g. reacher's ``to_target``, state indices 2 and 3), the classic
+    distance potential of Ng et al. (1999).
+
+    Raises:
+        ValueError: no indices, a negative index or ``scale <= 0``.
+    """
+
+    def __init__(self, indices, scale: float, complete_at: float = 0.95):
+        self.indices = [int(i) for i in indices]
+        if not self.indices or min(self.indices) < 0:
+            raise ValueError(f"indices must be a non-empty list of non-negative ints, got {indices!r}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+
+        def fn(state: torch.Tensor) -> torch.Tensor:
+            if state.shape[1] <= max(self.indices):
+                raise ValueError(f"state has {state.shape[1]} entries; potential reads indices {self.indices}")
+            return (1.0 - state[:, self.indices].norm(dim=1) / self.scale).clamp(0.0, 1.0)
+
+        super().__init__(fn, complete_at)

@@ -183,3 +183,21 @@ def test_sparse_and_dense_modes():
     r, terms = d.step(torch.tensor([0.3, 0.5]), {"state": torch.zeros(2, 1)}, torch.tensor([False, False]),
                       torch.tensor([False, False]), torch.tensor([True, False]))
     torch.testing.assert_close(r, torch.tensor([0.3, 0.5]))
+
+
+def test_state_potentials_values_and_bad_input():
+    from reward_models.potential import StateDistancePotential
+
+    pot = StateDistancePotential([1, 2], scale=0.5)
+    phi, complete = pot({"state": torch.tensor([[9.0, 0.3, 0.4], [9.0, 0.0, 0.01], [9.0, 3.0, 0.0]])})
+    torch.testing.assert_close(phi, torch.tensor([0.0, 0.98, 0.0]))
+    assert complete.tolist() == [False, True, False]
+    cos = StateFeaturePotential(index=1, low=-1.0, high=1.0)
+    phi, _ = cos({"state": torch.tensor([[0.0, -1.0], [0.0, 0.0], [0.0, 1.0]])})
+    torch.testing.assert_close(phi, torch.tensor([0.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="scale must be > 0, got 0"):
+        StateDistancePotential([0], scale=0)
+    with pytest.raises(ValueError, match="need high > low"):
+        StateFeaturePotential(0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="state has 2 entries; potential reads indices \\[1, 2\\]"):
+        pot({"state": torch.zeros(1, 2)})
