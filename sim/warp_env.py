@@ -246,8 +246,10 @@ class WarpEnv:
         state = torch.cat([parts[k].reshape(self.num_envs, -1) for k, _ in self.state_layout], dim=1)
         return state.to(torch.float32)
 
-    def _reset_worlds(self, ids: torch.Tensor, qpos=None, qvel=None) -> None:
-        """Clear worlds ``ids`` (``mj_resetData``), set their initial state and run ``mj_forward``."""
+    def _reset_worlds(self, ids: torch.Tensor, qpos=None, qvel=None, warmstart=None) -> None:
+        """Clear worlds ``ids`` (``mj_resetData``), set their initial state and run ``mj_forward``.
+
+        Without ``qpos``/``qvel`` the task's initial-state distribution (and settling) is used."""
         wp, mjw = self._wp, self._mjw
         mask = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         mask[ids] = True
@@ -256,8 +258,9 @@ class WarpEnv:
         if qpos is None:
             qpos, qvel = self._suite.initial_state(self._qpos0.expand(len(ids), -1), self._generator)
             if self._suite.settle_steps:
-                qpos, qvel, warm = self._settle(ids, qpos, qvel)
-                self._qacc_warmstart[ids] = warm
+                qpos, qvel, warmstart = self._settle(ids, qpos, qvel)
+        if warmstart is not None:
+            self._qacc_warmstart[ids] = warmstart
         self._state.qpos[ids] = qpos
         self._state.qvel[ids] = qvel
         self._xfrc[ids] = 0.0
@@ -271,10 +274,14 @@ class WarpEnv:
                 self._settle_d = mjw.make_data(self.mjmodel, nworld=self.num_envs, **self._sizes)
             sd = self._settle_d
             mjw.reset_data(self._m, sd)
+            mjw.forward(self._m, sd)  # dm_control's reset_context: mj_resetData, mj_forward
             t = wp.to_torch
             t(sd.qpos)[ids] = qpos
             t(sd.qvel)[ids] = qvel
-            for _ in range(self._suite.settle_steps):
+            # dm_control's legacy Physics.step(n) starts with mj_step2, whose position-dependent
+            # terms (contacts, inertia) are still those of the default pose: replicate it.
+            mjw.step2(self._m, sd)
+            for _ in range(self._suite.settle_steps - 1):
                 mjw.step(self._m, sd)
             return t(sd.qpos)[ids].clone(), t(sd.qvel)[ids].clone(), t(sd.qacc_warmstart)[ids].clone()
 
@@ -313,11 +320,14 @@ class WarpEnv:
         self._check_finite(state)
         return {"state": state}, {"success": torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)}
 
-    def set_state(self, qpos, qvel, env_ids=None):
+    def set_state(self, qpos, qvel, env_ids=None, settle: bool = False):
         """Start worlds ``env_ids`` from given joint positions and velocities (as after a reset).
 
         Clears the worlds (``mj_resetData``: time, warm start, forces), writes ``qpos``/``qvel``
-        and runs ``mj_forward``; the episode clock of those worlds restarts at 0.
+        and runs ``mj_forward``; the episode clock of those worlds restarts at 0. With
+        ``settle=True`` the task's settling steps run first from the given state (cheetah: 200
+        steps with zero control, as its ``initialize_episode``); without settling steps it is a
+        no-op flag.
 
         Args:
             qpos: float ``[K, nq]`` (or ``[nq]`` for every selected world), rad / m.
@@ -340,7 +350,11 @@ class WarpEnv:
             if not bool(torch.isfinite(v).all()):
                 raise ValueError(f"{name} contains NaN or inf")
             out.append(v)
-        self._reset_worlds(ids, out[0], out[1])
+        qpos, qvel = out
+        warm = None
+        if settle and self._suite.settle_steps:
+            qpos, qvel, warm = self._settle(ids, qpos, qvel)
+        self._reset_worlds(ids, qpos, qvel, warm)
         self._elapsed[ids.cpu().numpy()] = 0
         return {"state": self._observe()}
 

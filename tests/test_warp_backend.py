@@ -299,3 +299,33 @@ def test_walker_matches_dm_control():
     finally:
         warp_env.close()
         cpu_env.close()
+
+
+def test_cheetah_settles_and_runs_as_dm_control():
+    # Cheetah's initialize_episode: limited joints uniform in range, then 200 physics steps with
+    # zero control (dm_control's legacy step: the first one still sees the default pose's contacts).
+    warp_env = sim.make_env("cheetah-run", num_envs=2, backend="warp", seed=0, device="cpu")
+    cpu_env = sim.make_env("cheetah-run", num_envs=1, seed=0)
+    try:
+        start = warp_env.reset()[0]["state"]
+        assert float(start[:, 8:].abs().max()) < 2.0  # settled: nearly at rest
+        cpu_env.reset()
+        phys = _physics(cpu_env)
+        m = phys.model
+        limited = m.jnt_limited == 1
+        qpos = m.qpos0.copy()
+        qpos[limited] = np.random.RandomState(1).uniform(*m.jnt_range[limited].T)
+        sub = cpu_env.envs[0]
+        with phys.reset_context():
+            phys.data.qpos[:] = qpos
+            phys.step(nstep=200)
+            phys.data.time = 0
+        obs_cpu = torch.as_tensor(sub._flatten(sub._env.task.get_observation(phys)), dtype=torch.float32)
+        obs = warp_env.set_state(qpos, np.zeros(m.nv), env_ids=[1], settle=True)
+        torch.testing.assert_close(obs["state"][1], obs_cpu, atol=1e-4, rtol=0)
+        actions = torch.rand(5, warp_env.action_dim, generator=torch.Generator().manual_seed(4)) * 2 - 1
+        diffs, _, _ = _compare(warp_env, cpu_env, actions, world=1, obs_atol=1e-3, rew_atol=1e-4)
+        assert max(diffs) < 1e-3
+    finally:
+        warp_env.close()
+        cpu_env.close()
