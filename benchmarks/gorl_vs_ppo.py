@@ -85,11 +85,12 @@ def main(argv=None) -> int:
     p.add_argument("--decoder", choices=["flow", "diffusion"], default="flow")
     p.add_argument("--stage0-frac", type=float, default=0.5, help="share of --steps for stage 0 (Gaussian PPO)")
     p.add_argument("--collect-frac", type=float, default=0.125, help="share of --steps for decoder-data collection")
-    p.add_argument("--dataset-frac", type=float, default=0.625,
-                   help="share of --steps in the decoder's data (the most recent pairs: the end of stage 0 and "
-                        "the collection); with short runs this covers more of each 1000-step episode")
-    p.add_argument("--decoder-epochs", type=int, default=30)
-    p.add_argument("--decoder-batch-size", type=int, default=1024)
+    p.add_argument("--dataset-frac", type=float, default=0.0,
+                   help="share of --steps in the decoder's data (the most recent pairs); at most --collect-frac "
+                        "(the default) means the collection phase's pairs only")
+    p.add_argument("--decoder-epochs", type=int, default=100)
+    p.add_argument("--decoder-batch-size", type=int, default=128,
+                   help="small batches for small data: the refit needs hundreds of gradient steps")
     p.add_argument("--eval-every", type=int, default=4000)
     p.add_argument("--eval-episodes", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
@@ -125,8 +126,9 @@ def main(argv=None) -> int:
             metrics[f"{task}/{learner}_seconds_per_run"] = float(np.mean([r["seconds"] for r in rs]))
         g, q = metrics[f"{task}/gorl_final_mean"], metrics[f"{task}/ppo_final_mean"]
         gb, qb = metrics[f"{task}/gorl_best_mean"], metrics[f"{task}/ppo_best_mean"]
-        ratios = {f"{task}/ratio_final": g / q if q > 0 else float("nan"),
-                  f"{task}/ratio_best": gb / qb if qb > 0 else float("nan")}
+        # a ratio is undefined (None in the JSON) when PPO's return is 0
+        ratios = {f"{task}/ratio_final": g / q if q > 0 else None,
+                  f"{task}/ratio_best": gb / qb if qb > 0 else None}
         metrics = {**ratios, **metrics}
         if task in PAPER_TARGET:
             targets[f"{task}/gorl_final_mean"] = PAPER_TARGET[task]

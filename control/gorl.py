@@ -369,7 +369,8 @@ class GoRL(Learner):
         decoder_dataset_size: the refit uses the most recent this-many (s, u) pairs (the collection
             phase's, plus the end of the encoder stage when ``collect_steps`` is smaller).
         decoder_epochs, decoder_batch_size, decoder_lr, decoder_noise_samples, decoder_patience:
-            refit settings (authors: 50, 8192, 3e-4, 8, 20). ``decoder_reinit``: refit from a fresh
+            refit settings (authors: 50, 8192, 3e-4, 8, 20 with ~10M pairs; with
+            small data use small batches: the refit needs ~1000+ gradient steps). ``decoder_reinit``: refit from a fresh
             initialisation (authors) instead of the previous decoder.
         reinit_encoder, reinit_critic: re-initialise the encoder / critic at each new stage.
         encoder_hidden, critic_hidden: MLP widths (authors: 32 x 4 and 256 x 5).
@@ -390,7 +391,7 @@ class GoRL(Learner):
                  decoder: str = "flow", decoder_steps: int = 10, decoder_hidden: Sequence[int] = (64, 64, 64, 64),
                  decoder_prediction: str = "v_prediction",
                  stage_steps: Sequence[float] = (40_000, 60_000), collect_steps: int = 10_000,
-                 decoder_dataset_size: int = 10_000, decoder_epochs: int = 50, decoder_batch_size: int = 8192,
+                 decoder_dataset_size: int = 10_000, decoder_epochs: int = 50, decoder_batch_size: int = 256,
                  decoder_lr: float = 3e-4, decoder_noise_samples: int = 8, decoder_patience: int = 20,
                  decoder_reinit: bool = True, reinit_encoder: bool = True, reinit_critic: bool = False,
                  encoder_hidden: Sequence[int] = (32, 32, 32, 32), critic_hidden: Sequence[int] = (256, 256, 256),
