@@ -15,7 +15,7 @@ Inputs:
 
 - ``sensor_msgs/JointState`` on ``topics.joint_states`` (arm and gripper joints, picked **by
   name**; a message lacking a joint is rejected, naming it).
-- ``sensor_msgs/Image`` per policy view on ``topics.images.<view>`` (sensor-data QoS; rgb8, bgr8,
+- ``sensor_msgs/Image`` per policy view on ``topics.images.<view>`` (best-effort, depth 1; rgb8, bgr8,
   mono8, rgba8, bgra8; resized to the policy's ``image_size``).
 - Task state: every policy state key that is not read from joints (``state_from_joints`` in the
   robot config), e.g. ``robot0_eef_pos`` or ``cube_pos``, comes from ``topics.task_state``: a
@@ -49,6 +49,8 @@ import dataclasses
 import json
 import math
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +284,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
     """
     _import_rclpy()
     from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray, String
     from std_srvs.srv import SetBool
@@ -311,8 +313,13 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
             self._grip_pub = None
             self.latencies = collections.deque(maxlen=100_000)  # s, obs stamp -> command publication
             self.tick_times = collections.deque(maxlen=100_000)  # s, ROS time of each tick
+            self.compute_times = collections.deque(maxlen=100_000)  # s, tick start -> command published
             self.published = collections.Counter()
             self._last_status = None
+            # Transitions (from any thread or the lifecycle services) and callbacks (executor
+            # threads) are serialised, so a callback never sees a half-configured or released node.
+            self._lock = threading.RLock()
+            self._closing = False
             self.status_pub = self.create_publisher(String, "~/status", 10)
             self.arm_srv = self.create_service(SetBool, "~/arm", self._on_arm)
             self._publish_status("unconfigured", "")
@@ -334,7 +341,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                                                              "armed": self.armed})))
 
         def _guard(self, source: str, fn, msg) -> None:
-            if self.core is None:
+            if self.core is None or self._closing:
                 return
             try:
                 fn(msg, self.now())
@@ -342,8 +349,16 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                 text = self.core.reject(source, exc)
                 self.get_logger().warning(f"rejected {text}", throttle_duration_sec=1.0)
 
+        def _locked_guard(self, source: str, fn, msg) -> None:
+            with self._lock:
+                self._guard(source, fn, msg)
+
         # ----- lifecycle -----------------------------------------------------------------------
         def on_configure(self, state) -> TransitionCallbackReturn:
+            with self._lock:
+                return self._on_configure(state)
+
+        def _on_configure(self, state) -> TransitionCallbackReturn:
             try:
                 from control.export import load_policy
 
@@ -356,16 +371,20 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                 return TransitionCallbackReturn.FAILURE
             self.core = core
             topics = self.robot.topics
+            # Sensor-data QoS (best effort) with depth 1: a slow tick acts on the newest message,
+            # never on a backlog.
+            obs_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                                 reliability=ReliabilityPolicy.BEST_EFFORT)
             sub = self.create_subscription(
                 JointState, topics["joint_states"],
-                lambda m: self._on_joint_state(m), qos_profile_sensor_data)
+                lambda m: self._on_joint_state(m), obs_qos)
             self._subs = [sub]
             for v in core.views:
                 self._subs.append(self.create_subscription(
                     Image, self.robot.image_topic(v),
-                    (lambda view: (lambda m: self._guard(f"image/{view}",
-                                                         lambda mm, now: core.on_image(view, mm, now), m)))(v),
-                    qos_profile_sensor_data))
+                    (lambda view: (lambda m: self._locked_guard(f"image/{view}",
+                                                                lambda mm, now: core.on_image(view, mm, now), m)))(v),
+                    obs_qos))
             if core.task_layout:
                 if not topics.get("task_state"):
                     self.get_logger().error("the policy needs task-state keys "
@@ -374,7 +393,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                     return TransitionCallbackReturn.FAILURE
                 self._subs.append(self.create_subscription(
                     JointState, topics["task_state"],
-                    lambda m: self._guard("task_state", core.on_task_state, m), qos_profile_sensor_data))
+                    lambda m: self._locked_guard("task_state", core.on_task_state, m), obs_qos))
             reliable = QoSProfile(depth=10)
             if self.output == "trajectory":
                 self._cmd_pub = self.create_lifecycle_publisher(JointTrajectory, topics["joint_trajectory"], reliable)
@@ -405,14 +424,22 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
             core.task, core.images = {}, {}
 
         def on_activate(self, state) -> TransitionCallbackReturn:
+            with self._lock:
+                return self._on_activate(state)
+
+        def _on_activate(self, state) -> TransitionCallbackReturn:
             self.armed = False
             self.active = True
             if self.trigger == "timer":
                 self._timer = self.create_timer(1.0 / self.rate, self._tick)
             self._publish_status("disarmed", "active; call ~/arm with true to command")
-            return super().on_activate(state)
+            return super().on_activate(state)  # enables the lifecycle publishers
 
         def on_deactivate(self, state) -> TransitionCallbackReturn:
+            with self._lock:
+                return self._on_deactivate(state)
+
+        def _on_deactivate(self, state) -> TransitionCallbackReturn:
             if self.core is not None:
                 self._apply(self.core._stop("disarmed", "deactivated"))
             self.armed = False
@@ -436,11 +463,19 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
             self.core = None
 
         def on_cleanup(self, state) -> TransitionCallbackReturn:
+            with self._lock:
+                return self._on_cleanup(state)
+
+        def _on_cleanup(self, state) -> TransitionCallbackReturn:
             self._release()
             self._publish_status("unconfigured", "cleaned up")
             return TransitionCallbackReturn.SUCCESS
 
         def on_shutdown(self, state) -> TransitionCallbackReturn:
+            with self._lock:
+                return self._on_shutdown(state)
+
+        def _on_shutdown(self, state) -> TransitionCallbackReturn:
             if self.active and self.core is not None:
                 self._apply(self.core._stop("disarmed", "shutting down"))
             self.active = False
@@ -448,12 +483,20 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
             return TransitionCallbackReturn.SUCCESS
 
         def on_error(self, state) -> TransitionCallbackReturn:
+            with self._lock:
+                return self._on_error(state)
+
+        def _on_error(self, state) -> TransitionCallbackReturn:
             self.active = self.armed = False
             self._release()
             return TransitionCallbackReturn.SUCCESS
 
         # ----- services, inputs, loop ----------------------------------------------------------
         def _on_arm(self, req, resp):
+            with self._lock:
+                return self._arm(req, resp)
+
+        def _arm(self, req, resp):
             if req.data and not self.active:
                 resp.success, resp.message = False, "cannot arm: node is not active (configure and activate it first)"
             else:
@@ -465,16 +508,27 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
             return resp
 
         def _on_joint_state(self, msg) -> None:
-            self._guard("joint_states", self.core.on_joint_state if self.core else None, msg)
-            if self.trigger == "joint_states" and self.active:
-                self._tick()
+            with self._lock:
+                self._guard("joint_states", self.core.on_joint_state if self.core else None, msg)
+                if self.trigger == "joint_states" and self.active:
+                    self._tick()
 
         def _tick(self) -> None:
-            if self.core is None:
-                return
-            now = self.now()
-            self.tick_times.append(now)
-            self._apply(self.core.tick(now, self.armed))
+            with self._lock:
+                if self.core is None or self._closing:
+                    return
+                t0 = time.perf_counter()
+                now = self.now()
+                self.tick_times.append(now)
+                d = self.core.tick(now, self.armed)
+                self._apply(d)
+                if d.kind == "command":
+                    self.compute_times.append(time.perf_counter() - t0)
+
+        def destroy_node(self):
+            with self._lock:
+                self._closing = True
+            return super().destroy_node()
 
         def _apply(self, d: Decision) -> None:
             """Publish a decision (the only place commands leave the node)."""

@@ -357,11 +357,9 @@ class TestRunningLoop:
         enc = rgb_to_image(np.zeros((32, 32, 3), np.uint8), now)
         enc.encoding = "yuv422"                                                           # unsupported
         for _ in range(3):  # best-effort QoS: send a few times
-            for msg in bad_js:
-                pub_js.publish(msg)
-            pub_img.publish(bad_img)
-            pub_img.publish(enc)
-            time.sleep(0.05)
+            for msg in [*bad_js, bad_img, enc]:
+                (pub_img if isinstance(msg, Image) else pub_js).publish(msg)
+                time.sleep(0.02)  # the node keeps only the newest message of each topic
         assert wait_for(lambda: node.core.rejected["joint_states"] - before.get("joint_states", 0) >= 5
                         and node.core.rejected["image/front"] - before.get("image/front", 0) >= 2, 5.0), \
             dict(node.core.rejected)

@@ -1,0 +1,202 @@
+"""Deployment latency: observation stamp -> command publication, through the ROS 2 policy node.
+
+In one run, for an MLP policy and an EXPO policy (16 candidates = 8 base samples + 8 edits,
+10 denoising steps; untrained weights, the same compute as trained ones) on the Lift state layout:
+
+  - the MuJoCo stand-in robot runs in its own process (``dopa sim-robot``, no cameras) and
+    publishes stamped JointState and task state at 20 Hz;
+  - the policy node (this process) ticks on each JointState (``trigger=joint_states``), so the
+    latency is DDS transport + decoding + state assembly + policy + safety + publication, measured
+    as ``publication time - JointState header stamp``;
+  - also the node's own compute time (tick start -> command published: state assembly, policy,
+    safety, message building), the bare ``DeployPolicy.act`` time, and the achieved control rate
+    (commands per second). The machine's 1-minute load average is recorded: on a shared 2-core
+    machine, scheduling delays dominate the tail.
+
+DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a domain id of its own).
+Writes benchmarks/results/deploy_latency.json and deploy_latency.png.
+
+    .venv/bin/python benchmarks/deploy_latency.py [--seconds 15] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
+os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import RESULTS, write_result  # noqa: E402
+
+TARGETS = {"mlp_p95_ms": 5.0, "expo_p95_ms": 20.0}
+
+
+def _lift_meta(kind: str) -> dict:
+    import sim
+    from control.export import policy_meta
+
+    env = sim.make_env("lift", controller="joint_position")
+    try:
+        return policy_meta(env, kind)
+    finally:
+        env.close()
+
+
+def _export(folder: Path, kind: str) -> None:
+    from control.export import MLPPolicy, save_policy
+
+    meta = _lift_meta(kind)
+    torch.manual_seed(0)
+    if kind == "mlp":
+        module = MLPPolicy(meta["state_dim"], meta["action_dim"], hidden=[256, 256])
+    else:
+        from control.expo import EXPOPolicy
+
+        module = EXPOPolicy(meta["state_dim"], meta["action_dim"], diffusion_steps=10, num_samples=8,
+                            num_edit_samples=8)
+    save_policy(folder, module, meta)
+
+
+def _act_times(folder: Path, n: int) -> np.ndarray:
+    from control.export import load_policy
+
+    policy = load_policy(folder)
+    s = np.zeros(policy.state_dim, np.float32)
+    for _ in range(5):
+        policy.act(s)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        policy.act(s)
+        out.append(time.perf_counter() - t)
+    return np.asarray(out) * 1e3
+
+
+def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarray, float, int]:
+    import rclpy
+    from omegaconf import OmegaConf
+    from rclpy.executors import SingleThreadedExecutor
+
+    from ros.policy_node import make_policy_node
+
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "deploy.yaml"), resolve=False)
+    cfg.pop("defaults")
+    cfg.update(checkpoint=str(folder), trigger="joint_states", rate_hz=20.0)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = make_policy_node(cfg, robot, context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        assert node.trigger_configure().to_label() == "transition_success", "configure failed"
+        node.trigger_activate()
+        end = time.monotonic() + 30.0
+        while node.core.watchdog.check(node.now()) is not None and time.monotonic() < end:
+            time.sleep(0.05)
+        node.armed = True
+        time.sleep(1.0)  # warm-up, excluded
+        node.latencies.clear()
+        node.compute_times.clear()
+        n0, t0 = node.published["command"], time.monotonic()
+        time.sleep(seconds)
+        n1, t1 = node.published["command"], time.monotonic()
+        lat = np.asarray(list(node.latencies)) * 1e3
+        comp = np.asarray(list(node.compute_times))[-lat.size:] * 1e3
+        rejected = sum(node.core.rejected.values())
+        node.trigger_shutdown()
+    finally:
+        ex.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    return lat, comp, (n1 - n0) / (t1 - t0), rejected
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per policy")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--kinds", default="mlp,expo", help="policies to measure, comma-separated")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from omegaconf import OmegaConf
+
+    from ros.robot import robot_from_config
+
+    robot = robot_from_config(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
+    tmp = Path(tempfile.mkdtemp(prefix="deploy_latency_"))
+    env = dict(os.environ)
+    sim_proc = subprocess.Popen([sys.executable, "-m", "control.cli", "sim-robot", "views=[]", "rate_hz=20",
+                                 "duration_s=1800"],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics, series = {}, {}
+    try:
+        for kind in args.kinds.split(","):
+            folder = tmp / kind
+            _export(folder, kind)
+            act = _act_times(folder, 200)
+            lat, comp, rate, rejected = _run_node(folder, robot, args.seconds)
+            series[kind] = lat
+            metrics[f"{kind}_p50_ms"] = float(np.percentile(lat, 50))
+            metrics[f"{kind}_p95_ms"] = float(np.percentile(lat, 95))
+            metrics[f"{kind}_p99_ms"] = float(np.percentile(lat, 99))
+            metrics[f"{kind}_node_compute_p50_ms"] = float(np.percentile(comp, 50))
+            metrics[f"{kind}_node_compute_p95_ms"] = float(np.percentile(comp, 95))
+            metrics[f"{kind}_act_p50_ms"] = float(np.percentile(act, 50))
+            metrics[f"{kind}_act_p95_ms"] = float(np.percentile(act, 95))
+            metrics[f"{kind}_rate_hz"] = float(rate)
+            metrics[f"{kind}_samples"] = int(lat.size)
+            metrics[f"{kind}_rejected"] = int(rejected)
+            print(f"{kind:>5}: obs->command p50 {metrics[f'{kind}_p50_ms']:.2f} ms, p95 {metrics[f'{kind}_p95_ms']:.2f} ms, "
+                  f"p99 {metrics[f'{kind}_p99_ms']:.2f} ms; node compute p95 {metrics[f'{kind}_node_compute_p95_ms']:.2f} ms; act() p50 {metrics[f'{kind}_act_p50_ms']:.2f} ms; "
+                  f"{rate:.1f} commands/s (JointState at 20 Hz); n={lat.size}")
+    finally:
+        sim_proc.terminate()
+        try:
+            sim_proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            sim_proc.kill()
+    if "expo_p95_ms" in metrics and "mlp_p95_ms" in metrics:
+        metrics = {"expo_over_mlp_p95": metrics["expo_p95_ms"] / metrics["mlp_p95_ms"], **metrics}
+    metrics.update(torch_threads=args.threads, joint_state_rate_hz=20.0,
+                   load_average_1min=os.getloadavg()[0])
+    met = {k: bool(metrics[k] <= v) for k, v in TARGETS.items() if k in metrics}
+    path = write_result("deploy_latency", metrics, TARGETS, met)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for kind, lat in series.items():
+        x = np.sort(lat)
+        ax.plot(x, np.arange(1, x.size + 1) / x.size, label=f"{kind} (p95 {np.percentile(lat, 95):.1f} ms)")
+        ax.axvline(TARGETS[f"{kind}_p95_ms"], ls="--", lw=0.8, color=ax.lines[-1].get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("JointState stamp -> command publication (ms)")
+    ax.set_ylabel("fraction of commands")
+    ax.set_title("Policy node latency over DDS (dashed: p95 targets)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "deploy_latency.png", dpi=120)
+    print(f"wrote {path} and {RESULTS / 'deploy_latency.png'}; met: {met}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
