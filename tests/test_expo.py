@@ -342,3 +342,17 @@ def test_real_lift_env_steps_and_updates():
     env.close()
     assert learner.env_steps == 16 and len(learner.online) > 0
     assert metrics and all(math.isfinite(v) for v in metrics.values())
+
+
+def test_offline_start_from_dopa_demos_file(tmp_path):
+    """The real path: `dopa demos` writes Lift episodes; EXPO reads them through sim.episodes."""
+    from control.cli import main
+
+    path = tmp_path / "lift.hdf5"
+    assert main(["demos", "task=lift", "n=1", "views=[]", f"out={path}"]) == 0
+    learner = EXPO(60, 7, offline_data=[str(path)], pretrain_steps=3, obs_normalization=True,
+                   **{**TINY, "batch_size": 16})
+    n = len(learner.offline)
+    assert n > 20 and learner.offline.data["reward"][:n].max() == 1.0  # the demo reaches success
+    assert learner.act(torch.zeros(1, 60)).shape == (1, 7) and learner.pretrained
+    assert learner.normalizer.count > n  # statistics seeded by the demonstrations
