@@ -83,7 +83,7 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
         for k in task_kwargs:
             if k not in OPTIONS:
                 raise ValueError(f"unknown option {k!r} for backend 'warp'; known: {', '.join(OPTIONS)}")
-        return WarpEnv(spec, num_envs, seed=seed, device=device, **task_kwargs)
+        return WarpEnv(spec, num_envs, seed=seed, device=device, image_size=image_size, **task_kwargs)
     if device not in (None, "cpu"):
         raise ValueError(f"device {device!r} needs backend='warp'; backend {backend!r} runs on the CPU")
     if "controller" in task_kwargs and spec.family != "robosuite":

@@ -79,13 +79,15 @@ class WarpEnv:
         nconmax, njmax: contacts and constraints allocated per world (MuJoCo Warp's defaults).
         cuda_graph: on CUDA, replay each control step's physics as one captured CUDA graph
             (default True). Ignored on CPU.
+        image_size: kept as ``env.image_size`` for code that records it; nothing is rendered.
     Raises:
         ValueError: an unsupported task (lists the supported ones), a bad device or option.
     """
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: int = 0, device: str | None = None,
                  max_episode_steps: int | None = None, max_force: float = 50.0, max_torque: float = 10.0,
-                 nconmax: int | None = None, njmax: int | None = None, cuda_graph: bool = True):
+                 nconmax: int | None = None, njmax: int | None = None, cuda_graph: bool = True,
+                 image_size: int = 64):
         from sim.dmc_rewards import DeviceState, make_suite_task
 
         if spec.name not in supported_tasks():
@@ -115,6 +117,7 @@ class WarpEnv:
         self.num_envs = int(num_envs)
         self.seed = int(seed)
         self.views: tuple[str, ...] = ()
+        self.image_size = int(image_size)
         self.vectorization = "warp"
         self.max_episode_steps = int(max_episode_steps or spec.max_episode_steps)
         self.max_force, self.max_torque = float(max_force), float(max_torque)
@@ -224,8 +227,9 @@ class WarpEnv:
                 # CUDA graphs cannot be captured on the legacy default stream: capture (and replay)
                 # on a stream of our own, ordered after and before torch's stream by events.
                 self._graph_stream = wp.Stream(self.wp_device)
-                with wp.ScopedCapture(device=self.wp_device, stream=self._graph_stream) as capture:
-                    self._physics_step()
+                with wp.ScopedStream(self._graph_stream):  # kernels launch on the capturing stream
+                    with wp.ScopedCapture(device=self.wp_device) as capture:
+                        self._physics_step()
                 self._graph = capture.graph
             if self._graph is not None:
                 current = wp.get_stream(self.wp_device)
