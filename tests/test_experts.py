@@ -5,6 +5,7 @@ Few seeds and no cameras: rendering is what costs on CPU, and none is needed to 
 
 import numpy as np
 import pytest
+import torch
 
 import sim
 from sim.demos import allocate_imperfections, record_episode
@@ -74,6 +75,29 @@ def test_joint_position_expert_succeeds():
     assert ep.success
     _check_keyframes(ep, 3)
     assert ep.keyframes.size == 3 and ep.progress[-1] == 1.0
+
+
+def test_batched_expert_runs_each_env_its_own_episode():
+    """Two sub-envs through the batched API: one clean, one regressing; keyframes per env."""
+    env = sim.make_env("lift", num_envs=2, seed=0, max_episode_steps=200, terminate_on_success=False)
+    try:
+        expert = ScriptedExpert(env, imperfection=["none", "regress"], seed=0)
+        env.reset(seed=40)
+        expert.reset()
+        for _ in range(70):
+            action = expert.act()
+            assert action.shape == (2, 7) and action.dtype == torch.float32
+            assert float(action.abs().max()) <= 1.0
+            _, _, _, _, info = env.step(action)
+            expert.observe_step()
+        for i in range(2):
+            kf = expert.keyframes(i)
+            assert len(kf) == 3 and kf == sorted(set(kf)) and kf[0] >= 1
+        assert info["success"].tolist() == [True, False]
+        assert expert.undone(0) is None and expert.undone(1) is not None
+        assert expert.progress(0) == 1.0 and expert.progress(1) < 0.5
+    finally:
+        env.close()
 
 
 def test_regress_lift_releases_the_cube_and_progress_falls():
