@@ -81,7 +81,7 @@ class PPO(Learner):
             self.actor = GaussianActor(obs_dim, action_dim, hidden, layer_norm, activation, init_log_std).to(self.device)
             self.critic = MLP(obs_dim, 1, hidden, layer_norm, activation).to(self.device)
         self.optimizer = torch.optim.Adam(list(self.actor.parameters()) + list(self.critic.parameters()),
-                                          lr=self.learning_rate, eps=1e-5)
+                                          lr=self.learning_rate, eps=1e-5, fused=True)
         self.normalizer = RunningMeanStd(obs_dim).to(self.device) if obs_normalization else None
         self.buffer = RolloutBuffer(num_steps, num_envs, obs_dim, action_dim, self.device)
         self.generator = torch.Generator().manual_seed(int(seed) + 1)

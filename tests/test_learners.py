@@ -107,8 +107,8 @@ def _random_and_trained(tmp_path, overrides):
 @pytest.mark.slow
 def test_sac_beats_random_on_cartpole_swingup(tmp_path):
     rand, sac = _random_and_trained(tmp_path, [
-        "learner=sac", "total_steps=1800", "checkpoint_every=1800", "learner.learning_starts=300",
-        "learner.hidden=[128,128]", "learner.batch_size=128"])
+        "learner=sac", "num_envs=4", "total_steps=8000", "checkpoint_every=8000", "learner.utd_ratio=0.25",
+        "learner.learning_starts=1000", "learner.hidden=[128,128]", "learner.batch_size=128"])
     print(f"cartpole-swingup {T} steps: random {rand:.2f}, SAC {sac:.2f}")
     assert sac > 3 * rand + 3.0, (rand, sac)
 
