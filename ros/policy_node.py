@@ -49,6 +49,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -329,7 +330,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
             return self.get_clock().now().nanoseconds * 1e-9
 
         def _publish_status(self, status: str, reason: str) -> None:
-            key = (status, reason)
+            key = (status, re.sub(r"-?[0-9.]+", "#", reason))  # one log line per cause, not per tick
             if key == self._last_status:
                 return
             self._last_status = key

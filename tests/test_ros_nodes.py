@@ -443,3 +443,25 @@ def test_reward_node_publishes_progress_from_stand_in_cameras(tmp_path):
         time.sleep(3.0)
         assert [h for h in node.history if h[1] > t_off + 2.0 + 0.3] == []
         assert wait_for(lambda: "old" in (node._last_reason or ""), 2.0), node._last_reason
+
+
+def test_stand_in_interpolates_joint_trajectories_in_time():
+    """The stand-in executes a multi-point JointTrajectory like a joint_trajectory_controller:
+    it starts at the header stamp from the position at receipt and interpolates between points."""
+    from ros.sim_robot import SimArm
+
+    arm = SimArm(PANDA, views=(), seed=0)
+    try:
+        q0 = arm.joint_positions()[:7].copy()
+        p = np.stack([q0 + 0.1, q0 + 0.3])
+        arm.set_trajectory(now=10.0, stamp=10.5, times=np.array([0.2, 0.4]), positions=p)
+        np.testing.assert_allclose(arm.target(10.4), q0)                  # not started yet
+        np.testing.assert_allclose(arm.target(10.6), q0 + 0.05, atol=1e-9)  # halfway to point 0
+        np.testing.assert_allclose(arm.target(10.8), q0 + 0.2, atol=1e-9)   # halfway from point 0 to 1
+        np.testing.assert_allclose(arm.target(12.0), q0 + 0.3)              # holds the last point
+        arm.set_trajectory(now=20.0, stamp=0.0, times=np.array([0.5]), positions=(q0 - 0.2)[None])
+        for k in range(30):  # 1.5 s of simulated control at 20 Hz, the command 0.5 s long
+            arm.step(20.0 + 0.05 * k)
+        assert np.abs(arm.joint_positions()[:7] - (q0 - 0.2)).max() < 0.05
+    finally:
+        arm.close()
