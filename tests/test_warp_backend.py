@@ -120,21 +120,22 @@ def test_hopper_random_start_and_push_changes_only_that_world(hopper, hopper_cpu
         hopper.max_episode_steps = 6
 
 
-def test_per_world_mass_scale_matches_the_cpu_backend(hopper, hopper_cpu):
+def test_per_world_scales_match_the_cpu_backend(hopper, hopper_cpu):
     hopper.max_episode_steps = 1000
     try:
         hopper.reset(seed=0)
         qpos, qvel = _standing(hopper.mjmodel)
         hopper.set_state(qpos, qvel)
-        hopper.set_scales(mass=1.5, env_ids=[2])
+        hopper.set_scales(mass=1.5, friction=0.5, gain=0.8, env_ids=[2])
         assert [s["mass"] for s in hopper.get_scales()] == [1.0, 1.0, 1.5]
-        hopper_cpu.set_scales(mass=1.5)
+        assert hopper.get_scales()[2] == {"mass": 1.5, "friction": 0.5, "gain": 0.8}
+        hopper_cpu.set_scales(mass=1.5, friction=0.5, gain=0.8)
         _set_cpu_state(hopper_cpu, qpos, qvel)
         actions = torch.full((8, hopper.action_dim), 0.5)
         _compare(hopper, hopper_cpu, actions, world=2)
         hopper_cpu.restore_nominal()
         obs, *_ = hopper.step(torch.full((3, hopper.action_dim), 0.5))
-        assert float((obs["state"][2] - obs["state"][0]).abs().max()) > 1e-4  # world 2 is heavier
+        assert float((obs["state"][2] - obs["state"][0]).abs().max()) > 1e-4  # world 2 is heavier, weaker
         torch.testing.assert_close(obs["state"][0], obs["state"][1])
         with pytest.raises(ValueError, match="mass scale must be finite and > 0"):
             hopper.set_scales(mass=-1.0)
