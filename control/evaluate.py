@@ -176,9 +176,9 @@ def run(cfg) -> int:
         ckpt = load_checkpoint(cfg.checkpoint)
     except CheckpointError as exc:
         raise SystemExit(f"dopa eval: {exc}") from None
-    env_cfg = dict(ckpt.config["env"])
-    if cfg.get("env") is not None:
-        env_cfg.update(OmegaConf.to_container(cfg.env, resolve=True))
+    env_cfg = ckpt.config["env"]
+    if cfg.get("env") is not None:  # deep merge: +env.kwargs.max_episode_steps=100 keeps the other kwargs
+        env_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(env_cfg), cfg.env), resolve=True)
     torch.set_num_threads(int(cfg.get("threads", 1)))
     if cfg.policy not in ("deploy", "learner"):
         raise SystemExit(f"dopa eval: unknown policy {cfg.policy!r}; known: deploy, learner")
