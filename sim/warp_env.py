@@ -28,7 +28,8 @@ from gymnasium.vector.utils import batch_space
 
 from sim.tasks import TaskSpec
 
-OPTIONS = ("max_episode_steps", "max_force", "max_torque", "nconmax", "njmax", "cuda_graph")
+OPTIONS = ("max_episode_steps", "max_force", "max_torque", "nconmax", "njmax", "cuda_graph", "on_divergence")
+DIVERGENCE = ("raise", "reset")
 
 
 def _import_warp():
@@ -80,6 +81,11 @@ class WarpEnv:
         cuda_graph: on CUDA, replay each control step's physics as one captured CUDA graph
             (default True). Ignored on CPU.
         image_size: kept as ``env.image_size`` for code that records it; nothing is rendered.
+        on_divergence: what a world whose state becomes NaN or inf does: ``"raise"`` (default; a
+            ``FloatingPointError`` naming the worlds, as dm_control's ``PhysicsError``) or
+            ``"reset"`` (the world's episode is truncated and reset in the same step;
+            ``info["diverged"]`` marks it, its ``final_obs`` is its last finite observation and
+            its reward 0), for long runs where one diverging world must not stop the others.
     Raises:
         ValueError: an unsupported task (lists the supported ones), a bad device or option.
     """
@@ -87,7 +93,7 @@ class WarpEnv:
     def __init__(self, spec: TaskSpec, num_envs: int, seed: int = 0, device: str | None = None,
                  max_episode_steps: int | None = None, max_force: float = 50.0, max_torque: float = 10.0,
                  nconmax: int | None = None, njmax: int | None = None, cuda_graph: bool = True,
-                 image_size: int = 64):
+                 image_size: int = 64, on_divergence: str = "raise"):
         from sim.dmc_rewards import DeviceState, make_suite_task
 
         if spec.name not in supported_tasks():
@@ -98,6 +104,8 @@ class WarpEnv:
         if max_episode_steps is not None and (isinstance(max_episode_steps, bool)
                                               or not isinstance(max_episode_steps, int) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
+        if on_divergence not in DIVERGENCE:
+            raise ValueError(f"unknown on_divergence {on_divergence!r}; known: {', '.join(DIVERGENCE)}")
         for name, value in (("max_force", max_force), ("max_torque", max_torque)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -121,6 +129,7 @@ class WarpEnv:
         self.vectorization = "warp"
         self.max_episode_steps = int(max_episode_steps or spec.max_episode_steps)
         self.max_force, self.max_torque = float(max_force), float(max_torque)
+        self.on_divergence = on_divergence
 
         # The host model and the suite's own spaces, from dm_control itself.
         from sim.render import gl_guard
@@ -289,12 +298,20 @@ class WarpEnv:
                 mjw.step(self._m, sd)
             return t(sd.qpos)[ids].clone(), t(sd.qvel)[ids].clone(), t(sd.qacc_warmstart)[ids].clone()
 
-    def _check_finite(self, state: torch.Tensor) -> None:
-        bad = ~torch.isfinite(state).all(dim=1)
-        if bool(bad.any()):
-            rows = torch.nonzero(bad).flatten().tolist()
-            raise FloatingPointError(f"MuJoCo Warp state became NaN or inf in worlds {rows[:10]} (task "
-                                     f"{self.task!r}): the simulation diverged; reset() the env")
+    def _check_finite(self, state: torch.Tensor, may_reset: bool = False) -> torch.Tensor | None:
+        """Bool ``[B]`` of worlds whose state is NaN or inf, or None when all are finite.
+
+        Raises FloatingPointError naming them unless ``may_reset`` and ``on_divergence="reset"``."""
+        bad = ~(torch.isfinite(state).all(dim=1) & torch.isfinite(self._state.qpos).all(dim=1)
+                & torch.isfinite(self._state.qvel).all(dim=1))
+        if not bool(bad.any()):
+            return None
+        if may_reset and self.on_divergence == "reset":
+            return bad
+        rows = torch.nonzero(bad).flatten().tolist()
+        raise FloatingPointError(f"MuJoCo Warp state became NaN or inf in worlds {rows[:10]} (task "
+                                 f"{self.task!r}): the simulation diverged; reset() the env, or make it "
+                                 "with on_divergence='reset'")
 
     # ---------------------------------------------------------------------------------------------
     # Gymnasium vector API
@@ -322,6 +339,7 @@ class WarpEnv:
         self._reset_worlds(torch.arange(self.num_envs, device=self.device))
         state = self._observe()
         self._check_finite(state)
+        self._last_state = state
         return {"state": state}, {"success": torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)}
 
     def set_state(self, qpos, qvel, env_ids=None, settle: bool = False):
@@ -360,7 +378,10 @@ class WarpEnv:
             qpos, qvel, warm = self._settle(ids, qpos, qvel)
         self._reset_worlds(ids, qpos, qvel, warm)
         self._elapsed[ids.cpu().numpy()] = 0
-        return {"state": self._observe()}
+        state = self._observe()
+        self._check_finite(state)
+        self._last_state = state
+        return {"state": state}
 
     def check_action(self, action) -> torch.Tensor:
         """Validate a batch of actions; returns them as float32 ``[B, A]`` on ``self.device``.
@@ -396,10 +417,12 @@ class WarpEnv:
                 the task's actuator control range, torch (any device) or numpy.
         Returns:
             ``obs``, ``reward`` float32 [B], ``terminated`` bool [B], ``truncated`` bool [B],
-            ``info`` (``"success"`` bool [B]; ``"final_obs"`` when a world's episode ended).
+            ``info`` (``"success"`` bool [B]; ``"final_obs"`` when a world's episode ended;
+            ``"diverged"`` bool [B] when a world diverged under ``on_divergence="reset"``).
         Raises:
             TypeError, ValueError: see :meth:`check_action`.
-            FloatingPointError: the simulation produced NaN or inf (names the worlds).
+            FloatingPointError: the simulation produced NaN or inf (names the worlds), unless
+                ``on_divergence="reset"``.
         """
         if self._needs_seed:
             raise RuntimeError("call reset() before step()")
@@ -414,20 +437,28 @@ class WarpEnv:
                 self._xfrc.zero_()
                 self._pending_xfrc = None
         state = self._observe()
-        self._check_finite(state)
+        diverged = self._check_finite(state, may_reset=True)
         reward = self._suite.reward(self._state).to(torch.float32)
-        success = reward >= float(self.spec.success_threshold)
         self._elapsed += 1
         done = self._elapsed >= self.max_episode_steps
+        info = {}
+        if diverged is not None:  # on_divergence="reset": end those episodes with finite values
+            state = torch.where(diverged[:, None], self._last_state, state)
+            reward = torch.where(diverged, torch.zeros_like(reward), reward)
+            done = done | diverged.cpu().numpy()
+            info["diverged"] = diverged
+        success = reward >= float(self.spec.success_threshold)
+        info["success"] = success
         terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         truncated = torch.from_numpy(done).to(self.device)
-        info = {"success": success}
         if done.any():
             ids = torch.from_numpy(np.flatnonzero(done)).to(self.device)
             info["final_obs"] = {"state": state}
             self._reset_worlds(ids)
             state = torch.where(truncated[:, None], self._observe(), state)
             self._elapsed[done] = 0
+            self._check_finite(state)
+        self._last_state = state
         return {"state": state}, reward, terminated, truncated, info
 
     # ---------------------------------------------------------------------------------------------

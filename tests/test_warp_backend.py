@@ -330,3 +330,30 @@ def test_cheetah_settles_and_runs_as_dm_control():
     finally:
         warp_env.close()
         cpu_env.close()
+
+
+def test_divergence_raises_or_resets_the_world(hopper):
+    hopper.max_episode_steps = 1000
+    try:
+        hopper.reset(seed=0)
+        qpos, qvel = _standing(hopper.mjmodel)
+        wild = np.tile(qvel, (3, 1))
+        wild[1] = 1e30  # world 1 blows up within one step
+        before = hopper.set_state(np.tile(qpos, (3, 1)), wild)["state"]
+        zero = torch.zeros(3, hopper.action_dim)
+        with pytest.raises(FloatingPointError, match=r"NaN or inf in worlds \[1\]"):
+            hopper.step(zero)
+        before = hopper.set_state(np.tile(qpos, (3, 1)), wild)["state"]
+        hopper.on_divergence = "reset"
+        obs, reward, terminated, truncated, info = hopper.step(zero)
+        assert info["diverged"].tolist() == [False, True, False]
+        assert truncated.tolist() == [False, True, False] and not terminated.any()
+        assert torch.isfinite(obs["state"]).all() and torch.isfinite(reward).all() and float(reward[1]) == 0.0
+        torch.testing.assert_close(info["final_obs"]["state"][1], before[1])  # its last finite observation
+        torch.testing.assert_close(obs["state"][0], obs["state"][2])  # the other worlds stepped on
+        assert float(obs["state"][1, 6:13].abs().max()) == 0.0  # world 1 restarted at rest
+    finally:
+        hopper.on_divergence = "raise"
+        hopper.max_episode_steps = 6
+    with pytest.raises(ValueError, match="unknown on_divergence 'ignore'"):
+        sim.make_env("hopper-stand", backend="warp", device="cpu", on_divergence="ignore")
