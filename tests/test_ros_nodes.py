@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from omegaconf import OmegaConf
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -398,14 +400,18 @@ def test_forward_command_mode_moves_the_stand_in(tmp_path, lift_meta):
         got = []
         rec.create_subscription(Float64MultiArray, PANDA.topics["forward_command"], lambda m: got.append(m), 10)
         sim_node = add(make_sim_robot_node(PANDA, {"views": [], "command": "forward"}, context=ctx))
-        node = add(make_policy_node(deploy_cfg(folder, output="forward", arm=True), PANDA, context=ctx))
+        node = add(make_policy_node(deploy_cfg(folder, output="forward"), PANDA, context=ctx))
         q0 = sim_node.arm.joint_positions()[:7].copy()
-        assert node.trigger_configure().to_label() == "transition_success"
-        assert node.trigger_activate().to_label() == "transition_success"
-        node.armed = True
+        # the lifecycle services, over DDS, as a launch system or `ros2 lifecycle set` would use them
+        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            assert call(rec, ChangeState, "/dopa_policy/change_state",
+                        ChangeState.Request(transition=Transition(id=tid)), timeout=30.0).success
+        assert call(rec, GetState, "/dopa_policy/get_state", GetState.Request()).current_state.label == "active"
+        assert call(rec, SetBool, "/dopa_policy/arm", SetBool.Request(data=True)).success
         assert wait_for(lambda: len(got) >= 10, 10.0)
         assert len(got[-1].data) == 7
         assert wait_for(lambda: np.abs(sim_node.arm.joint_positions()[:7] - q0).max() > 0.01, 5.0)
+        assert node.published["command"] >= 10 and node.output == "forward"
 
 
 def test_reward_node_publishes_progress_from_stand_in_cameras(tmp_path):
