@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import math
 
+import gymnasium as gym
 import numpy as np
 import torch
-import gymnasium as gym
 from gymnasium.vector.utils import batch_space
 
 from sim.tasks import TaskSpec
@@ -63,7 +63,9 @@ class WarpEnv:
     is then its new first observation and ``info["final_obs"]`` (all rows; rows of unfinished
     worlds repeat ``obs``) holds the observation the step ended in. ``info["success"]`` (bool
     [B]) is ``reward >= TaskSpec.success_threshold`` after this step. The suite tasks never
-    terminate; their time limit is truncation after ``max_episode_steps`` control steps.
+    terminate; their time limit is truncation after ``max_episode_steps`` control steps, or at
+    the suite's own time limit (1000 control steps for these tasks) if that comes first, as on
+    the CPU backend.
 
     Initial states follow the suite's ``initialize_episode`` with draws from one torch generator
     on the device, seeded by ``reset(seed)``: equal seeds give equal states; they are not the
@@ -142,6 +144,8 @@ class WarpEnv:
         host = suite.load(domain, task, task_kwargs={"random": self.seed})
         self.mjmodel: mujoco.MjModel = host.physics.model.ptr
         self.n_sub_steps = int(host._n_sub_steps)
+        # dm_control's own time limit ends episodes too (the CPU backend truncates there as well).
+        self.suite_step_limit = float(host._step_limit)
         aspec = host.action_spec()
         self.state_layout = [(k, int(np.prod(v.shape))) for k, v in host.observation_spec().items()]
         self._suite = make_suite_task(spec.name, self.mjmodel)
@@ -163,6 +167,7 @@ class WarpEnv:
                 host_arr = arr.numpy()
                 self._nominal[f] = torch.from_numpy(host_arr[0].copy()).to(self.device)
                 setattr(self._m, f, wp.array(np.repeat(host_arr[:1], B, axis=0), dtype=arr.dtype))
+
         def t(arr):  # zero-copy torch view; Warp cannot view an empty array (e.g. no sensors)
             if arr.size == 0:
                 return torch.zeros(arr.shape, dtype=torch.float32, device=self.device)
@@ -176,7 +181,6 @@ class WarpEnv:
                                   sensordata=t(d.sensordata))
         self._xfrc = t(d.xfrc_applied).view(B, nb, 6)
         self._qacc_warmstart = t(d.qacc_warmstart)
-        self._time = t(d.time)
         self._acc_cols = torch.from_numpy(np.concatenate(acc)).to(self.device) if acc else None
         self._qpos0 = torch.as_tensor(m.qpos0, dtype=torch.float32, device=self.device)
         self._a_low = torch.tensor(np.array(aspec.minimum), dtype=torch.float32, device=self.device)
@@ -440,7 +444,7 @@ class WarpEnv:
         diverged = self._check_finite(state, may_reset=True)
         reward = self._suite.reward(self._state).to(torch.float32)
         self._elapsed += 1
-        done = self._elapsed >= self.max_episode_steps
+        done = self._elapsed >= min(self.max_episode_steps, self.suite_step_limit)
         info = {}
         if diverged is not None:  # on_divergence="reset": end those episodes with finite values
             state = torch.where(diverged[:, None], self._last_state, state)

@@ -357,3 +357,15 @@ def test_divergence_raises_or_resets_the_world(hopper):
         hopper.max_episode_steps = 6
     with pytest.raises(ValueError, match="unknown on_divergence 'ignore'"):
         sim.make_env("hopper-stand", backend="warp", device="cpu", on_divergence="ignore")
+
+
+def test_the_suite_time_limit_also_truncates(hopper):
+    assert hopper.suite_step_limit == 1000  # hopper: 20 s at 0.02 s per control step
+    hopper.max_episode_steps, hopper.suite_step_limit = 10**9, 2
+    try:
+        hopper.reset(seed=0)
+        zero = torch.zeros(3, hopper.action_dim)
+        assert not hopper.step(zero)[3].any()
+        assert hopper.step(zero)[3].all()
+    finally:
+        hopper.max_episode_steps, hopper.suite_step_limit = 6, 1000.0
