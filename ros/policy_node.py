@@ -37,7 +37,8 @@ Actions: a ``joint_position`` policy outputs ``[dq_1..dq_N, gripper]`` in [-1, 1
 chunk targets ``q + joint_step * sum_{j<=k} a_j`` (rad), then :class:`ros.safety.SafetyFilter`
 clamps it. Safety: :class:`ros.safety.Watchdog` stops commanding (one hold at the last measured
 position, clipped into the limits) when any required observation's header stamp is older than
-``watchdog.max_age``; commanding resumes once every input is fresh again. Nothing non-finite or
+``watchdog.max_age`` (checked before the policy call and again after it, so late actions are
+dropped); commanding resumes once every input is fresh again. Nothing non-finite or
 out of limits is ever published. ``~/status`` (``std_msgs/String``, JSON) reports the state
 (``unconfigured`` / ``disarmed`` / ``commanding`` / ``holding`` / ``refusing``) and the reason.
 """
@@ -239,8 +240,13 @@ class PolicyCore:
         self.commanding = False
         return Decision("none", status, reason)
 
-    def tick(self, now: float, armed: bool) -> Decision:
-        """One control step at ROS time ``now`` (s)."""
+    def tick(self, now: float, armed: bool, clock=None) -> Decision:
+        """One control step at ROS time ``now`` (s).
+
+        ``clock`` (a callable returning the ROS time in s), when given, is read again once the policy
+        has answered: a command whose observations have meanwhile grown older than the watchdog
+        bound is dropped (a hold instead), so a slow policy never sends late actions.
+        """
         if not armed:
             return self._stop("disarmed", "disarmed (call ~/arm with true to command)")
         reason = self.watchdog.check(now)
@@ -256,6 +262,10 @@ class PolicyCore:
             grip = self.robot.gripper.action_to_position(chunk[:, n]) if self.robot.gripper else None
         except (ValueError, FloatingPointError, SafetyError, KeyError) as exc:
             return self._stop("refusing", f"policy step failed: {type(exc).__name__}: {exc}")
+        if clock is not None:
+            reason = self.watchdog.check(clock())
+            if reason is not None:
+                return self._stop("holding", f"late command dropped: {reason} once the policy answered")
         self.commanding = True
         return Decision("command", "commanding", "", positions=safe, gripper=grip, stamp=self.joint_stamp,
                         clamped=clamped)
@@ -521,7 +531,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                 t0 = time.perf_counter()
                 now = self.now()
                 self.tick_times.append(now)
-                d = self.core.tick(now, self.armed)
+                d = self.core.tick(now, self.armed, clock=self.now)
                 self._apply(d)
                 if d.kind == "command":
                     self.compute_times.append(time.perf_counter() - t0)

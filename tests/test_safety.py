@@ -360,3 +360,15 @@ def test_core_rejects_policies_that_do_not_fit_the_robot(core_factory):
     with pytest.raises(ValueError, match="osc_pose"):
         PolicyCore(osc, PANDA, cfg)
     assert math.isfinite(PANDA.limits.velocity.sum())
+
+
+def test_core_drops_commands_that_come_too_late(core_factory):
+    core = core_factory()
+    lim = PANDA.limits
+    q = 0.5 * (lim.lower + lim.upper)
+    core.on_joint_state(make_joint_state(PANDA.all_joints, np.r_[q, 0.02, 0.02], np.zeros(9), 1.0), 1.0)
+    core.on_task_state(make_task_state({"cube_pos": np.zeros(3)}, 1.0), 1.0)
+    core.on_image("front", rgb_to_image(np.zeros((16, 16, 3), np.uint8), 1.0), 1.0)
+    assert core.tick(1.05, armed=True, clock=lambda: 1.1).kind == "command"
+    d = core.tick(1.1, armed=True, clock=lambda: 1.35)  # the policy answered 0.35 s after the observations
+    assert d.kind == "hold" and d.reason.startswith("late command dropped")
