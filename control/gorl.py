@@ -4,7 +4,7 @@ Paper: Zhang et al., "GoRL: An Algorithm-Agnostic Framework for Online RL with G
 (arXiv 2512.02581; later "Training Diffusion Policies via Prior-Mapping Co-Evolution"); the
 algorithm below follows the paper's factorisation and the authors' code (bennidict23/GoRL, 1461fb0).
 
-The policy is factorised (paper, Sec. 3, "latent-space factorisation")::
+The policy is factorised (the paper's latent-space factorisation)::
 
     pi(a | s) = integral pi_phi(a | s, eps) pi_theta(eps | s) d eps
     eps ~ pi_theta(. | s) = N(mu_theta(s), diag sigma_theta(s)^2)       encoder, dim(eps) = dim(a)
@@ -14,8 +14,9 @@ The policy is factorised (paper, Sec. 3, "latent-space factorisation")::
 Stages alternate (the paper's two time-scales; the authors' ``run_gorl_fm.py`` driver):
 
 1. **Latent optimisation** (decoder frozen): PPO on the encoder in latent space -- the stored
-   "action" is the latent eps and the likelihood ratio is pi_theta(eps|s) / pi_theta_old(eps|s).
-   With a frozen, deterministic and invertible map eps -> a this ratio equals the ratio of action
+   "action" is the latent eps and the likelihood ratio is pi_theta(eps|s) / pi_theta_old(eps|s):
+   ordinary PPO on the latent MDP whose "environment" includes the frozen decoder. Where the map
+   eps -> a is invertible (identity, an exact ODE flow) this ratio equals the ratio of action
    likelihoods (the Jacobians cancel), so no change-of-variables term is needed. A penalty pulls
    pi_theta(.|s) toward the prior N(0, I), where the decoder was trained.
 2. **Decoder refit** (encoder frozen): the current policy collects (s, u) pairs (all those env
@@ -449,7 +450,6 @@ class GoRL(Learner):
         self.env_steps = 0  # every env step seen by observe(), collection included
         self.phase_steps = 0  # env steps in the current phase
         self.updates = 0
-        # Rollout buffer for the encoder's PPO: [T, B, ...].
         # Rollout buffer for the encoder's PPO; its "action" is the latent eps.
         B, D, A = self.num_envs, self.obs_dim, self.action_dim
         self.buffer = RolloutBuffer(self.num_steps, B, D, A, self.device)
