@@ -8,7 +8,7 @@ GoRL's encoder. Evaluation is the loop's own: deterministic policy, ``--eval-epi
 on fixed seeds, every ``--eval-every`` env steps.
 
 Per task: final return (last evaluation) and best return (max over evaluations), each as mean
-and standard deviation over seeds, and the GoRL / PPO ratios. Writes
+and standard deviation over seeds, and the GoRL / PPO ratios; ``metrics["curves"]`` holds every run's evaluation curve. Writes
 ``benchmarks/results/gorl_vs_ppo.json`` and ``gorl_vs_ppo.png`` (return curves, mean +- std over
 seeds, GoRL's decoder refits marked).
 
@@ -135,8 +135,12 @@ def main(argv=None) -> int:
             met[f"{task}/gorl_final_mean"] = bool(g >= PAPER_TARGET[task])
     metrics.update({"env_steps_per_run": float(args.steps), "num_envs": float(args.num_envs),
                     "seeds": float(len(args.seeds)), "total_seconds": time.perf_counter() - t_all})
+    # per-run eval curves, kept beside the figures (a nested entry; the README table skips it)
+    curves = {task: {learner: [{k: r[k] for k in ("steps", "returns", "refits", "seconds")} for r in rs]
+                     for learner, rs in by.items()} for task, by in runs.items()}
     ratio_keys = sorted(k for k in metrics if "/ratio_" in k)
-    metrics = {**{k: metrics[k] for k in ratio_keys}, **{k: v for k, v in metrics.items() if k not in ratio_keys}}
+    metrics = {**{k: metrics[k] for k in ratio_keys}, **{k: v for k, v in metrics.items() if k not in ratio_keys},
+               "curves": curves}
 
     out_dir = Path(args.out) if args.out else RESULTS
     if args.out:
@@ -148,12 +152,8 @@ def main(argv=None) -> int:
         os.replace(tmp_path, path)
     else:
         path = write_result("gorl_vs_ppo", metrics, targets, met)
-    curves_path = out_dir / "gorl_vs_ppo_curves.json"
-    tmp_path = curves_path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(runs, indent=1) + "\n")
-    os.replace(tmp_path, curves_path)
     plot(runs, out_dir / "gorl_vs_ppo.png", args)
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "curves"}, indent=2))
     print(f"wrote {path}")
     return 0
 
