@@ -86,7 +86,7 @@ def _act_times(folder: Path, n: int) -> np.ndarray:
     return np.asarray(wall) * 1e3, np.asarray(cpu) * 1e3
 
 
-def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarray, float, int]:
+def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarray, float, int, int]:
     import rclpy
     from omegaconf import OmegaConf
     from rclpy.executors import SingleThreadedExecutor
@@ -113,18 +113,19 @@ def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarr
         time.sleep(1.0)  # warm-up, excluded
         node.latencies.clear()
         node.compute_times.clear()
-        n0, t0 = node.published["command"], time.monotonic()
+        n0, t0, late0 = node.published["command"], time.monotonic(), node.core.late
         time.sleep(seconds)
         n1, t1 = node.published["command"], time.monotonic()
         lat = np.asarray(list(node.latencies)) * 1e3
         comp = np.asarray(list(node.compute_times))[-lat.size:] * 1e3
         rejected = sum(node.core.rejected.values())
+        late = node.core.late - late0
         node.trigger_shutdown()
     finally:
         ex.shutdown(timeout_sec=5.0)
         node.destroy_node()
         rclpy.shutdown(context=ctx)
-    return lat, comp, (n1 - n0) / (t1 - t0), rejected
+    return lat, comp, (n1 - n0) / (t1 - t0), rejected, late
 
 
 def main() -> int:
@@ -150,7 +151,7 @@ def main() -> int:
             folder = tmp / kind
             _export(folder, kind)
             act, act_cpu = _act_times(folder, 200)
-            lat, comp, rate, rejected = _run_node(folder, robot, args.seconds)
+            lat, comp, rate, rejected, late = _run_node(folder, robot, args.seconds)
             series[kind] = lat
             metrics[f"{kind}_p50_ms"] = float(np.percentile(lat, 50))
             metrics[f"{kind}_p95_ms"] = float(np.percentile(lat, 95))
@@ -165,6 +166,7 @@ def main() -> int:
             metrics[f"{kind}_rate_hz"] = float(rate)
             metrics[f"{kind}_samples"] = int(lat.size)
             metrics[f"{kind}_rejected"] = int(rejected)
+            metrics[f"{kind}_late_dropped"] = int(late)  # answered after the 0.2 s watchdog bound
             print(f"{kind:>5}: obs->command p50 {metrics[f'{kind}_p50_ms']:.2f} ms, p95 {metrics[f'{kind}_p95_ms']:.2f} ms, "
                   f"p99 {metrics[f'{kind}_p99_ms']:.2f} ms; node compute p95 {metrics[f'{kind}_node_compute_p95_ms']:.2f} ms; act() p50 {metrics[f'{kind}_act_p50_ms']:.2f} ms "
                   f"(CPU {metrics[f'{kind}_act_cpu_p50_ms']:.2f} ms); "

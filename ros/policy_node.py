@@ -171,6 +171,7 @@ class PolicyCore:
         self.task: dict[str, np.ndarray] = {}
         self.commanding = False  # a command is in force (a hold is owed when we stop)
         self.rejected: collections.Counter = collections.Counter()
+        self.late = 0  # commands dropped because the policy answered after the watchdog bound
         self.last_reject = ""
 
     # ----- message intake (each raises MessageError / SafetyError; the node logs and drops) ------
@@ -265,6 +266,7 @@ class PolicyCore:
         if clock is not None:
             reason = self.watchdog.check(clock())
             if reason is not None:
+                self.late += 1
                 return self._stop("holding", f"late command dropped: {reason} once the policy answered")
         self.commanding = True
         return Decision("command", "commanding", "", positions=safe, gripper=grip, stamp=self.joint_stamp,

@@ -220,6 +220,8 @@ def make_sim_robot_node(robot: Robot, cfg, context=None, node_name: str = "dopa_
     class _SimRobotNode(Node):
         def __init__(self):
             super().__init__(node_name, namespace=namespace, context=context)
+            self._stop = threading.Event()
+            self._thread = None
             self.arm = SimArm(robot, cfg.get("task"), views, int(cfg.get("image_size", 64)), int(cfg.get("seed", 0)),
                               lookahead=1.0 / rate)
             self.rejected = 0
@@ -244,7 +246,6 @@ def make_sim_robot_node(robot: Robot, cfg, context=None, node_name: str = "dopa_
             self._last_cam = -math.inf
             # Stepping, rendering and state publishing run in one dedicated thread: an EGL context is
             # current in one thread only, and executor callbacks may run in any thread of a pool.
-            self._stop = threading.Event()
             self._thread = threading.Thread(target=self._loop, name=f"{node_name}-sim", daemon=True)
             self._thread.start()
 
@@ -324,12 +325,13 @@ def make_sim_robot_node(robot: Robot, cfg, context=None, node_name: str = "dopa_
         def stop(self) -> None:
             """Stop stepping (joins the simulation thread)."""
             self._stop.set()
-            if self._thread.is_alive():
+            if self._thread is not None and self._thread.is_alive():
                 self._thread.join(timeout=10.0)
 
         def destroy_node(self):
             self.stop()
-            self.arm.close()
+            if getattr(self, "arm", None) is not None:
+                self.arm.close()
             return super().destroy_node()
 
     return _SimRobotNode()
