@@ -710,12 +710,13 @@ class EXPO(Learner):
 
     def policy(self) -> EXPOPolicy:
         """The deployable policy (export kind ``"expo"``): EMA base + edit policy + the critic members
-        of one random subset, copied; no training state. ``control.export.save_policy`` writes it.
+        of one random subset (fixed by the seed), copied; no training state. ``control.export.save_policy`` writes it.
         With ``obs_normalization`` it expects normalised states (``export_policy`` gives the statistics)."""
         pol = EXPOPolicy(self.obs_dim, self.step_action_dim, self.horizon, **self._arch)
         pol.base.denoiser.load_state_dict(self.ema_denoiser.module.state_dict())
         pol.edit_policy.load_state_dict(self.edit_policy.state_dict())
-        members = self._subset()
+        # a subset drawn from its own seeded generator: exporting leaves the training streams alone
+        members = torch.randperm(self.num_qs, generator=torch.Generator().manual_seed(self.seed))[: self.num_min_qs]
         src = self.target_critic.module
         with torch.no_grad():
             for dst_list, src_list in ((pol.critic.weights, src.weights), (pol.critic.biases, src.biases),
