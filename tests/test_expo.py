@@ -125,6 +125,9 @@ def test_sampling_deterministic_under_seed():
     assert not torch.equal(a1, a3)
     pol = tiny(seed=7).policy()
     assert torch.equal(pol(obs), tiny(seed=7).policy()(obs))
+    exported = tiny(seed=7)
+    exported.export_policy()  # exporting (at checkpoints) leaves the learner's random streams alone
+    assert torch.equal(exported.act(obs), a1)
 
 
 def test_bad_inputs_raise_clear_errors():
