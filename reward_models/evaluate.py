@@ -60,7 +60,7 @@ def track_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal:
                              completion_threshold=completion_threshold, **tracker_kwargs)
         frames = {v: [torch.from_numpy(np.ascontiguousarray(e.frames[v])) for e in chunk] for v in views}
 
-        def obs_at(t):
+        def obs_at(t, frames=frames):
             return {"images": {v: torch.stack([x[min(t, x.shape[0] - 1)] for x in frames[v]]) for v in views}}
 
         tr.reset(torch.arange(len(chunk)), obs_at(0))
@@ -82,9 +82,9 @@ def evaluate_episodes(backend, episodes, task_text: str, ref_start: dict, ref_go
         ground truth (NaN if none), "episodes": n, "successful": n, "curves": [float32 [T+1]]}.
     """
     curves = track_episodes(backend, episodes, task_text, ref_start, ref_goal, fusion, completion_threshold)
-    vocs = [voc(c) for c, e in zip(curves, episodes) if e.success]
-    judged = [bool(c[-1] >= completion_threshold) == bool(e.success) for c, e in zip(curves, episodes)]
-    errs = [np.abs(c - e.progress).mean() for c, e in zip(curves, episodes) if e.progress is not None]
+    vocs = [voc(c) for c, e in zip(curves, episodes, strict=False) if e.success]
+    judged = [bool(c[-1] >= completion_threshold) == bool(e.success) for c, e in zip(curves, episodes, strict=False)]
+    errs = [np.abs(c - e.progress).mean() for c, e in zip(curves, episodes, strict=False) if e.progress is not None]
     return {"voc": float(np.mean(vocs)) if vocs else float("nan"), "voc_all": vocs,
             "completion_accuracy": float(np.mean(judged)), "mae": float(np.mean(errs)) if errs else float("nan"),
             "episodes": len(episodes), "successful": int(sum(e.success for e in episodes)), "curves": curves}

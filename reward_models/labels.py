@@ -140,7 +140,7 @@ def stepwise_sample(num_frames: int, keyframes, samples_per_subtask: int, num_su
             raise ValueError("an episode with no keyframes needs its ground-truth progress")
         bounds.append(last)
     idx = [0]
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
         seg = np.rint(np.linspace(a, b, m + 1)).astype(np.int64)[1:]
         idx.extend(seg.tolist())
     idx = np.unique(np.asarray(idx, dtype=np.int64))

@@ -77,7 +77,7 @@ def embed_texts(texts: list[str], cache_dir: str | os.PathLike | None = None) ->
     if missing:
         todo = sorted({texts[i] for i in missing})
         emb = np.asarray(_model().encode(todo, convert_to_numpy=True, normalize_embeddings=True), np.float32)
-        for t, e in zip(todo, emb):
+        for t, e in zip(todo, emb, strict=False):
             _CACHE[t] = e
             if cdir is not None:
                 cdir.mkdir(parents=True, exist_ok=True)

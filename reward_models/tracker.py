@@ -62,7 +62,8 @@ class GRMBackend:
         emb = self._text_emb.get(text)
         if emb is None:
             emb = torch.from_numpy(embed_text(text, self._cache_dir))
-        return self.model.encode_text(emb.view(1, -1).float())
+        emb = torch.as_tensor(np.asarray(emb, dtype=np.float32))
+        return self.model.encode_text(emb.view(1, -1))
 
     @torch.inference_mode()
     def encode_views(self, images: dict) -> torch.Tensor:
@@ -264,11 +265,26 @@ def reference_from_episodes(episodes, views: tuple[str, ...]) -> tuple[dict, dic
     return ({v: np.asarray(ep.frames[v][0]) for v in views}, {v: np.asarray(ep.frames[v][-1]) for v in views})
 
 
+def _is_qwen_checkpoint(folder) -> bool:
+    import json
+    from pathlib import Path
+
+    f = Path(folder) / "config.json"
+    if not f.is_file():
+        return False
+    try:
+        cfg = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return str(cfg.get("model_type", "")).startswith("qwen2_5_vl")
+
+
 class GRMPotential:
     """The GRM progress tracker as a shaping potential (``reward_models.potential.Potential``).
 
     Args:
-        checkpoint: GRM checkpoint folder (:func:`reward_models.grm.save_checkpoint`).
+        checkpoint: GRM checkpoint folder (:func:`reward_models.grm.save_checkpoint`), or a local
+            Qwen2.5-VL GRM folder (the published model, :mod:`reward_models.qwen`; needs ``reference``).
         task_text: the task instruction; default: the reference file's ``task_text``, else the
             checkpoint's only task.
         reference: an episode file (HDF5) whose first successful episode gives the reference
@@ -285,6 +301,11 @@ class GRMPotential:
                  device: str = "cpu"):
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
+        if _is_qwen_checkpoint(checkpoint):
+            self._init_qwen(checkpoint, task_text, reference, device)
+            self.kwargs = dict(fusion=fusion, damping_alpha=damping_alpha, completion_threshold=completion_threshold)
+            self.tracker = None
+            return
         model, meta = load_checkpoint(checkpoint, device=device)
         self.model = model
         self.views = model.views
@@ -314,6 +335,23 @@ class GRMPotential:
         self.backend = GRMBackend(model, text_emb)
         self.kwargs = dict(fusion=fusion, damping_alpha=damping_alpha, completion_threshold=completion_threshold)
         self.tracker: ProgressTracker | None = None
+
+    def _init_qwen(self, checkpoint, task_text, reference, device) -> None:
+        """The published Qwen2.5-VL GRM (:mod:`reward_models.qwen`): views, image size, task text and
+        reference frames come from the ``reference`` episode file, which is then required."""
+        if reference is None:
+            raise ValueError(f"{checkpoint!r} is a Qwen2.5-VL GRM: pass reference=<episode file> for its "
+                             f"views, image size and reference frames")
+        from reward_models.qwen import QwenGRMBackend
+        from reward_models.train import load_episodes
+
+        eps = load_episodes([reference])
+        self.views = tuple(eps[0].frames)
+        size = int(eps[0].frames[self.views[0]].shape[1])
+        self.task_text = task_text or eps[0].task_text
+        self.ref_start, self.ref_goal = reference_from_episodes(eps, self.views)
+        self.model = None
+        self.backend = QwenGRMBackend(checkpoint, views=self.views, image_size=size, device=device)
 
     def _ensure(self, batch: int) -> ProgressTracker:
         if self.tracker is None or self.tracker.num_envs != batch:

@@ -15,7 +15,6 @@ with ``training_state/`` so that ``resume=true`` continues where a run stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -51,37 +50,8 @@ class Episode:
         return int(next(iter(self.frames.values())).shape[0])
 
 
-def _read_hdf5(path: str, views, stride: int) -> list[Episode]:
-    """Reader of the robomimic-layout episode file (the layout of ``sim.episodes``)."""
-    import h5py
-
-    out = []
-    with h5py.File(path, "r") as f:
-        task = str(f.attrs["env_name"])
-        text = str(f.attrs["task_text"])
-        file_views = json.loads(f.attrs["views"]) if isinstance(f.attrs["views"], (str, bytes)) else list(f.attrs["views"])
-        use = list(views) if views is not None else list(file_views)
-        missing = [v for v in use if v not in file_views]
-        if missing:
-            raise ValueError(f"{path}: no view(s) {missing}; the file holds {file_views}")
-        names = sorted(f["data"].keys(), key=lambda s: int(s.split("_")[-1]))
-        for name in names:
-            g = f["data"][name]
-            frames = {}
-            for v in use:
-                a = np.concatenate([g["obs"][f"{v}_image"][()], g["final_obs"][f"{v}_image"][()]], 0)
-                frames[v] = a[::stride]
-            t1 = next(iter(frames.values())).shape[0]
-            prog = g["progress"][()][::stride].astype(np.float32) if "progress" in g else None
-            kf = np.asarray(g.attrs.get("keyframes", []), dtype=np.int64)
-            kf = np.unique(np.clip(np.ceil(kf / stride).astype(np.int64), 1, t1 - 1)) if t1 > 1 else kf
-            out.append(Episode(task, text, frames, prog, kf, bool(g.attrs.get("success", False)),
-                               str(g.attrs.get("imperfection", "none")), int(g.attrs.get("seed", -1))))
-    return out
-
-
 def load_episodes(paths, views=None, image_size: int | None = None, stride: int = 1) -> list[Episode]:
-    """Read episode files (robomimic HDF5 layout of ``sim.episodes``).
+    """Read episode files with ``sim.episodes.read_episodes`` (robomimic HDF5 layout).
 
     Args:
         paths: file paths (a single str is accepted).
@@ -91,8 +61,8 @@ def load_episodes(paths, views=None, image_size: int | None = None, stride: int 
     Returns:
         list of :class:`Episode` (frames as numpy uint8 [T+1, H, W, 3]).
     Raises:
-        FileNotFoundError: a missing file. ValueError: missing views, other image size, an episode
-            shorter than two frames.
+        FileNotFoundError: a missing file. ValueError (``sim.episodes.EpisodeFileError`` for
+            corrupt files): missing views, other image size, an episode shorter than two frames.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -101,20 +71,13 @@ def load_episodes(paths, views=None, image_size: int | None = None, stride: int 
         p = str(p)
         if not os.path.isfile(p):
             raise FileNotFoundError(f"no episode file {p!r}")
-        got = None
-        try:
-            from sim.episodes import read_episodes  # the project's reader, when present
-        except ImportError:
-            read_episodes = None
-        if read_episodes is not None:
-            got = []
-            for e in read_episodes(p, views=None if views is None else list(views), stride=stride):
-                got.append(Episode(str(e.task), str(e.task_text), {v: np.asarray(x) for v, x in e.frames.items()},
-                                   None if getattr(e, "progress", None) is None else np.asarray(e.progress, np.float32),
-                                   np.asarray(e.keyframes, np.int64), bool(e.success),
-                                   str(getattr(e, "imperfection", "none")), int(getattr(e, "seed", -1))))
-        else:
-            got = _read_hdf5(p, views, stride)
+        from sim.episodes import read_episodes
+
+        got = []
+        for e in read_episodes(p, views=None if views is None else list(views), stride=stride):
+            got.append(Episode(str(e.task), str(e.task_text), {v: np.asarray(x) for v, x in e.frames.items()},
+                               np.asarray(e.progress, np.float32), np.asarray(e.keyframes, np.int64),
+                               bool(e.success), str(e.imperfection), int(e.seed)))
         for i, e in enumerate(got):
             if e.num_frames < 2:
                 raise ValueError(f"{p}: episode {i} has {e.num_frames} frame(s); at least 2 are needed")
@@ -214,8 +177,8 @@ class HopData:
                 r = int(e)
             rs.append(self.frames[r][rv][0])
             rg.append(self.frames[r][rv][-1])
-        before = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, b)]) for v in self.views}
-        after = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, a)]) for v in self.views}
+        before = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, b, strict=False)]) for v in self.views}
+        after = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, a, strict=False)]) for v in self.views}
         out = {"text_emb": self.text_emb[self.text_index[ep]], "ref_start": torch.stack(rs), "ref_goal": torch.stack(rg),
                "before": before, "after": after, "hop": torch.from_numpy(h)}
         if shift:

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from reward_models.labels import (BalancedPairSampler, SampledEpisode, hop_label, stepwise_progress,
-                                  stepwise_sample)
+from reward_models.labels import (
+    BalancedPairSampler,
+    SampledEpisode,
+    hop_label,
+    stepwise_progress,
+    stepwise_sample,
+)
 
 
 def test_hop_forward_backward_zero_goal_start():

@@ -9,8 +9,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from reward_models.qwen import (QwenGRMBackend, ScoreParseError, default_slots, parse_score,  # noqa: E402
-                                parse_score_strict)
+from reward_models.qwen import QwenGRMBackend, ScoreParseError, default_slots, parse_score, parse_score_strict  # noqa: E402
 from reward_models.tracker import ProgressTracker  # noqa: E402
 
 VIEWS = ("front", "wrist")
@@ -150,3 +149,22 @@ def test_tracker_with_qwen_backend(tiny_qwen):
     force.ids = be.tokenizer("no idea")["input_ids"] + [be.tokenizer.eos_token_id]
     with pytest.raises(ScoreParseError, match="no idea"):
         tr({"images": _frames(2, 120)})
+
+
+def test_grm_potential_loads_a_qwen_checkpoint(tiny_qwen, tmp_path_factory):
+    from test_grm import lift_episode_files
+
+    from reward_models.tracker import GRMPotential
+    from reward_models.train import load_episodes
+
+    train_file, _ = lift_episode_files(tmp_path_factory)
+    with pytest.raises(ValueError, match="reference=<episode file>"):
+        GRMPotential(str(tiny_qwen))
+    pot = GRMPotential(str(tiny_qwen), reference=str(train_file), fusion="incremental")
+    assert pot.views == VIEWS and pot.task_text == "lift the red cube"
+    ep = load_episodes([train_file])[0]
+    obs = lambda t: {"images": {v: torch.from_numpy(ep.frames[v][t:t + 1]) for v in VIEWS}}  # noqa: E731
+    pot.reset(torch.tensor([0]), obs(0))
+    pot.backend.max_new_tokens = 4
+    with pytest.raises(ScoreParseError):  # an untrained model gives no score: an error, not a 0
+        pot(obs(1))

@@ -140,9 +140,8 @@ def grm_checkpoint(tmp_path_factory):
     """A real (briefly trained) GRM checkpoint and episode files of rendered Lift frames."""
     from test_grm import lift_episode_files, tiny_config
 
-    from reward_models.grm import GRM
+    from reward_models.grm import GRM, save_checkpoint
     from reward_models.train import HopData, _text_embeddings, build_references, fit, load_episodes
-    from reward_models.grm import save_checkpoint
 
     train_file, test_file = lift_episode_files(tmp_path_factory)
     eps = load_episodes([train_file])

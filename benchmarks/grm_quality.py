@@ -1,0 +1,248 @@
+"""GRM quality: pretrain on three tasks, evaluate on held-out seeds, one-shot adapt to a fourth task,
+and measure batched hop throughput on CPU.
+
+    .venv/bin/python benchmarks/grm_quality.py --data-dir data/grm_bench --minutes 10
+
+Data: ``<data-dir>/<task>*.hdf5`` episode files from the scripted experts (``dopa demos``), made
+here when missing (``--episodes`` per task, two views, 64 px). For every pretraining task the
+episodes are split by seed: the highest-seed third is held out (never trained on). The new task's
+first successful unperturbed episode is the one demonstration; its other episodes are the
+evaluation set before and after adaptation.
+
+Writes ``benchmarks/results/grm_quality.json`` ({"benchmark", "date", "machine", "command",
+"metrics", "targets", "met"}) and PNGs beside it: held-out progress curves per task, the
+new task's curves before/after adaptation, and a VOC summary bar chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+TARGETS = {"voc_pretrain_min": 0.95, "voc_new_after": 0.90, "completion_accuracy": 0.93, "hops_per_s": 500.0}
+
+
+def ensure_data(data_dir: Path, task: str, episodes: int, seed: int) -> list[str]:
+    files = sorted(glob.glob(str(data_dir / f"{task}*.hdf5")))
+    if files:
+        return files
+    from control.cli import compose
+    from sim.demos import run as demos
+
+    out = data_dir / f"{task}.hdf5"
+    demos(compose("demos", [f"task={task}", f"n={episodes}", "views=[front,wrist]", "image_size=64",
+                            f"seed={seed}", f"out={out}"]))
+    return [str(out)]
+
+
+def split_by_seed(eps, holdout: float):
+    eps = sorted(eps, key=lambda e: e.seed)
+    k = max(1, int(round(len(eps) * holdout)))
+    train, test = eps[:-k], eps[-k:]
+    if not any(e.success for e in test):  # keep a successful episode in the held-out set for VOC
+        j = max(i for i, e in enumerate(train) if e.success)
+        test.append(train.pop(j))
+    return train, test
+
+
+def throughput(model, batch: int, repeats: int, frames: dict) -> dict:
+    """Batched hops/s at the model's size: uncached (6 images encoded per hop) and in the tracker."""
+    from reward_models.tracker import GRMBackend, ProgressTracker
+
+    views = model.views
+    n = next(iter(frames.values())).shape[0]
+    idx = torch.randint(0, n, (batch,))
+    imgs = {v: torch.from_numpy(frames[v])[idx] for v in views}
+    text = torch.randn(batch, model.config.text_dim)
+    with torch.inference_mode():
+        model(text, imgs[views[0]], imgs[views[0]], imgs, imgs)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model(text, imgs[views[0]], imgs[views[0]], imgs, imgs)
+        raw = batch * repeats / (time.perf_counter() - t0)
+    be = GRMBackend(model, {"t": torch.zeros(model.config.text_dim)})
+    ref = {v: frames[v][0] for v in views}
+    tr = ProgressTracker(be, "t", ref, {v: frames[v][-1] for v in views}, batch, fusion="mean")
+    tr.reset(torch.arange(batch), {"images": imgs})
+    tr.anchors_ok[:] = True
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        tr({"images": imgs})
+    dt = time.perf_counter() - t0
+    return {"hops_per_s": raw, "tracker_env_steps_per_s": batch * repeats / dt,
+            "tracker_hops_per_s": 3 * batch * repeats / dt}
+
+
+def bar_plot(path: Path, metrics: dict, pretrain: list[str], new: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [*pretrain, f"{new}\nbefore", f"{new}\nafter"]
+    vals = [metrics[f"voc_{t}"] for t in pretrain] + [metrics["voc_new_before"], metrics["voc_new_after"]]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(names, vals, color=["C0"] * len(pretrain) + ["C3", "C2"])
+    ax.axhline(TARGETS["voc_pretrain_min"], ls="--", c="k", lw=0.8, label="target 0.95 (pretrain)")
+    ax.axhline(TARGETS["voc_new_after"], ls=":", c="k", lw=0.8, label="target 0.90 (new task)")
+    ax.set_ylim(min(0.0, min(vals) - 0.05), 1.02)
+    ax.set_ylabel("VOC (held-out)")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="data/grm_bench")
+    ap.add_argument("--pretrain", default="lift,stack,pick-place-can")
+    ap.add_argument("--new", default="door")
+    ap.add_argument("--episodes", type=int, default=12, help="episodes per task when data must be made")
+    ap.add_argument("--holdout", type=float, default=0.34, help="share of each task's seeds held out")
+    ap.add_argument("--steps", type=int, default=1500, help="most pretraining steps")
+    ap.add_argument("--minutes", type=float, default=10.0, help="pretraining time budget (steps are cut to fit)")
+    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--adapt-steps", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", default="runs/grm_bench")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from reward_models.adapt import adapt
+    from reward_models.evaluate import evaluate_checkpoint, plot_curves, print_table
+    from reward_models.grm import GRM, GRMConfig, load_checkpoint, save_checkpoint
+    from reward_models.train import HopData, _text_embeddings, build_references, fit, load_episodes
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = ROOT / args.data_dir
+    pretrain = [t.strip() for t in args.pretrain.split(",") if t.strip()]
+    views = ("front", "wrist")
+    t_start = time.time()
+
+    # ---- data -----------------------------------------------------------------------------------
+    train_eps, held = [], {}
+    for t in pretrain:
+        eps = load_episodes(ensure_data(data_dir, t, args.episodes, args.seed), views=views, image_size=64)
+        tr, te = split_by_seed(eps, args.holdout)
+        train_eps += tr
+        held[t] = te
+        print(f"{t}: {len(tr)} training episodes (seeds {[e.seed for e in tr]}), {len(te)} held out "
+              f"(seeds {[e.seed for e in te]}, {sum(e.success for e in te)} successful)")
+    new_eps = sorted(load_episodes(ensure_data(data_dir, args.new, max(4, args.episodes // 2), args.seed),
+                                   views=views, image_size=64), key=lambda e: e.seed)
+    demo = next((e for e in new_eps if e.success and e.imperfection == "none"), None)
+    if demo is None:
+        raise SystemExit(f"no successful unperturbed {args.new} episode to adapt from")
+    new_eval = [e for e in new_eps if e is not demo]
+    print(f"{args.new}: demonstration seed {demo.seed} ({demo.num_frames} frames), {len(new_eval)} evaluation episodes")
+
+    # ---- pretraining ------------------------------------------------------------------------------
+    text_emb = _text_embeddings([e.task_text for e in train_eps] + [demo.task_text], ROOT / ".cache" / "text_emb")
+    data = HopData(train_eps, views, "front", text_emb, seed=args.seed)
+    model = GRM(GRMConfig(views=views, image_size=64))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    probe = 10
+    t0 = time.time()
+    # time a few steps first, then fit the step count into the budget (cosine schedule over it)
+    fit(model, data, probe, args.batch, args.lr, optimizer=opt, progress_bar=False, shift=3)
+    per_step = (time.time() - t0) / probe
+    steps = int(min(args.steps, max(probe + 1, args.minutes * 60 / per_step)))
+    print(f"{per_step:.2f} s/step -> {steps} pretraining steps")
+    res = fit(model, data, steps, args.batch, args.lr, optimizer=opt, start_step=probe, shift=3, desc="pretrain")
+    train_s = time.time() - t0
+    refs = build_references(data, text_emb)
+    ck = ROOT / args.checkpoint
+    save_checkpoint(ck, model, refs, None, {"tasks": pretrain, "steps": steps})
+    model, meta = load_checkpoint(ck)
+
+    # ---- held-out evaluation --------------------------------------------------------------------------
+    metrics: dict = {}
+    results = evaluate_checkpoint(model, meta, [e for t in pretrain for e in held[t]])
+    print_table(results)
+    for t in pretrain:
+        r = results[t]
+        plot_curves(out / f"grm_quality_heldout_{t}.png", held[t], r["curves"],
+                    f"{t} held-out: VOC {r['voc']:.3f}, MAE {r['mae']:.3f}")
+        metrics[f"voc_{t}"] = r["voc"]
+        metrics[f"completion_accuracy_{t}"] = r["completion_accuracy"]
+        metrics[f"mae_{t}"] = r["mae"]
+    n_all = sum(results[t]["episodes"] for t in pretrain)
+    metrics["voc_pretrain_min"] = min(results[t]["voc"] for t in pretrain)
+    metrics["voc_pretrain_mean"] = float(np.mean([results[t]["voc"] for t in pretrain]))
+    metrics["completion_accuracy"] = sum(results[t]["completion_accuracy"] * results[t]["episodes"]
+                                         for t in pretrain) / n_all
+    metrics["mae_pretrain_mean"] = float(np.mean([results[t]["mae"] for t in pretrain]))
+
+    # ---- one-shot adaptation ------------------------------------------------------------------------
+    te = _text_embeddings([demo.task_text], ROOT / ".cache" / "text_emb")
+    meta["references"][args.new] = {
+        "text": demo.task_text, "text_emb": torch.from_numpy(te[demo.task_text]),
+        "start": torch.stack([torch.from_numpy(demo.frames[v][0]) for v in views]),
+        "goal": torch.stack([torch.from_numpy(demo.frames[v][-1]) for v in views])}
+    before = evaluate_checkpoint(model, meta, new_eval)[args.new]
+    t1 = time.time()
+    adapt(model, meta, demo, steps=args.adapt_steps, batch_size=32, lr=3e-4, seed=args.seed,
+          text_cache=ROOT / ".cache" / "text_emb", progress_bar=False)
+    adapt_s = time.time() - t1
+    after = evaluate_checkpoint(model, meta, new_eval)[args.new]
+    plot_curves(out / f"grm_quality_{args.new}_before.png", new_eval, before["curves"],
+                f"{args.new} before adaptation: VOC {before['voc']:.3f}")
+    plot_curves(out / f"grm_quality_{args.new}_after.png", new_eval, after["curves"],
+                f"{args.new} after one-shot adaptation: VOC {after['voc']:.3f}")
+    print(f"{args.new}: VOC before {before['voc']:.3f} -> after {after['voc']:.3f}; "
+          f"completion accuracy {before['completion_accuracy']:.3f} -> {after['completion_accuracy']:.3f}")
+    metrics.update({"voc_new_before": before["voc"], "voc_new_after": after["voc"],
+                    "completion_accuracy_new_before": before["completion_accuracy"],
+                    "completion_accuracy_new_after": after["completion_accuracy"],
+                    "mae_new_before": before["mae"], "mae_new_after": after["mae"]})
+
+    # ---- throughput -----------------------------------------------------------------------------------
+    tp = throughput(model, 256, 5, demo.frames)
+    metrics.update(tp)
+    print(f"throughput: {tp['hops_per_s']:.0f} hops/s uncached (6 images each), tracker "
+          f"{tp['tracker_env_steps_per_s']:.0f} env steps/s = {tp['tracker_hops_per_s']:.0f} hops/s")
+
+    metrics.update({"pretrain_steps": steps, "pretrain_seconds": train_s, "adapt_seconds": adapt_s,
+                    "train_episodes": len(train_eps), "heldout_episodes": n_all, "new_task_eval_episodes": len(new_eval),
+                    "final_hop_mse": res["mse"], "total_seconds": time.time() - t_start})
+    met = {k: bool(metrics[k] >= v) for k, v in TARGETS.items()}
+    bar_plot(out / "grm_quality.png", metrics, pretrain, args.new)
+    doc = {"benchmark": "grm_quality", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
+                      f"load average {os.getloadavg()[0]:.1f} at the end",
+           "command": " ".join([".venv/bin/python", "benchmarks/grm_quality.py", *sys.argv[1:]]),
+           "metrics": metrics, "targets": TARGETS, "met": met}
+    tmp = out / ".grm_quality.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, default=float))
+    os.replace(tmp, out / "grm_quality.json")
+    print(json.dumps({"met": met}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
