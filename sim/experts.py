@@ -508,8 +508,10 @@ class _Door(_PhaseMachine):
         # while holding, the hand turns with the lever (latch and door hinge rotations)
         self.ref_mat = self._lever_mat() @ self.lever0.T @ self.ref0
         if ph == self.REACH_OUT:
-            target = g + self.normal * 0.08
-            if np.linalg.norm(target - eef) < 0.02 and np.linalg.norm(_rot_error(self.ref_mat, s.eef_mat)) < 0.15:
+            # stand further off while the hand still turns, so its fingers sweep clear of the lever
+            rot = float(np.linalg.norm(_rot_error(self.ref_mat, s.eef_mat)))
+            target = g + self.normal * (0.08 + 0.1 * min(rot, 1.0))
+            if np.linalg.norm(target - eef) < 0.02 and rot < 0.15:
                 self.goto(self.REACH_IN)
             return _Command(target, _OPEN)
         if ph == self.REACH_IN:
