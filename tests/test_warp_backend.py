@@ -280,26 +280,38 @@ def test_randomize_joints_follows_the_suite_rules():
     torch.testing.assert_close(qpos[:, 9:13].norm(dim=1), torch.ones(256))
 
 
-def test_walker_matches_dm_control():
-    # Euler with 10 physics steps per control step; body orientations come from the final
-    # mj_step1 (stale ones would be off by ~1e-2 at these speeds).
-    warp_env = sim.make_env("walker-walk", num_envs=2, backend="warp", seed=0, device="cpu")
-    cpu_env = sim.make_env("walker-walk", num_envs=1, seed=4)
-    try:
-        assert warp_env.state_layout == cpu_env.state_layout
-        warp_env.reset()
-        cpu_env.reset()
-        phys = _physics(cpu_env)
-        qpos, qvel = phys.data.qpos.copy(), np.linspace(-2.0, 2.0, phys.model.nv)
-        obs_cpu = _set_cpu_state(cpu_env, qpos, qvel)
-        obs = warp_env.set_state(qpos, qvel, env_ids=[0])
-        torch.testing.assert_close(obs["state"][0], obs_cpu, atol=1e-5, rtol=0)
-        actions = torch.rand(6, warp_env.action_dim, generator=torch.Generator().manual_seed(3)) * 2 - 1
-        diffs, _, _ = _compare(warp_env, cpu_env, actions, world=0, obs_atol=1e-3, rew_atol=1e-4)
-        assert max(diffs) < 1e-3
-    finally:
-        warp_env.close()
-        cpu_env.close()
+@pytest.mark.parametrize("name", ["cartpole-swingup", "hopper-stand", "walker-walk", "cheetah-run"])
+def test_suite_observations_and_rewards_equal_dm_control(name):
+    # The torch task functions on dm_control's own physics state (float64): same numbers.
+    from dm_control import suite
+
+    env = suite.load(*sim.get_task(name).source, task_kwargs={"random": 0})
+    env.reset()
+    aspec = env.action_spec()
+    rng = np.random.RandomState(0)
+    for _ in range(30):
+        env.step(rng.uniform(aspec.minimum, aspec.maximum))
+    phys = env.physics
+    d, m = phys.data, phys.model.ptr
+    if name in ("hopper-stand", "walker-walk"):
+        d.qpos[:] = m.qpos0  # upright: standing reward
+    if name == "cartpole-swingup":
+        d.qpos[1] = 0.3  # pole near upright
+    if name in ("cheetah-run", "walker-walk"):
+        d.qvel[0] = 4.0  # forward speed: running / walking reward
+    phys.forward()
+    observation, reward = env.task.get_observation(phys), env.task.get_reward(phys)
+    f64 = lambda x, *shape: torch.as_tensor(np.array(x))[None].reshape(1, *shape)  # noqa: E731
+    state = dmc_rewards.DeviceState(
+        qpos=f64(d.qpos, m.nq), qvel=f64(d.qvel, m.nv), ctrl=f64(d.ctrl, m.nu), xpos=f64(d.xpos, m.nbody, 3),
+        xipos=f64(d.xipos, m.nbody, 3), xmat=f64(d.xmat, m.nbody, 9), sensordata=f64(d.sensordata, m.nsensordata))
+    task = dmc_rewards.make_suite_task(name, m)
+    obs = task.observation(state)
+    assert list(obs) == list(observation)
+    for key, value in observation.items():
+        np.testing.assert_allclose(obs[key].reshape(-1).numpy(), np.ravel(value), atol=1e-12, err_msg=key)
+    assert reward > 0.05  # a non-trivial reward is compared
+    assert abs(float(task.reward(state)[0]) - reward) < 1e-12
 
 
 def test_cheetah_settles_and_runs_as_dm_control():
