@@ -97,6 +97,8 @@ class Decision:
     ``kind``: ``"command"`` (publish ``positions`` [P, N] rad and ``gripper`` [P] m or None),
     ``"hold"`` (publish ``positions`` [1, N] once, zero velocity) or ``"none"`` (publish nothing).
     ``stamp``: header stamp (s) of the JointState the command was computed from.
+    ``checked_at``: the time (s) at which the observations were last found fresh; a command is
+    stamped with it, so ``command stamp - observation stamp <= watchdog.max_age`` holds exactly.
     """
 
     kind: str
@@ -106,6 +108,7 @@ class Decision:
     gripper: np.ndarray | None = None
     stamp: float | None = None
     clamped: dict | None = None
+    checked_at: float | None = None
 
 
 class PolicyCore:
@@ -263,14 +266,16 @@ class PolicyCore:
             grip = self.robot.gripper.action_to_position(chunk[:, n]) if self.robot.gripper else None
         except (ValueError, FloatingPointError, SafetyError, KeyError) as exc:
             return self._stop("refusing", f"policy step failed: {type(exc).__name__}: {exc}")
+        checked_at = now
         if clock is not None:
-            reason = self.watchdog.check(clock())
+            checked_at = clock()
+            reason = self.watchdog.check(checked_at)
             if reason is not None:
                 self.late += 1
                 return self._stop("holding", f"late command dropped: {reason} once the policy answered")
         self.commanding = True
         return Decision("command", "commanding", "", positions=safe, gripper=grip, stamp=self.joint_stamp,
-                        clamped=clamped)
+                        clamped=clamped, checked_at=checked_at)
 
 
 def _import_rclpy():
@@ -552,7 +557,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                     self.get_logger().error(f"internal: unsafe {d.kind} {pos.tolist()} withheld")
                     self._publish_status("refusing", "internal safety check withheld a command")
                     return
-                t_pub = self.now()
+                t_pub = d.checked_at if d.checked_at is not None else self.now()  # header stamp
                 names = self.robot.arm_joints
                 if self.output == "trajectory":
                     vel = np.zeros_like(pos) if d.kind == "hold" else None
