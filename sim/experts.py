@@ -22,11 +22,12 @@ Imperfect behaviour, chosen per episode (``imperfection``):
 
 - ``"none"``: the expert as written.
 - ``"noise"``: Gaussian noise (``noise_std``, in action units) added to every arm action.
-- ``"stop"``: the expert stops (arm holds still, gripper keeps its last command) a few steps after a
-  randomly chosen sub-task ended, before the task is done.
+- ``"stop"``: the expert stops (arm holds still, gripper keeps its last command) one step after a
+  randomly chosen sub-task (not the last) ended.
 - ``"regress"``: after the progress-making sub-task (``lift`` for the pick tasks, ``open`` for the
-  door) the expert undoes it with real physics: the gripper opens and the object falls, or the
-  door is pushed back shut.
+  door) the expert undoes it with real physics: the gripper opens and the object falls (for stack
+  and pick-place-can while held over its start, so it never lands on the goal), or the door is
+  pushed back shut.
 
 Progress (:func:`progress`) is the ground truth the reward model learns from. It is computed from
 the physical state only (plus references taken at reset): N sub-tasks each worth 1/N, and inside
