@@ -36,8 +36,8 @@ def make_reward_node(potential, image_topics: dict[str, str], rate_hz: float = 2
         image_topics: ``{view: topic}``; must cover every view of the potential.
         rate_hz: query rate (Hz), > 0.
         max_age: largest frame age (s, by header stamp) used for a query.
-        image_size: pixels per side fed to the potential (default: ``potential.model.config.image_size``
-            when present, else the frames' own size).
+        image_size: pixels per side fed to the potential (default: ``potential.backend.image_size``
+            or ``potential.model.config.image_size`` when present, else the frames' own size).
         context: an ``rclpy.Context`` (None: the global one).
     Returns:
         an ``rclpy.node.Node`` with ``.history`` (list of ``(frame stamp s, query time s, phi, complete)``;
@@ -62,9 +62,10 @@ def make_reward_node(potential, image_topics: dict[str, str], rate_hz: float = 2
         raise ValueError(f"rate_hz must be > 0, got {rate_hz!r}")
     if not (math.isfinite(max_age) and max_age > 0):
         raise ValueError(f"max_age must be > 0 s, got {max_age!r}")
+    if image_size is None:  # the size the potential's model reads (its backend's, else its config's)
+        image_size = getattr(getattr(potential, "backend", None), "image_size", None)
     if image_size is None:
-        model = getattr(potential, "model", None)
-        image_size = getattr(getattr(model, "config", None), "image_size", None)
+        image_size = getattr(getattr(getattr(potential, "model", None), "config", None), "image_size", None)
 
     class _RewardNode(Node):
         def __init__(self):
