@@ -77,11 +77,14 @@ def run_deploy(cfg: DictConfig) -> int:
                                           rate_hz=float(cfg.reward.rate_hz), max_age=float(cfg.reward.max_age),
                                           context=ctx))
         ex, _ = _spin(nodes, ctx, cfg.duration_s)
+        core = node.core  # kept for the summary; shutdown releases it
         if node.active:
             node.trigger_shutdown()  # one hold if it was commanding
         ex.shutdown(timeout_sec=5.0)
         lat = latency_stats(node.latencies)
-        print(f"dopa deploy: published {dict(node.published)}; rejected {dict(node.core.rejected) if node.core else {}}; "
+        print(f"dopa deploy: published {dict(node.published)}; safety-clamped entries {dict(node.clamped)}; "
+              f"late commands dropped {core.late if core else 0}; "
+              f"rejected {dict(core.rejected) if core else {}}; "
               f"latency {lat}; loop {achieved_rate(node.tick_times):.1f} Hz")
         return 0
     finally:

@@ -333,6 +333,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
             self.tick_times = collections.deque(maxlen=100_000)  # s, ROS time of each tick
             self.compute_times = collections.deque(maxlen=100_000)  # s, tick start -> command published
             self.published = collections.Counter()
+            self.clamped = collections.Counter()  # entries changed by each safety rule ("delta", "limits")
             self._last_status = None
             # Transitions (from any thread or the lifecycle services) and callbacks (executor
             # threads) are serialised, so a callback never sees a half-configured or released node.
@@ -568,6 +569,8 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                 if d.gripper is not None and self._grip_pub is not None:
                     self._grip_pub.publish(make_float64_array(d.gripper[:1]))
                 self.published[d.kind] += 1
+                if d.clamped:
+                    self.clamped.update(d.clamped)
                 if d.kind == "command" and d.stamp is not None:
                     self.latencies.append(self.now() - d.stamp)
             self._publish_status(d.status, d.reason)
