@@ -95,9 +95,9 @@ def build_env(cfg, views=(), num_envs: int | None = None, seed: int | None = Non
     import sim
 
     kwargs = dict(cfg.env.get("kwargs") or {})
-    backend = cfg.env.get("backend", "cpu")
+    backend = kwargs.pop("backend", cfg.env.get("backend", "cpu"))
     if backend == "warp":  # all envs are worlds of one MuJoCo Warp simulation on the learner's device
-        kwargs["device"] = cfg.get("device")
+        kwargs.setdefault("device", cfg.get("device"))
     else:
         kwargs["vectorization"] = cfg.env.get("vectorization", "sync")
     return sim.make_env(cfg.env.name, num_envs=int(num_envs or cfg.num_envs), views=tuple(views),
