@@ -575,7 +575,7 @@ class ScriptedExpert:
         expert = ScriptedExpert(env, imperfection=["none", "noise", "stop", "regress"], seed=0)
         obs, info = env.reset(seed=0); expert.reset()
         action = expert.act()          # float32 [B, A] in [-1, 1]
-        obs, r, term, trunc, info = env.step(action); expert.observe_step()
+        obs, r, term, trunc, info = env.step(action); expert.observe_step(term | trunc)
 
     Args:
         env: ``sim.vector.BatchedEnv`` of task ``lift``, ``stack``, ``pick-place-can`` or ``door``,
@@ -668,10 +668,22 @@ class ScriptedExpert:
                 out[i, :n] = np.clip(out[i, :n] + self.rng.normal(0.0, self.noise_std, n), -1.0, 1.0)
         return torch.from_numpy(out)
 
-    def observe_step(self) -> None:
-        """Advance the frame counters after ``env.step`` (and let phase machines see the new state)."""
+    def observe_step(self, done=None) -> None:
+        """Advance the frame counters after ``env.step`` (and let phase machines see the new state).
+
+        Args:
+            done: optional bool ``[B]`` (``terminated | truncated`` of that step). The batched env
+                autoresets finished sub-envs in the same step, so their phase machines start a new
+                episode here (read ``keyframes(i)`` before this call to keep the old ones).
+        """
         self.t += 1
+        done = np.zeros(self.env.num_envs, bool) if done is None else np.asarray(done, dtype=bool).reshape(-1)
+        if done.shape != (self.env.num_envs,):
+            raise ValueError(f"done must have shape ({self.env.num_envs},), got {done.shape}")
         for i, m in enumerate(self.machines):
+            if done[i]:
+                self.reset([i])
+                continue
             m.after_step(int(self.t[i]))
             if m.success_frame is None and m.scene.success():
                 m.success_frame = int(self.t[i])

@@ -78,24 +78,30 @@ def test_joint_position_expert_succeeds():
 
 
 def test_batched_expert_runs_each_env_its_own_episode():
-    """Two sub-envs through the batched API: one clean, one regressing; keyframes per env."""
-    env = sim.make_env("lift", num_envs=2, seed=0, max_episode_steps=200, terminate_on_success=False)
+    """Two sub-envs through the batched API: one clean, one regressing; keyframes per env; the
+    env's same-step autoreset at its time limit starts new phase machines."""
+    env = sim.make_env("lift", num_envs=2, seed=0, max_episode_steps=62, terminate_on_success=False)
     try:
         expert = ScriptedExpert(env, imperfection=["none", "regress"], seed=0)
         env.reset(seed=40)
         expert.reset()
-        for _ in range(70):
+        for _ in range(61):
             action = expert.act()
             assert action.shape == (2, 7) and action.dtype == torch.float32
             assert float(action.abs().max()) <= 1.0
-            _, _, _, _, info = env.step(action)
-            expert.observe_step()
+            _, _, terminated, truncated, info = env.step(action)
+            assert not (terminated | truncated).any()
+            expert.observe_step(terminated | truncated)
         for i in range(2):
             kf = expert.keyframes(i)
             assert len(kf) == 3 and kf == sorted(set(kf)) and kf[0] >= 1
         assert info["success"].tolist() == [True, False]
         assert expert.undone(0) is None and expert.undone(1) is not None
         assert expert.progress(0) == 1.0 and expert.progress(1) < 0.5
+        _, _, terminated, truncated, _ = env.step(expert.act())  # the time limit: both autoreset
+        assert truncated.all()
+        expert.observe_step(terminated | truncated)
+        assert expert.keyframes(0) == [] and expert.keyframes(1) == [] and expert.progress(0) < 0.05
     finally:
         env.close()
 
