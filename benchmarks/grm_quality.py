@@ -97,6 +97,7 @@ def bar_plot(path: Path, metrics: dict, pretrain: list[str], new: str) -> None:
 
     names = [*pretrain, f"{new}\nbefore", f"{new}\nafter"]
     vals = [metrics[f"voc_{t}"] for t in pretrain] + [metrics["voc_new_before"], metrics["voc_new_after"]]
+    vals = [0.0 if v is None else v for v in vals]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.bar(names, vals, color=["C0"] * len(pretrain) + ["C3", "C2"])
     ax.axhline(TARGETS["voc_pretrain_min"], ls="--", c="k", lw=0.8, label="target 0.95 (pretrain)")
@@ -230,7 +231,8 @@ def main() -> int:
     metrics.update({"pretrain_steps": steps, "pretrain_seconds": train_s, "adapt_seconds": adapt_s,
                     "train_episodes": len(train_eps), "heldout_episodes": n_all, "new_task_eval_episodes": len(new_eval),
                     "final_hop_mse": res["mse"], "total_seconds": time.time() - t_start})
-    met = {k: bool(metrics[k] >= v) for k, v in TARGETS.items()}
+    metrics = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
+    met = {k: bool(metrics[k] is not None and metrics[k] >= v) for k, v in TARGETS.items()}
     bar_plot(out / "grm_quality.png", metrics, pretrain, args.new)
     doc = {"benchmark": "grm_quality", "date": datetime.datetime.now().isoformat(timespec="seconds"),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
