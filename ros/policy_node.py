@@ -235,7 +235,13 @@ class PolicyCore:
             elif spec.fn == "sin":
                 v = np.sin(v)
             parts.append(v)
-        return np.concatenate(parts).astype(np.float32)
+        with np.errstate(over="ignore"):
+            state = np.concatenate(parts).astype(np.float32)
+        if not np.isfinite(state).all():
+            f32max = float(np.finfo(np.float32).max)
+            bad = [k for (k, _), p in zip(self.layout, parts, strict=True) if (np.abs(p) > f32max).any()]
+            raise ValueError(f"state keys {bad} do not fit float32 (|value| > 3.4e38)")
+        return state
 
     def _stop(self, status: str, reason: str) -> Decision:
         if self.commanding and self.q is not None:
