@@ -413,12 +413,22 @@ def run(cfg) -> int:
     eval.jsonl). ``resume=<checkpoint or run folder>`` continues a run exactly.
     """
     from control.checkpoint import CheckpointError
+    from control.pipeline import prepare
 
     try:
+        cfg = prepare(cfg)  # the main job's demos and GRM, found or built (control/pipeline.py)
         out = train(cfg)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"dopa train: {exc}") from None
-    print(f"dopa train: {out['env_steps']} env steps -> {out['run_dir']}")
+    run_dir = Path(out["run_dir"])
+    print(f"dopa train: {out['env_steps']} env steps -> {run_dir}")
+    if out["checkpoints"]:
+        newest = Path(out["checkpoints"][-1])
+        deploy = f"; deployment policy {newest / 'deploy'}" if (newest / "deploy").is_dir() else ""
+        print(f"  checkpoints: {run_dir / 'checkpoints'} (newest {newest.name}{deploy})")
+    print(f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    videos = sorted((run_dir / "videos").glob("*.mp4"))
+    print(f"  videos: {run_dir / 'videos'} ({len(videos)} MP4)" if videos else "  videos: none (eval.video=true records them)")
     if out["last_eval"]:
         from control.evaluate import format_result
 

@@ -12,7 +12,7 @@ from control.checkpoint import CheckpointError, load_checkpoint
 from control.cli import compose
 from control.train import train
 
-TINY = ["env=cartpole-swingup", "env.kwargs.max_episode_steps=25", "progress=false", "log_every=25"]
+TINY = ["env=cartpole-swingup", "env.kwargs.max_episode_steps=25", "reward=dense", "progress=false", "log_every=25"]
 SAC_TINY = ["learner=sac", "learner.learning_starts=20", "learner.hidden=[16,16]", "learner.batch_size=8",
             "learner.buffer_size=1000"]
 PPO_TINY = ["learner=ppo", "learner.num_steps=10", "learner.num_minibatches=2", "learner.update_epochs=2",
