@@ -85,8 +85,8 @@ MODES = ("sparse", "grm", "naive")
 TARGETS = {"sparse_over_grm_episodes_to_80": 2.0, "naive_no_better_than_sparse": True}
 
 PRESETS = {
-    "small": dict(task="lift", learner="sac", seeds=[0, 1, 2], total_steps=3000, episode_steps=50,
-                  query_every=10, eval_every=500, eval_episodes=10, learner_overrides=[
+    "small": dict(task="lift", learner="sac", seeds=[0, 1, 2], total_steps=800, episode_steps=40,
+                  query_every=10, eval_every=400, eval_episodes=5, learner_overrides=[
                       "learner.hidden=[64,64]", "learner.batch_size=64", "learner.learning_starts=200",
                       "learner.buffer_size=10000"]),
     "full": dict(task="lift", learner="sac", seeds=[0, 1, 2, 3, 4], total_steps=300_000, episode_steps=100,
@@ -258,8 +258,10 @@ def summarize(runs: dict) -> tuple[dict, dict]:
 
 
 def plot(runs: dict, path: Path, title: str) -> None:
-    """Success rate vs training episodes: per mode the pooled success over seeds at each evaluation
-    (x = mean episodes over seeds), a 95 % Wilson band, thin lines per seed. Written atomically."""
+    """Left: success rate vs training episodes; per mode the pooled success over seeds at each
+    evaluation (x = mean episodes over seeds), a 95 % Wilson band, thin lines per seed. Right: the
+    mean learning reward per env step of each mode (bars; dots = seeds), i.e. what the shaping added.
+    Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,8 +270,9 @@ def plot(runs: dict, path: Path, title: str) -> None:
     from control.evaluate import wilson_interval
 
     colors = {"sparse": "tab:gray", "grm": "tab:red", "naive": "tab:blue"}
+    styles = {"sparse": "-", "grm": "--", "naive": ":"}
     labels = {"sparse": "sparse", "grm": "GRM potential-based", "naive": "naive Phi(s')-Phi(s)"}
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
     for mode, rs in runs.items():
         if not rs or not rs[0]["curve"]:
             continue
@@ -281,14 +284,23 @@ def plot(runs: dict, path: Path, title: str) -> None:
         k = np.array([sum(r["curve"][i][3] for r in rs) for i in range(n_pts)])
         n = np.array([sum(r["curve"][i][4] for r in rs) for i in range(n_pts)])
         ci = np.array([wilson_interval(int(a), int(b)) for a, b in zip(k, n)])
-        ax.plot(x, k / n, color=colors.get(mode), lw=2.2, label=f"{labels.get(mode, mode)} ({len(rs)} seeds)")
-        ax.fill_between(x, ci[:, 0], ci[:, 1], color=colors.get(mode), alpha=0.15)
+        ax.plot(x, k / n, color=colors.get(mode), ls=styles.get(mode, "-"), lw=2.2,
+                label=f"{labels.get(mode, mode)} ({len(rs)} seeds)")
+        ax.fill_between(x, ci[:, 0], ci[:, 1], color=colors.get(mode), alpha=0.12)
     ax.axhline(0.8, color="black", ls="--", lw=0.8)
     ax.set_xlabel("training episodes")
-    ax.set_ylabel("evaluation success rate")
+    ax.set_ylabel("evaluation success rate (band: 95 % Wilson)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
+    names = [m for m in runs if runs[m]]
+    for j, mode in enumerate(names):
+        per_step = [r["reward_sum"] / max(1, r["curve"][-1][0] if r["curve"] else 1) for r in runs[mode]]
+        bx.bar(j, np.mean(per_step), color=colors.get(mode), alpha=0.6)
+        bx.scatter([j] * len(per_step), per_step, color="black", s=10, zorder=3)
+    bx.set_xticks(range(len(names)), [labels.get(m, m).split(" ")[0] for m in names])
+    bx.set_ylabel("mean learning reward per env step")
+    bx.set_title("reward the learner received", fontsize=9)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
     os.close(fd)
@@ -296,6 +308,11 @@ def plot(runs: dict, path: Path, title: str) -> None:
     plt.close(fig)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def plot_title(p: dict) -> str:
+    return (f"{p['task']}, {p['learner'].upper()}, {len(p['seeds'])} seeds, {p['total_steps']} steps/run, "
+            f"GRM every {p['query_every']} steps")
 
 
 def run_benchmark(p: dict, grm: str | None, out_dir: Path, modes=MODES, results_dir: Path | None = None,
@@ -341,9 +358,7 @@ def run_benchmark(p: dict, grm: str | None, out_dir: Path, modes=MODES, results_
         path = common.write_result(NAME, metrics, TARGETS, met)
     finally:
         common.RESULTS = orig
-    plot(runs, results_dir / f"{NAME}.png",
-         f"{p['task']}, {p['learner'].upper()}, {len(p['seeds'])} seeds, {p['total_steps']} steps/run, "
-         f"GRM every {p['query_every']} steps")
+    plot(runs, results_dir / f"{NAME}.png", plot_title(p))
     out = json.loads(path.read_text())
     out["_runs"] = runs  # in memory only: includes rewards_head per run
     return out
@@ -365,7 +380,14 @@ def main(argv=None) -> int:
     ap.add_argument("--demo-episodes", type=int, default=20)
     ap.add_argument("--grm-steps", type=int, default=500)
     ap.add_argument("--out-dir", default="runs/shaping_vs_sparse")
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the existing JSON")
     args = ap.parse_args(argv)
+    if args.replot:
+        from benchmarks.common import RESULTS
+
+        data = json.loads((RESULTS / f"{NAME}.json").read_text())
+        plot(data["metrics"]["runs"], RESULTS / f"{NAME}.png", plot_title(data["metrics"]["setting"]))
+        return 0
     p = dict(PRESETS[args.preset])
     for k in ("task", "learner", "total_steps", "episode_steps", "query_every", "eval_every", "eval_episodes"):
         if getattr(args, k) is not None:
