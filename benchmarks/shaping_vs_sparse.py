@@ -44,21 +44,23 @@ references for the task). When the folder does not exist it is built with the ex
 ``--data-dir``, reused when present) then ``dopa reward-train`` (``--grm-steps`` steps).
 
 Presets (flags override any value):
-  small: Lift, SAC (hidden 64x64, batch 64, 200 random steps first), 3 seeds, 3000 env steps per
-         run, 50-step episodes, GRM every 10 steps, evaluation every 500 steps on 10 episodes.
-         Nine runs take ~20 minutes on 2 busy CPU cores (the six GRM runs render two 64 px views
-         every 10th step). Far too short for SAC to learn Lift from a sparse reward: it shows the
-         pipeline and the reward terms, not the episodes-to-80 % ratio (nulls are recorded).
+  small: Lift, SAC (hidden 64x64, batch 64, 200 random steps first), 3 seeds, 800 env steps per
+         run, 40-step episodes, GRM every 10 steps, evaluation every 400 steps on 5 episodes. Nine
+         runs took 280 s on 2 busy CPU cores; with ``--total-steps 3000 --eval-every 750`` about
+         14 minutes (~95 s per run). Far too short for SAC to learn Lift from any of these rewards:
+         it runs the whole pipeline and shows the reward each mode gives, not the episodes-to-80 %
+         ratio (nulls are recorded, the targets are marked not met).
   full:  Lift, SAC (the configs/learner/sac.yaml defaults, 5000 random steps), 5 seeds, 300k env
          steps per run, 100-step episodes, GRM every step (query_every 1), evaluation every 10k
-         steps on 50 episodes. Expected duration: the GRM runs are rendering bound at ~10 steps/s
-         on one CPU core (two 64 px views + the GRM forward), i.e. ~8 h per GRM run and ~80 h for
-         all 15 runs on one core; with one process per run on a 16-core machine, ~10 h. With
-         ``--query-every 5`` roughly a third of that.
+         steps on 50 episodes. Not run here. Expected duration: the GRM runs are rendering bound at
+         ~10 steps/s on one CPU core (two 64 px views + the GRM forward), ~9 h per GRM run; a
+         sparse run ~1 h; ~95 h for all 15 runs on one core, ~10 h with one process per run on
+         a 16-core machine. With ``--query-every 5`` roughly a third of that.
 
 Writes ``benchmarks/results/shaping_vs_sparse.json`` (format of DESIGN.md) and
-``shaping_vs_sparse.png`` (success vs training episodes, one curve per mode, band = pooled 95 %
-Wilson interval over seeds, thin lines = seeds).
+``shaping_vs_sparse.png`` (left: success vs training episodes, one curve per mode, band = pooled
+95 % Wilson interval over seeds, thin lines = seeds; right: mean learning reward per env step of
+each mode). ``--replot`` redraws the PNG from the JSON.
 """
 
 from __future__ import annotations
@@ -283,7 +285,7 @@ def plot(runs: dict, path: Path, title: str) -> None:
         x = np.array([np.mean([r["curve"][i][1] for r in rs]) for i in range(n_pts)])
         k = np.array([sum(r["curve"][i][3] for r in rs) for i in range(n_pts)])
         n = np.array([sum(r["curve"][i][4] for r in rs) for i in range(n_pts)])
-        ci = np.array([wilson_interval(int(a), int(b)) for a, b in zip(k, n)])
+        ci = np.array([wilson_interval(int(a), int(b)) for a, b in zip(k, n, strict=True)])
         ax.plot(x, k / n, color=colors.get(mode), ls=styles.get(mode, "-"), lw=2.2,
                 label=f"{labels.get(mode, mode)} ({len(rs)} seeds)")
         ax.fill_between(x, ci[:, 0], ci[:, 1], color=colors.get(mode), alpha=0.12)
