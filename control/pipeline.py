@@ -224,6 +224,10 @@ def prepare(cfg):
 
     p = cfg.get("prepare")
     if p is None or not p.get("enabled", False):
+        pot = cfg.reward.get("potential") if cfg.get("reward") is not None else None
+        if pot is not None and pot.get("_target_") == GRM_TARGET and OmegaConf.is_missing(cfg.reward, "checkpoint"):
+            raise ValueError(f"reward={cfg.reward.get('name')} needs reward.checkpoint=<GRM checkpoint folder>; "
+                             f"with preset=none (prepare.enabled=false) nothing is built for you")
         return cfg
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     mode = cfg.reward.get("mode")

@@ -114,3 +114,38 @@ def test_eval_then_deploy_to_stand_in_robot(main_job):
         assert sum(node.core.rejected.values()) == 0 and sim_node.rejected == 0
         moved = np.abs(sim_node.arm.joint_positions() - q0).max()
         assert moved > 1e-4, "the stand-in robot did not execute the commands"
+
+
+def test_preset_none_prepares_nothing_and_names_what_is_missing(tmp_path):
+    with pytest.raises(SystemExit, match=r"reward=grm needs reward.checkpoint=.*preset=none"):
+        main(["train", "preset=none", "progress=false", f"run_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_grm_for_a_task_without_expert_is_refused_before_any_work(tmp_path):
+    cfg = compose("train", ["env=cartpole-swingup", "reward=grm", f"prepare.data_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=r"'cartpole-swingup' has no scripted expert.*lift"):
+        prepare(cfg)
+    assert not list(tmp_path.iterdir())
+
+
+def test_find_or_build_reuses_only_identical_recorded_settings(tmp_path, capsys):
+    from control.pipeline import find_or_build
+
+    built = []
+
+    def build(path):
+        built.append(path)
+        path.write_text(str(len(built)))
+
+    target = tmp_path / "a" / "thing.txt"
+    find_or_build("thing", target, {"n": 2}, build)
+    find_or_build("thing", target, {"n": 2}, build)
+    assert len(built) == 1 and "found thing" in capsys.readouterr().out
+    find_or_build("thing", target, {"n": 3}, build)  # other settings recorded: built again
+    assert len(built) == 2 and json.loads((tmp_path / "a" / "thing.txt.settings.json").read_text()) == {"n": 3}
+    (tmp_path / "a" / "thing.txt.settings.json").unlink()  # no record (interrupted): built again
+    find_or_build("thing", target, {"n": 3}, build)
+    assert len(built) == 3
+    with pytest.raises(RuntimeError, match="did not write"):
+        find_or_build("nothing", tmp_path / "never", {}, lambda p: None)
