@@ -409,6 +409,11 @@ def train(cfg) -> dict:
 def run(cfg) -> int:
     """Train a policy in simulation: ``dopa train env=<task> learner=<sac|ppo|...> reward=<sparse|dense|grm|naive>``.
 
+    With no overrides: the main job (EXPO on Lift, reward shaped by a GRM pretrained on other tasks
+    and adapted to Lift from one demonstration); ``preset=default|quick|none`` sets its size, and
+    :func:`control.pipeline.prepare` finds or builds the demonstrations and GRMs under
+    ``prepare.data_dir`` first.
+
     Writes ``runs/<env>__<learner>__<reward>__seed<seed>__<time>/`` (checkpoints, TensorBoard, videos,
     eval.jsonl). ``resume=<checkpoint or run folder>`` continues a run exactly.
     """
