@@ -382,6 +382,9 @@ def main(argv=None) -> int:
     ap.add_argument("--demo-episodes", type=int, default=20)
     ap.add_argument("--grm-steps", type=int, default=500)
     ap.add_argument("--out-dir", default="runs/shaping_vs_sparse")
+    ap.add_argument("--results-dir", default=None,
+                    help="where shaping_vs_sparse.{json,png} go (default benchmarks/results; use another "
+                         "folder for trial runs)")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the existing JSON")
     args = ap.parse_args(argv)
     if args.replot:
@@ -403,7 +406,7 @@ def main(argv=None) -> int:
     if any(m != "sparse" for m in modes):
         grm = ensure_grm(args.grm, p["task"], args.data_dir, args.demo_episodes, args.grm_steps)
     t0 = time.time()
-    out = run_benchmark(p, grm, Path(args.out_dir), modes)
+    out = run_benchmark(p, grm, Path(args.out_dir), modes, results_dir=args.results_dir)
     m = out["metrics"]
     print(f"{NAME}: {time.time() - t0:.0f} s")
     for mode in modes:

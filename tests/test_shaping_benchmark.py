@@ -89,3 +89,29 @@ def test_bad_mode_and_missing_grm(tmp_path):
         train_config("grm", 0, p, None, tmp_path, 16)
     with pytest.raises(ValueError, match="unknown modes"):
         run_benchmark(p, None, tmp_path, modes=("sparse", "dense"))
+
+
+def _run(e80, successes, n=10):
+    return {"episodes_to_80": e80, "final_successes": successes, "final_episodes": n, "train_episodes": 50,
+            "reward_sum": 1.0, "wall_s": 1.0, "curve": [[100, 50, successes / n, successes, n]]}
+
+
+def test_summary_ratio_and_targets_only_when_measured():
+    from benchmarks.shaping_vs_sparse import summarize
+
+    runs = {"sparse": [_run(100, 8), _run(120, 9)], "grm": [_run(40, 10), _run(70, 9)],
+            "naive": [_run(None, 2), _run(150, 8)]}
+    m, met = summarize(runs)
+    assert m["sparse_over_grm_episodes_to_80"] == pytest.approx(110 / 55)
+    assert met["sparse_over_grm_episodes_to_80"]  # 2.0 >= 2
+    assert m["naive_episodes_to_80"] is None  # one seed never reached 80 %: no mean is invented
+    assert met["naive_no_better_than_sparse"]
+    assert m["modes"]["grm"]["final_success"] == pytest.approx(19 / 20)
+    lo, hi = m["modes"]["grm"]["final_success_ci"]
+    assert 0.7 < lo < 0.95 < hi <= 1.0
+    # naive faster than sparse: the target fails; a GRM seed that never reaches 80 %: no ratio
+    runs["naive"] = [_run(50, 9), _run(60, 9)]
+    runs["grm"][1] = _run(None, 3)
+    m, met = summarize(runs)
+    assert not met["naive_no_better_than_sparse"]
+    assert m["sparse_over_grm_episodes_to_80"] is None and not met["sparse_over_grm_episodes_to_80"]
