@@ -33,14 +33,13 @@ checkpoint does not fit the env or learner.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from control.atomic import atomic_folder
 
 FORMAT = "dopa-checkpoint"
 VERSION = 1
@@ -226,9 +225,7 @@ def save_checkpoint(path, *, learner, config: dict, env_info: dict, step: int, e
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         (tmp / "pretrained_model").mkdir()
         (tmp / "training_state").mkdir()
         nets = learner.networks() if hasattr(learner, "networks") else {}
@@ -247,16 +244,6 @@ def save_checkpoint(path, *, learner, config: dict, env_info: dict, step: int, e
 
             module, meta = deploy
             save_policy(tmp / "deploy", module, meta)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

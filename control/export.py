@@ -34,15 +34,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+from control.atomic import atomic_folder
 
 FORMAT = "dopa-policy"
 VERSION = 1
@@ -219,24 +218,11 @@ def save_policy(folder, module: nn.Module, meta: dict) -> None:
     for k, v in tensors.items():
         if torch.is_floating_point(v) and not torch.isfinite(v).all():
             raise ValueError(f"policy weight {k!r} contains NaN or inf; refusing to export")
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         with open(tmp / CONFIG_FILE, "w") as f:
             json.dump({"format": FORMAT, "version": VERSION, "meta": meta, "arch": arch,
                        "module": type(module).__module__}, f, indent=2)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 class DeployPolicy:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from control.atomic import atomic_folder
 from reward_models.text import TEXT_DIM
 
 __all__ = ["GRMConfig", "GRM", "HopOutput", "check_views", "save_checkpoint", "load_checkpoint"]
@@ -303,9 +302,7 @@ def save_checkpoint(folder: str | os.PathLike, model: GRM, references: dict | No
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         tasks = {}
         tensors = {}
         for task, ref in (references or {}).items():
@@ -322,17 +319,6 @@ def save_checkpoint(folder: str | os.PathLike, model: GRM, references: dict | No
         if training_state is not None:
             (tmp / "training_state").mkdir()
             torch.save(training_state, tmp / "training_state" / "state.pt")
-        old = None
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-            os.rmdir(old)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

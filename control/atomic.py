@@ -1,0 +1,44 @@
+"""Atomic writes: a file or folder appears under its final name only once it is complete.
+
+Every checkpoint, policy folder and result file in dopa is written through here (or through
+``os.replace`` of a temporary file in the same folder), so an interrupted run never leaves a
+half-written artefact under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a temporary folder beside ``path``; rename it into place on success.
+
+    An existing folder at ``path`` is replaced only once the new one is complete (it is moved
+    aside, the new one renamed in, then the old one deleted). On any exception the temporary
+    folder is removed and ``path`` is left as it was.
+
+    Yields:
+        The temporary folder (``Path``) to write into.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
