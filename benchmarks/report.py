@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/report.py --check    # exit 1 if README.md is out of date
 
 The table sits between the markers ``<!-- results:start -->`` and ``<!-- results:end -->``.
-Each row is one headline metric (the top-level, non-dict entries of ``metrics``), its target and
-whether it was met, with the run's date and machine.
+Each row is one headline metric: every metric that has a target, plus the first ``--top``
+scalar metrics of each file (the format puts ratios first); the JSON files hold the rest.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def render_table(results_dir: Path) -> str:
+def render_table(results_dir: Path, top: int = 3) -> str:
     """Markdown for every result file in ``results_dir`` (sorted by benchmark name).
 
     Raises:
@@ -40,8 +40,10 @@ def render_table(results_dir: Path) -> str:
         missing = [k for k in ("benchmark", "date", "machine", "metrics", "targets", "met") if k not in data]
         if missing:
             raise ValueError(f"{path}: missing keys {missing}")
-        for name, value in data["metrics"].items():
-            if isinstance(value, (dict, list)):
+        scalars = [(k, v) for k, v in data["metrics"].items() if not isinstance(v, (dict, list))]
+        headline = {k for k, _ in scalars[:top]} | set(data["targets"])
+        for name, value in scalars:
+            if name not in headline:
                 continue
             target = data["targets"].get(name, "")
             met = data["met"].get(name, "")
@@ -57,6 +59,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--top", type=int, default=3, help="scalar metrics per benchmark besides targeted ones")
     args = parser.parse_args()
     text = args.readme.read_text()
     if START not in text or END not in text:
@@ -64,7 +67,7 @@ def main() -> int:
         return 2
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render_table(args.results)}\n{END}{tail}"
+    new = f"{head}{START}\n{render_table(args.results, args.top)}\n{END}{tail}"
     if args.check:
         if new != text:
             print("README.md results table is out of date: run benchmarks/report.py", file=sys.stderr)
