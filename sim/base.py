@@ -9,9 +9,9 @@ body mass, geom friction and actuator gain.
 
 from __future__ import annotations
 
+import gymnasium as gym
 import mujoco
 import numpy as np
-import gymnasium as gym
 
 from sim.render import make_renderer, render_camera
 from sim.tasks import TaskSpec
@@ -180,8 +180,10 @@ class TaskEnv(gym.Env):
     # Batched entry points: every sub-env receives the whole batch and takes its own row, so the
     # same call works through gymnasium's SyncVectorEnv and AsyncVectorEnv (worker processes).
     def batched_set_scales(self, mass, friction, gain) -> None:
-        i = self.env_index
-        pick = (lambda a: None if a is None or not np.isfinite(a[i]) else float(a[i]))
+        def pick(scales):  # NaN marks "leave this env unchanged"
+            value = None if scales is None else scales[self.env_index]
+            return None if value is None or not np.isfinite(value) else float(value)
+
         self.set_scales(pick(mass), pick(friction), pick(gain))
 
     def batched_set_external_force(self, bodies, wrenches, mask) -> None:

@@ -9,8 +9,8 @@ None of the suite tasks here terminate; their time limit is truncation.
 
 from __future__ import annotations
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 
 from sim.base import TaskEnv
 from sim.render import gl_guard

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 
 from sim.base import TaskEnv
 from sim.render import gl_guard

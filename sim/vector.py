@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import torch
-import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from sim.tasks import TaskSpec

@@ -243,7 +243,7 @@ def test_scales_change_dynamics_and_restore(env, kind):
     assert torch.equal(scaled[:, 0], ref[:, 0]), "scale leaked into env 0"
     if not (kind == "friction" and env.task in ("cartpole-swingup", "reacher-easy")):  # no contacts there
         assert not torch.allclose(scaled[:, 1], ref[:, 1]), f"{kind} scale changed nothing"
-    for m, (mass, fric, gain) in zip(models, before):
+    for m, (mass, fric, gain) in zip(models, before, strict=True):
         assert np.array_equal(m.body_mass, mass) and np.array_equal(m.geom_friction, fric)
         assert np.array_equal(m.actuator_gainprm, gain)
     assert torch.equal(_rollout(env, steps=4), nominal)
@@ -252,7 +252,7 @@ def test_scales_change_dynamics_and_restore(env, kind):
 def test_time_limit_is_truncation_with_final_obs():
     env = sim.make_env("cartpole-swingup", num_envs=2, seed=0, max_episode_steps=3)
     first, _ = env.reset()
-    for k in range(3):
+    for _ in range(3):
         obs, _, terminated, truncated, info = env.step(torch.full((2, 1), 0.5))
     assert truncated.all() and not terminated.any()
     final = info["final_obs"]["state"]
@@ -278,7 +278,7 @@ def test_async_workers_match_sync():
         obs2, *_ = env.step(actions[0])
         results.append((torch.stack(trace), obs["state"], obs2["state"], obs2["images"]["front"]))
         env.close()
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
 
 
