@@ -33,16 +33,24 @@ class Job:
 
 #: The one place where jobs register. Keep the summaries to one line.
 JOBS: dict[str, Job] = {
+    "train": Job("control.train:run", "train",
+                 "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive)."),
+    "eval": Job("control.evaluate:run", "eval",
+                "Evaluate a checkpoint on a fixed list of seeds (success rate with Wilson CI)."),
+    "demos": Job("sim.demos:run", "demos",
+                 "Record scripted demonstrations (with imperfect ones) to an HDF5 file and optional videos."),
+    "reward-train": Job("reward_models.train:run", "reward_train",
+                        "Pretrain the GRM (hop model) on episode files of several tasks."),
+    "reward-eval": Job("reward_models.evaluate:run", "reward_eval",
+                       "Per-task VOC, completion accuracy and progress MAE of a GRM; progress plots."),
+    "reward-adapt": Job("reward_models.adapt:run", "reward_adapt",
+                        "One-shot adaptation of a GRM to a new task from one demonstration."),
+    "deploy": Job("ros.jobs:run_deploy", "deploy",
+                  "Run a deployment policy on a ROS 2 arm (lifecycle policy node; starts disarmed)."),
+    "sim-robot": Job("ros.jobs:run_sim_robot", "sim_robot",
+                     "MuJoCo stand-in for a ros2_control arm (JointState, Images; executes JointTrajectory)."),
     "tasks": Job("sim.jobs:run_tasks", "tasks",
                  "List the simulation tasks, their views and layouts; optionally render a view grid."),
-    "deploy": Job("ros.jobs:run_deploy", "deploy", "Run a deployment policy on a ROS 2 arm (lifecycle policy node; starts disarmed)."),
-    "sim-robot": Job("ros.jobs:run_sim_robot", "sim_robot", "MuJoCo stand-in for a ros2_control arm (JointState, Images; executes JointTrajectory)."),
-    "reward-train": Job("reward_models.train:run", "reward_train", "Pretrain the GRM (hop model) on episode files of several tasks."),
-    "reward-eval": Job("reward_models.evaluate:run", "reward_eval", "Per-task VOC, completion accuracy and progress MAE of a GRM; progress plots."),
-    "reward-adapt": Job("reward_models.adapt:run", "reward_adapt", "One-shot adaptation of a GRM to a new task from one demonstration."),
-    "train": Job("control.train:run", "train", "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive)."),
-    "eval": Job("control.evaluate:run", "eval", "Evaluate a checkpoint on a fixed list of seeds (success rate with Wilson CI)."),
-    "demos": Job("sim.demos:run", "demos", "Record scripted demonstrations (with imperfect ones) to an HDF5 file and optional videos."),
 }
 
 
