@@ -16,17 +16,24 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     """Build a folder in a temporary folder beside ``path``; rename it into place on success.
 
-    An existing folder at ``path`` is replaced only once the new one is complete (it is moved
-    aside, the new one renamed in, then the old one deleted). On any exception the temporary
-    folder is removed and ``path`` is left as it was.
+    An existing folder at ``path`` is replaced only if it is empty or of the same kind (it holds
+    the file or folder ``marker``, e.g. ``"config.json"``), and only once the new one is complete
+    (it is moved aside, the new one renamed in, then the old one deleted). On any exception the
+    temporary folder is removed and ``path`` is left as it was.
 
     Yields:
         The temporary folder (``Path``) to write into.
+    Raises:
+        FileExistsError: ``path`` exists and is a file, or a non-empty folder without ``marker``
+            (never overwrite what this writer did not make).
     """
     path = Path(path)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / marker).exists())):
+        kind = "a file" if not path.is_dir() else f"a folder without {marker}"
+        raise FileExistsError(f"{path} exists and is {kind}; refusing to replace it (choose another output path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

@@ -225,7 +225,7 @@ def save_checkpoint(path, *, learner, config: dict, env_info: dict, step: int, e
     from safetensors.torch import save_file
 
     path = Path(path)
-    with atomic_folder(path) as tmp:
+    with atomic_folder(path, marker="pretrained_model") as tmp:
         (tmp / "pretrained_model").mkdir()
         (tmp / "training_state").mkdir()
         nets = learner.networks() if hasattr(learner, "networks") else {}

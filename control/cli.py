@@ -89,6 +89,26 @@ def compose(config: str, overrides: list[str]):
     return cfg
 
 
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The user-facing error behind ``exc`` (unwrapping Hydra's instantiation wrapper), or None
+    when ``exc`` is a bug rather than bad input (then the traceback is shown)."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    from sim.render import RenderingError
+
+    user_types = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
+                  NotADirectoryError, PermissionError, RenderingError, MissingMandatoryValue)
+    seen = 0
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None and seen < 10:
+        exc, seen = exc.__cause__, seen + 1
+    if isinstance(exc, MissingMandatoryValue):
+        return ValueError(f"{exc.full_key}=... is required (no default)")
+    if isinstance(exc, user_types) or type(exc).__name__ in ("SafetensorError", "PolicyFileError"):
+        return exc
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -111,15 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = compose(job.config, rest)
     module = importlib.import_module(module_name)
-    from sim.render import RenderingError
-
     try:
         result = getattr(module, func_name)(cfg)
-    except (ValueError, TypeError, FileNotFoundError, RenderingError) as exc:
+    except KeyboardInterrupt:
+        print(f"dopa {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
         # Bad input from the user: one clear line, no traceback (DOPA_DEBUG=1 shows it).
-        if os.environ.get("DOPA_DEBUG"):
+        user_error = _user_error(exc)
+        if user_error is None or os.environ.get("DOPA_DEBUG"):
             raise
-        print(f"dopa {name}: error: {exc}", file=sys.stderr)
+        print(f"dopa {name}: error: {user_error}", file=sys.stderr)
         return 1
     return int(result or 0)
 

@@ -218,7 +218,7 @@ def save_policy(folder, module: nn.Module, meta: dict) -> None:
     for k, v in tensors.items():
         if torch.is_floating_point(v) and not torch.isfinite(v).all():
             raise ValueError(f"policy weight {k!r} contains NaN or inf; refusing to export")
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, marker=CONFIG_FILE) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         with open(tmp / CONFIG_FILE, "w") as f:
             json.dump({"format": FORMAT, "version": VERSION, "meta": meta, "arch": arch,

@@ -283,7 +283,14 @@ def run(cfg) -> int:
     paths = list(cfg.data) if not isinstance(cfg.data, str) else [cfg.data]
     if not paths:
         raise ValueError("data=[...] must name at least one episode file")
+    for key in ("steps", "batch_size"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    if not (math.isfinite(float(cfg.lr)) and float(cfg.lr) > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {cfg.lr}")
     out = Path(str(cfg.out))
+    if out.exists() and not (out / "config.json").exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"out={out} exists and is not a GRM checkpoint; refusing to write over it")
     resume_state = None
     if bool(cfg.resume) and (out / "training_state" / "state.pt").is_file():
         model, meta = load_checkpoint(out)
@@ -293,6 +300,9 @@ def run(cfg) -> int:
     else:
         first = load_episodes(paths[:1], views=None if cfg.views is None else list(cfg.views))
         views = tuple(cfg.views) if cfg.views is not None else tuple(first[0].frames)
+        if not views:
+            raise ValueError(f"{paths[0]} holds no camera views (recorded with views=[]); the GRM needs "
+                             "images: record with e.g. views=[front,wrist]")
         size = int(first[0].frames[views[0]].shape[1])
         mcfg = GRMConfig(views=views, image_size=size, reference_view=str(cfg.reference_view or ""),
                          channels=tuple(cfg.model.channels), width=int(cfg.model.width), depth=int(cfg.model.depth),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -39,10 +40,18 @@ def _spin(nodes, ctx, duration_s) -> None:
     return ex, thread
 
 
+def _check_duration(cfg: DictConfig) -> None:
+    """``duration_s`` is null (run until Ctrl-C) or a finite number of seconds >= 0."""
+    d = cfg.get("duration_s")
+    if d is not None and not (isinstance(d, (int, float)) and math.isfinite(float(d)) and float(d) >= 0):
+        raise ValueError(f"duration_s must be null (until Ctrl-C) or a number of seconds >= 0, got {d!r}")
+
+
 def run_deploy(cfg: DictConfig) -> int:
     """Run a deployment policy on a ros2_control arm: the lifecycle policy node (configure = load and
     check the policy, activate = control loop; it starts DISARMED, arm it with the ~/arm SetBool
     service), and optionally the reward node (``reward.checkpoint``) publishing GRM progress."""
+    _check_duration(cfg)
     import rclpy
 
     from ros.policy_node import achieved_rate, latency_stats, make_policy_node
@@ -96,6 +105,7 @@ def run_deploy(cfg: DictConfig) -> int:
 def run_sim_robot(cfg: DictConfig) -> int:
     """Run the MuJoCo stand-in robot: publishes JointState, camera Images and the task state on the
     robot config's topics and executes JointTrajectory (or Float64MultiArray) commands."""
+    _check_duration(cfg)
     import rclpy
 
     from ros.robot import robot_from_config

@@ -371,7 +371,7 @@ class TestRunningLoop:
             dict(node.core.rejected)
         assert node.core.last_reject  # the reason is kept (and logged)
         n = len(rec.commands())
-        assert wait_for(lambda: len(rec.commands()) >= n + 5, 5.0), "the node must keep commanding"
+        assert wait_for(lambda: len(rec.commands()) >= n + 5, 15.0), "the node must keep commanding"
         lim = PANDA.limits
         for m in rec.commands():
             q = np.array([p.positions for p in m.points])
