@@ -302,7 +302,7 @@ def save_checkpoint(folder: str | os.PathLike, model: GRM, references: dict | No
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, marker="config.json") as tmp:
         tasks = {}
         tensors = {}
         for task, ref in (references or {}).items():
