@@ -318,7 +318,7 @@ class TestRunningLoop:
         time.sleep(0.3)
         assert len(rec.commands()) == n  # stays stopped while the camera is down
         cam.on = True  # fresh observations again: commanding resumes
-        assert wait_for(lambda: len(rec.commands()) >= n + 3, 5.0)
+        assert wait_for(lambda: len(rec.commands()) >= n + 3, 15.0)
 
     def test_disarm_stops_commands(self, running_loop):
         rec, node = running_loop["rec"], running_loop["node"]
