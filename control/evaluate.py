@@ -188,6 +188,8 @@ def run(cfg) -> int:
 
         pol = load_policy(ckpt.path / "deploy")
         views = pol.views
+    if int(cfg.episodes) < 1:
+        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     env = sim.make_env(env_cfg["name"], num_envs=int(cfg.episodes), views=views,
                        image_size=int(env_cfg.get("image_size", 64)), seed=int(cfg.seed),
                        **dict(env_cfg.get("kwargs") or {}))

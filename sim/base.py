@@ -30,7 +30,9 @@ class TaskEnv(gym.Env):
         self.env_index = int(env_index)
         self.max_force = float(max_force)
         self.max_torque = float(max_torque)
-        self.max_episode_steps = int(max_episode_steps or spec.max_episode_steps)
+        self.max_episode_steps = int(spec.max_episode_steps if max_episode_steps is None else max_episode_steps)
+        if self.max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
         self._renderer: mujoco.Renderer | None = None
         self._elapsed = 0
         self._pending_xfrc: np.ndarray | None = None

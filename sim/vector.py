@@ -171,7 +171,7 @@ class BatchedEnv:
             sim.render.RenderingError: no OpenGL backend works.
         """
         views = self._check_views(views if views is not None else (self.views or tuple(self.spec.cameras)))
-        size = int(image_size or self.image_size)
+        size = self.image_size if image_size is None else int(image_size)
         if size <= 0:
             raise ValueError(f"image_size must be positive, got {size}")
         per_env = self._call("render_views", views, size)

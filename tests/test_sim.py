@@ -300,6 +300,12 @@ def test_unknown_task_view_backend():
         sim.make_env("cartpole-swingup", num_envs=0)
     with pytest.raises(ValueError, match="image_size"):
         sim.make_env("cartpole-swingup", image_size=-4)
+    with pytest.raises(ValueError, match="max_episode_steps must be >= 1, got 0"):
+        sim.make_env("cartpole-swingup", max_episode_steps=0)
+    env = sim.make_env("cartpole-swingup")
+    with pytest.raises(ValueError, match="image_size must be positive, got 0"):
+        env.render(("front",), image_size=0)
+    env.close()
 
 
 def test_bad_actions_seeds_bodies_scales(env):
