@@ -281,6 +281,9 @@ def _arm(loop, on: bool):
     assert resp.success, resp.message
 
 
+# The DDS loop runs real nodes on a shared machine: a rare stall of the stand-in (~1 s between
+# JointState messages) fails the timing checks; a failed test is rerun up to twice.
+@pytest.mark.flaky(reruns=2, reruns_delay=1)
 class TestRunningLoop:
     """One running loop (torn down after this class, so later tests see no stray topics)."""
 
