@@ -12,7 +12,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from sim.tasks import TASKS, TaskSpec, get_task, task_text  # noqa: E402
+from sim.tasks import TASKS, TaskSpec, check_seed, get_task, task_text  # noqa: E402
 
 BACKENDS = ("cpu", "warp")
 
@@ -63,8 +63,7 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
         raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 1024:
         raise ValueError(f"image_size must be an int in [8, 1024], got {image_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_seed(seed)
     views = (views,) if isinstance(views, str) else tuple(views)
     for v in views:
         if v not in spec.cameras:

@@ -73,6 +73,19 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def check_seed(seed) -> int:
+    """A seed as ``int``; the one check every backend applies.
+
+    Raises:
+        ValueError: a bool, a non-integer or a negative value (named in the message).
+    """
+    import numpy as np
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
 def task_text(name: str) -> str:
     """The natural-language instruction of task ``name`` (the one place it is defined)."""
     return get_task(name).text

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from sim.tasks import TaskSpec
+from sim.tasks import TaskSpec, check_seed
 
 VECTORIZATIONS = ("sync", "async")
 
@@ -94,9 +94,7 @@ class BatchedEnv:
         if seed is None and self._needs_seed:
             seed = self.seed
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-            seed = int(seed)
+            seed = check_seed(seed)
         self._needs_seed = False
         obs, info = self._vec.reset(seed=seed)
         return self._to_torch(obs), {"success": torch.zeros(self.num_envs, dtype=torch.bool)}

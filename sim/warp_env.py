@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from sim.tasks import TaskSpec
+from sim.tasks import TaskSpec, check_seed
 
 OPTIONS = ("max_episode_steps", "max_force", "max_torque", "nconmax", "njmax", "cuda_graph", "on_divergence")
 DIVERGENCE = ("raise", "reset")
@@ -334,9 +334,7 @@ class WarpEnv:
         if seed is None and self._needs_seed:
             seed = self.seed
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-            self._generator.manual_seed(int(seed))
+            self._generator.manual_seed(check_seed(seed))
         self._needs_seed = False
         self._pending_xfrc = None
         self._elapsed[:] = 0
