@@ -119,6 +119,10 @@ def _demos(data_dir: Path, task: str, n: int, views: list, image_size: int, cont
 
     settings = {"kind": "demos", "task": task, "n": int(n), "views": list(views), "image_size": int(image_size),
                 "controller": controller, "seed": int(seed)}
+    if views:  # frames rendered with other settings are other data
+        from sim.render import OFFSCREEN_SAMPLES
+
+        settings["offscreen_samples"] = OFFSCREEN_SAMPLES
     path = data_dir / "demos" / f"{task}-{settings_hash(settings)}.hdf5"
     what = (f"{task} demos ({_count(n, 'episode')}, {_count(len(views), 'view')}, {image_size} px, "
             f"{controller})")
