@@ -71,11 +71,13 @@ def compose(config: str, overrides: list[str]):
     Returns:
         omegaconf.DictConfig, resolved.
     Raises:
-        SystemExit(2) with Hydra's message when an override is malformed or names an unknown key.
+        SystemExit(2) with Hydra's message when an override is malformed or names an unknown key;
+        with one line naming the group, the value and the available choices (the ``.yaml`` files
+        of ``configs/<group>/``) when a config group choice is unknown (``env=nope``).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, MissingConfigException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -83,10 +85,41 @@ def compose(config: str, overrides: list[str]):
         with initialize_config_module(config_module="configs", version_base="1.3"):
             cfg = hydra_compose(config_name=config, overrides=overrides)
         OmegaConf.resolve(cfg)
+    except MissingConfigException as exc:
+        print(f"dopa {config}: {_missing_choice(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except (HydraException, OmegaConfBaseException) as exc:
         print(f"dopa {config}: bad override: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     return cfg
+
+
+def _configs_folder():
+    from importlib.resources import files
+
+    return files("configs")
+
+
+def group_choices(group: str) -> list[str] | None:
+    """The choices of config group ``group``: the ``.yaml`` names in ``configs/<group>/``, sorted
+    (None when there is no such group folder)."""
+    folder = _configs_folder().joinpath(*group.split("/"))
+    if not folder.is_dir():
+        return None
+    return sorted(p.name[:-len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _missing_choice(exc) -> str:
+    """One line for Hydra's MissingConfigException: the group, the bad value, the choices."""
+    missing = str(getattr(exc, "missing_cfg_file", None) or "")
+    group, _, value = missing.rpartition("/")
+    choices = group_choices(group) if group else None
+    if choices is not None:
+        return f"unknown {group} {value!r}; available {group} choices: {', '.join(choices)}"
+    groups = sorted(p.name for p in _configs_folder().iterdir() if p.is_dir() and not p.name.startswith("_"))
+    if group:
+        return f"unknown config group {group!r} (in {missing!r}); config groups: {', '.join(groups)}"
+    return f"unknown config {missing or str(exc).splitlines()[0]!r}"
 
 
 def _user_error(exc: BaseException) -> BaseException | None:

@@ -61,3 +61,19 @@ def test_console_script_entry_point():
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "control.cli"]
     out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert out.returncode == 0 and "jobs:" in out.stdout, out
+
+
+@pytest.mark.parametrize("job, override, group", [("train", "env=nope", "env"), ("train", "learner=nope", "learner"),
+                                                  ("train", "reward=nope", "reward"), ("train", "preset=nope", "preset")])
+def test_unknown_group_choice_is_one_line(capsys, job, override, group):
+    from control.cli import group_choices
+
+    with pytest.raises(SystemExit) as exc:
+        main([job, override, "progress=false"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    choices = group_choices(group)
+    assert choices and all(c in err for c in choices), err  # every yaml in configs/<group>/
+    assert f"unknown {group} 'nope'" in err and err.startswith("dopa train:")
+    assert "cartpole-swingup" in group_choices("env") and "sac" in group_choices("learner")
