@@ -132,6 +132,30 @@ def write_video(path, frames: list[np.ndarray], fps: int = 30) -> None:
         raise
 
 
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (a temp file in the same folder, then
+    ``os.replace``), creating missing parent folders. Returns the path.
+
+    Raises:
+        FileExistsError / NotADirectoryError: a parent of ``path`` is a file. IsADirectoryError:
+            ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file path for the JSON result")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
 def learner_policy(learner) -> PolicyFn:
     """Deterministic batched policy from a Learner: ``obs -> learner.act(obs["state"], True)``."""
     return lambda obs: learner.act(obs["state"], deterministic=True)
@@ -162,7 +186,8 @@ def run(cfg) -> int:
 
     Config (``configs/eval.yaml``): ``checkpoint`` (a checkpoint or run folder), ``policy``
     (``deploy``: the exported deployment policy; ``learner``: rebuild the learner), ``episodes``,
-    ``seed``, ``video``, ``video_view``, ``out`` (JSON path; default ``<checkpoint>/eval.json``),
+    ``seed``, ``video``, ``video_view``, ``out`` (JSON path, its folders created; default
+    ``<checkpoint>/eval.json``),
     ``env`` overrides of the checkpoint's env config (``null``: the checkpoint's own).
     """
     from omegaconf import OmegaConf
@@ -213,9 +238,6 @@ def run(cfg) -> int:
         env.close()
     result.update(checkpoint=str(ckpt.path), policy=cfg.policy, step=ckpt.info.get("env_steps"))
     out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
-    fd, tmp = tempfile.mkstemp(prefix=".eval.", suffix=".json", dir=out.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, out)
+    write_json(out, result)
     print(f"dopa eval {ckpt.path}: {format_result(result)} -> {out}")
     return 0
