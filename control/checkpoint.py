@@ -118,6 +118,40 @@ def unflatten_state(tree, tensors: dict[str, torch.Tensor]):
     return walk(tree)
 
 
+def read_json(path, error: type[Exception], *, label: str = "", fmt: str | None = None,
+              version: int | None = None):
+    """Read a JSON file dopa wrote and, with ``fmt``, check its ``format`` and ``version`` fields
+    (the one reader behind checkpoints, training states and deployment policy files).
+
+    Args:
+        path: the file.  error: the exception class raised (e.g. :class:`CheckpointError`).
+        label: words naming the kind of file in the messages, e.g. ``"checkpoint file"``.
+        fmt, version: when ``fmt`` is given the file must be a JSON object with ``"format": fmt``
+            and ``"version": version``.
+    Returns:
+        The parsed JSON value.
+    Raises:
+        error: ``"<label> <path> is missing"``, ``"corrupt <label> <path>: <reason>"``,
+            ``"<path> is not a <fmt> file (format=...)"`` or
+            ``"<path> has version V; this code reads version N"``.
+    """
+    path = Path(path)
+    name = f"{label} {path}" if label else str(path)
+    if not path.is_file():
+        raise error(f"{name} is missing")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"corrupt {name}: {exc}") from None
+    if fmt is not None:
+        found = data.get("format") if isinstance(data, dict) else None
+        if found != fmt:
+            raise error(f"{path} is not a {fmt} file (format={found!r})")
+        if data.get("version") != version:
+            raise error(f"{path} has version {data.get('version')!r}; this code reads version {version}")
+    return data
+
+
 def _write_state(folder: Path, name: str, state) -> None:
     from safetensors.torch import save_file
 
@@ -134,10 +168,7 @@ def _read_state(folder: Path, name: str):
     for p in (jpath, tpath):
         if not p.is_file():
             raise CheckpointError(f"checkpoint file {p} is missing")
-    try:
-        tree = json.loads(jpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt checkpoint file {jpath}: {exc}") from None
+    tree = read_json(jpath, CheckpointError, label="checkpoint file")
     try:
         tensors = load_file(str(tpath))
     except (SafetensorError, OSError, RuntimeError) as exc:
@@ -274,16 +305,7 @@ def load_checkpoint(path) -> Checkpoint:
     """
     path = find_checkpoint(path)
     p = path / "pretrained_model" / "config.json"
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint file {p} is missing")
-    try:
-        info = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt checkpoint file {p}: {exc}") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{p} is not a {FORMAT} file")
-    if info.get("version") != VERSION:
-        raise CheckpointError(f"{p} has version {info.get('version')!r}; this code reads version {VERSION}")
+    info = read_json(p, CheckpointError, label="checkpoint file", fmt=FORMAT, version=VERSION)
     for key in ("config", "env", "step"):
         if key not in info:
             raise CheckpointError(f"{p} lacks {key!r}")

@@ -25,8 +25,9 @@ Usage (the ROS 2 policy node does exactly this)::
     policy = load_policy("runs/.../checkpoints/step_000100000/deploy")
     chunk = policy.act(state)              # float32 [D] -> float32 [h, A] in [-1, 1]
 
-This module imports only torch, numpy, safetensors and the standard library, so loading a policy
-pulls in no learner, buffer or environment code (as Brax's ``make_policy`` and LeRobot's
+This module imports only torch, numpy, safetensors, the standard library and dopa's file helpers
+(:mod:`control.atomic`, :func:`control.checkpoint.read_json`), so loading a policy pulls in no
+learner, buffer or environment code (as Brax's ``make_policy`` and LeRobot's
 ``select_action``).
 """
 
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from control.atomic import atomic_folder
+from control.checkpoint import read_json
 
 FORMAT = "dopa-policy"
 VERSION = 1
@@ -308,14 +310,7 @@ def load_policy(folder) -> DeployPolicy:
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise PolicyFileError(f"policy folder {str(folder)!r} lacks {p.name} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyFileError(f"corrupt {cfg_path}: {exc}") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise PolicyFileError(f"{cfg_path} is not a {FORMAT} file (format={cfg.get('format') if isinstance(cfg, dict) else None!r})")
-    if cfg.get("version") != VERSION:
-        raise PolicyFileError(f"{cfg_path} has version {cfg.get('version')!r}; this code reads version {VERSION}")
+    cfg = read_json(cfg_path, PolicyFileError, fmt=FORMAT, version=VERSION)
     meta, arch = cfg.get("meta"), cfg.get("arch")
     try:
         _check_meta(meta)

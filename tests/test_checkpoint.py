@@ -37,3 +37,38 @@ def test_eval_creates_a_new_nested_out_folder(run_dir, tmp_path, capsys):
     assert main(["eval", f"checkpoint={run_dir}", "episodes=1", f"out={tmp_path / 'adir'}"]) == 1
     assert "is a folder" in capsys.readouterr().err
     assert not list((tmp_path / "adir").iterdir())
+
+
+def test_one_json_reader_for_checkpoints_and_policies(run_dir, tmp_path):
+    """Checkpoint config, training state and deployment policy files share read_json's checks and messages."""
+    import shutil
+
+    from control.checkpoint import CheckpointError, load_checkpoint, read_json
+    from control.export import PolicyFileError, load_policy
+
+    ck = tmp_path / "ck"
+    shutil.copytree(run_dir / "checkpoints" / "step_000000050", ck)
+    cfg_file = ck / "pretrained_model" / "config.json"
+    info = json.loads(cfg_file.read_text())
+    for bad, message in (({**info, "format": "other"}, r"config\.json is not a dopa-checkpoint file \(format='other'\)"),
+                         ({**info, "version": 7}, r"config\.json has version 7; this code reads version 1"),
+                         ([1, 2], r"config\.json is not a dopa-checkpoint file \(format=None\)")):
+        cfg_file.write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(ck)
+    cfg_file.write_text(json.dumps(info))
+    (ck / "training_state" / "loop.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"corrupt checkpoint file .*loop\.json: "):
+        load_checkpoint(ck).training_state("loop")
+
+    pol_file = ck / "deploy" / "policy.json"
+    meta = json.loads(pol_file.read_text())
+    assert load_policy(ck / "deploy").action_dim == 1
+    for text, message in (("{", r"corrupt .*policy\.json: "),
+                          (json.dumps({**meta, "format": "x"}), r"policy\.json is not a dopa-policy file \(format='x'\)"),
+                          (json.dumps({**meta, "version": 2}), r"policy\.json has version 2; this code reads version 1")):
+        pol_file.write_text(text)
+        with pytest.raises(PolicyFileError, match=message):
+            load_policy(ck / "deploy")
+    with pytest.raises(PolicyFileError, match=r"missing\.json is missing"):
+        read_json(tmp_path / "missing.json", PolicyFileError)
