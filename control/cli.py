@@ -6,7 +6,10 @@
 
 Every job is registered in :data:`JOBS` below and nowhere else. A job is a function
 ``run(cfg: omegaconf.DictConfig) -> int | None`` in a module that is imported only when the job
-runs, and a top-level Hydra config ``configs/<config>.yaml`` shipped with the package.
+runs, and a top-level Hydra config ``configs/<config>.yaml`` shipped with the package. A job may
+name a ``composer`` ``(overrides) -> cfg`` that builds its config instead of
+:func:`compose` (``dopa train resume=...`` starts from the run's stored config); a ValueError
+it raises is a bad override (one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ class Job:
     target: str  # "package.module:function"
     config: str  # config name under configs/
     summary: str  # one line for `dopa --help`
+    composer: str | None = None  # "module:function" (overrides) -> cfg, when the job builds its own config
 
 
 #: The one place where jobs register. Keep the summaries to one line.
 JOBS: dict[str, Job] = {
     "train": Job("control.train:run", "train",
-                 "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive)."),
+                 "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive).",
+                 composer="control.train:compose_config"),
     "eval": Job("control.evaluate:run", "eval",
                 "Evaluate a checkpoint on a fixed list of seeds (success rate with Wilson CI)."),
     "demos": Job("sim.demos:run", "demos",
@@ -162,7 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dopa {name}: {doc}\n\ndefault config (override with key=value):\n")
         print(OmegaConf.to_yaml(compose(job.config, [])))
         return 0
-    cfg = compose(job.config, rest)
+    if job.composer:  # e.g. dopa train resume=...: the run's stored config is the base
+        comp_module, comp_func = job.composer.split(":")
+        try:
+            cfg = getattr(importlib.import_module(comp_module), comp_func)(rest)
+        except ValueError as exc:
+            print(f"dopa {name}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        cfg = compose(job.config, rest)
     module = importlib.import_module(module_name)
     try:
         result = getattr(module, func_name)(cfg)

@@ -25,8 +25,9 @@ resets every env with a seed derived from (``seed``, step) and writes a checkpoi
 (:mod:`control.checkpoint`). ``resume=<checkpoint or run folder>`` loads it and resets the envs
 with the same derived seed, so on CPU the run continues bit for bit: the weights after N steps
 equal those of an uninterrupted run with the same seed (given checkpoint steps at the same places).
-Only :data:`RESUME_MAY_CHANGE` keys may differ on resume; any other change is refused, naming
-the keys.
+On resume the run's own stored config is the base (:func:`compose_config`): overrides given with
+``resume=`` apply only to :data:`RESUME_MAY_CHANGE` keys; any other change is refused, naming the
+key, its stored and its given value.
 
 What the loop uses from a learner, beyond the :class:`control.learner.Learner` contract (all
 optional): ``gamma`` (the shaping discount; else ``cfg.reward.gamma``, else 0.99);
@@ -53,9 +54,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-#: Config keys that may differ between a checkpoint and the run resuming it (fnmatch patterns).
+#: Config keys that may differ between a checkpoint and the run resuming it (fnmatch patterns):
+#: the run's length, its evaluation / logging / checkpoint cadence, where it writes, and display.
 RESUME_MAY_CHANGE = ("total_steps", "learner.total_steps", "resume", "run_dir", "eval.*", "progress",
-                     "log_every", "threads", "checkpoint_keep")
+                     "log_every", "threads", "checkpoint_every", "checkpoint_keep")
+
+#: Stored keys that follow another key on resume (configs/learner/ppo.yaml: ``total_steps: ${total_steps}``):
+#: when the stored value equals the source's stored value, a new source value carries over.
+RESUME_FOLLOWS = {"learner.total_steps": "total_steps"}
 
 
 def flat_config(d, prefix: str = "") -> dict:
@@ -76,14 +82,131 @@ def changed_keys(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
 
 
+def _may_change(key: str) -> bool:
+    return any(fnmatch.fnmatch(key, p) for p in RESUME_MAY_CHANGE)
+
+
+def _refuse_resume(keys: list[str], stored: dict, given: dict) -> None:
+    """Raise the one-line ValueError naming each key with its stored and its given value."""
+    details = "; ".join(f"{k}: {stored.get(k, '<missing>')!r} -> {given.get(k, '<missing>')!r}" for k in keys)
+    raise ValueError(f"cannot resume: the config changed in keys that must stay fixed (the run's stored value -> "
+                     f"the given one): {details}. Leave them out to continue the run as it was configured. "
+                     f"Keys allowed to change: {', '.join(RESUME_MAY_CHANGE)}")
+
+
 def check_resume_config(old: dict, new: dict) -> None:
     """Raise ValueError listing the changed keys that may not change on resume (with old -> new)."""
-    bad = [k for k in changed_keys(old, new) if not any(fnmatch.fnmatch(k, p) for p in RESUME_MAY_CHANGE)]
+    bad = [k for k in changed_keys(old, new) if not _may_change(k)]
     if bad:
-        a, b = flat_config(old), flat_config(new)
-        details = "; ".join(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in bad)
-        raise ValueError(f"cannot resume: the config changed in keys that must stay fixed: {details}. "
-                         f"Keys allowed to change: {', '.join(RESUME_MAY_CHANGE)}")
+        _refuse_resume(bad, flat_config(old), flat_config(new))
+
+
+def _set_dotted(tree: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        if not isinstance(tree.get(p), dict):
+            tree[p] = {}
+        tree = tree[p]
+    tree[leaf] = value
+
+
+def _del_dotted(tree: dict, key: str) -> None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        tree = tree.get(p)
+        if not isinstance(tree, dict):
+            return
+    tree.pop(leaf, None)
+
+
+def given_keys(overrides: list[str], defaults: dict, given: dict) -> set[str]:
+    """Dotted config keys the user set with ``overrides``: each key they name and every key under a
+    group or node they name (``learner=sac`` sets all of ``learner.*``), plus every key whose value
+    the overrides changed from the defaults (``preset=quick`` sets its keys).
+
+    Args:
+        overrides: Hydra override strings.  defaults, given: the resolved config without and with them.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    names = [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
+    a, b = flat_config(defaults), flat_config(given)
+    keys = set(changed_keys(defaults, given))
+    for k in set(a) | set(b):
+        if any(k == n or k.startswith(n + ".") for n in names):
+            keys.add(k)
+    return keys
+
+
+def resume_config(stored: dict, given: dict, keys) -> dict:
+    """The config a resumed run continues with: the run's ``stored`` config, with each key of
+    ``keys`` (those the user set) taken from ``given`` where :data:`RESUME_MAY_CHANGE` allows it.
+
+    Args:
+        stored: the checkpoint's resolved config.  given: the composed config (defaults +
+            overrides), resolved.  keys: dotted keys the user set (:func:`given_keys`).
+    Returns:
+        A new plain dict.
+    Raises:
+        ValueError: one line naming every set key that must stay fixed but differs from the stored
+            config, with the stored and the given value.
+    """
+    import copy
+
+    out = copy.deepcopy(stored)
+    s, g = flat_config(stored), flat_config(given)
+    missing = object()
+    bad = []
+    for k in sorted(keys):
+        sv, gv = s.get(k, missing), g.get(k, missing)
+        if sv == gv or (sv is missing and gv is None):
+            continue
+        if not _may_change(k):
+            bad.append(k)
+        elif gv is missing:
+            _del_dotted(out, k)
+        else:
+            _set_dotted(out, k, gv)
+            for follower, source in RESUME_FOLLOWS.items():
+                if source == k and follower not in keys and s.get(follower, missing) == sv:
+                    _set_dotted(out, follower, gv)
+    if bad:
+        _refuse_resume(bad, s, g)
+    return out
+
+
+def compose_config(overrides: list[str]):
+    """``dopa train``'s config: ``configs/train.yaml`` with Hydra ``overrides`` or, with
+    ``resume=<checkpoint or run folder>``, the run's own stored config with the overrides applied
+    on top where changing them is safe (:data:`RESUME_MAY_CHANGE`: length, evaluation / logging /
+    checkpoint cadence, output folder, progress bar). ``dopa train resume=runs/X`` thus continues
+    the run as it was configured, whatever the defaults are now.
+
+    Returns:
+        omegaconf.DictConfig (struct mode).
+    Raises:
+        SystemExit(2): a malformed override or unknown key (:func:`control.cli.compose`).
+        ValueError: an override of a fixed key (env, learner, reward, seeds, sizes, ...) that
+            differs from the run's stored value (key, stored and given value named). A missing or
+            corrupt checkpoint is reported by :func:`train`.
+    """
+    from omegaconf import OmegaConf
+
+    from control.checkpoint import CheckpointError, load_checkpoint
+    from control.cli import compose
+
+    cfg = compose("train", overrides)
+    if not cfg.get("resume"):
+        return cfg
+    try:
+        ckpt = load_checkpoint(cfg.resume)
+    except CheckpointError:
+        return cfg  # train() names the bad path
+    given = OmegaConf.to_container(cfg, resolve=True)
+    defaults = OmegaConf.to_container(compose("train", []), resolve=True)
+    merged = OmegaConf.create(resume_config(ckpt.config, given, given_keys(overrides, defaults, given)))
+    OmegaConf.set_struct(merged, True)
+    return merged
 
 
 def episode_seed(seed: int, step: int) -> int:
@@ -415,7 +538,9 @@ def run(cfg) -> int:
     ``prepare.data_dir`` first.
 
     Writes ``runs/<env>__<learner>__<reward>__seed<seed>__<time>/`` (checkpoints, TensorBoard, videos,
-    eval.jsonl). ``resume=<checkpoint or run folder>`` continues a run exactly.
+    eval.jsonl). ``resume=<checkpoint or run folder>`` continues a run exactly, as it was configured
+    (its stored config; only total_steps and the evaluation / logging / checkpoint cadence may be
+    changed alongside).
     """
     from control.checkpoint import CheckpointError
     from control.pipeline import prepare

@@ -72,3 +72,68 @@ def test_one_json_reader_for_checkpoints_and_policies(run_dir, tmp_path):
             load_policy(ck / "deploy")
     with pytest.raises(PolicyFileError, match=r"missing\.json is missing"):
         read_json(tmp_path / "missing.json", PolicyFileError)
+
+
+def _read_weights(ck):
+    from safetensors.torch import load_file
+
+    return load_file(str(ck / "pretrained_model" / "model.safetensors"))
+
+
+def test_resume_continues_the_run_as_configured(run_dir, tmp_path, monkeypatch, capsys):
+    """`dopa train resume=<checkpoint>` with no repeated overrides: the run's stored config is the base
+    (SAC on cartpole, batch 8, ... although the defaults are EXPO on Lift), total_steps may grow."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "resumed"
+    assert main(["train", f"resume={run_dir / 'checkpoints' / 'step_000000050'}", "total_steps=150",
+                 f"run_dir={out}"]) == 0
+    capsys.readouterr()
+    cfg = json.loads((out / "config.json").read_text())
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert cfg["total_steps"] == 150 and cfg["run_dir"] == str(out)
+    assert cfg["learner"] == stored["learner"] and cfg["env"] == stored["env"] and cfg["seed"] == 3
+    # bit-exact: the resumed run's step-100 weights equal the uninterrupted run's
+    a, b = _read_weights(run_dir / "checkpoints" / "step_000000100"), _read_weights(out / "checkpoints" / "step_000000100")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (out / "checkpoints" / "step_000000150").is_dir()
+
+
+def test_resume_refuses_changes_of_fixed_keys_in_one_line(run_dir, capsys):
+    from control.train import compose_config
+
+    ck = run_dir / "checkpoints" / "step_000000100"
+    for over, detail in ((["learner.batch_size=16"], "learner.batch_size: 8 -> 16"),
+                         (["env=reacher-easy"], "env.name: 'cartpole-swingup' -> 'reacher-easy'"),
+                         (["seed=4", "eval.every=50"], "seed: 3 -> 4")):
+        assert main(["train", f"resume={ck}", *over]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("dopa train: cannot resume") and detail in err, err
+        assert "eval.every" not in err.split("Keys allowed")[0]  # a safe key is not refused
+    # the old way (repeating the run's overrides) still works; safe keys are applied
+    cfg = compose_config([*TINY, f"resume={ck}", "total_steps=100", "eval.every=50", "log_every=10"])
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert cfg.eval.every == 50 and cfg.log_every == 10 and cfg.learner.batch_size == 8
+    assert cfg.learner._target_ == stored["learner"]["_target_"] == "control.sac.SAC"
+    # no overrides: exactly the stored config (but resume)
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(compose_config([f"resume={run_dir}"]))
+    assert {k: v for k, v in plain.items() if k != "resume"} == {k: v for k, v in stored.items() if k != "resume"}
+
+
+def test_resume_config_rules():
+    from control.train import given_keys, resume_config
+
+    stored = {"total_steps": 100, "seed": 0, "learner": {"total_steps": 100, "lr": 1e-3}, "eval": {"every": 10}}
+    given = {"total_steps": 200, "seed": 5, "learner": {"lr": 3e-4}, "eval": {"every": 20}}
+    out = resume_config(stored, given, {"total_steps", "eval.every"})
+    # total_steps and eval.every from the overrides, learner.total_steps follows total_steps (an
+    # interpolation in configs/learner/ppo.yaml), the rest (seed, learner.lr) stays the run's
+    assert out == {"total_steps": 200, "seed": 0, "learner": {"total_steps": 200, "lr": 1e-3}, "eval": {"every": 20}}
+    assert stored["total_steps"] == 100  # not modified in place
+    with pytest.raises(ValueError, match=r"learner\.lr: 0\.001 -> 0\.0003; seed: 0 -> 5\. Leave them out"):
+        resume_config(stored, given, {"seed", "learner.lr", "total_steps"})
+    # a named group sets every key under it; a preset's changes count as set
+    keys = given_keys(["learner=sac", "total_steps=5"], {"learner": {"a": 1, "b": 2}, "total_steps": 1, "x": 0},
+                      {"learner": {"a": 1, "b": 3}, "total_steps": 5, "x": 1})
+    assert keys == {"learner.a", "learner.b", "total_steps", "x"}
