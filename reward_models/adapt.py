@@ -23,7 +23,33 @@ from reward_models.evaluate import evaluate_checkpoint, print_table
 from reward_models.grm import load_checkpoint, save_checkpoint
 from reward_models.train import HopData, _text_embeddings, fit, load_episodes
 
-__all__ = ["adapt", "run"]
+__all__ = ["adapt", "run", "resolve_task_text"]
+
+
+def resolve_task_text(task, demo_task: str) -> str:
+    """The task text for ``task=``: a sentence describing the task is used as it is; a registered
+    task name (:data:`sim.tasks.TASKS`, e.g. ``lift``) stands for that task's text.
+
+    Args:
+        task: the ``task=`` value (a str).  demo_task: the registered name the demonstration was
+            recorded on (its episode file's ``task``).
+    Returns:
+        The task text (stripped).
+    Raises:
+        ValueError: an empty value, or the name of a registered task other than the
+            demonstration's (its text would describe another task).
+    """
+    from reward_models.text import check_task_text
+    from sim.tasks import TASKS
+
+    text = check_task_text(str(task))
+    if text in TASKS:
+        if text != demo_task:
+            raise ValueError(f"task={text!r} is the name of a registered task but the demonstration is of "
+                             f"{demo_task!r}; give the task text (a sentence, e.g. task='{TASKS[text].text}') "
+                             f"or the demonstration's task name")
+        return TASKS[text].text
+    return text
 
 
 def adapt(model, meta: dict, demo, steps: int = 300, batch_size: int = 32, lr: float = 3e-4,
@@ -56,9 +82,11 @@ def adapt(model, meta: dict, demo, steps: int = 300, batch_size: int = 32, lr: f
 
 def run(cfg) -> int:
     """Fine-tune a GRM checkpoint from one demonstration of a new task (MSE on hops) and report VOC
-    before and after on other episodes of that task; saves the adapted checkpoint to ``out``."""
-    from reward_models.text import check_task_text
+    before and after on other episodes of that task; saves the adapted checkpoint to ``out``.
 
+    ``task`` is the task TEXT the model is conditioned on, a sentence such as
+    ``task='open the door'`` (default: the demonstration file's own task text); a registered task
+    name (``dopa tasks``, e.g. ``task=door``) stands for that task's text."""
     torch.set_num_threads(int(cfg.threads))
     model, meta = load_checkpoint(str(cfg.checkpoint))
     demos = load_episodes([str(cfg.demo)], views=model.views, image_size=model.config.image_size,
@@ -68,7 +96,7 @@ def run(cfg) -> int:
         raise ValueError(f"demo_index {idx} out of range: {cfg.demo} holds {len(demos)} episode(s)")
     demo = demos[idx]
     if cfg.task is not None:
-        demo.task_text = check_task_text(str(cfg.task))
+        demo.task_text = resolve_task_text(cfg.task, demo.task)
     eval_paths = [] if cfg.eval_data is None else ([cfg.eval_data] if isinstance(cfg.eval_data, str) else list(cfg.eval_data))
     others = load_episodes(eval_paths, views=model.views, image_size=model.config.image_size,
                            stride=int(cfg.stride)) if eval_paths else [e for i, e in enumerate(demos) if i != idx]
