@@ -152,7 +152,9 @@ def read_json(path, error: type[Exception], *, label: str = "", fmt: str | None 
     return data
 
 
-def _write_state(folder: Path, name: str, state) -> None:
+def write_state(folder: Path, name: str, state) -> None:
+    """Write a nested state as ``<folder>/<name>.safetensors`` (its tensors) + ``<name>.json`` (the
+    tree and every other leaf; :func:`flatten_state`). No pickle."""
     from safetensors.torch import save_file
 
     tree, tensors = flatten_state(state)
@@ -160,7 +162,12 @@ def _write_state(folder: Path, name: str, state) -> None:
     (folder / f"{name}.json").write_text(json.dumps(tree))
 
 
-def _read_state(folder: Path, name: str):
+def read_state(folder: Path, name: str):
+    """Read a nested state written by :func:`write_state`.
+
+    Raises:
+        CheckpointError: a missing or corrupt file, or a tensor the tree names that is missing.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -235,7 +242,7 @@ class Checkpoint:
 
     def training_state(self, name: str):
         """``training_state/<name>`` (``learner``, ``shaping`` or ``loop``) as a nested state."""
-        return _read_state(self.path / "training_state", name)
+        return read_state(self.path / "training_state", name)
 
 
 def save_checkpoint(path, *, learner, config: dict, env_info: dict, step: int, env_steps: int,
@@ -267,9 +274,9 @@ def save_checkpoint(path, *, learner, config: dict, env_info: dict, step: int, e
                 "learner": getattr(learner, "name", type(learner).__name__), "step": int(step),
                 "env_steps": int(env_steps)}
         (tmp / "pretrained_model" / "config.json").write_text(json.dumps(info, indent=2))
-        _write_state(tmp / "training_state", "learner", learner.state_dict())
-        _write_state(tmp / "training_state", "shaping", shaping_state or {})
-        _write_state(tmp / "training_state", "loop", {**loop_state, "rng": rng_state()})
+        write_state(tmp / "training_state", "learner", learner.state_dict())
+        write_state(tmp / "training_state", "shaping", shaping_state or {})
+        write_state(tmp / "training_state", "loop", {**loop_state, "rng": rng_state()})
         if deploy is not None:
             from control.export import save_policy
 

@@ -10,6 +10,13 @@ replacement, 0.75) and else from the pair's own episode. Loss: cross-entropy on 
 bins plus MSE of the mean hop. AdamW with warmup and cosine decay; TensorBoard logs; a checkpoint
 folder (:func:`reward_models.grm.save_checkpoint`) written every ``save_every`` steps and at the end,
 with ``training_state/`` so that ``resume=true`` continues where a run stopped.
+
+``<out>/training_state/`` (:func:`save_training_state`, no pickle): ``state.safetensors`` holds the
+AdamW moments, ``state.json`` the step, the optimizer's structure and scalars, the torch RNG state
+(a list of bytes) and the pair sampler's numpy bit-generator state. It is written atomically
+right after the checkpoint folder; a checkpoint without it is complete but starts training from
+scratch. An older ``training_state/state.pt`` (``torch.save``) is read with
+``torch.load(weights_only=True)`` (tensors and plain containers only) or refused.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import torch.nn.functional as F
 from reward_models.grm import GRM, GRMConfig, load_checkpoint, save_checkpoint
 from reward_models.labels import BalancedPairSampler, SampledEpisode, stepwise_sample
 
-__all__ = ["Episode", "load_episodes", "HopData", "fit", "run"]
+__all__ = ["Episode", "load_episodes", "HopData", "fit", "run", "save_training_state", "load_training_state",
+           "has_training_state"]
 
 
 @dataclasses.dataclass
@@ -269,6 +277,77 @@ def build_references(data: HopData, text_emb: dict) -> dict:
     return out
 
 
+STATE_FORMAT = "dopa-grm-training-state"
+STATE_VERSION = 1
+
+
+def has_training_state(folder) -> bool:
+    """Whether the GRM checkpoint ``folder`` holds a resumable training state (new or old format)."""
+    ts = Path(folder) / "training_state"
+    return (ts / "state.json").is_file() or (ts / "state.pt").is_file()
+
+
+def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sampler_rng: dict) -> Path:
+    """Write ``<folder>/training_state/`` atomically: ``state.safetensors`` (the optimizer's tensors)
+    + ``state.json`` (``format``, ``version``, ``step``, the optimizer's structure and scalars,
+    ``torch_rng`` as a list of uint8, ``sampler_rng``: a numpy bit-generator state). No pickle.
+
+    Args:
+        folder: an existing GRM checkpoint folder.  step: optimizer steps done.
+        sampler_rng: ``np.random.Generator.bit_generator.state`` of the pair sampler.
+    Returns:
+        The ``training_state`` folder.
+    """
+    from control.atomic import atomic_folder
+    from control.checkpoint import write_state
+
+    state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": int(step),
+             "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
+             "sampler_rng": sampler_rng}
+    path = Path(folder) / "training_state"
+    with atomic_folder(path, marker="state.json") as tmp:
+        write_state(tmp, "state", state)
+    return path
+
+
+def load_training_state(folder) -> dict:
+    """Read ``<folder>/training_state/`` (written by :func:`save_training_state`, or an older
+    ``state.pt``).
+
+    Returns:
+        ``{"step": int, "optimizer": optimizer state dict, "torch_rng": uint8 tensor,
+        "sampler_rng": dict}``.
+    Raises:
+        FileNotFoundError: no training state in ``folder``.
+        ValueError: a corrupt state, another format or version, or an old ``state.pt`` holding
+            more than tensors and plain containers (it is not unpickled).
+    """
+    from control.checkpoint import CheckpointError, read_state
+
+    ts = Path(folder) / "training_state"
+    if (ts / "state.json").is_file():
+        try:
+            state = read_state(ts, "state")
+        except CheckpointError as exc:
+            raise ValueError(f"cannot resume from {ts}: {exc}") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{ts / 'state.json'} is not a {STATE_FORMAT} file")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{ts / 'state.json'} has version {state.get('version')!r}; "
+                             f"this code reads version {STATE_VERSION}")
+        state["torch_rng"] = torch.tensor(state["torch_rng"], dtype=torch.uint8)
+        return state
+    if (ts / "state.pt").is_file():
+        try:  # the format before safetensors + JSON: tensors and plain containers only, no code
+            state = torch.load(ts / "state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"cannot resume from {ts / 'state.pt'}: an old torch-saved training state that "
+                             f"does not load as plain tensors ({reason}); delete {ts} to train from scratch") from None
+        return state
+    raise FileNotFoundError(f"{folder} holds no training_state/state.json")
+
+
 def run(cfg) -> int:
     """Pretrain the GRM on episode files of several tasks (progress bar, TensorBoard, resumable
     checkpoint folder with safetensors weights and a JSON config)."""
@@ -292,9 +371,9 @@ def run(cfg) -> int:
     if out.exists() and not (out / "config.json").exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"out={out} exists and is not a GRM checkpoint; refusing to write over it")
     resume_state = None
-    if bool(cfg.resume) and (out / "training_state" / "state.pt").is_file():
-        model, meta = load_checkpoint(out)
-        resume_state = meta["training_state"]
+    if bool(cfg.resume) and has_training_state(out):
+        resume_state = load_training_state(out)  # before load_checkpoint: an old state.pt is checked first
+        model, _ = load_checkpoint(out)
         mcfg = model.config
         print(f"resuming {out} at step {resume_state['step']}")
     else:
@@ -331,9 +410,8 @@ def run(cfg) -> int:
     info = {"tasks": tasks, "data": paths, "steps": steps}
 
     def save(step, opt_):
-        state = {"step": step + 1, "optimizer": opt_.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "sampler_rng": data.sampler.rng.bit_generator.state}
-        save_checkpoint(out, model, refs, state, info={**info, "trained_steps": step + 1})
+        save_checkpoint(out, model, refs, None, info={**info, "trained_steps": step + 1})
+        save_training_state(out, step + 1, opt_, data.sampler.rng.bit_generator.state)
 
     def on_step(step, opt_):
         if (step + 1) % int(cfg.save_every) == 0 and step + 1 < steps:

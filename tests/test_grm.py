@@ -204,13 +204,13 @@ def test_train_eval_adapt_jobs(lift_files, tmp_path):
                threads=1, text_cache=tmp_path / "tc", **model_over)
     assert train.run(cfg) == 0
     model, meta = load_checkpoint(out)
-    assert meta["training_state"]["step"] == 40 and model.views == VIEWS
+    assert train.load_training_state(out)["step"] == 40 and model.views == VIEWS
     assert list((tmp_path / "grm_tb").glob("events.out.tfevents.*"))
     # resume continues at step 40 up to 60
     cfg2 = _cfg("reward_train", data=f"[{train_file}]", out=out, steps=60, batch_size=16, save_every=100, lr=3e-3,
                 threads=1, text_cache=tmp_path / "tc", **model_over)
     assert train.run(cfg2) == 0
-    assert load_checkpoint(out)[1]["training_state"]["step"] == 60
+    assert train.load_training_state(out)["step"] == 60
 
     # training lowered the loss (two-hot cross-entropy + hop MSE) on the training pairs
     from reward_models.train import HopData, load_episodes
