@@ -15,6 +15,7 @@ runs) or, with ``policy=learner``, rebuilds the learner, and calls the same func
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -115,21 +116,28 @@ def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, vid
             "returns": returns.tolist(), "successes": success.tolist(), "lengths": lengths.tolist()}
 
 
-def write_video(path, frames: list[np.ndarray], fps: int = 30) -> None:
-    """Write ``uint8 [H, W, 3]`` frames as an MP4 (imageio-ffmpeg), via a temp file and os.replace."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic_file(path: Path, suffix: str):
+    """A temporary file name beside ``path`` (missing parent folders created), renamed onto
+    ``path`` when the block succeeds and removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_video(path, frames: list[np.ndarray], fps: int = 30) -> None:
+    """Write ``uint8 [H, W, 3]`` frames as an MP4 (imageio-ffmpeg), via a temp file and os.replace."""
+    import imageio.v2 as imageio
+
+    with _atomic_file(Path(path), ".mp4") as tmp:
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
 
 
 def write_json(path, obj) -> Path:
@@ -143,16 +151,8 @@ def write_json(path, obj) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file path for the JSON result")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with _atomic_file(path, ".tmp") as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2))
     return path
 
 
