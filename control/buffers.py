@@ -7,15 +7,19 @@
   ``gamma * V(final state)`` to the reward of the truncated step (the loop gives the final state).
 
 Both expose ``state_dict()`` / ``load_state_dict()`` with plain tensors (safetensors-ready), so a
-resumed run continues with the exact same data.
+resumed run continues with the exact same data. Bad sizes and batches raise ``ValueError`` naming
+the field, its shape and the expected one.
 """
 
 from __future__ import annotations
 
 import torch
 
+from control.learner import check_float, check_int
+
 
 def _check_batch(name: str, x: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """``x`` unchanged when its shape is ``shape`` and it is finite; else ValueError naming ``name``."""
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(shape)}")
     if torch.is_floating_point(x) and not torch.isfinite(x).all():
@@ -24,19 +28,23 @@ def _check_batch(name: str, x: torch.Tensor, shape: tuple) -> torch.Tensor:
 
 
 class ReplayBuffer:
-    """Ring buffer of ``(obs, action, reward, next_obs, terminated)``.
+    """Ring buffer of ``(obs, action, reward, next_obs, terminated)`` (SAC's replay).
+
+    Storage: ``obs``/``next_obs`` float32 [capacity, D], ``action`` float32 [capacity, A],
+    ``reward`` float32 [capacity], ``terminated`` bool [capacity].
 
     Args:
-        capacity: maximum number of single transitions kept (oldest overwritten).
-        obs_dim: D.  action_dim: A.  device: where tensors live.
+        capacity: maximum number of single transitions kept (oldest overwritten), >= 1.
+        obs_dim: D >= 1.  action_dim: A >= 1.  device: where tensors live.
+    Raises:
+        ValueError: a size < 1 (named).
     """
 
     FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 
     def __init__(self, capacity: int, obs_dim: int, action_dim: int, device="cpu"):
-        if int(capacity) < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity, self.obs_dim, self.action_dim = int(capacity), int(obs_dim), int(action_dim)
+        self.capacity = check_int("capacity", capacity, 1)
+        self.obs_dim, self.action_dim = check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1)
         self.device = torch.device(device)
         self.obs = torch.zeros(self.capacity, self.obs_dim, device=self.device)
         self.action = torch.zeros(self.capacity, self.action_dim, device=self.device)
@@ -68,11 +76,14 @@ class ReplayBuffer:
         self.size = int(min(self.size + n, self.capacity))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Uniform sample with replacement: dict of the FIELDS, each with leading dim ``batch_size``.
+        """Uniform sample with replacement (one ``torch.randint`` draw from ``generator``): dict of
+        the FIELDS, each with leading dim ``batch_size`` (shapes and dtypes as stored).
 
         Raises:
+            ValueError: ``batch_size`` < 1.
             RuntimeError: the buffer is empty.
         """
+        check_int("batch_size", batch_size, 1)
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(0, self.size, (int(batch_size),), generator=generator).to(self.device)
@@ -103,16 +114,20 @@ class ReplayBuffer:
 class RolloutBuffer:
     """``num_steps x num_envs`` rollout for on-policy learners, with GAE.
 
-    Stored per step: obs [T, B, D], action [T, B, A], log_prob [T, B], value [T, B], reward [T, B],
-    done [T, B] (episode ended after this step: terminated or truncated), plus ``extra`` tensors a
-    learner wants kept (e.g. GoRL's ``latent`` [T, B, A]).
+    Stored per step (all float32): obs [T, B, D], action [T, B, A], log_prob [T, B] (nats),
+    value [T, B], reward [T, B], done [T, B] (1.0 when the episode ended after this step: terminated
+    or truncated), plus ``extra`` tensors a learner wants kept (e.g. GoRL's ``latent`` [T, B, A]);
+    ``last_next_obs`` [B, D] is the state after the latest step (for the bootstrap value).
+
+    Args:
+        num_steps: T >= 1.  num_envs: B >= 1.  obs_dim: D >= 1.  action_dim: A >= 1.  device.
+    Raises:
+        ValueError: a size < 1 (named).
     """
 
     def __init__(self, num_steps: int, num_envs: int, obs_dim: int, action_dim: int, device="cpu"):
-        if int(num_steps) < 1 or int(num_envs) < 1:
-            raise ValueError(f"num_steps and num_envs must be >= 1, got {num_steps}, {num_envs}")
-        self.T, self.B = int(num_steps), int(num_envs)
-        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        self.T, self.B = check_int("num_steps", num_steps, 1), check_int("num_envs", num_envs, 1)
+        self.obs_dim, self.action_dim = check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1)
         self.device = torch.device(device)
         T, B = self.T, self.B
         self.obs = torch.zeros(T, B, self.obs_dim, device=self.device)
@@ -127,10 +142,17 @@ class RolloutBuffer:
 
     @property
     def full(self) -> bool:
+        """True once T steps are stored (then :meth:`compute_gae`, use, :meth:`clear`)."""
         return self.t >= self.T
 
     def add(self, obs, action, log_prob, value, reward, done, next_obs, **extra) -> None:
-        """Add one step for all B envs (shapes as in the class docstring, without the T axis)."""
+        """Add one step for all B envs: obs float32 [B, D], action [B, A], log_prob [B], value [B],
+        reward [B], done bool [B], next_obs [B, D]; each ``extra`` tensor has leading dim B.
+
+        Raises:
+            RuntimeError: the buffer is full.
+            ValueError: a field with the wrong shape or NaN/inf (named with both shapes).
+        """
         if self.full:
             raise RuntimeError(f"rollout buffer is full ({self.T} steps); compute GAE and clear it first")
         t, B = self.t, self.B
@@ -139,20 +161,30 @@ class RolloutBuffer:
         self.log_prob[t] = _check_batch("log_prob", log_prob, (B,))
         self.value[t] = _check_batch("value", value, (B,))
         self.reward[t] = _check_batch("reward", reward, (B,))
-        self.done[t] = done.float()
-        self.last_next_obs = next_obs.detach().clone()
+        self.done[t] = _check_batch("done", done, (B,)).float()
+        self.last_next_obs = _check_batch("next_obs", next_obs, (B, self.obs_dim)).detach().clone()
         for k, v in extra.items():
+            if v.ndim < 1 or v.shape[0] != B or (k in self.extra and tuple(self.extra[k].shape[1:]) != tuple(v.shape)):
+                want = f"({B}, ...)" if k not in self.extra else str(tuple(self.extra[k].shape[1:]))
+                raise ValueError(f"extra {k!r} has shape {tuple(v.shape)}, expected {want}")
             if k not in self.extra:
                 self.extra[k] = torch.zeros((self.T, *v.shape), dtype=v.dtype, device=self.device)
             self.extra[k][t] = v
         self.t += 1
 
     def compute_gae(self, last_value: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """GAE(lambda): advantage [T, B] and return target [T, B] (= advantage + value).
+        """GAE(lambda) (Schulman et al. 2016, eqs. 11-16): advantage float32 [T, B] and return
+        target float32 [T, B] (= advantage + value).
 
-        ``last_value`` [B] is V of the state after the last step (``last_next_obs``); steps whose
-        ``done`` is set do not bootstrap across the episode boundary.
+        ``last_value`` float32 [B] is V of the state after the last step (``last_next_obs``); steps
+        whose ``done`` is set do not bootstrap across the episode boundary.
+
+        Raises:
+            ValueError: ``last_value`` not [B], ``gamma`` outside [0, 1] or ``lam`` outside [0, 1].
         """
+        _check_batch("last_value", last_value, (self.B,))
+        check_float("gamma", gamma, 0.0, 1.0)
+        check_float("lam", lam, 0.0, 1.0)
         adv = torch.zeros_like(self.reward)
         last = torch.zeros(self.B, device=self.device)
         for t in reversed(range(self.T)):
@@ -164,9 +196,11 @@ class RolloutBuffer:
         return adv, adv + self.value
 
     def clear(self) -> None:
+        """Start a new rollout (the tensors are overwritten by the next T steps)."""
         self.t = 0
 
     def state_dict(self) -> dict:
+        """Copies of every stored tensor (shapes as in the class docstring), ``extra`` and the step ``t``."""
         out = {k: getattr(self, k).clone() for k in ("obs", "action", "log_prob", "value", "reward", "done",
                                                       "last_next_obs")}
         out["extra"] = {k: v.clone() for k, v in self.extra.items()}
@@ -174,6 +208,7 @@ class RolloutBuffer:
         return out
 
     def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`. Raises ValueError when a saved tensor's shape differs (named)."""
         for k in ("obs", "action", "log_prob", "value", "reward", "done", "last_next_obs"):
             dst = getattr(self, k)
             if tuple(state[k].shape) != tuple(dst.shape):

@@ -55,7 +55,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from control.export import register_kind
-from control.learner import Learner, Transition
+from control.learner import Learner, Transition, check_float, check_int, check_states
 from control.networks import RunningMeanStd
 
 __all__ = [
@@ -82,6 +82,7 @@ class FourierFeatures(nn.Module):
         self.weight = nn.Parameter(torch.randn(dim // 2, 1) * 0.2)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """float32 [B, 1] -> float32 [B, dim] = [cos(2 pi t W^T), sin(2 pi t W^T)]."""
         f = 2.0 * math.pi * t @ self.weight.T
         return torch.cat([torch.cos(f), torch.sin(f)], dim=-1)
 
@@ -97,6 +98,7 @@ class MLPResNetBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 [B, hidden] -> float32 [B, hidden] (residual)."""
         return x + self.fc2(F.silu(self.fc1(self.norm(self.dropout(x)))))
 
 
@@ -121,6 +123,8 @@ class Denoiser(nn.Module):
         self.out = nn.Linear(hidden_dim, action_dim)
 
     def forward(self, obs: torch.Tensor, noisy_action: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predicted noise eps_theta(s, a_t, t): obs float32 [B, D], noisy_action float32 [B, A],
+        t [B] or a scalar (step index, int or float) -> float32 [B, A]."""
         t = t.to(obs.dtype).reshape(-1, 1).expand(obs.shape[0], 1)
         emb = self.time_mlp(self.time_features(t))
         x = self.inp(torch.cat([obs, noisy_action, emb], dim=-1))
@@ -133,6 +137,13 @@ class DiffusionBasePolicy(nn.Module):
     Uses ``diffusers.DDPMScheduler`` (``num_train_timesteps = T``, epsilon prediction, predicted
     x_0 clipped to [-1, 1], fixed-small variance): ``add_noise`` for training (Ho et al. 2020,
     eq. 4) and ``step`` for ancestral sampling (Ho et al., Algorithm 2).
+
+    Args:
+        obs_dim: D.  action_dim: A (h * A for chunks).  diffusion_steps: T >= 1.
+        beta_schedule: one of squaredcos_cap_v2, linear, scaled_linear, sigmoid.
+        hidden_dim, num_blocks, time_dim, dropout: the :class:`Denoiser`.
+    Raises:
+        ValueError: an unknown ``beta_schedule`` (the known ones listed) or ``diffusion_steps`` < 1.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, diffusion_steps: int = 10,
@@ -202,6 +213,8 @@ class EditPolicy(nn.Module):
         self.log_std = nn.Linear(width, action_dim)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None):
+        """Reparameterised edit: obs float32 [B, D], action float32 [B, A] -> (a_hat float32 [B, A]
+        in (-1, 1), log pi_e(a_hat | s, a) float32 [B] in nats). One [B, A] normal draw from ``generator``."""
         h = self.body(torch.cat([obs, action], dim=-1))
         mean = self.mean(h)
         log_std = self.log_std(h).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
@@ -242,6 +255,7 @@ class CriticEnsemble(nn.Module):
                 self.ln_biases.append(nn.Parameter(torch.zeros(self.num_qs, 1, w_out)))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """obs float32 [B, D], action float32 [B, A], members long [E'] or None -> Q float32 [E', B]."""
         x = torch.cat([obs, action], dim=-1)
         e = self.num_qs if members is None else len(members)
         x = x.unsqueeze(0).expand(e, *x.shape)
@@ -294,7 +308,12 @@ class ReplayBuffer:
         return self.size
 
     def add(self, **batch: torch.Tensor) -> None:
-        """Append a batch of n transitions (each field [n, ...]); the oldest are overwritten."""
+        """Append a batch of n transitions (keyword per field of ``FIELDS``, each [n, ...] as stored,
+        cast to float32); the oldest are overwritten.
+
+        Raises:
+            KeyError: a field is missing.  ValueError: a field holds NaN/inf (named).
+        """
         n = int(batch["obs"].shape[0])
         for k in self.FIELDS:
             v = batch[k].to(self.data[k].device, torch.float32).reshape(n, *self.data[k].shape[1:])
@@ -313,9 +332,11 @@ class ReplayBuffer:
         return {k: v[idx.to(v.device)] for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
+        """The filled rows of each field and the write position: ``{"data": {...}, "pos", "size"}``."""
         return {"data": {k: v[: self.size].clone() for k, v in self.data.items()}, "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict` (into a buffer of at least the saved size)."""
         size = int(state["size"])
         for k, v in state["data"].items():
             self.data[k][:size] = v.to(self.data[k].device)
@@ -450,10 +471,13 @@ class EXPOPolicy(nn.Module):
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
     def export_config(self) -> dict:
+        """The constructor's arguments (``EXPOPolicy(**cfg)`` rebuilds it)."""
         return dict(self.config)
 
     @torch.no_grad()
     def forward(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
+        """States float32 [B, D] (normalised as in training) -> action chunks float32 [B, h, A] in
+        [-1, 1]; ``images`` unused. Raises ValueError when ``state`` is not [B, D]."""
         c = self.config
         if state.ndim != 2 or state.shape[1] != c["state_dim"]:
             raise ValueError(f"state must be [B, {c['state_dim']}], got shape {tuple(state.shape)}")
@@ -471,7 +495,11 @@ def on_the_fly(obs: torch.Tensor, base: DiffusionBasePolicy, denoiser: nn.Module
     a_hat_i ~ pi_e(. | s, a_i), for i <= n_edit; all clipped to [-1, 1].
 
     Args:
-        obs: float32 [B, D].
+        obs: float32 [B, D].  base, denoiser: pi_b and the noise predictor to sample with (online or EMA).
+        edit_policy: pi_e.  critic: the ensemble scoring the candidates; ``members`` long [M] picks
+            the members whose minimum is taken (None: all).
+        num_samples: N >= 1.  num_edit_samples: n_edit in [0, N].  edit_scale: beta.
+        generator: torch generator for the base samples and the edits (on the obs' device).
     Returns:
         (best float32 [B, A], candidates float32 [B, N + n_edit, A], q float32 [B, N + n_edit]).
     """
@@ -534,6 +562,17 @@ class EXPO(Learner):
         obs_normalization: feed the networks clip((s - mean) / std, -10, 10) with running statistics
             (``control.networks.RunningMeanStd``) of the offline states and of every observed state;
             buffers keep raw states; the exported policy carries the statistics as ``obs_normalizer``.
+
+    Ranges: sizes and counts >= 1 (``num_edit_samples``, ``start_training``, ``pretrain_steps``,
+    ``base_num_blocks``, ``base_decay_steps`` >= 0; ``num_edit_samples`` <= ``num_samples``;
+    ``num_min_qs`` <= ``num_qs``; ``time_dim`` even); ``gamma`` in [0, 1]; ``tau``, ``actor_tau`` in
+    (0, 1]; ``lr``, ``base_lr``, ``init_temperature`` finite and > 0; ``base_weight_decay`` >= 0;
+    ``edit_scale`` in (0, 2]; ``edit_dropout`` in [0, 1); ``offline_ratio`` in [0, 1].
+
+    Raises:
+        ValueError: a value outside its range (named, with what is allowed), an unknown
+            ``beta_schedule``, offline data whose sizes do not match, or bad offline episodes.
+        FileNotFoundError: an ``offline_data`` file that does not exist.
     """
 
     name = "expo"
@@ -554,17 +593,29 @@ class EXPO(Learner):
                  offline_ratio: float = 0.5, offline_done_is_terminal: bool = False,
                  pretrain_steps: int = 0, pretrain_critic: bool = False, pretrain_edit: bool = False,
                  horizon: int = 1, obs_normalization: bool = False):
-        _check_int("obs_dim", obs_dim, 1)
-        _check_int("action_dim", action_dim, 1)
-        _check_int("num_envs", num_envs, 1)
-        _check_int("num_samples", num_samples, 1)
-        _check_int("num_edit_samples", num_edit_samples, 0)
-        _check_int("num_qs", num_qs, 1)
-        _check_int("batch_size", batch_size, 1)
-        _check_int("utd_ratio", utd_ratio, 1)
-        _check_int("start_training", start_training, 0)
-        _check_int("pretrain_steps", pretrain_steps, 0)
-        _check_int("horizon", horizon, 1)
+        for key, v, low in (("obs_dim", obs_dim, 1), ("action_dim", action_dim, 1), ("num_envs", num_envs, 1),
+                            ("num_samples", num_samples, 1), ("num_edit_samples", num_edit_samples, 0),
+                            ("num_qs", num_qs, 1), ("batch_size", batch_size, 1), ("utd_ratio", utd_ratio, 1),
+                            ("start_training", start_training, 0), ("pretrain_steps", pretrain_steps, 0),
+                            ("horizon", horizon, 1), ("buffer_size", buffer_size, 1),
+                            ("diffusion_steps", diffusion_steps, 1), ("base_hidden_dim", base_hidden_dim, 1),
+                            ("base_num_blocks", base_num_blocks, 0), ("time_dim", time_dim, 2)):
+            check_int(key, v, low)
+        if int(time_dim) % 2:
+            raise ValueError(f"time_dim must be even (cos/sin pairs), got {time_dim!r}")
+        if base_decay_steps is not None:
+            check_int("base_decay_steps", base_decay_steps, 0)
+        for key, widths in (("edit_hidden_dims", edit_hidden_dims), ("critic_hidden_dims", critic_hidden_dims)):
+            for h in widths:
+                check_int(f"{key} width", h, 1)
+        for key, v in (("tau", tau), ("actor_tau", actor_tau)):
+            check_float(key, v, 0.0, 1.0, low_open=True)
+        for key, v in (("lr", lr), ("base_lr", base_lr), ("init_temperature", init_temperature)):
+            check_float(key, v, 0.0, low_open=True)
+        check_float("base_weight_decay", base_weight_decay, 0.0)
+        check_float("edit_dropout", edit_dropout, 0.0, 1.0, high_open=True)
+        if target_entropy is not None:
+            check_float("target_entropy", target_entropy)
         if num_edit_samples > num_samples:
             raise ValueError(f"num_edit_samples ({num_edit_samples}) must be <= num_samples ({num_samples})")
         if not 1 <= int(num_min_qs) <= int(num_qs):
@@ -805,7 +856,15 @@ class EXPO(Learner):
         return batch
 
     def update_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One TD step of every ensemble member toward y = r + discount * min_subset Qbar(s', OTF(s'))."""
+        """One TD step of every ensemble member toward y = r + discount * min_subset Qbar(s', OTF(s'))
+        (module docstring, item 4), then the Polyak update of the target critic.
+
+        Args:
+            batch: from ``_batch``: obs/next_obs float32 [n, D] (normalised), action [n, hA],
+                reward [n], discount [n].
+        Returns:
+            {"critic_loss", "q", "target_q"} (floats).
+        """
         with torch.no_grad():
             next_action = self.otf(batch["next_obs"], use_ema=False)[0]
             next_q = self.target_critic.module(batch["next_obs"], next_action, self._subset()).min(0).values
@@ -820,7 +879,8 @@ class EXPO(Learner):
         return {"critic_loss": loss.item(), "q": q.detach().mean().item(), "target_q": target.mean().item()}
 
     def update_base(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One imitation step of the base policy (no Q gradient), then the EMA update."""
+        """One imitation step of the base policy on ``batch["obs"]``/``batch["action"]`` (L_b of the
+        module docstring; no Q gradient), the lr schedule step, then the EMA update. Returns {"base_loss"}."""
         loss = self.base.loss(batch["obs"], batch["action"], self.generator)
         self.base_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -830,7 +890,12 @@ class EXPO(Learner):
         return {"base_loss": loss.item()}
 
     def update_edit(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One SAC-style step of the edit policy on replay actions, then the temperature step."""
+        """One SAC-style step of the edit policy on replay actions (L_e of the module docstring),
+        then the temperature step toward ``target_entropy``.
+
+        Returns:
+            {"edit_loss", "edit_q", "entropy", "temperature", "edit_magnitude"} (floats).
+        """
         obs, a = batch["obs"], batch["action"]
         a_hat, log_prob = self.edit_policy(obs, a, self.generator)
         log_prob = log_prob - self.action_dim * math.log(self.edit_scale)   # density of beta * a_hat
@@ -868,7 +933,12 @@ class EXPO(Learner):
 
     def pretrain(self) -> dict[str, float]:
         """Offline start: ``pretrain_steps`` rounds on offline data only (base always; critic and edit
-        policy when ``pretrain_critic`` / ``pretrain_edit``). Runs once; returns the last metrics."""
+        policy when ``pretrain_critic`` / ``pretrain_edit``). Runs once; returns the last metrics,
+        prefixed ``pretrain/``.
+
+        Raises:
+            ValueError: ``pretrain_steps`` > 0 and no offline data.
+        """
         metrics: dict[str, float] = {}
         if self.pretrained:
             return metrics
@@ -888,7 +958,11 @@ class EXPO(Learner):
 
     def update(self) -> dict[str, float]:
         """One update round per environment step observed since the last call, once ``start_training``
-        steps are in; returns the last round's metrics (empty when it did not train)."""
+        steps are in; returns the last round's metrics (empty when it did not train).
+
+        Raises:
+            FloatingPointError: a metric became NaN/inf (named).
+        """
         metrics = self.pretrain() if not self.pretrained else {}
         if self.env_steps < self.start_training or len(self.online) == 0:
             self.pending_steps = 0
@@ -907,6 +981,9 @@ class EXPO(Learner):
     # checkpoints
     # ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Networks (online, EMA, target), optimizers and lr schedule, temperature, online replay,
+        normaliser, counters, both generators and the per-env chunk state. The offline buffer is
+        not saved: it is rebuilt from ``offline_data``."""
         return {
             "base": self.base.state_dict(), "ema_denoiser": self.ema_denoiser.state_dict(),
             "edit_policy": self.edit_policy.state_dict(), "critic_ensemble": self.critic_ensemble.state_dict(),
@@ -927,6 +1004,7 @@ class EXPO(Learner):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict` (torch's errors for mismatched networks)."""
         self.base.load_state_dict(state["base"])
         self.ema_denoiser.load_state_dict(state["ema_denoiser"])
         self.edit_policy.load_state_dict(state["edit_policy"])
@@ -951,14 +1029,6 @@ class EXPO(Learner):
 
     # ---------------------------------------------------------------------------------------------
     def _check_obs(self, obs, name: str = "obs") -> torch.Tensor:
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
-            raise ValueError(f"{name} must be [B, {self.obs_dim}] float32, got shape {tuple(obs.shape)}")
-        if not torch.isfinite(obs).all():
-            raise ValueError(f"{name} holds non-finite values")
-        return obs
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        """States (tensor or array-like) [B, D] -> float32 [B, D] on the learner's device
+        (:func:`control.learner.check_states`: ValueError for a wrong shape or NaN/inf)."""
+        return check_states(name, torch.as_tensor(obs, dtype=torch.float32, device=self.device), self.obs_dim)

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from control.buffers import RolloutBuffer
-from control.learner import Learner, Transition
+from control.learner import Learner, Transition, check_float, check_int, check_states
 from control.networks import RunningMeanStd
 from control.ppo import ppo_loss
 
@@ -83,7 +83,14 @@ DIFFUSION_PREDICTIONS = ("v_prediction", "epsilon")
 # =================================================================================================
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.SiLU) -> nn.Sequential:
-    """[Linear, activation] x len(hidden), then Linear(out_dim). float32 [..., in_dim] -> [..., out_dim]."""
+    """[Linear, activation] x len(hidden), then Linear(out_dim): float32 [..., in_dim] -> [..., out_dim].
+
+    torch's default initialisation, layers created in order. Raises ValueError for a size < 1.
+    """
+    check_int("in_dim", in_dim, 1)
+    check_int("out_dim", out_dim, 1)
+    for h in hidden:
+        check_int("hidden width", h, 1)
     layers: list[nn.Module] = []
     d = int(in_dim)
     for h in hidden:
@@ -94,7 +101,8 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.SiLU) ->
 
 
 def time_embedding(t: torch.Tensor, dim: int = 8) -> torch.Tensor:
-    """Sinusoidal embedding of a time in [0, 1]: float [N] -> float32 [N, dim] (authors: 8-d sin/cos)."""
+    """Sinusoidal embedding of a time in [0, 1]: float [N] -> float32 [N, dim] (authors: 8-d sin/cos;
+    ``dim`` even, frequencies geometric from pi to 1000 pi)."""
     freqs = torch.exp(torch.arange(dim // 2, device=t.device, dtype=torch.float32) * (math.log(1000.0) / max(dim // 2 - 1, 1)))
     ang = t.float()[:, None] * freqs[None] * math.pi
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
@@ -114,12 +122,13 @@ class Encoder(nn.Module):
 
     def __init__(self, obs_dim: int, latent_dim: int, hidden: Sequence[int]):
         super().__init__()
-        self.net = mlp(obs_dim, hidden, 2 * latent_dim)
+        self.net = mlp(obs_dim, hidden, 2 * check_int("latent_dim", latent_dim, 1))
         with torch.no_grad():
             self.net[-1].weight.mul_(0.01)
             self.net[-1].bias.zero_()
 
     def forward(self, obs_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised states float32 [B, D] -> (mu float32 [B, A], sigma float32 [B, A] in [1e-3, 10])."""
         mu, raw = self.net(obs_norm).chunk(2, dim=-1)
         sigma = (F.softplus(raw) + 1e-3).clamp(1e-3, 10.0)
         return mu, sigma
@@ -131,10 +140,13 @@ def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) ->
 
 
 def prior_penalty(mu: torch.Tensor, sigma: torch.Tensor, kind: str) -> torch.Tensor:
-    """Pull of pi_theta(.|s) toward N(0, I); [B, A] -> scalar (mean over the batch).
+    """Pull of pi_theta(.|s) toward N(0, I): mu, sigma float32 [B, A] -> scalar tensor (mean over the batch).
 
     ``"kl"``: KL(N(mu, sigma^2) || N(0, I)) = 0.5 * sum_i(mu_i^2 + sigma_i^2 - 1 - log sigma_i^2).
     ``"l2"``: the authors' code, mean(mu^2) + mean(sigma^2) (no log term, not a divergence).
+
+    Raises:
+        ValueError: an unknown ``kind`` (the known ones listed).
     """
     if kind == "kl":
         return (0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(-1)).mean()
@@ -157,6 +169,7 @@ class IdentityDecoder(nn.Module):
         return latent
 
     def export_config(self) -> dict:
+        """``{"kind": "identity"}`` (no weights)."""
         return {"kind": "identity"}
 
 
@@ -178,8 +191,16 @@ class GenerativeDecoder(nn.Module):
       sqrt((1 - abar_T) / abar_T) ~ 200; measured here, epsilon-prediction put the decoded mean and
       std off by 30-100% where v-prediction matched (``"epsilon"`` is kept for comparison).
 
-    The observation normaliser (``obs_mean``/``obs_std`` buffers) is fixed when the decoder is fit,
-    so later changes of the encoder's running normaliser do not move a frozen decoder.
+    The observation normaliser (``obs_mean``/``obs_std`` buffers, float32 [D]) is fixed when the
+    decoder is fit, so later changes of the encoder's running normaliser do not move a frozen decoder.
+
+    Args:
+        obs_dim: D >= 1.  action_dim: A >= 1.  kind: ``"flow"`` or ``"diffusion"``.
+        hidden: MLP widths (each >= 1).  steps: sampling (and, for diffusion, training) steps >= 1.
+        time_dim: width of the time embedding, even and >= 2.
+        prediction: diffusion target, ``"v_prediction"`` or ``"epsilon"`` (ignored by flow).
+    Raises:
+        ValueError: an unknown kind or prediction (the known ones listed), or a bad size (named).
     """
 
     def __init__(self, obs_dim: int, action_dim: int, kind: str = "flow", hidden: Sequence[int] = (64, 64, 64, 64),
@@ -192,8 +213,11 @@ class GenerativeDecoder(nn.Module):
         self.prediction = prediction
         if int(steps) < 1:
             raise ValueError(f"decoder steps must be >= 1, got {steps!r}")
+        if check_int("time_dim", time_dim, 2) % 2:
+            raise ValueError(f"time_dim must be even (sin/cos pairs), got {time_dim!r}")
         self.kind = kind
-        self.obs_dim, self.action_dim, self.steps, self.time_dim = int(obs_dim), int(action_dim), int(steps), int(time_dim)
+        self.obs_dim, self.action_dim, self.steps, self.time_dim = (
+            check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1), int(steps), int(time_dim))
         self.hidden = [int(h) for h in hidden]
         self.net = mlp(self.obs_dim + self.action_dim + self.time_dim, self.hidden, self.action_dim)
         self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
@@ -201,6 +225,7 @@ class GenerativeDecoder(nn.Module):
         self._scheduler = self._make_scheduler()
 
     def export_config(self) -> dict:
+        """The constructor's arguments as a JSON-ready dict (``GenerativeDecoder(**cfg)`` rebuilds it)."""
         return {"kind": self.kind, "obs_dim": self.obs_dim, "action_dim": self.action_dim, "hidden": self.hidden,
                 "steps": self.steps, "time_dim": self.time_dim, "prediction": self.prediction}
 
@@ -277,8 +302,15 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
     Returns:
         {"decoder_train_loss", "decoder_val_loss", "decoder_epochs", "decoder_pairs"}.
     Raises:
-        ValueError: mismatched shapes, fewer than 10 pairs, NaN/inf in the data, or a non-finite loss.
+        ValueError: mismatched shapes, fewer than 10 pairs, NaN/inf in the data, a non-finite loss,
+            or a setting out of range (epochs, batch_size, noise_samples, patience >= 1; lr > 0;
+            val_fraction in (0, 1)).
     """
+    for key, v in (("epochs", epochs), ("batch_size", batch_size), ("noise_samples", noise_samples),
+                   ("patience", patience)):
+        check_int(key, v, 1)
+    check_float("lr", lr, 0.0, low_open=True)
+    check_float("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
     if obs.ndim != 2 or action.ndim != 2 or obs.shape[0] != action.shape[0]:
         raise ValueError(f"fit_decoder wants obs [N, D] and action [N, A] with equal N, got {tuple(obs.shape)} and {tuple(action.shape)}")
     if obs.shape[1] != decoder.obs_dim or action.shape[1] != decoder.action_dim:
@@ -343,7 +375,7 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
 # =================================================================================================
 
 def _staged(value, stage: int) -> float:
-    """A hyper-parameter given per stage: a scalar, or a list whose last entry repeats."""
+    """A hyper-parameter given per stage: a scalar, or a list whose last entry repeats -> float."""
     if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)):
         seq = list(value)
         return float(seq[min(stage, len(seq) - 1)])
@@ -380,10 +412,14 @@ class GoRL(Learner):
             ``prior_coef``: scalars or per-stage lists (authors: clip 0.15 then 0.3, grad norm 0.5
             then 1.0, prior 5e-4 then 1e-3).
         prior_penalty: ``"kl"`` (default) or ``"l2"`` (authors' code).
-        reward_scale: rewards are multiplied by this before GAE (Playground's DMC PPO: 10).
+        reward_scale: rewards are multiplied by this (> 0) before GAE (Playground's DMC PPO: 10).
         normalize_obs: running observation normalisation for the encoder and critic.
+    Ranges: sizes, epochs, patience and noise samples >= 1 (``collect_steps`` >= 0); ``lr``,
+    ``decoder_lr``, ``clip_eps``, ``max_grad_norm``, ``reward_scale`` finite and > 0; ``prior_coef``,
+    ``vf_coef`` >= 0; ``gamma`` in (0, 1]; ``gae_lambda`` in [0, 1]; ``ent_coef`` finite.
     Raises:
-        ValueError: an unknown decoder or prior penalty, or a non-positive size (named).
+        ValueError: an unknown decoder, decoder prediction or prior penalty (the known ones listed),
+            or a value outside its range (named, with what is allowed).
     """
 
     name = "gorl"
@@ -406,9 +442,27 @@ class GoRL(Learner):
             raise ValueError(f"unknown prior_penalty {prior_penalty!r}; known: {', '.join(PRIOR_PENALTIES)}")
         for key, v in dict(obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, num_steps=num_steps,
                            update_epochs=update_epochs, num_minibatches=num_minibatches, decoder_steps=decoder_steps,
-                           decoder_dataset_size=decoder_dataset_size, decoder_batch_size=decoder_batch_size).items():
-            if int(v) < 1:
-                raise ValueError(f"{key} must be >= 1, got {v!r}")
+                           decoder_dataset_size=decoder_dataset_size, decoder_batch_size=decoder_batch_size,
+                           decoder_epochs=decoder_epochs, decoder_noise_samples=decoder_noise_samples,
+                           decoder_patience=decoder_patience).items():
+            check_int(key, v, 1)
+        for key, widths in (("decoder_hidden", decoder_hidden), ("encoder_hidden", encoder_hidden),
+                            ("critic_hidden", critic_hidden)):
+            for h in widths:
+                check_int(f"{key} width", h, 1)
+        for key, v in (("lr", lr), ("decoder_lr", decoder_lr), ("reward_scale", reward_scale)):
+            check_float(key, v, 0.0, low_open=True)
+        check_float("gamma", gamma, 0.0, 1.0, low_open=True)
+        check_float("gae_lambda", gae_lambda, 0.0, 1.0)
+        check_float("vf_coef", vf_coef, 0.0)
+        check_float("ent_coef", ent_coef)
+        for key, v, low_open in (("clip_eps", clip_eps, True), ("max_grad_norm", max_grad_norm, True),
+                                 ("prior_coef", prior_coef, False)):
+            seq = list(v) if isinstance(v, (list, tuple)) or (hasattr(v, "__len__") and not isinstance(v, str)) else [v]
+            if not seq:
+                raise ValueError(f"{key} must be a number or a non-empty per-stage list, got {v!r}")
+            for x in seq:
+                check_float(key, x, 0.0, low_open=low_open)
         stage_steps = [float(s) for s in stage_steps]
         if not stage_steps or any(not s > 0 for s in stage_steps):
             raise ValueError(f"stage_steps must be a non-empty list of positive step counts, got {stage_steps}")
@@ -465,6 +519,7 @@ class GoRL(Learner):
 
     # ---------------------------------------------------------------------------------------------
     def _make_optimizer(self) -> None:
+        """One Adam (eps 1e-5) over the encoder's and the critic's parameters, in that order."""
         self.optimizer = torch.optim.Adam(list(self.encoder.parameters()) + list(self.critic.parameters()),
                                           lr=self.lr, eps=1e-5)
 
@@ -476,14 +531,8 @@ class GoRL(Learner):
         return self.obs_norm.normalize(obs) if self.normalize_obs else obs
 
     def _check_obs(self, obs: torch.Tensor, what: str = "obs") -> torch.Tensor:
-        if not isinstance(obs, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor [B, {self.obs_dim}], got {type(obs).__name__}")
-        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
-            raise ValueError(f"{what} shape {tuple(obs.shape)} does not match [B, obs_dim={self.obs_dim}]")
-        if not torch.isfinite(obs).all():
-            row = int(torch.nonzero(~torch.isfinite(obs).all(1))[0, 0])
-            raise ValueError(f"{what} contains NaN or inf (row {row})")
-        return obs.to(self.device, torch.float32)
+        """:func:`control.learner.check_states`, then float32 on the learner's device."""
+        return check_states(what, obs, self.obs_dim).to(self.device, torch.float32)
 
     # ----- acting ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -527,13 +576,23 @@ class GoRL(Learner):
         The latent of each action comes from the preceding ``act(obs, deterministic=False)`` call
         (cached), or from ``transition.info["latent"]`` (float32 [B, A]) when given.
 
+        Args:
+            transition: obs/next_obs float32 [num_envs, D], action float32 [num_envs, A] (checked,
+                not stored: the decoder data are the pre-tanh actions u of the cached ``act``),
+                reward float32 [num_envs], terminated/truncated bool [num_envs].
         Raises:
-            ValueError: wrong batch size, or no latent for this transition (``act`` was not called
-                on this ``obs`` and ``info`` has no ``"latent"``).
+            ValueError: wrong batch size or shape, NaN/inf, or no latent for this transition
+                (``act`` was not called on this ``obs`` and ``info`` has no ``"latent"``).
         """
         s = self._check_obs(transition.obs, "transition.obs")
         if s.shape[0] != self.num_envs:
             raise ValueError(f"transition batch {s.shape[0]} does not match num_envs={self.num_envs}")
+        check_states("transition.action", transition.action, self.action_dim, self.num_envs)
+        for field in ("reward", "terminated", "truncated"):
+            x = getattr(transition, field)
+            if not isinstance(x, torch.Tensor) or x.numel() != self.num_envs:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"transition.{field} must hold num_envs={self.num_envs} entries, got {shape}")
         if "latent" in (transition.info or {}):
             latent = transition.info["latent"].to(self.device, torch.float32)
             mu, sigma = self.encoder(self._norm(s))
@@ -810,9 +869,12 @@ class GoRLPolicy(nn.Module):
         self.register_buffer("norm_std", torch.ones(int(state_dim)))
 
     def export_config(self) -> dict:
+        """The constructor's arguments (``GoRLPolicy(**cfg)`` rebuilds it), a deep copy."""
         return copy.deepcopy(self.config)
 
     def forward(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
+        """Normalised states float32 [B, D] -> actions float32 [B, 1, A] in [-1, 1]
+        (a = tanh(g_phi(s, mu_theta(s))); ``images`` unused)."""
         x = state.clamp(-10.0, 10.0)
         mu, _ = self.encoder(x)
         u = mu if self.decoder is None else self.decoder(state * self.norm_std + self.norm_mean, mu)

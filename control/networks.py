@@ -1,10 +1,13 @@
 """Networks shared by the learners: MLPs with LayerNorm, tanh-Gaussian and Gaussian actors, the
 critic ensemble, a value network and a running observation normaliser.
 
-Shapes: B = batch, D = state dim, A = action dim, E = ensemble size. All tensors float32.
+Shapes: B = batch, D = state dim, A = action dim, E = ensemble size. All tensors float32 unless said.
 The actors' ``trunk`` and ``mean`` sub-modules use the same layout as the deployment policy
 (:class:`control.export.MLPPolicy`), so :meth:`TanhGaussianActor.deploy_module` /
 :meth:`GaussianActor.deploy_module` copy weights over by name.
+
+Constructors refuse bad sizes and settings with a ``ValueError`` naming the value
+(:func:`control.learner.check_int` / :func:`control.learner.check_float`).
 """
 
 from __future__ import annotations
@@ -15,18 +18,22 @@ import torch
 from torch import nn
 
 from control.export import _ACTIVATIONS, MLPPolicy
+from control.learner import check_float, check_int
 
 ACTIVATIONS = tuple(_ACTIVATIONS)
 
 
 def mlp_trunk(in_dim: int, hidden, layer_norm: bool = True, activation: str = "relu") -> nn.Sequential:
-    """[Linear, (LayerNorm), activation] per hidden width. ``[B, in_dim] -> [B, hidden[-1]]``.
+    """[Linear, (LayerNorm), activation] per hidden width: float32 ``[B, in_dim] -> [B, hidden[-1]]``.
+
+    Layers use torch's default initialisation, created in order (same RNG draws for the same seed).
 
     Raises:
-        ValueError: unknown activation (lists the known ones) or an empty/non-positive width.
+        ValueError: unknown activation (lists the known ones), ``in_dim`` < 1, or an empty/non-positive width.
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; known: {', '.join(_ACTIVATIONS)}")
+    check_int("in_dim", in_dim, 1)
     hidden = [int(h) for h in hidden]
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden widths must be a non-empty list of ints >= 1, got {hidden}")
@@ -42,38 +49,73 @@ def mlp_trunk(in_dim: int, hidden, layer_norm: bool = True, activation: str = "r
 
 
 class MLP(nn.Module):
-    """``trunk`` + linear ``head``: ``[B, in_dim] -> [B, out_dim]``."""
+    """``trunk`` (:func:`mlp_trunk`) + linear ``head``: float32 ``[B, in_dim] -> [B, out_dim]``.
+
+    Used as PPO's value network (``out_dim=1``) and as one member of :class:`CriticEnsemble`.
+
+    Raises:
+        ValueError: as :func:`mlp_trunk`, or ``out_dim`` < 1.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, hidden=(256, 256), layer_norm: bool = True,
                  activation: str = "relu"):
         super().__init__()
         self.trunk = mlp_trunk(in_dim, hidden, layer_norm, activation)
-        self.head = nn.Linear(int(list(hidden)[-1]), int(out_dim))
+        self.head = nn.Linear(int(list(hidden)[-1]), check_int("out_dim", out_dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B, in_dim] -> [B, out_dim]``."""
         return self.head(self.trunk(x))
 
 
-class TanhGaussianActor(nn.Module):
-    """SAC's squashed Gaussian policy (Haarnoja et al. 2018, appendix C): a = tanh(u), u ~ N(mu, sigma).
+class _MLPActor(nn.Module):
+    """What both actors share: an :func:`mlp_trunk` ``trunk`` and a linear ``mean`` head, in the
+    layout of :class:`control.export.MLPPolicy`. Subclasses add their own scale parameters after
+    these two (so parameter order and initialisation draws are trunk, mean, then the scale)."""
 
-    Args:
-        obs_dim: D.  action_dim: A.  hidden, layer_norm, activation: the trunk.
-        log_std_min, log_std_max: bounds of log sigma (tanh-rescaled, as CleanRL's SAC).
-    """
+    squash = "tanh"  # the deployment policy's squash of the mean
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden=(256, 256), layer_norm: bool = True,
-                 activation: str = "relu", log_std_min: float = -5.0, log_std_max: float = 2.0):
+    def __init__(self, obs_dim: int, action_dim: int, hidden, layer_norm: bool, activation: str):
         super().__init__()
-        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        self.obs_dim, self.action_dim = check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1)
         self.hidden, self.layer_norm, self.activation = [int(h) for h in hidden], bool(layer_norm), activation
         self.trunk = mlp_trunk(obs_dim, hidden, layer_norm, activation)
         self.mean = nn.Linear(self.hidden[-1], self.action_dim)
+
+    def deploy_module(self) -> MLPPolicy:
+        """A deployment policy (:class:`control.export.MLPPolicy`, kind ``"mlp"``) holding copies of
+        ``trunk`` and ``mean``: ``state float32 [B, D] -> action float32 [B, 1, A]`` in [-1, 1]
+        (``squash`` of the mean: tanh for SAC, clip for PPO)."""
+        pol = MLPPolicy(self.obs_dim, self.action_dim, self.hidden, self.layer_norm, self.activation, self.squash)
+        pol.trunk.load_state_dict(self.trunk.state_dict())
+        pol.mean.load_state_dict(self.mean.state_dict())
+        return pol
+
+
+class TanhGaussianActor(_MLPActor):
+    """SAC's squashed Gaussian policy (Haarnoja et al. 2018, appendix C): a = tanh(u), u ~ N(mu, sigma).
+
+    Args:
+        obs_dim: D >= 1.  action_dim: A >= 1.  hidden, layer_norm, activation: the trunk (:func:`mlp_trunk`).
+        log_std_min, log_std_max: bounds of log sigma (tanh-rescaled, as CleanRL's SAC); finite, min < max.
+    Raises:
+        ValueError: a size < 1, an unknown activation, or log-std bounds that are not finite with min < max.
+    """
+
+    squash = "tanh"
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden=(256, 256), layer_norm: bool = True,
+                 activation: str = "relu", log_std_min: float = -5.0, log_std_max: float = 2.0):
+        lo, hi = check_float("log_std_min", log_std_min), check_float("log_std_max", log_std_max)
+        if not lo < hi:
+            raise ValueError(f"log_std_min must be < log_std_max, got {log_std_min!r} and {log_std_max!r}")
+        super().__init__(obs_dim, action_dim, hidden, layer_norm, activation)
         self.log_std = nn.Linear(self.hidden[-1], self.action_dim)
-        self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
+        self.log_std_min, self.log_std_max = lo, hi
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, D] -> (mean [B, A], log_std [B, A])`` of the pre-tanh Gaussian."""
+        """float32 ``[B, D] -> (mean [B, A], log_std [B, A])`` of the pre-tanh Gaussian; log_std in
+        [log_std_min, log_std_max]."""
         h = self.trunk(obs)
         log_std = torch.tanh(self.log_std(h))
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
@@ -81,9 +123,13 @@ class TanhGaussianActor(nn.Module):
 
     def sample(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Action ``[B, A]`` in (-1, 1) and its log-probability ``[B]`` (tanh change of variables,
-        SAC eq. 26). Deterministic: tanh(mean), log-prob of that point. ``generator`` is a CPU
-        generator (noise is drawn on the CPU, then moved to the actor's device)."""
+        """Reparameterised sample: obs float32 ``[B, D]`` -> (action float32 ``[B, A]`` in (-1, 1),
+        log-probability float32 ``[B]`` in nats, with the tanh change of variables of SAC eq. 26 in
+        the stable form log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))).
+
+        Deterministic: tanh(mean), and the log-prob of that point. ``generator`` is a CPU generator
+        (noise is drawn on the CPU, then moved to the actor's device); one ``[B, A]`` normal draw
+        per stochastic call."""
         mean, log_std = self(obs)
         std = log_std.exp()
         if deterministic:
@@ -96,65 +142,68 @@ class TanhGaussianActor(nn.Module):
         logp = logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
         return a, logp
 
-    def deploy_module(self) -> MLPPolicy:
-        """A deployment policy (kind ``"mlp"``, tanh of the mean) with copies of the weights."""
-        pol = MLPPolicy(self.obs_dim, self.action_dim, self.hidden, self.layer_norm, self.activation, "tanh")
-        pol.trunk.load_state_dict(self.trunk.state_dict())
-        pol.mean.load_state_dict(self.mean.state_dict())
-        return pol
 
-
-class GaussianActor(nn.Module):
+class GaussianActor(_MLPActor):
     """PPO's diagonal Gaussian policy with a state-independent log sigma (as CleanRL's
-    ``ppo_continuous_action``). Actions are unbounded samples; the env clips to [-1, 1].
+    ``ppo_continuous_action``). Actions are unbounded samples; the env clips to [-1, 1]. The mean
+    head is initialised orthogonally with gain 0.01 (CleanRL's ``layer_init(std=0.01)``).
 
     Args:
         obs_dim, action_dim, hidden, layer_norm, activation: as :class:`TanhGaussianActor`.
-        init_log_std: initial log sigma.
+        init_log_std: initial log sigma (finite), the same for every action dimension.
+    Raises:
+        ValueError: a size < 1, an unknown activation, or a non-finite ``init_log_std``.
     """
+
+    squash = "clip"
 
     def __init__(self, obs_dim: int, action_dim: int, hidden=(64, 64), layer_norm: bool = False,
                  activation: str = "tanh", init_log_std: float = 0.0):
-        super().__init__()
-        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
-        self.hidden, self.layer_norm, self.activation = [int(h) for h in hidden], bool(layer_norm), activation
-        self.trunk = mlp_trunk(obs_dim, hidden, layer_norm, activation)
-        self.mean = nn.Linear(self.hidden[-1], self.action_dim)
+        init_log_std = check_float("init_log_std", init_log_std)
+        super().__init__(obs_dim, action_dim, hidden, layer_norm, activation)
         nn.init.orthogonal_(self.mean.weight, 0.01)
         nn.init.zeros_(self.mean.bias)
-        self.log_std = nn.Parameter(torch.full((self.action_dim,), float(init_log_std)))
+        self.log_std = nn.Parameter(torch.full((self.action_dim,), init_log_std))
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
-        """``[B, D] ->`` Normal with loc ``[B, A]`` and scale ``[B, A]``."""
+        """obs float32 ``[B, D] ->`` ``torch.distributions.Normal`` with loc ``[B, A]`` and scale
+        ``[B, A]`` (= exp(log_std) broadcast); ``log_prob(a).sum(-1)`` gives log pi(a|s) ``[B]``."""
         mean = self.mean(self.trunk(obs))
         return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
 
-    def deploy_module(self) -> MLPPolicy:
-        """A deployment policy (kind ``"mlp"``, mean clipped to [-1, 1]) with copies of the weights."""
-        pol = MLPPolicy(self.obs_dim, self.action_dim, self.hidden, self.layer_norm, self.activation, "clip")
-        pol.trunk.load_state_dict(self.trunk.state_dict())
-        pol.mean.load_state_dict(self.mean.state_dict())
-        return pol
+
+def export_mlp_policy(actor: _MLPActor, normalizer: RunningMeanStd | None) -> tuple[MLPPolicy, dict]:
+    """SAC's and PPO's ``export_policy``: the actor's deployment module (kind ``"mlp"``, see
+    :meth:`_MLPActor.deploy_module`) and its meta entries for :func:`control.export.save_policy`
+    (``kind``, ``action_horizon`` = 1, ``views`` = [], ``obs_normalizer``: :meth:`RunningMeanStd.export`
+    or None)."""
+    meta = {"kind": "mlp", "action_horizon": 1, "views": [],
+            "obs_normalizer": normalizer.export() if normalizer is not None else None}
+    return actor.deploy_module(), meta
 
 
 class CriticEnsemble(nn.Module):
-    """E independent Q networks ``Q_i(s, a)`` with LayerNorm (as RLPD/REDQ and EXPO's critic).
+    """E independent Q networks ``Q_i(s, a)`` (:class:`MLP` on [s, a], LayerNorm by default), as
+    RLPD/REDQ. SAC's critic; EXPO has its own batched ensemble (:class:`control.expo.CriticEnsemble`).
 
-    ``forward(obs [B, D], action [B, A]) -> q [E, B]``. The TD target of SAC uses the minimum over
-    all E (clipped double Q for E = 2) or over a random subset of ``k`` members (REDQ, EXPO):
-    :meth:`min_over_subset`.
+    ``forward(obs float32 [B, D], action float32 [B, A]) -> q float32 [E, B]``. The TD target of SAC
+    uses the minimum over all E (clipped double Q for E = 2, Fujimoto et al. 2018) or over a random
+    subset of ``k`` members (REDQ, Chen et al. 2021): :meth:`min_over_subset`.
+
+    Raises:
+        ValueError: ``num_critics`` < 1, a size < 1, or an unknown activation.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, num_critics: int = 2, hidden=(256, 256),
                  layer_norm: bool = True, activation: str = "relu"):
         super().__init__()
-        if int(num_critics) < 1:
-            raise ValueError(f"num_critics must be >= 1, got {num_critics}")
-        self.num_critics = int(num_critics)
+        self.num_critics = check_int("num_critics", num_critics, 1)
+        obs_dim, action_dim = check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1)
         self.members = nn.ModuleList(
-            MLP(int(obs_dim) + int(action_dim), 1, hidden, layer_norm, activation) for _ in range(self.num_critics))
+            MLP(obs_dim + action_dim, 1, hidden, layer_norm, activation) for _ in range(self.num_critics))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """obs float32 ``[B, D]``, action float32 ``[B, A]`` -> Q values float32 ``[E, B]``."""
         x = torch.cat([obs, action], dim=-1)
         return torch.stack([m(x).squeeze(-1) for m in self.members])
 
@@ -173,20 +222,34 @@ class CriticEnsemble(nn.Module):
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and variance of observations (parallel Welford, Chan et al. 1979), as buffers so
-    they travel in ``state_dict``. ``normalize(x) = clip((x - mean) / sqrt(var + eps), -clip, clip)``.
+    """Running mean and variance of observations (parallel Welford, Chan et al. 1979), as float64
+    buffers ``mean`` [dim], ``var`` [dim], ``count`` [] so they travel in ``state_dict``.
+    ``normalize(x) = clip((x - mean) / sqrt(var + eps), -clip, clip)`` (Gymnasium's
+    ``NormalizeObservation`` with clipping, as CleanRL's PPO).
+
+    Args:
+        dim: D >= 1.  clip: > 0, in standard deviations.  eps: > 0, added to the variance.
+    Raises:
+        ValueError: ``dim`` < 1, or ``clip``/``eps`` not finite and > 0.
     """
 
     def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(int(dim), dtype=torch.float64))
-        self.register_buffer("var", torch.ones(int(dim), dtype=torch.float64))
+        dim = check_int("dim", dim, 1)
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
-        self.clip, self.eps = float(clip), float(eps)
+        self.clip = check_float("clip", clip, 0.0, low_open=True)
+        self.eps = check_float("eps", eps, 0.0, low_open=True)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        """Fold a batch ``[N, dim]`` into the statistics. Raises ValueError on NaN/inf."""
+        """Fold a batch float ``[N, dim]`` (any leading shape, reshaped to rows of ``dim``) into the
+        statistics (Chan et al.'s parallel update, in float64). An empty batch changes nothing.
+
+        Raises:
+            ValueError: NaN/inf in ``x`` (the statistics are left as they were).
+        """
         x = x.detach().to(self.mean.device, torch.float64).reshape(-1, self.mean.shape[0])
         if not torch.isfinite(x).all():
             raise ValueError("observation batch contains NaN or inf; normaliser not updated")
@@ -202,6 +265,7 @@ class RunningMeanStd(nn.Module):
         self.count.copy_(tot)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """float ``[..., dim] ->`` the same shape and dtype, clip((x - mean) / sqrt(var + eps), -clip, clip)."""
         y = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + self.eps)
         return y.clamp(-self.clip, self.clip)
 
@@ -211,7 +275,13 @@ class RunningMeanStd(nn.Module):
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging: target <- (1 - tau) target + tau source."""
+    """Polyak averaging of parameters (not buffers): target <- (1 - tau) target + tau source, in
+    place; the two modules must have the same parameters in the same order.
+
+    Raises:
+        ValueError: ``tau`` outside [0, 1], or the modules have different numbers of parameters.
+    """
+    check_float("tau", tau, 0.0, 1.0)
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters(), strict=True):
             t.lerp_(s, float(tau))

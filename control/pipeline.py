@@ -45,6 +45,25 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:10]
 
 
+def _check_counts(p, needs_grm: bool) -> None:
+    """Refuse ``prepare`` counts that would fail only after minutes of building: every count an
+    int >= 1 (``demos.n``; with a GRM to build also ``grm.episodes``, ``grm.steps``,
+    ``grm.batch_size``, ``adapt.steps``, ``adapt.batch_size``), and ``adapt.demo_index`` in
+    [0, ``demos.n``). Raises ValueError naming the key, the value and what is allowed."""
+    from control.learner import check_int
+
+    keys = [("demos", "n")]
+    if needs_grm:
+        keys += [("grm", "episodes"), ("grm", "steps"), ("grm", "batch_size"), ("adapt", "steps"),
+                 ("adapt", "batch_size")]
+    for group, key in keys:
+        check_int(f"prepare.{group}.{key}", p[group][key], 1)
+    if needs_grm:
+        n, idx = int(p.demos.n), p.adapt.demo_index
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+            raise ValueError(f"prepare.adapt.demo_index must be an int in [0, prepare.demos.n={n}), got {idx!r}")
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".settings.json")
 
@@ -219,7 +238,8 @@ def prepare(cfg):
     Raises:
         ValueError: an unknown reward mode; a GRM reward to prepare for a task without a scripted
             expert (naming the tasks that have one); a GRM task list that is empty after removing
-            the training task. RuntimeError: a preparation job failed.
+            the training task; a count below 1 or ``adapt.demo_index`` outside [0, ``demos.n``)
+            (named, before anything is built). RuntimeError: a preparation job failed.
     """
     from omegaconf import OmegaConf, open_dict
 
@@ -257,6 +277,8 @@ def prepare(cfg):
     if (needs_grm or needs_demos) and str(cfg.env.get("backend", "cpu")) != "cpu":
         raise ValueError(f"automatic preparation records demonstrations on the CPU backend; got env.backend="
                          f"{cfg.env.get('backend')!r}: pass offline_data=[...] and reward.checkpoint=... (or preset=none)")
+    if needs_grm or needs_demos:
+        _check_counts(p, needs_grm)
     data_dir = Path(str(p.data_dir))
     views = [str(v) for v in p.demos.views]
     size = int(cfg.env.image_size)

@@ -19,13 +19,21 @@ import torch
 from torch import nn
 
 from control.buffers import RolloutBuffer
-from control.learner import Learner, Transition
-from control.networks import MLP, GaussianActor, RunningMeanStd
+from control.learner import Learner, Transition, check_float, check_int, check_states, check_transition
+from control.networks import MLP, GaussianActor, RunningMeanStd, export_mlp_policy
 
 
 def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor,
              clip_coef: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped surrogate loss (negated PPO eq. 7) over a minibatch [N]; returns (loss, stats)."""
+    """Clipped surrogate loss (negated PPO eq. 7) over a minibatch.
+
+    Args:
+        new_log_prob, old_log_prob: float32 [N], log pi(a|s) under the current and the rollout policy (nats).
+        advantage: float32 [N] (normalised or not, as the caller chooses).  clip_coef: epsilon > 0.
+    Returns:
+        (loss: scalar tensor with gradient, {"approx_kl": E[(rho - 1) - log rho] (Schulman's k3
+        estimator), "clipfrac": share of |rho - 1| > epsilon}).
+    """
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
     pg1 = -advantage * ratio
@@ -38,20 +46,26 @@ def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: 
 
 
 class PPO(Learner):
-    """PPO learner (see the module docstring).
+    """PPO learner (see the module docstring). Built by Hydra from ``configs/learner/ppo.yaml``.
 
     Args:
-        obs_dim, action_dim, num_envs, seed, device: from the training loop.
-        num_steps: rollout length per env (an update every ``num_steps`` loop steps).
-        gamma, gae_lambda: discount and GAE lambda.
-        update_epochs, num_minibatches: passes over the rollout and minibatches per pass.
-        clip_coef: surrogate clip epsilon.  clip_vloss: clip the value loss too.
-        ent_coef, vf_coef: loss weights.  max_grad_norm: global gradient-norm clip.
-        learning_rate: Adam step size.  anneal_lr: linear decay to 0 over ``total_steps``.
-        total_steps: env steps of the run (only for ``anneal_lr``).
+        obs_dim: D >= 1.  action_dim: A >= 1.  num_envs: B >= 1.  seed: seeds the network
+            initialisation (torch's global RNG, forked) and the learner's own generator (seed + 1).
+        device: torch device string.
+        num_steps: rollout length T >= 1 per env (an update every ``num_steps`` loop steps).
+        gamma, gae_lambda: discount in (0, 1] and GAE lambda in [0, 1].
+        update_epochs: passes over the rollout, >= 1.  num_minibatches: minibatches per pass, >= 1,
+            dividing ``num_steps * num_envs``.
+        clip_coef: surrogate clip epsilon > 0.  clip_vloss: clip the value loss too.
+        ent_coef, vf_coef: loss weights (finite; vf_coef >= 0).  max_grad_norm: global gradient-norm clip > 0.
+        learning_rate: Adam step size, finite and > 0.  anneal_lr: linear decay to 0 over ``total_steps``.
+        total_steps: env steps of the run (only for ``anneal_lr``; then >= 1).
         norm_adv: normalise advantages per minibatch.  obs_normalization: running state statistics.
-        hidden, layer_norm, activation: actor and critic shape.  init_log_std: initial log sigma.
-        target_kl: stop the epoch loop early when the approximate KL exceeds it (None: never).
+        hidden, layer_norm, activation: actor and critic shape.  init_log_std: initial log sigma (finite).
+        target_kl: stop the epoch loop early when the approximate KL exceeds it (None: never; else > 0).
+    Raises:
+        ValueError: any value outside the ranges above, named with what is allowed; an unknown
+            activation (the known ones listed).
     """
 
     name = "ppo"
@@ -63,10 +77,21 @@ class PPO(Learner):
                  learning_rate: float = 3e-4, anneal_lr: bool = False, total_steps: int = 1_000_000,
                  norm_adv: bool = True, obs_normalization: bool = True, hidden=(64, 64), layer_norm: bool = False,
                  activation: str = "tanh", init_log_std: float = 0.0, target_kl: float | None = None):
-        if not 0 < gamma <= 1 or not 0 <= gae_lambda <= 1:
-            raise ValueError(f"need gamma in (0, 1] and gae_lambda in [0, 1], got {gamma}, {gae_lambda}")
+        for key, v in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_envs", num_envs),
+                       ("num_steps", num_steps), ("update_epochs", update_epochs), ("num_minibatches", num_minibatches)):
+            check_int(key, v, 1)
+        if anneal_lr:
+            check_int("total_steps", total_steps, 1)
+        check_float("gamma", gamma, 0.0, 1.0, low_open=True)
+        check_float("gae_lambda", gae_lambda, 0.0, 1.0)
+        for key, v in (("clip_coef", clip_coef), ("max_grad_norm", max_grad_norm), ("learning_rate", learning_rate)):
+            check_float(key, v, 0.0, low_open=True)
+        check_float("ent_coef", ent_coef)
+        check_float("vf_coef", vf_coef, 0.0)
+        if target_kl is not None:
+            check_float("target_kl", target_kl, 0.0, low_open=True)
         batch = int(num_steps) * int(num_envs)
-        if int(num_minibatches) < 1 or batch % int(num_minibatches):
+        if batch % int(num_minibatches):
             raise ValueError(f"num_steps * num_envs = {batch} must be divisible by num_minibatches = {num_minibatches}")
         self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
         self.device = torch.device(device)
@@ -91,13 +116,19 @@ class PPO(Learner):
         return self.normalizer.normalize(obs) if self.normalizer is not None else obs
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(s): float32 [B, D] (raw states) -> [B]."""
+        """V(s): raw states float32 [B, D] -> float32 [B] (normalised inside when normalising; with gradient)."""
         return self.critic(self._norm(obs.to(self.device, torch.float32))).squeeze(-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """float32 [B, D] -> float32 [B, A]: Gaussian samples (the env clips to [-1, 1]) or the
-        mean clipped to [-1, 1] when deterministic."""
+        """States float32 [B, D] -> actions float32 [B, A] on the CPU: Gaussian samples (unbounded;
+        the env clips to [-1, 1]; one [B, A] normal draw from the learner's generator) or the mean
+        clipped to [-1, 1] when deterministic.
+
+        Raises:
+            TypeError: ``obs`` is not a tensor.  ValueError: ``obs`` not [B, D] or holding NaN/inf.
+        """
+        obs = check_states("obs", obs, self.obs_dim)
         dist = self.actor.distribution(self._norm(obs.to(self.device, torch.float32)))
         if deterministic:
             return dist.loc.clamp(-1, 1).cpu()
@@ -107,8 +138,17 @@ class PPO(Learner):
     @torch.no_grad()
     def observe(self, transition: Transition) -> None:
         """Append one step to the rollout; log-prob and value are computed here with the frozen
-        parameters that also produced the action. Truncated rows get ``+ gamma * V(s_final)``."""
+        parameters that also produced the action. Truncated rows get ``+ gamma * V(s_final)``.
+
+        Args:
+            transition: obs/next_obs float32 [num_envs, D], action [num_envs, A], reward [num_envs],
+                terminated/truncated bool [num_envs]; ``info["latent"]`` is kept when present.
+        Raises:
+            ValueError: a field with the wrong shape (B must be ``num_envs``) or NaN/inf (named).
+            RuntimeError: the rollout is already full (``update`` was not called).
+        """
         tr = transition
+        check_transition(tr, self.obs_dim, self.action_dim, self.num_envs)
         obs = tr.obs.to(self.device, torch.float32)
         dist = self.actor.distribution(self._norm(obs))
         log_prob = dist.log_prob(tr.action.to(self.device)).sum(-1)
@@ -125,7 +165,14 @@ class PPO(Learner):
 
     def update(self) -> dict[str, float]:
         """When the rollout is full: GAE, ``update_epochs`` passes of minibatch updates, refresh
-        the observation statistics, clear the rollout. Returns {} otherwise."""
+        the observation statistics, clear the rollout. Returns {} otherwise.
+
+        Returns:
+            {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"} of the last minibatch,
+            plus "explained_variance" and "log_std" (mean log sigma).
+        Raises:
+            FloatingPointError: the loss became NaN/inf (with the update index).
+        """
         if not self.buffer.full:
             return {}
         if self.anneal_lr:
@@ -182,18 +229,19 @@ class PPO(Learner):
 
     # ---------------------------------------------------------------------------------------------
     def export_policy(self) -> tuple[nn.Module, dict]:
-        """Deployment module (kind ``"mlp"``: the Gaussian mean clipped to [-1, 1]) and meta entries."""
-        meta = {"kind": "mlp", "action_horizon": 1, "views": [],
-                "obs_normalizer": self.normalizer.export() if self.normalizer is not None else None}
-        return self.actor.deploy_module(), meta
+        """Deployment module (kind ``"mlp"``: the Gaussian mean clipped to [-1, 1], ``[B, D] -> [B, 1, A]``)
+        and its meta entries (:func:`control.networks.export_mlp_policy`)."""
+        return export_mlp_policy(self.actor, self.normalizer)
 
     def networks(self) -> dict[str, nn.Module]:
+        """The networks whose weights form the policy checkpoint (``pretrained_model``)."""
         mods = {"actor": self.actor, "critic": self.critic}
         if self.normalizer is not None:
             mods["normalizer"] = self.normalizer
         return mods
 
     def state_dict(self) -> dict:
+        """Networks, optimizer, normaliser, rollout buffer, generator state and counters."""
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "normalizer": self.normalizer.state_dict() if self.normalizer is not None else None,
@@ -201,6 +249,7 @@ class PPO(Learner):
                 "env_steps": self.env_steps, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict` (ValueError for a rollout buffer of another shape)."""
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])

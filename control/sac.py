@@ -22,15 +22,29 @@ import torch
 from torch import nn
 
 from control.buffers import ReplayBuffer
-from control.learner import Learner, Transition
-from control.networks import CriticEnsemble, RunningMeanStd, TanhGaussianActor, soft_update
+from control.learner import Learner, Transition, check_float, check_int, check_states, check_transition
+from control.networks import CriticEnsemble, RunningMeanStd, TanhGaussianActor, export_mlp_policy, soft_update
 
 
 def critic_target(critic_target_net: CriticEnsemble, next_obs: torch.Tensor, next_action: torch.Tensor,
                   next_log_prob: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor, gamma: float,
                   alpha: torch.Tensor | float, subset: int, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
-    """Soft TD target y [B] = r + gamma (1 - terminated) (min_subset Q'(s', a') - alpha log pi(a'|s'))."""
+    """Soft TD target of SAC eqs. 5-6 with a min over target critics (clipped double Q / REDQ), no gradient:
+    y = r + gamma (1 - terminated) (min_{j in subset} Q'_j(s', a') - alpha log pi(a'|s')).
+
+    Args:
+        critic_target_net: the target ensemble Q' (E members).
+        next_obs: float32 [B, D] (normalised as the critic sees states).  next_action: float32 [B, A],
+            a' ~ pi(.|s').  next_log_prob: float32 [B], log pi(a'|s') in nats.
+        reward: float32 [B].  terminated: bool [B] (true terminal: no bootstrap).
+        gamma: discount.  alpha: temperature (scalar tensor or float).
+        subset: members in the min, in [1, E] (E: all, no RNG draw).  generator: CPU generator for the subset.
+    Returns:
+        y float32 [B].
+    Raises:
+        ValueError: ``subset`` outside [1, E].
+    """
     with torch.no_grad():
         q_next = critic_target_net(next_obs, next_action)
         q_min = critic_target_net.min_over_subset(q_next, subset, generator)
@@ -38,20 +52,26 @@ def critic_target(critic_target_net: CriticEnsemble, next_obs: torch.Tensor, nex
 
 
 class SAC(Learner):
-    """SAC learner (see the module docstring).
+    """SAC learner (see the module docstring). Built by Hydra from ``configs/learner/sac.yaml``.
 
     Args:
-        obs_dim, action_dim, num_envs, seed, device: from the training loop.
-        gamma: discount.  tau: Polyak rate of the target critics.
-        actor_lr, critic_lr, alpha_lr: Adam learning rates.
-        batch_size: minibatch size.  buffer_size: replay capacity (transitions).
-        learning_starts: env steps (all envs together) of uniform random actions before updates.
-        utd_ratio: gradient steps per environment step (all envs together), e.g. 1 or 20.
-        num_critics: ensemble size E.  critic_subset: members in the target's min (<= E).
+        obs_dim: D >= 1.  action_dim: A >= 1.  num_envs: B >= 1.  seed: seeds the network
+            initialisation (torch's global RNG, forked) and the learner's own generator (seed + 1).
+        device: torch device string.
+        gamma: discount in (0, 1].  tau: Polyak rate of the target critics, in (0, 1].
+        actor_lr, critic_lr, alpha_lr: Adam learning rates, finite and > 0.
+        batch_size: minibatch size >= 1.  buffer_size: replay capacity (transitions) >= 1.
+        learning_starts: env steps (all envs together) of uniform random actions before updates, >= 0.
+        utd_ratio: gradient steps per environment step (all envs together), > 0, e.g. 1 or 20.
+        num_critics: ensemble size E >= 1.  critic_subset: members in the target's min, in [1, E].
         hidden, layer_norm, activation: network shape (critics always follow ``layer_norm``).
-        init_temperature: initial alpha.  autotune: learn alpha.  target_entropy: default -A.
+        init_temperature: initial alpha, finite and > 0.  autotune: learn alpha (eq. 18).
+        target_entropy: finite, default -A (nats).
         obs_normalization: normalise states with running statistics (frozen during updates).
-        actor_update_every: actor/temperature update every k critic updates.
+        actor_update_every: actor/temperature update every k >= 1 critic updates.
+    Raises:
+        ValueError: any value outside the ranges above, named with what is allowed; an unknown
+            activation (the known ones listed).
     """
 
     name = "sac"
@@ -63,12 +83,20 @@ class SAC(Learner):
                  critic_subset: int = 2, hidden=(256, 256), layer_norm: bool = True, activation: str = "relu",
                  init_temperature: float = 0.1, autotune: bool = True, target_entropy: float | None = None,
                  obs_normalization: bool = False, actor_update_every: int = 1):
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-        if critic_subset > num_critics or critic_subset < 1:
+        for key, v, low in (("obs_dim", obs_dim, 1), ("action_dim", action_dim, 1), ("num_envs", num_envs, 1),
+                            ("batch_size", batch_size, 1), ("buffer_size", buffer_size, 1),
+                            ("learning_starts", learning_starts, 0), ("num_critics", num_critics, 1),
+                            ("actor_update_every", actor_update_every, 1)):
+            check_int(key, v, low)
+        check_float("gamma", gamma, 0.0, 1.0, low_open=True)
+        check_float("tau", tau, 0.0, 1.0, low_open=True)
+        for key, v in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("alpha_lr", alpha_lr),
+                       ("utd_ratio", utd_ratio), ("init_temperature", init_temperature)):
+            check_float(key, v, 0.0, low_open=True)
+        if target_entropy is not None:
+            check_float("target_entropy", target_entropy)
+        if not (check_int("critic_subset", critic_subset, 1) <= int(num_critics)):
             raise ValueError(f"critic_subset must be in [1, num_critics={num_critics}], got {critic_subset}")
-        if utd_ratio <= 0:
-            raise ValueError(f"utd_ratio must be > 0, got {utd_ratio}")
         self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
         self.device = torch.device(device)
         self.gamma, self.tau, self.batch_size = float(gamma), float(tau), int(batch_size)
@@ -104,16 +132,31 @@ class SAC(Learner):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """float32 [B, D] -> float32 [B, A] in [-1, 1]; uniform random before ``learning_starts``."""
-        obs = obs.to(self.device, torch.float32)
+        """States float32 [B, D] -> actions float32 [B, A] in [-1, 1], on the CPU.
+
+        Stochastic: uniform random before ``learning_starts`` env steps, then a ~ pi(.|s); deterministic:
+        tanh(mean). Both draw from the learner's generator.
+
+        Raises:
+            TypeError: ``obs`` is not a tensor.  ValueError: ``obs`` not [B, D] or holding NaN/inf.
+        """
+        obs = check_states("obs", obs, self.obs_dim).to(self.device, torch.float32)
         if not deterministic and self.env_steps < self.learning_starts:
             return torch.rand(obs.shape[0], self.action_dim, generator=self.generator) * 2 - 1
         a, _ = self.actor.sample(self._norm(obs), deterministic, self.generator)
         return a.cpu()
 
     def observe(self, transition: Transition) -> None:
-        """Store the batch in the replay buffer (``terminated`` only ends bootstrapping)."""
+        """Store the batch in the replay buffer (``terminated`` only ends bootstrapping; actions are
+        clamped to [-1, 1]) and fold ``obs`` into the running statistics when normalising.
+
+        Args:
+            transition: obs/next_obs float32 [B, D], action [B, A], reward [B], terminated/truncated bool [B].
+        Raises:
+            ValueError: a field with the wrong shape or NaN/inf (named).
+        """
         tr = transition
+        check_transition(tr, self.obs_dim, self.action_dim)
         self.buffer.add(tr.obs, tr.action.clamp(-1, 1), tr.reward, tr.next_obs, tr.terminated)
         if self.normalizer is not None:
             self.normalizer.update(tr.obs)
@@ -122,7 +165,12 @@ class SAC(Learner):
             self._update_credit += self.utd_ratio * tr.obs.shape[0]
 
     def update(self) -> dict[str, float]:
-        """Run the gradient steps earned since the last call (utd_ratio per env step)."""
+        """Run the gradient steps earned since the last call (``utd_ratio`` per env step after
+        ``learning_starts``); returns the last step's metrics (``{}`` when none ran).
+
+        Raises:
+            FloatingPointError: a loss or metric became NaN/inf.
+        """
         n = int(self._update_credit)
         if n < 1 or len(self.buffer) < 1:
             return {}
@@ -133,7 +181,16 @@ class SAC(Learner):
         return metrics
 
     def gradient_step(self) -> dict[str, float]:
-        """One critic update (and an actor/temperature update every ``actor_update_every``)."""
+        """One critic update (eqs. 5-6), then every ``actor_update_every`` steps an actor (eq. 7) and
+        temperature (eq. 18) update, on one minibatch of ``batch_size`` from the replay buffer.
+
+        Returns:
+            {"critic_loss", "q_mean", "temperature"} plus {"actor_loss", "entropy"} (and "alpha_loss"
+            with ``autotune``) on actor steps.
+        Raises:
+            FloatingPointError: a metric became NaN/inf (named, with the gradient step).
+            RuntimeError: the replay buffer is empty.
+        """
         b = self.buffer.sample(self.batch_size, self.generator)
         obs, next_obs = self._norm(b["obs"]), self._norm(b["next_obs"])
         alpha = self.temperature.detach()
@@ -170,10 +227,9 @@ class SAC(Learner):
 
     # ---------------------------------------------------------------------------------------------
     def export_policy(self) -> tuple[nn.Module, dict]:
-        """Deployment module (kind ``"mlp"``: tanh of the actor mean) and its meta entries."""
-        meta = {"kind": "mlp", "action_horizon": 1, "views": [],
-                "obs_normalizer": self.normalizer.export() if self.normalizer is not None else None}
-        return self.actor.deploy_module(), meta
+        """Deployment module (kind ``"mlp"``: tanh of the actor mean, ``[B, D] -> [B, 1, A]``) and its
+        meta entries (:func:`control.networks.export_mlp_policy`)."""
+        return export_mlp_policy(self.actor, self.normalizer)
 
     def networks(self) -> dict[str, nn.Module]:
         """The networks whose weights form the policy checkpoint (``pretrained_model``)."""
@@ -183,6 +239,7 @@ class SAC(Learner):
         return mods
 
     def state_dict(self) -> dict:
+        """Networks, optimizers, temperature, normaliser, replay buffer, generator state and counters."""
         return {
             "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
@@ -194,6 +251,8 @@ class SAC(Learner):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict` (torch's errors for mismatched networks; ValueError for a
+        replay buffer of another capacity or shape)."""
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])

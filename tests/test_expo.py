@@ -140,9 +140,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="beta_schedule"):
         tiny(beta_schedule="vp")
     learner = tiny()
-    with pytest.raises(ValueError, match=r"obs must be \[B, 3\]"):
+    with pytest.raises(ValueError, match=r"obs has shape \(2, 4\), expected \[B, 3\]"):
         learner.act(torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match=r"obs contains NaN or inf \(row 0\)"):
         learner.act(torch.full((1, 3), float("nan")))
     with pytest.raises(ValueError, match="pretrain_steps=5 > 0 needs offline data"):
         tiny(pretrain_steps=5).act(torch.zeros(1, 3))

@@ -237,7 +237,7 @@ def test_observe_without_latent_is_an_error():
                     torch.zeros(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="no latent for this transition"):
         L.observe(tr)
-    with pytest.raises(ValueError, match=r"obs shape \(2, 3\) does not match \[B, obs_dim=2\]"):
+    with pytest.raises(ValueError, match=r"obs has shape \(2, 3\), expected \[B, 2\]"):
         L.act(torch.zeros(2, 3))
 
 
