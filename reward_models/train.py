@@ -340,7 +340,7 @@ def load_training_state(folder) -> dict:
     if (ts / "state.pt").is_file():
         try:  # the format before safetensors + JSON: tensors and plain containers only, no code
             state = torch.load(ts / "state.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+        except Exception as exc:  # UnpicklingError (not plain tensors), RuntimeError, EOFError, ...
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"cannot resume from {ts / 'state.pt'}: an old torch-saved training state that "
                              f"does not load as plain tensors ({reason}); delete {ts} to train from scratch") from None

@@ -34,6 +34,9 @@ def test_every_job_has_a_config_and_a_target():
         module, func = job.target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), name
         compose(job.config, [])  # the default config composes
+        if job.composer:
+            module, func = job.composer.split(":")
+            assert callable(getattr(importlib.import_module(module), func)), name
 
 
 def test_bad_override_is_a_clear_error(capsys):
