@@ -45,10 +45,10 @@ def test_prepared_artefacts_and_shaped_training(main_job, capsys):
     for p in demos:  # each artefact records its settings; the name carries their hash
         rec = json.loads((p.parent / (p.name + ".settings.json")).read_text())
         assert p.stem.endswith(settings_hash(rec))
-    adapted = next((data / "grm").glob("lift-adapted-*"))
+    adapted = next(p for p in (data / "grm").glob("lift-adapted-*") if p.is_dir())  # not its .settings.json
     assert (adapted / "checkpoint" / "model.safetensors").is_file()
     assert json.loads((adapted / "adapt.json").read_text())["task"] == "lift"
-    pretrained = next((data / "grm").glob("pretrain-*"))
+    pretrained = next(p for p in (data / "grm").glob("pretrain-*") if p.is_dir() and not p.name.endswith("_tb"))
     assert json.loads((pretrained / "config.json").read_text())["tasks"] == {"door": "open the door"}
 
     # the run used them: offline data = the lift demos, potential = the adapted GRM on lift's text
