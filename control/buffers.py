@@ -173,7 +173,7 @@ class RolloutBuffer:
         self.t += 1
 
     def compute_gae(self, last_value: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """GAE(lambda) (Schulman et al. 2016, eqs. 11-16): advantage float32 [T, B] and return
+        """GAE(lambda) (Schulman et al. 2016, eq. 16): advantage float32 [T, B] and return
         target float32 [T, B] (= advantage + value).
 
         ``last_value`` float32 [B] is V of the state after the last step (``last_next_obs``); steps

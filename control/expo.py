@@ -794,16 +794,21 @@ class EXPO(Learner):
     def observe(self, transition: Transition) -> None:
         """Store a batched transition (chunks: accumulate and store when a chunk ends or the episode does).
 
+        Args:
+            transition: obs/next_obs float32 [B, D], action float32 [B, A] (one step, not the chunk),
+                reward float32 [B], terminated/truncated bool [B].
         Raises:
             ValueError: shapes that do not match obs_dim / action_dim / num_envs, or non-finite values.
         """
         t = transition
         obs = self._check_obs(t.obs)
-        next_obs = self._check_obs(t.next_obs, "next_obs")
         b = obs.shape[0]
+        next_obs = self._check_obs(t.next_obs, "next_obs", b)
         action = torch.as_tensor(t.action, dtype=torch.float32, device=self.device)
         if action.shape != (b, self.step_action_dim):
             raise ValueError(f"action must be [{b}, {self.step_action_dim}], got {tuple(action.shape)}")
+        if not torch.isfinite(action).all():
+            raise ValueError("transition.action contains NaN or inf")
         reward = torch.as_tensor(t.reward, dtype=torch.float32, device=self.device).reshape(-1)
         terminated = torch.as_tensor(t.terminated, device=self.device).reshape(-1).bool()
         truncated = torch.as_tensor(t.truncated, device=self.device).reshape(-1).bool()
@@ -811,6 +816,8 @@ class EXPO(Learner):
             raise ValueError(f"reward/terminated/truncated must have {b} entries")
         if not torch.isfinite(reward).all():
             raise ValueError(f"non-finite reward: {reward.tolist()}")
+        if self.horizon > 1 and (b != self.num_envs or bool((self._plan_step >= self.horizon).any())):
+            raise ValueError("chunked observe() must follow act(deterministic=False) on all num_envs envs")
         self.env_steps += b
         self.pending_steps += b
         if self.normalizer is not None:
@@ -819,8 +826,6 @@ class EXPO(Learner):
             self.online.add(obs=obs, action=action, reward=reward, next_obs=next_obs,
                             discount=self.gamma * (~terminated).float())
             return
-        if b != self.num_envs or bool((self._plan_step >= self.horizon).any()):
-            raise ValueError("chunked observe() must follow act(deterministic=False) on all num_envs envs")
         ar = torch.arange(b, device=self.device)
         step = self._plan_step.to(self.device)
         self._plan[ar, step] = action                      # what was executed
@@ -1028,7 +1033,8 @@ class EXPO(Learner):
         self._chunk_discount.copy_(ch["discount"])
 
     # ---------------------------------------------------------------------------------------------
-    def _check_obs(self, obs, name: str = "obs") -> torch.Tensor:
-        """States (tensor or array-like) [B, D] -> float32 [B, D] on the learner's device
-        (:func:`control.learner.check_states`: ValueError for a wrong shape or NaN/inf)."""
-        return check_states(name, torch.as_tensor(obs, dtype=torch.float32, device=self.device), self.obs_dim)
+    def _check_obs(self, obs, name: str = "obs", batch: int | None = None) -> torch.Tensor:
+        """States (tensor or array-like) [B, D] (B = ``batch`` when given) -> float32 [B, D] on the
+        learner's device (:func:`control.learner.check_states`: ValueError for a wrong shape or NaN/inf)."""
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return check_states(name, x, self.obs_dim, batch)

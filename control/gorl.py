@@ -530,9 +530,9 @@ class GoRL(Learner):
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
         return self.obs_norm.normalize(obs) if self.normalize_obs else obs
 
-    def _check_obs(self, obs: torch.Tensor, what: str = "obs") -> torch.Tensor:
-        """:func:`control.learner.check_states`, then float32 on the learner's device."""
-        return check_states(what, obs, self.obs_dim).to(self.device, torch.float32)
+    def _check_obs(self, obs: torch.Tensor, what: str = "obs", batch: int | None = None) -> torch.Tensor:
+        """:func:`control.learner.check_states` ([B, D], B = ``batch`` when given), then float32 on the learner's device."""
+        return check_states(what, obs, self.obs_dim, batch).to(self.device, torch.float32)
 
     # ----- acting ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -593,8 +593,13 @@ class GoRL(Learner):
             if not isinstance(x, torch.Tensor) or x.numel() != self.num_envs:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ValueError(f"transition.{field} must hold num_envs={self.num_envs} entries, got {shape}")
+        next_obs = self._check_obs(transition.next_obs, "transition.next_obs", self.num_envs)
+        reward = transition.reward.to(self.device, torch.float32).reshape(-1)
+        if not torch.isfinite(reward).all():
+            raise ValueError("transition.reward contains NaN or inf")
         if "latent" in (transition.info or {}):
-            latent = transition.info["latent"].to(self.device, torch.float32)
+            latent = check_states("transition.info['latent']", transition.info["latent"], self.action_dim,
+                                  self.num_envs).to(self.device, torch.float32)
             mu, sigma = self.encoder(self._norm(s))
             logp = gaussian_log_prob(latent, mu, sigma)
             u = self.decoder(s, latent)
@@ -606,10 +611,6 @@ class GoRL(Learner):
         self._last = None
         terminated = transition.terminated.to(self.device).bool()
         done = terminated | transition.truncated.to(self.device).bool()
-        next_obs = self._check_obs(transition.next_obs, "transition.next_obs")
-        reward = transition.reward.to(self.device, torch.float32).reshape(-1)
-        if not torch.isfinite(reward).all():
-            raise ValueError("transition.reward contains NaN or inf")
 
         # Decoder data: every (s, u) pair goes into the ring buffer with its step-in-episode.
         i = torch.arange(self.num_envs) + self.data_pos

@@ -155,6 +155,13 @@ def test_gorl_observe_refuses_bad_batches():
     with pytest.raises(ValueError, match=r"transition.reward must hold num_envs=2 entries, got \(3,\)"):
         g.observe(Transition(obs, a, torch.zeros(3), obs, torch.zeros(B, dtype=torch.bool),
                              torch.zeros(B, dtype=torch.bool)))
+    with pytest.raises(ValueError, match=r"transition.next_obs has shape \(1, 3\), expected \[2, 3\]"):
+        g.observe(Transition(obs, a, torch.zeros(B), obs[:1], torch.zeros(B, dtype=torch.bool),
+                             torch.zeros(B, dtype=torch.bool)))
+    with pytest.raises(ValueError, match=r"transition.info\['latent'\] has shape \(2, 1\), expected \[2, 2\]"):
+        g.observe(Transition(obs, a, torch.zeros(B), obs, torch.zeros(B, dtype=torch.bool),
+                             torch.zeros(B, dtype=torch.bool), info={"latent": torch.zeros(B, 1)}))
+    assert g.buffer.t == 0 and g.env_steps == 0  # nothing stored by the refused calls
     g.observe(Transition(obs, a, torch.zeros(B), obs, torch.zeros(B, dtype=torch.bool),
                          torch.zeros(B, dtype=torch.bool)))
     assert g.buffer.t == 1 and g.env_steps == B
@@ -195,6 +202,22 @@ EXPO_TINY = dict(num_envs=1, base_hidden_dim=8, base_num_blocks=1, time_dim=4, n
 def test_expo_refuses_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
         EXPO(D, A, **{**EXPO_TINY, **kw})
+
+
+def test_expo_observe_refuses_bad_batches_and_stores_nothing():
+    learner = EXPO(D, A, **EXPO_TINY)
+    with pytest.raises(ValueError, match=r"next_obs has shape \(2, 3\), expected \[1, 3\]"):
+        learner.observe(Transition(torch.zeros(1, D), torch.zeros(1, A), torch.zeros(1), torch.zeros(2, D),
+                                   torch.zeros(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)))
+    with pytest.raises(ValueError, match=r"transition.action contains NaN or inf"):
+        learner.observe(Transition(torch.zeros(1, D), torch.full((1, A), NAN), torch.zeros(1), torch.zeros(1, D),
+                                   torch.zeros(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)))
+    chunked = EXPO(D, A, **{**EXPO_TINY, "horizon": 2, "obs_normalization": True})
+    with pytest.raises(ValueError, match=r"chunked observe\(\) must follow act\(deterministic=False\)"):
+        chunked.observe(_transition(b=1))
+    for lr in (learner, chunked):
+        assert lr.env_steps == 0 and len(lr.online) == 0
+    assert float(chunked.normalizer.count) == pytest.approx(1e-4)  # statistics untouched
 
 
 def test_expo_accepts_integral_floats_from_configs():
