@@ -18,17 +18,75 @@ def _discovery(robot) -> None:
         print(f"ROS 2 discovery range {robot.discovery_range} (from the robot config): traffic leaves this machine")
 
 
-def _spin(nodes, ctx, duration_s) -> None:
-    """Spin ``nodes`` until ``duration_s`` seconds pass (None: until Ctrl-C / SIGTERM)."""
-    from rclpy.executors import MultiThreadedExecutor
+class NodeSpinner:
+    """Spin each node with its own ``rclpy.executors.SingleThreadedExecutor`` in its own thread.
 
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
-    for n in nodes:
-        ex.add_node(n)
+    Why not one ``MultiThreadedExecutor`` for all nodes: in this rclpy (9.1), a callback that the
+    multi-threaded executor has handed to its pool but that has not started yet is handed over again
+    on every pass of its wait loop (rclpy issues #1452 / #1223, fixed upstream by PR #1547), so the
+    spinning thread busy-loops in Python, holding the GIL: 1,400-2,000 redundant hand-overs per
+    second for the stand-in + policy loop at 20 Hz (``benchmarks/ros_loop_jitter.py``). Every other
+    thread then waits for the GIL each time it takes it back, the stand-in's stepping thread included
+    (its 5 ms of CPU per step stretched to 0.1-0.3 s), so its JointState arrives late and the
+    policy's watchdog holds. A single-threaded executor runs each callback before it waits again (no
+    re-submission) and sleeps in ``rcl_wait`` while idle; one per node keeps a slow node (the GRM
+    reward node) from delaying another (the policy). The callbacks of one node run one at a time,
+    as they did in each node's default mutually exclusive callback group.
+
+    Args:
+        nodes: ``rclpy`` nodes (more with :meth:`add`).
+        context: their ``rclpy.Context``.
+    """
+
+    def __init__(self, nodes=(), context=None):
+        self.context = context
+        self.executors: list = []
+        self.threads: list[threading.Thread] = []
+        for n in nodes:
+            self.add(n)
+
+    def add(self, node):
+        """Start spinning ``node`` in a new thread (named after it); returns the node."""
+        from rclpy.executors import SingleThreadedExecutor
+
+        ex = SingleThreadedExecutor(context=self.context)
+        ex.add_node(node)
+        thread = threading.Thread(target=self._spin, args=(ex, node), name=f"spin-{node.get_name()}", daemon=True)
+        self.executors.append(ex)
+        self.threads.append(thread)
+        thread.start()
+        return node
+
+    @staticmethod
+    def _spin(ex, node) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            ex.spin()
+        except ExternalShutdownException:  # the context was shut down first
+            pass
+        except Exception as exc:  # a callback raised: the node is no longer spun; say so loudly
+            node.get_logger().error(f"executor stopped: a callback raised {type(exc).__name__}: {exc}")
+            raise
+
+    def stop(self, timeout_sec: float = 5.0) -> bool:
+        """Shut the executors down and join their threads (``timeout_sec`` each).
+
+        Returns True when every thread has ended.
+        """
+        for ex in self.executors:
+            ex.shutdown(timeout_sec=timeout_sec)
+        for t in self.threads:
+            t.join(timeout=timeout_sec)
+        return not any(t.is_alive() for t in self.threads)
+
+
+def _spin(nodes, ctx, duration_s) -> NodeSpinner:
+    """Spin ``nodes`` (one executor thread each) until ``duration_s`` seconds pass (None: until
+    Ctrl-C / SIGTERM); returns the running :class:`NodeSpinner` (the caller stops it)."""
+    spinner = NodeSpinner(nodes, ctx)
     stop = threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    thread = threading.Thread(target=ex.spin, daemon=True)
-    thread.start()
     try:
         end = None if duration_s is None else time.monotonic() + float(duration_s)
         while not stop.is_set() and (end is None or time.monotonic() < end):
@@ -37,7 +95,7 @@ def _spin(nodes, ctx, duration_s) -> None:
         pass
     finally:
         signal.signal(signal.SIGTERM, old)
-    return ex, thread
+    return spinner
 
 
 def _check_duration(cfg: DictConfig) -> None:
@@ -85,11 +143,11 @@ def run_deploy(cfg: DictConfig) -> int:
             nodes.append(make_reward_node(pot, dict(robot.topics.get("images") or {}),
                                           rate_hz=float(cfg.reward.rate_hz), max_age=float(cfg.reward.max_age),
                                           context=ctx))
-        ex, _ = _spin(nodes, ctx, cfg.duration_s)
+        spinner = _spin(nodes, ctx, cfg.duration_s)
         core = node.core  # kept for the summary; shutdown releases it
         if node.active:
             node.trigger_shutdown()  # one hold if it was commanding
-        ex.shutdown(timeout_sec=5.0)
+        spinner.stop(timeout_sec=5.0)
         lat = latency_stats(node.latencies)
         print(f"dopa deploy: published {dict(node.published)}; safety-clamped entries {dict(node.clamped)}; "
               f"late commands dropped {core.late if core else 0}; "
@@ -122,9 +180,9 @@ def run_sim_robot(cfg: DictConfig) -> int:
         print(f"dopa sim-robot: {robot.name} as {node.arm.task!r}; joint states on {robot.topics['joint_states']}, "
               f"commands on {robot.topics['joint_trajectory' if cfg.command == 'trajectory' else 'forward_command']}, "
               f"views {list(cfg.views)}")
-        ex, _ = _spin([node], ctx, cfg.duration_s)
+        spinner = _spin([node], ctx, cfg.duration_s)
         node.stop()
-        ex.shutdown(timeout_sec=5.0)
+        spinner.stop(timeout_sec=5.0)
         print(f"dopa sim-robot: {node.arm.steps} steps, success {node.arm.success}, rejected commands {node.rejected}")
         return 0
     finally:
