@@ -223,13 +223,14 @@ def fit(model: GRM, data: HopData, steps: int, batch_size: int, lr: float, weigh
             return lr * (s + 1) / n_warm
         return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - n_warm) / max(1, steps - n_warm))))
 
-    gen = torch.Generator().manual_seed(start_step + 12345)
+    gen = torch.Generator()  # image shifts: seeded per step, so a resumed run draws the same ones
     model.train()
     ema = {"loss": float("nan"), "mse": float("nan")}
     bar = tqdm(range(start_step, steps), desc=desc, disable=not progress_bar, dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
+        gen.manual_seed(12345 + step)
         b = data.batch(batch_size, shift=shift, gen=gen)
         out = model(b["text_emb"], b["ref_start"], b["ref_goal"], b["before"], b["after"])
         if loss == "mse":
@@ -287,7 +288,8 @@ def has_training_state(folder) -> bool:
     return (ts / "state.json").is_file() or (ts / "state.pt").is_file()
 
 
-def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sampler_rng: dict) -> Path:
+def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sampler_rng: dict,
+                        reference_rng: dict | None = None) -> Path:
     """Write ``<folder>/training_state/`` atomically: ``state.safetensors`` (the optimizer's tensors)
     + ``state.json`` (``format``, ``version``, ``step``, the optimizer's structure and scalars,
     ``torch_rng`` as a list of uint8, ``sampler_rng``: a numpy bit-generator state). No pickle.
@@ -295,6 +297,7 @@ def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sam
     Args:
         folder: an existing GRM checkpoint folder.  step: optimizer steps done.
         sampler_rng: ``np.random.Generator.bit_generator.state`` of the pair sampler.
+        reference_rng: the same of :class:`HopData`'s reference-frame draws (stored when given).
     Returns:
         The ``training_state`` folder.
     """
@@ -304,6 +307,8 @@ def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sam
     state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": int(step),
              "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
              "sampler_rng": sampler_rng}
+    if reference_rng is not None:
+        state["reference_rng"] = reference_rng
     path = Path(folder) / "training_state"
     with atomic_folder(path, marker="state.json") as tmp:
         write_state(tmp, "state", state)
@@ -316,7 +321,7 @@ def load_training_state(folder) -> dict:
 
     Returns:
         ``{"step": int, "optimizer": optimizer state dict, "torch_rng": uint8 tensor,
-        "sampler_rng": dict}``.
+        "sampler_rng": dict}`` and, when it was saved, ``"reference_rng": dict``.
     Raises:
         FileNotFoundError: no training state in ``folder``.
         ValueError: a corrupt state, another format or version, or an old ``state.pt`` holding
@@ -403,6 +408,8 @@ def run(cfg) -> int:
         start = int(resume_state["step"])
         torch.set_rng_state(resume_state["torch_rng"])
         data.sampler.rng.bit_generator.state = resume_state["sampler_rng"]
+        if resume_state.get("reference_rng") is not None:
+            data.rng.bit_generator.state = resume_state["reference_rng"]
     log_dir = str(cfg.log_dir) if cfg.log_dir else str(out.parent / f"{out.name}_tb")
     writer = SummaryWriter(log_dir)
     writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
@@ -411,7 +418,7 @@ def run(cfg) -> int:
 
     def save(step, opt_):
         save_checkpoint(out, model, refs, None, info={**info, "trained_steps": step + 1})
-        save_training_state(out, step + 1, opt_, data.sampler.rng.bit_generator.state)
+        save_training_state(out, step + 1, opt_, data.sampler.rng.bit_generator.state, data.rng.bit_generator.state)
 
     def on_step(step, opt_):
         if (step + 1) % int(cfg.save_every) == 0 and step + 1 < steps:

@@ -107,3 +107,37 @@ def test_reward_train_resumes_from_new_and_old_states(tmp_path, capsys):
     assert "at step 4" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "training_state").iterdir()) == ["state.json", "state.safetensors"]
     assert load_training_state(out)["step"] == 6
+
+
+def test_reward_train_resume_after_an_interruption_is_bit_exact(tmp_path, monkeypatch):
+    """A run stopped right after its step-2 checkpoint and resumed ends with the very weights of an
+    uninterrupted 4-step run (same pairs, reference frames, image shifts, optimizer and RNG states)."""
+    from safetensors.torch import load_file
+    from test_grm import write_lift_episodes
+
+    from control.cli import compose
+    from reward_models import train
+
+    data = write_lift_episodes(tmp_path / "lift.hdf5", seeds=[1, 2], steps_per_phase=3)
+
+    def over(out):
+        return [f"data=[{data}]", f"out={out}", "batch_size=4", "save_every=2", "threads=1", "steps=4",
+                f"text_cache={tmp_path / 'tc'}", "model.channels=[8,16,16,16]", "model.width=32", "model.depth=1",
+                "model.heads=2", "model.hop_bins=21", "shift=2"]
+
+    assert train.run(compose("reward_train", over(tmp_path / "straight"))) == 0
+    real_save = train.save_training_state
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # the machine went down right after the checkpoint
+
+    monkeypatch.setattr(train, "save_training_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(compose("reward_train", over(tmp_path / "resumed")))
+    monkeypatch.setattr(train, "save_training_state", real_save)
+    assert load_training_state(tmp_path / "resumed")["step"] == 2
+    assert train.run(compose("reward_train", over(tmp_path / "resumed"))) == 0
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
