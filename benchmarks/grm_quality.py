@@ -2,9 +2,14 @@
 and measure batched hop throughput on CPU.
 
     .venv/bin/python benchmarks/grm_quality.py --data-dir data/grm_bench --minutes 10
+    .venv/bin/python benchmarks/grm_quality.py --data-dir data/demos   # the main job's own demos
+
+The default split is the main job's (``dopa train``): pretrain on stack, pick-place-can and door,
+adapt to lift from one demonstration.
 
 Data: ``<data-dir>/<task>*.hdf5`` episode files from the scripted experts (``dopa demos``), made
-here when missing (``--episodes`` per task, two views, 64 px). For every pretraining task the
+here when missing (``--episodes`` per task, two views, 64 px); ``data/demos`` holds the ones
+``dopa train`` made (``<task>-<hash>.hdf5``). For every pretraining task the
 episodes are split by seed: the highest-seed third is held out (never trained on). The new task's
 first successful unperturbed episode is the one demonstration; its other episodes are the
 evaluation set before and after adaptation.
@@ -115,9 +120,9 @@ def bar_plot(path: Path, metrics: dict, pretrain: list[str], new: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="data/grm_bench")
-    ap.add_argument("--pretrain", default="lift,stack,pick-place-can")
-    ap.add_argument("--new", default="door")
-    ap.add_argument("--episodes", type=int, default=12, help="episodes per task when data must be made")
+    ap.add_argument("--pretrain", default="stack,pick-place-can,door")
+    ap.add_argument("--new", default="lift")
+    ap.add_argument("--episodes", type=int, default=20, help="episodes per task when data must be made")
     ap.add_argument("--holdout", type=float, default=0.34, help="share of each task's seeds held out")
     ap.add_argument("--steps", type=int, default=1500, help="most pretraining steps")
     ap.add_argument("--minutes", type=float, default=10.0, help="pretraining time budget (steps are cut to fit)")
