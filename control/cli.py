@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
+import signal
 import sys
+import tempfile
+import threading
 
 # Localhost-only DDS discovery unless the user or a robot config says otherwise; set before any
 # rclpy import (see README, "ROS 2 traffic").
@@ -70,8 +74,9 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def compose(config: str, overrides: list[str]):
-    """Compose ``configs/<config>.yaml`` with Hydra ``overrides``.
+def compose(config: str, overrides: list[str], job: str | None = None):
+    """Compose ``configs/<config>.yaml`` with Hydra ``overrides`` (``job``: the name the error
+    lines start with, default ``config``).
 
     Returns:
         omegaconf.DictConfig, resolved.
@@ -91,10 +96,10 @@ def compose(config: str, overrides: list[str]):
             cfg = hydra_compose(config_name=config, overrides=overrides)
         OmegaConf.resolve(cfg)
     except MissingConfigException as exc:
-        print(f"dopa {config}: {_missing_choice(exc)}", file=sys.stderr)
+        print(f"dopa {job or config}: {_missing_choice(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except (HydraException, OmegaConfBaseException) as exc:
-        print(f"dopa {config}: bad override: {exc}", file=sys.stderr)
+        print(f"dopa {job or config}: bad override: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     return cfg
 
@@ -147,6 +152,119 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+#: Config keys that name something a job writes (a file or a folder); checked before the job runs.
+OUTPUT_KEYS = ("out", "run_dir", "log_dir", "video_dir")
+
+
+def _kind(value) -> str | None:
+    """'bool', 'int' or 'float' for a config default of that type, else None (not checked)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return None
+
+
+def check_override_types(cfg, default, prefix: str = "") -> None:
+    """Refuse a value whose type does not fit the key's default: ``n=abc`` where ``n: 50``.
+
+    Args:
+        cfg: the composed config (omegaconf.DictConfig).
+        default: the same job's config composed without value overrides (only group choices).
+    Raises:
+        ValueError: ``"n must be an int (default 50), got 'abc'"``; for an int default a number
+            with a fraction (``n=2.5``), for a float default a non-number, for a bool default
+            anything but true/false. A null value, or a null default, is not checked (the job
+            decides), nor is an int given where the default is a float.
+    """
+    from omegaconf import DictConfig
+
+    from omegaconf import OmegaConf
+
+    for key in default:
+        if key not in cfg or OmegaConf.is_missing(default, key) or OmegaConf.is_missing(cfg, key):
+            continue
+        d, v = default[key], cfg[key]
+        name = f"{prefix}{key}"
+        if isinstance(d, DictConfig) and isinstance(v, DictConfig):
+            check_override_types(v, d, prefix=f"{name}.")
+            continue
+        kind = _kind(d)
+        if kind is None or v is None:
+            continue
+        if kind == "bool":
+            ok = isinstance(v, bool)
+        elif kind == "int":
+            ok = (isinstance(v, int) and not isinstance(v, bool)) or (
+                isinstance(v, float) and math.isfinite(v) and v == int(v))
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not ok:
+            allowed = {"bool": "true or false", "int": "an int", "float": "a number"}[kind]
+            shown = str(d).lower() if kind == "bool" else repr(d)
+            raise ValueError(f"{name} must be {allowed} (default {shown}), got {v!r}")
+
+
+def check_output_path(key: str, path) -> None:
+    """Refuse an output path the job could not write, before it runs (``out=/proc/x``,
+    ``out=some_file/x.hdf5``): every existing ancestor must be a folder, and the nearest existing
+    one must accept a new file (probed with a temporary file, removed at once).
+
+    Raises:
+        NotADirectoryError: an ancestor of ``path`` is a file.
+        PermissionError: the nearest existing folder does not accept new files.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"{key}={path!r}: {parent!r} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dopa-probe-", dir=parent)
+    except OSError as exc:
+        raise PermissionError(f"{key}={path!r}: cannot create files in {parent!r} ({exc.strerror})") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def check_common(cfg, default) -> None:
+    """The checks every job gets before it runs: value types against the defaults
+    (:func:`check_override_types`), ``threads`` an int >= 1, output paths writable
+    (:func:`check_output_path`, keys :data:`OUTPUT_KEYS`).
+
+    Raises:
+        ValueError, NotADirectoryError, PermissionError: one line naming the key and the value.
+    """
+    if cfg.get("resume") in (None, False, True):  # a resumed run's stored config is its own base
+        check_override_types(cfg, default)
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    for key in OUTPUT_KEYS:
+        value = cfg.get(key)
+        if isinstance(value, str) and value:
+            check_output_path(key, value)
+        elif value is not None and not isinstance(value, str):
+            raise ValueError(f"{key} must be a path or null, got {value!r}")
+
+
+def _group_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that pick a config group (``env=lift``, ``robot=ur5e``), not values."""
+    groups = {p.name for p in _configs_folder().iterdir() if p.is_dir() and not p.name.startswith("_")}
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in groups]
+
+
+_TERMINATED: list[int] = []  # the SIGTERMs received while a job runs
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -175,20 +293,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dopa {name}: {exc}", file=sys.stderr)
             return 2
     else:
-        cfg = compose(job.config, rest)
+        cfg = compose(job.config, rest, job=name)
+    try:
+        check_common(cfg, compose(job.config, _group_overrides(rest), job=name))
+    except (ValueError, OSError) as exc:
+        print(f"dopa {name}: error: {exc}", file=sys.stderr)
+        return 1
     module = importlib.import_module(module_name)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so temporary files are removed on the way out.
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main else None
+    _TERMINATED.clear()
     try:
         result = getattr(module, func_name)(cfg)
     except KeyboardInterrupt:
         print(f"dopa {name}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if _TERMINATED:  # an interrupt raised inside compiled code comes back wrapped (SystemError)
+            print(f"dopa {name}: interrupted", file=sys.stderr)
+            return 130
         # Bad input from the user: one clear line, no traceback (DOPA_DEBUG=1 shows it).
         user_error = _user_error(exc)
         if user_error is None or os.environ.get("DOPA_DEBUG"):
             raise
         print(f"dopa {name}: error: {user_error}", file=sys.stderr)
         return 1
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
     return int(result or 0)
 
 

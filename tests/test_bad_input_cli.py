@@ -1,0 +1,103 @@
+"""Bad input to the `dopa` jobs fails fast: one line naming the value and what is allowed, a
+non-zero exit code, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from control.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(capsys, *argv) -> tuple[int, str]:
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demos", "n=abc"], "n must be an int (default 50), got 'abc'"),
+    (["demos", "n=2.5"], "n must be an int (default 50), got 2.5"),
+    (["demos", "video=maybe"], "video must be true or false (default false), got 'maybe'"),
+    (["eval", "checkpoint=x", "episodes=abc"], "episodes must be an int (default 10), got 'abc'"),
+    (["sim-robot", "rate_hz=abc"], "rate_hz must be a number (default 20.0), got 'abc'"),
+    (["deploy", "checkpoint=x", "rate_hz=abc"], "rate_hz must be a number (default 20.0), got 'abc'"),
+    (["reward-train", "pairs.hop_bins=many"], "pairs.hop_bins must be an int (default 25), got 'many'"),
+    (["train", "total_steps=abc"], "total_steps must be an int"),  # the main job never starts
+    (["eval", "checkpoint=x", "threads=0"], "threads must be an int >= 1, got 0"),
+])
+def test_wrong_type_is_one_line_before_the_job_runs(capsys, argv, message):
+    rc, err = _run(capsys, *argv)
+    assert rc == 1
+    assert f"dopa {argv[0]}: error: {message}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_group_choice_sets_the_default_types(capsys):
+    # learner=sac's keys are checked against learner=sac's defaults, not the default learner's
+    rc, err = _run(capsys, "train", "env=lift", "learner=sac", "total_steps=abc")
+    assert rc == 1 and "total_steps must be an int" in err
+
+
+def test_unknown_group_choice_names_the_job_not_the_config(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sim-robot", "robot=nope"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "dopa sim-robot: unknown robot 'nope'; available robot choices: panda, ur5e" in err
+
+
+@pytest.mark.parametrize("job, extra", [
+    ("demos", ["n=1"]),
+    ("eval", ["checkpoint=x"]),
+    ("reward-eval", ["data=[x.hdf5]"]),
+    ("reward-train", ["data=[x.hdf5]"]),
+    ("tasks", []),
+])
+def test_output_under_a_file_fails_before_the_job_runs(capsys, tmp_path, job, extra):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc, err = _run(capsys, job, *extra, f"out={blocker}/sub/result.hdf5")
+    assert rc == 1
+    assert f"out='{blocker}/sub/result.hdf5': '{blocker}' is a file, not a folder" in err
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_output_where_no_file_can_be_created(capsys):
+    rc, err = _run(capsys, "demos", "n=1", "out=/proc/dopa_bad_input/x.hdf5")
+    assert rc == 1
+    assert "out='/proc/dopa_bad_input/x.hdf5': cannot create files in '/proc'" in err
+
+
+def test_sigterm_removes_the_temporary_file(tmp_path):
+    """`timeout` / kill during recording: the job unwinds like Ctrl-C, no half-written file stays."""
+    out = tmp_path / "d" / "lift.hdf5"
+    env = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "demos", "n=50", "views=[]", f"out={out}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = out.parent
+    try:
+        for _ in range(600):  # until the temporary file exists (recording has started)
+            if folder.is_dir() and any(p.name.startswith(".lift.hdf5.tmp") for p in folder.iterdir()):
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "dopa demos: interrupted" in err and "Traceback" not in err
+    assert list(folder.iterdir()) == []
