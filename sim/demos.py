@@ -133,15 +133,22 @@ def run(cfg) -> int:
     if task not in EXPERT_TASKS:
         raise SystemExit(f"dopa demos: no scripted expert for task {task!r}; experts exist for: "
                          f"{', '.join(EXPERT_TASKS)}")
-    n = int(cfg.n)
-    if n < 1:
-        raise SystemExit(f"dopa demos: n must be >= 1, got {n}")
+    from control.learner import check_float, check_int
+
+    n = check_int("n", cfg.n, 1)
     views = [str(v) for v in (cfg.views or [])]
     spec = sim.get_task(task)
     limit = cfg.max_episode_steps
     if limit is None:
         limit = spec.max_episode_steps * (2 if cfg.controller == "joint_position" else 1)
-    limit = int(limit)
+    limit = check_int("max_episode_steps", limit, 1)
+    check_float("noise_std", cfg.noise_std, low=0.0)
+    for key in ("post_success_steps", "undo_steps", "stop_steps"):
+        check_int(key, cfg[key], 0)
+    if cfg.video:
+        check_int("fps", cfg.fps, 1)
+    if os.path.isdir(str(cfg.out)):
+        raise ValueError(f"out={str(cfg.out)!r} is a folder; out is the .hdf5 file to write")
     weights = OmegaConf.to_container(cfg.imperfections, resolve=True)
     plan = allocate_imperfections(n, weights, int(cfg.seed))
     env_kwargs = {"controller": str(cfg.controller), "max_episode_steps": limit + 1,

@@ -101,3 +101,21 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
     assert proc.returncode == 130, err
     assert "dopa demos: interrupted" in err and "Traceback" not in err
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("n=-3", "n must be an int >= 1, got -3"),
+    ("noise_std=nan", "noise_std must be a finite number >= 0, got nan"),
+    ("max_episode_steps=0", "max_episode_steps must be an int >= 1, got 0"),
+    ("stop_steps=-1", "stop_steps must be an int >= 0, got -1"),
+])
+def test_demos_values_checked_before_recording(capsys, tmp_path, override, message):
+    rc, err = _run(capsys, "demos", "views=[]", f"out={tmp_path}/d.hdf5", override)
+    assert rc == 1 and f"dopa demos: error: {message}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demos_out_that_is_a_folder(capsys, tmp_path):
+    rc, err = _run(capsys, "demos", "n=1", "views=[]", f"out={tmp_path}")
+    assert rc == 1 and f"out='{tmp_path}' is a folder; out is the .hdf5 file to write" in err
+    assert list(tmp_path.iterdir()) == []
