@@ -87,6 +87,25 @@ def run(cfg) -> int:
     ``task`` is the task TEXT the model is conditioned on, a sentence such as
     ``task='open the door'`` (default: the demonstration file's own task text); a registered task
     name (``dopa tasks``, e.g. ``task=door``) stands for that task's text."""
+    from control.learner import check_float, check_int
+    from reward_models.evaluate import check_grm_checkpoint
+
+    check_int("steps", cfg.steps, 0)
+    check_int("batch_size", cfg.batch_size, 1)
+    check_float("lr", cfg.lr, low=0.0, low_open=True)
+    check_int("shift", cfg.shift, 0)
+    check_int("stride", cfg.stride, 1)
+    check_int("seed", cfg.seed, 0)
+    check_int("demo_index", cfg.demo_index, 0)
+    if cfg.task is not None:
+        from reward_models.text import check_task_text
+
+        check_task_text(str(cfg.task))
+    if Path(str(cfg.out)).exists() and not Path(str(cfg.out)).is_dir():
+        raise NotADirectoryError(f"out={str(cfg.out)!r} is a file; out is the folder to write into")
+    check_grm_checkpoint(cfg.checkpoint)
+    if not Path(str(cfg.demo)).is_file():
+        raise FileNotFoundError(f"demo={str(cfg.demo)!r} is not a file (an episode file from dopa demos)")
     torch.set_num_threads(int(cfg.threads))
     model, meta = load_checkpoint(str(cfg.checkpoint))
     demos = load_episodes([str(cfg.demo)], views=model.views, image_size=model.config.image_size,

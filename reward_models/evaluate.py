@@ -162,15 +162,46 @@ def print_table(results: dict) -> None:
               f"{r['completion_accuracy']:>12.3f} {r['mae']:>7.3f}")
 
 
+def check_grm_checkpoint(path, key: str = "checkpoint") -> Path:
+    """``path`` as a GRM checkpoint folder (``config.json`` + ``model.safetensors``), checked before
+    anything is loaded.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``, or a folder without those files; the message says
+            when it is a policy checkpoint, run or deployment policy instead (``dopa eval`` /
+            ``dopa deploy`` take those).
+    """
+    p = Path(str(path))
+    if not p.exists():
+        raise FileNotFoundError(f"{key}={str(path)!r} does not exist (a GRM checkpoint folder from "
+                                "dopa reward-train or reward-adapt)")
+    if p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        return p
+    if (p / "pretrained_model").is_dir() or (p / "checkpoints").is_dir() or (p / "policy.json").is_file():
+        raise FileNotFoundError(f"{key}={str(path)!r} is a policy checkpoint or run, not a GRM checkpoint "
+                                "(config.json + model.safetensors, from dopa reward-train)")
+    raise FileNotFoundError(f"{key}={str(path)!r} is not a GRM checkpoint: it needs config.json and "
+                            "model.safetensors (from dopa reward-train or reward-adapt)")
+
+
 def run(cfg) -> int:
     """Per-task table of VOC, completion accuracy and progress MAE of a GRM checkpoint on episode
     files; saves tracked-vs-true progress plots (PNG) and a metrics JSON into ``out``."""
     from reward_models.grm import load_checkpoint
     from reward_models.train import load_episodes
 
+    from control.learner import check_float, check_int
+
+    paths = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data or [])
+    if not paths:
+        raise ValueError("data=[...] must name at least one episode file, e.g. data=[data/lift.hdf5]")
+    check_int("stride", cfg.stride, 1)
+    check_float("completion_threshold", cfg.completion_threshold, 0.0, 1.0, low_open=True)
+    if Path(str(cfg.out)).exists() and not Path(str(cfg.out)).is_dir():
+        raise NotADirectoryError(f"out={str(cfg.out)!r} is a file; out is the folder to write into")
+    check_grm_checkpoint(cfg.checkpoint)
     torch.set_num_threads(int(cfg.threads))
     model, meta = load_checkpoint(str(cfg.checkpoint))
-    paths = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
     episodes = load_episodes(paths, views=model.views, image_size=model.config.image_size, stride=int(cfg.stride))
     results = evaluate_checkpoint(model, meta, episodes, str(cfg.fusion), float(cfg.completion_threshold), cfg.out)
     print_table(results)

@@ -119,3 +119,59 @@ def test_demos_out_that_is_a_folder(capsys, tmp_path):
     rc, err = _run(capsys, "demos", "n=1", "views=[]", f"out={tmp_path}")
     assert rc == 1 and f"out='{tmp_path}' is a folder; out is the .hdf5 file to write" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def _policy_checkpoint(tmp_path) -> Path:
+    ckpt = tmp_path / "run" / "checkpoints" / "step_000000800"
+    (ckpt / "pretrained_model").mkdir(parents=True)
+    (ckpt / "deploy").mkdir()
+    (ckpt / "deploy" / "policy.json").write_text("{}")
+    return ckpt
+
+
+@pytest.mark.parametrize("job", ["reward-eval", "reward-adapt"])
+def test_grm_jobs_refuse_a_policy_checkpoint(capsys, tmp_path, job):
+    ckpt = _policy_checkpoint(tmp_path)
+    rc, err = _run(capsys, job, f"checkpoint={ckpt}", "data=[x.hdf5]" if job == "reward-eval" else "demo=x.hdf5",
+                   f"out={tmp_path}/out")
+    assert rc == 1 and f"checkpoint='{ckpt}' is a policy checkpoint or run, not a GRM checkpoint" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("job", ["reward-eval", "reward-adapt"])
+def test_grm_jobs_name_a_missing_or_wrong_checkpoint(capsys, tmp_path, job):
+    data = "data=[x.hdf5]" if job == "reward-eval" else "demo=x.hdf5"
+    rc, err = _run(capsys, job, f"checkpoint={tmp_path}/nope", data, f"out={tmp_path}/out")
+    assert rc == 1 and f"checkpoint='{tmp_path}/nope' does not exist" in err
+    (tmp_path / "notes").mkdir()
+    rc, err = _run(capsys, job, f"checkpoint={tmp_path}/notes", data, f"out={tmp_path}/out")
+    assert rc == 1 and "is not a GRM checkpoint: it needs config.json and model.safetensors" in err
+
+
+def test_reward_eval_without_data(capsys, tmp_path):
+    rc, err = _run(capsys, "reward-eval", f"checkpoint={tmp_path}", f"out={tmp_path}/out")
+    assert rc == 1 and "data=[...] must name at least one episode file" in err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lr=-1", "lr must be a finite number > 0, got -1"),
+    ("steps=-1", "steps must be an int >= 0, got -1"),
+    ("demo_index=-1", "demo_index must be an int >= 0, got -1"),
+    ("batch_size=0", "batch_size must be an int >= 1, got 0"),
+    ("task=' '", "task text must not be empty"),
+])
+def test_reward_adapt_values_checked_before_loading(capsys, tmp_path, override, message):
+    rc, err = _run(capsys, "reward-adapt", f"checkpoint={tmp_path}/nope", "demo=x.hdf5", f"out={tmp_path}/out",
+                   override)
+    assert rc == 1 and f"dopa reward-adapt: error: {message}" in err
+
+
+@pytest.mark.parametrize("job", ["reward-eval", "reward-adapt"])
+def test_grm_jobs_refuse_an_out_that_is_a_file(capsys, tmp_path, job):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_text("")
+    out = tmp_path / "a_file"
+    out.write_text("x")
+    data = "data=[x.hdf5]" if job == "reward-eval" else "demo=x.hdf5"
+    rc, err = _run(capsys, job, f"checkpoint={tmp_path}", data, f"out={out}")
+    assert rc == 1 and f"out='{out}' is a file; out is the folder to write into" in err
