@@ -105,19 +105,61 @@ def _check_duration(cfg: DictConfig) -> None:
         raise ValueError(f"duration_s must be null (until Ctrl-C) or a number of seconds >= 0, got {d!r}")
 
 
+def policy_path(checkpoint) -> str:
+    """The deployment policy folder for ``checkpoint=``: a policy folder (``policy.json``), a
+    checkpoint with ``deploy/``, or a run folder (its newest ``checkpoints/step_*`` with
+    ``deploy/``), checked before any node starts.
+
+    Raises:
+        FileNotFoundError: nothing there; a GRM checkpoint (it belongs in ``reward.checkpoint``);
+            a folder holding none of those.
+    """
+    from pathlib import Path
+
+    p = Path(str(checkpoint))
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint={str(checkpoint)!r} does not exist")
+    if (p / "policy.json").is_file() or (p / "deploy" / "policy.json").is_file():
+        return str(p)
+    steps = sorted(c for c in (p / "checkpoints").glob("step_*") if (c / "deploy" / "policy.json").is_file())
+    if steps:
+        return str(steps[-1])
+    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        raise FileNotFoundError(f"checkpoint={str(checkpoint)!r} is a GRM (reward model) checkpoint, not a "
+                                "policy; deploy takes a policy folder, checkpoint or run (a GRM goes in "
+                                "reward.checkpoint=)")
+    raise FileNotFoundError(f"checkpoint={str(checkpoint)!r} is not a deployment policy: no policy.json, "
+                            "deploy/policy.json or checkpoints/step_*/deploy/policy.json in it")
+
+
+def _check_deploy(cfg: DictConfig) -> None:
+    """Input checks of ``dopa deploy`` that need no ROS: warmup, the reward node's values and
+    checkpoint."""
+    from control.learner import check_float, check_int
+
+    check_int("warmup", cfg.warmup, 0)
+    if cfg.get("reward") and cfg.reward.get("checkpoint"):
+        from reward_models.evaluate import check_grm_checkpoint
+
+        check_float("reward.rate_hz", cfg.reward.rate_hz, low=0.0, low_open=True)
+        check_float("reward.max_age", cfg.reward.max_age, low=0.0, low_open=True)
+        check_grm_checkpoint(cfg.reward.checkpoint, key="reward.checkpoint")
+
+
 def run_deploy(cfg: DictConfig) -> int:
     """Run a deployment policy on a ros2_control arm: the lifecycle policy node (configure = load and
     check the policy, activate = control loop; it starts DISARMED, arm it with the ~/arm SetBool
     service), and optionally the reward node (``reward.checkpoint``) publishing GRM progress."""
     _check_duration(cfg)
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        print("dopa deploy: checkpoint=<policy folder or checkpoint with deploy/> is required")
+        return 2
+    cfg.checkpoint = policy_path(cfg.checkpoint)
+    _check_deploy(cfg)
     import rclpy
 
     from ros.policy_node import achieved_rate, latency_stats, make_policy_node
     from ros.robot import robot_from_config
-
-    if OmegaConf.is_missing(cfg, "checkpoint"):
-        print("dopa deploy: checkpoint=<policy folder or checkpoint with deploy/> is required")
-        return 2
     robot = robot_from_config(cfg.robot)
     _discovery(robot)
     dcfg = OmegaConf.to_container(cfg, resolve=True)

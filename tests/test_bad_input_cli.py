@@ -175,3 +175,57 @@ def test_grm_jobs_refuse_an_out_that_is_a_file(capsys, tmp_path, job):
     data = "data=[x.hdf5]" if job == "reward-eval" else "demo=x.hdf5"
     rc, err = _run(capsys, job, f"checkpoint={tmp_path}", data, f"out={out}")
     assert rc == 1 and f"out='{out}' is a file; out is the folder to write into" in err
+
+
+def _grm_folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_text("")
+    return path
+
+
+def test_deploy_refuses_a_grm_checkpoint_before_ros_starts(capsys, tmp_path):
+    grm = _grm_folder(tmp_path / "grm")
+    rc, err = _run(capsys, "deploy", f"checkpoint={grm}", "duration_s=1")
+    assert rc == 1
+    assert f"checkpoint='{grm}' is a GRM (reward model) checkpoint, not a policy" in err
+    assert "reward.checkpoint=" in err
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p, "does not exist"),
+    (lambda p: (p.mkdir(), p)[1], "is not a deployment policy: no policy.json, deploy/policy.json"),
+])
+def test_deploy_names_a_missing_or_wrong_checkpoint(capsys, tmp_path, make, message):
+    folder = make(tmp_path / "x")
+    rc, err = _run(capsys, "deploy", f"checkpoint={folder}", "duration_s=1")
+    assert rc == 1 and f"dopa deploy: error: checkpoint='{folder}' {message}" in err
+
+
+def test_deploy_checkpoint_may_be_a_run_folder(tmp_path):
+    """README: `dopa deploy checkpoint=runs/<run>` takes the run's newest checkpoint with deploy/."""
+    from ros.jobs import policy_path
+
+    run = tmp_path / "run"
+    for step in ("step_000000100", "step_000000200"):
+        (run / "checkpoints" / step / "deploy").mkdir(parents=True)
+        (run / "checkpoints" / step / "deploy" / "policy.json").write_text("{}")
+    (run / "checkpoints" / "step_000000300").mkdir()  # no deploy/: not a candidate
+    assert policy_path(run) == str(run / "checkpoints" / "step_000000200")
+    assert policy_path(run / "checkpoints" / "step_000000100") == str(run / "checkpoints" / "step_000000100")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["warmup=-1"], "warmup must be an int >= 0, got -1"),
+    (["reward.checkpoint={policy}"], "reward.checkpoint='{policy}' is a policy checkpoint or run, not a GRM"),
+    (["reward.checkpoint={grm}", "reward.rate_hz=0"], "reward.rate_hz must be a finite number > 0, got 0"),
+    (["reward.checkpoint={grm}", "reward.max_age=nan"], "reward.max_age must be a finite number > 0, got nan"),
+])
+def test_deploy_values_checked_before_ros_starts(capsys, tmp_path, overrides, message):
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "policy.json").write_text("{}")
+    grm = _grm_folder(tmp_path / "grm")
+    fmt = {"policy": policy, "grm": grm}
+    rc, err = _run(capsys, "deploy", f"checkpoint={policy}", "duration_s=1", *[o.format(**fmt) for o in overrides])
+    assert rc == 1 and f"dopa deploy: error: {message.format(**fmt)}" in err
