@@ -230,19 +230,41 @@ def check_output_path(key: str, path) -> None:
     os.remove(probe)
 
 
+#: Keys that mean the same in every job that has them, and their smallest allowed int; checked
+#: before the job runs (``dopa train num_envs=0`` fails before the main job builds its data).
+INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "checkpoint_every": 1,
+                "episodes": 1, "eval.episodes": 1, "eval.every": 0, "eval.seed": 0}
+
+
 def check_common(cfg, default) -> None:
     """The checks every job gets before it runs: value types against the defaults
-    (:func:`check_override_types`), ``threads`` an int >= 1, output paths writable
-    (:func:`check_output_path`, keys :data:`OUTPUT_KEYS`).
+    (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``device`` a torch device
+    this machine has, output paths writable (:func:`check_output_path`, keys :data:`OUTPUT_KEYS`).
 
     Raises:
         ValueError, NotADirectoryError, PermissionError: one line naming the key and the value.
     """
+    from omegaconf import OmegaConf
+
     if cfg.get("resume") in (None, False, True):  # a resumed run's stored config is its own base
         check_override_types(cfg, default)
-    threads = cfg.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    for key, minimum in INT_MINIMUMS.items():
+        v = OmegaConf.select(cfg, key, default=None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
+            raise ValueError(f"{key} must be an int >= {minimum}, got {v!r}")
+    device = cfg.get("device")
+    if device is not None and str(device) != "cpu":
+        import torch
+
+        try:
+            dev = torch.device(str(device))
+            ok = dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_available()
+                                       and (dev.index or 0) < torch.cuda.device_count())
+        except RuntimeError:
+            ok = False
+        if not ok:
+            have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+            raise ValueError(f"device={str(device)!r} is not available here; available: {', '.join(have)}")
     for key in OUTPUT_KEYS:
         value = cfg.get(key)
         if isinstance(value, str) and value:

@@ -229,3 +229,35 @@ def test_deploy_values_checked_before_ros_starts(capsys, tmp_path, overrides, me
     fmt = {"policy": policy, "grm": grm}
     rc, err = _run(capsys, "deploy", f"checkpoint={policy}", "duration_s=1", *[o.format(**fmt) for o in overrides])
     assert rc == 1 and f"dopa deploy: error: {message.format(**fmt)}" in err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("num_envs=0", "num_envs must be an int >= 1, got 0"),
+    ("total_steps=-3", "total_steps must be an int >= 1, got -3"),
+    ("seed=-1", "seed must be an int >= 0, got -1"),
+    ("eval.episodes=0", "eval.episodes must be an int >= 1, got 0"),
+    ("eval.every=-1", "eval.every must be an int >= 0, got -1"),
+    ("device=nope", "device='nope' is not available here; available: cpu"),
+])
+def test_train_values_checked_before_the_main_job_builds_its_data(capsys, tmp_path, override, message):
+    # with the default preset these would otherwise start recording demonstrations first
+    rc, err = _run(capsys, "train", f"run_dir={tmp_path}/run", override)
+    assert rc == 1 and f"dopa train: error: {message}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_device_that_this_machine_lacks(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    rc, err = _run(capsys, "train", f"run_dir={tmp_path}/run", "device=cuda")
+    assert rc == 1 and "device='cuda' is not available here; available: cpu" in err
+
+
+@pytest.mark.parametrize("argv", [["eval", "checkpoint=x", "episodes=0"], ["demos", "seed=-1"],
+                                  ["sim-robot", "seed=-2"]])
+def test_shared_keys_are_checked_in_every_job(capsys, argv):
+    rc, err = _run(capsys, *argv)
+    key = argv[-1].split("=")[0]
+    assert rc == 1 and f"dopa {argv[0]}: error: {key} must be an int >= " in err
