@@ -239,7 +239,7 @@ INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "check
 def check_common(cfg, default) -> None:
     """The checks every job gets before it runs: value types against the defaults
     (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``device`` a torch device
-    this machine has, output paths writable (:func:`check_output_path`, keys :data:`OUTPUT_KEYS`).
+    this machine has, ``reward.checkpoint`` a GRM checkpoint, output paths writable (:func:`check_output_path`, keys :data:`OUTPUT_KEYS`).
 
     Raises:
         ValueError, NotADirectoryError, PermissionError: one line naming the key and the value.
@@ -265,6 +265,12 @@ def check_common(cfg, default) -> None:
         if not ok:
             have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
             raise ValueError(f"device={str(device)!r} is not available here; available: {', '.join(have)}")
+    # train reward=grm|naive: the potential loads ${reward.checkpoint} (a custom potential may not)
+    grm = OmegaConf.select(cfg, "reward.potential.checkpoint", default=None)
+    if isinstance(grm, str) and grm and grm == OmegaConf.select(cfg, "reward.checkpoint", default=None):
+        from reward_models.evaluate import check_grm_checkpoint
+
+        check_grm_checkpoint(grm, key="reward.checkpoint")
     for key in OUTPUT_KEYS:
         value = cfg.get(key)
         if isinstance(value, str) and value:
