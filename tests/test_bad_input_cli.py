@@ -265,9 +265,9 @@ def test_shared_keys_are_checked_in_every_job(capsys, argv):
 
 def test_train_grm_reward_needs_a_grm_checkpoint(capsys, tmp_path):
     policy = _policy_checkpoint(tmp_path)
-    rc, err = _run(capsys, "train", "preset=none", f"reward.checkpoint={policy}", f"run_dir={tmp_path}/run")
+    rc, err = _run(capsys, "train", "preset=none", f"reward.checkpoint={policy}", f"run_dir={tmp_path}/train_run")
     assert rc == 1 and f"reward.checkpoint='{policy}' is a policy checkpoint or run, not a GRM checkpoint" in err
     rc, err = _run(capsys, "train", "preset=none", "reward=naive", f"reward.checkpoint={tmp_path}/nope",
-                   f"run_dir={tmp_path}/run")
+                   f"run_dir={tmp_path}/train_run")
     assert rc == 1 and f"reward.checkpoint='{tmp_path}/nope' does not exist" in err
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "train_run").exists()
