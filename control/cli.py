@@ -153,7 +153,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 
 #: Config keys that name something a job writes (a file or a folder); checked before the job runs.
-OUTPUT_KEYS = ("out", "run_dir", "log_dir", "video_dir")
+OUTPUT_KEYS = ("out", "run_dir", "log_dir", "video_dir", "text_cache", "prepare.data_dir")
 
 
 def _kind(value) -> str | None:
@@ -272,7 +272,7 @@ def check_common(cfg, default) -> None:
 
         check_grm_checkpoint(grm, key="reward.checkpoint")
     for key in OUTPUT_KEYS:
-        value = cfg.get(key)
+        value = OmegaConf.select(cfg, key, default=None)
         if isinstance(value, str) and value:
             check_output_path(key, value)
         elif value is not None and not isinstance(value, str):

@@ -132,6 +132,28 @@ def policy_path(checkpoint) -> str:
                             "deploy/policy.json or checkpoints/step_*/deploy/policy.json in it")
 
 
+def _check_ros_names(cfg: DictConfig) -> None:
+    """``node_name`` (and ``namespace`` when set) are valid ROS 2 names, as one line.
+
+    Raises:
+        ValueError: ``"node_name='1 bad' is not a valid ROS 2 node name: ..."``.
+    """
+    from rclpy.exceptions import NameValidationException
+    from rclpy.validate_namespace import validate_namespace
+    from rclpy.validate_node_name import validate_node_name
+
+    checks = [("node_name", "node name", validate_node_name, str(cfg.node_name))]
+    ns = cfg.get("namespace")
+    if ns:
+        checks.append(("namespace", "namespace", validate_namespace, str(ns) if str(ns).startswith("/") else f"/{ns}"))
+    for key, what, validate, value in checks:
+        try:
+            validate(value)
+        except NameValidationException as exc:
+            reason = str(exc).splitlines()[0].split(": ", 1)[-1].rstrip(":")
+            raise ValueError(f"{key}={cfg[key]!r} is not a valid ROS 2 {what}: {reason}") from None
+
+
 def _check_deploy(cfg: DictConfig) -> None:
     """Input checks of ``dopa deploy`` that need no ROS: warmup, the reward node's values and
     checkpoint."""
@@ -156,6 +178,7 @@ def run_deploy(cfg: DictConfig) -> int:
         return 2
     cfg.checkpoint = policy_path(cfg.checkpoint)
     _check_deploy(cfg)
+    _check_ros_names(cfg)
     import rclpy
 
     from ros.policy_node import achieved_rate, latency_stats, make_policy_node
@@ -206,6 +229,10 @@ def run_sim_robot(cfg: DictConfig) -> int:
     """Run the MuJoCo stand-in robot: publishes JointState, camera Images and the task state on the
     robot config's topics and executes JointTrajectory (or Float64MultiArray) commands."""
     _check_duration(cfg)
+    _check_ros_names(cfg)
+    rate, cam = cfg.get("rate_hz"), cfg.get("camera_rate_hz")
+    if isinstance(rate, (int, float)) and isinstance(cam, (int, float)) and cam > rate:
+        raise ValueError(f"camera_rate_hz must be <= rate_hz ({rate}), got {cam}")
     import rclpy
 
     from ros.robot import robot_from_config

@@ -271,3 +271,29 @@ def test_train_grm_reward_needs_a_grm_checkpoint(capsys, tmp_path):
                    f"run_dir={tmp_path}/train_run")
     assert rc == 1 and f"reward.checkpoint='{tmp_path}/nope' does not exist" in err
     assert not (tmp_path / "train_run").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["deploy", "namespace='bad ns'"], "namespace='bad ns' is not a valid ROS 2 namespace: namespace must not "
+                                       "contain characters other than alphanumerics"),
+    (["deploy", "node_name='1 bad'"], "node_name='1 bad' is not a valid ROS 2 node name"),
+    (["sim-robot", "node_name='1 bad'"], "node_name='1 bad' is not a valid ROS 2 node name"),
+    (["sim-robot", "camera_rate_hz=100"], "camera_rate_hz must be <= rate_hz (20.0), got 100"),
+])
+def test_ros_jobs_names_and_rates_checked_before_nodes_start(capsys, tmp_path, argv, message):
+    if argv[0] == "deploy":
+        (tmp_path / "policy.json").write_text("{}")
+        argv = [*argv, f"checkpoint={tmp_path}"]
+    rc, err = _run(capsys, *argv, "duration_s=1")
+    assert rc == 1 and f"dopa {argv[0]}: error: {message}" in err
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["reward-train", "data=[x.hdf5]", "text_cache={blocker}/cache"], "text_cache"),
+    (["train", "prepare.data_dir={blocker}/data"], "prepare.data_dir"),
+])
+def test_caches_and_data_folders_are_outputs_too(capsys, tmp_path, argv, key):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc, err = _run(capsys, *[a.format(blocker=blocker) for a in argv])
+    assert rc == 1 and f"{key}='{blocker}/" in err and f"'{blocker}' is a file, not a folder" in err
