@@ -168,20 +168,20 @@ def _kind(value) -> str | None:
 
 
 def check_override_types(cfg, default, prefix: str = "") -> None:
-    """Refuse a value whose type does not fit the key's default: ``n=abc`` where ``n: 50``.
+    """Refuse a value whose type does not fit the key's default: ``n=abc`` where ``n: 50``. A
+    single value given for a list key (``views=front``) becomes a one-item list (in ``cfg``).
 
     Args:
         cfg: the composed config (omegaconf.DictConfig).
         default: the same job's config composed without value overrides (only group choices).
+
     Raises:
         ValueError: ``"n must be an int (default 50), got 'abc'"``; for an int default a number
             with a fraction (``n=2.5``), for a float default a non-number, for a bool default
             anything but true/false. A null value, or a null default, is not checked (the job
             decides), nor is an int given where the default is a float.
     """
-    from omegaconf import DictConfig
-
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
     for key in default:
         if key not in cfg or OmegaConf.is_missing(default, key) or OmegaConf.is_missing(cfg, key):
@@ -190,6 +190,9 @@ def check_override_types(cfg, default, prefix: str = "") -> None:
         name = f"{prefix}{key}"
         if isinstance(d, DictConfig) and isinstance(v, DictConfig):
             check_override_types(v, d, prefix=f"{name}.")
+            continue
+        if isinstance(d, ListConfig) and isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            cfg[key] = [v]  # views=front means views=[front], not the letters of 'front'
             continue
         kind = _kind(d)
         if kind is None or v is None:

@@ -370,6 +370,18 @@ def run(cfg) -> int:
     for key in ("steps", "batch_size"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    from control.learner import check_int
+
+    m = cfg.model
+    channels = [m.channels] if isinstance(m.channels, int) else list(m.channels or [])
+    if not channels:
+        raise ValueError("model.channels must list at least one CNN width, e.g. [16,32,64,64]")
+    for c in channels:
+        check_int("model.channels[i]", c, 1)
+    for key in ("width", "depth", "heads"):
+        check_int(f"model.{key}", m[key], 1)
+    if int(m.width) % int(m.heads):
+        raise ValueError(f"model.width must be a multiple of model.heads ({m.heads}), got {m.width}")
     if not (math.isfinite(float(cfg.lr)) and float(cfg.lr) > 0):
         raise ValueError(f"lr must be a finite number > 0, got {cfg.lr}")
     out = Path(str(cfg.out))
@@ -382,14 +394,16 @@ def run(cfg) -> int:
         mcfg = model.config
         print(f"resuming {out} at step {resume_state['step']}")
     else:
-        first = load_episodes(paths[:1], views=None if cfg.views is None else list(cfg.views))
-        views = tuple(cfg.views) if cfg.views is not None else tuple(first[0].frames)
+        first = load_episodes(paths[:1], views=None if cfg.views is None else
+                              ([cfg.views] if isinstance(cfg.views, str) else list(cfg.views)))
+        views = ((cfg.views,) if isinstance(cfg.views, str) else tuple(cfg.views)) if cfg.views is not None \
+            else tuple(first[0].frames)
         if not views:
             raise ValueError(f"{paths[0]} holds no camera views (recorded with views=[]); the GRM needs "
                              "images: record with e.g. views=[front,wrist]")
         size = int(first[0].frames[views[0]].shape[1])
         mcfg = GRMConfig(views=views, image_size=size, reference_view=str(cfg.reference_view or ""),
-                         channels=tuple(cfg.model.channels), width=int(cfg.model.width), depth=int(cfg.model.depth),
+                         channels=tuple(channels), width=int(cfg.model.width), depth=int(cfg.model.depth),
                          heads=int(cfg.model.heads), hop_bins=int(cfg.model.hop_bins))
         model = GRM(mcfg)
     episodes = load_episodes(paths, views=mcfg.views, image_size=mcfg.image_size, stride=int(cfg.stride))

@@ -297,3 +297,23 @@ def test_caches_and_data_folders_are_outputs_too(capsys, tmp_path, argv, key):
     blocker.write_text("x")
     rc, err = _run(capsys, *[a.format(blocker=blocker) for a in argv])
     assert rc == 1 and f"{key}='{blocker}/" in err and f"'{blocker}' is a file, not a folder" in err
+
+
+def test_a_single_value_for_a_list_key_is_a_one_item_list():
+    """views=front is [front], not the letters f, r, o, n, t."""
+    from control.cli import check_common, compose
+
+    cfg = compose("demos", ["views=front", "out=/tmp/x.hdf5"])
+    check_common(cfg, compose("demos", []))
+    assert list(cfg.views) == ["front"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.depth=0", "model.depth must be an int >= 1, got 0"),
+    ("model.channels=[]", "model.channels must list at least one CNN width"),
+    ("model.width=130", "model.width must be a multiple of model.heads (4), got 130"),
+])
+def test_reward_train_model_checked_before_anything_is_written(capsys, tmp_path, override, message):
+    rc, err = _run(capsys, "reward-train", "data=[x.hdf5]", f"out={tmp_path}/grm", override)
+    assert rc == 1 and f"dopa reward-train: error: {message}" in err
+    assert list(tmp_path.iterdir()) == []
