@@ -145,7 +145,8 @@ def _check_ros_names(cfg: DictConfig) -> None:
     checks = [("node_name", "node name", validate_node_name, str(cfg.node_name))]
     ns = cfg.get("namespace")
     if ns:
-        checks.append(("namespace", "namespace", validate_namespace, str(ns) if str(ns).startswith("/") else f"/{ns}"))
+        full = str(ns) if str(ns).startswith("/") else f"/{ns}"
+        checks.append(("namespace", "namespace", validate_namespace, full))
     for key, what, validate, value in checks:
         try:
             validate(value)

@@ -317,3 +317,11 @@ def test_reward_train_model_checked_before_anything_is_written(capsys, tmp_path,
     rc, err = _run(capsys, "reward-train", "data=[x.hdf5]", f"out={tmp_path}/grm", override)
     assert rc == 1 and f"dopa reward-train: error: {message}" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("job", ["tasks", "demos", "sim-robot"])
+def test_image_size_follows_the_simulator_rule_in_every_job(capsys, tmp_path, job):
+    rc, err = _run(capsys, job, "render=true" if job == "tasks" else "views=[front]", "image_size=7",
+                   f"out={tmp_path}/x.png" if job != "sim-robot" else "duration_s=1")
+    assert rc == 1 and f"dopa {job}: error: image_size must be an int in [8, 1024], got 7" in err
+    assert list(tmp_path.iterdir()) == []
