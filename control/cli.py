@@ -99,9 +99,41 @@ def compose(config: str, overrides: list[str], job: str | None = None):
         print(f"dopa {job or config}: {_missing_choice(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except (HydraException, OmegaConfBaseException) as exc:
-        print(f"dopa {job or config}: bad override: {exc}", file=sys.stderr)
+        print(f"dopa {job or config}: {_unknown_key(config, str(exc), job) or f'bad override: {exc}'}",
+              file=sys.stderr)
         raise SystemExit(2) from None
     return cfg
+
+
+def _unknown_key(config: str, message: str, job: str | None) -> str | None:
+    """One line for Hydra's "Could not override 'foo'": the key, close matches among the config's
+    keys, and where to see them (None for other errors)."""
+    import difflib
+    import re
+
+    from omegaconf import OmegaConf
+
+    m = re.match(r"Could not override '([^']+)'", message)
+    if not m:
+        return None
+    key = m.group(1)
+    try:
+        keys = _flat_keys(OmegaConf.to_container(compose(config, [], job)))
+    except SystemExit:
+        keys = []
+    close = difflib.get_close_matches(key, keys, n=3)
+    hint = f"; did you mean {' or '.join(repr(k) for k in close)}?" if close else ""
+    return (f"unknown key {key!r}{hint} ('dopa {job or config} --help' lists the keys; "
+            f"+{key}=... adds a new one)")
+
+
+def _flat_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        out.append(f"{prefix}{k}")
+        if isinstance(v, dict):
+            out += _flat_keys(v, f"{prefix}{k}.")
+    return out
 
 
 def _configs_folder():

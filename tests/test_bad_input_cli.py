@@ -325,3 +325,16 @@ def test_image_size_follows_the_simulator_rule_in_every_job(capsys, tmp_path, jo
                    f"out={tmp_path}/x.png" if job != "sim-robot" else "duration_s=1")
     assert rc == 1 and f"dopa {job}: error: image_size must be an int in [8, 1024], got 7" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["demos", "foo=1"], "dopa demos: unknown key 'foo' ('dopa demos --help' lists the keys"),
+    (["demos", "fsp=10"], "dopa demos: unknown key 'fsp'; did you mean 'fps'?"),
+    (["deploy", "checkpoint=x", "safety.max_dleta=1"], "unknown key 'safety.max_dleta'; did you mean 'safety.max_delta'"),
+])
+def test_unknown_key_is_one_line_with_close_matches(capsys, argv, line):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert line in err and len(err.strip().splitlines()) == 1
