@@ -311,6 +311,8 @@ def check_common(cfg, default) -> None:
 
         check_grm_checkpoint(grm, key="reward.checkpoint")
     for key in OUTPUT_KEYS:
+        if key == "out" and cfg.get("render") is False:  # dopa tasks writes out only when rendering
+            continue
         value = OmegaConf.select(cfg, key, default=None)
         if isinstance(value, str) and value:
             check_output_path(key, value)

@@ -338,3 +338,11 @@ def test_unknown_key_is_one_line_with_close_matches(capsys, argv, line):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert line in err and len(err.strip().splitlines()) == 1
+
+
+def test_tasks_listing_does_not_check_the_render_output(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["tasks", f"out={blocker}/x.png"]) == 0  # render=false: nothing is written
+    rc, err = _run(capsys, "tasks", "task=lift", "render=true", f"out={blocker}/x.png")
+    assert rc == 1 and "is a file, not a folder" in err
