@@ -61,7 +61,7 @@ def test_unknown_group_choice_names_the_job_not_the_config(capsys):
     ("eval", ["checkpoint=x"]),
     ("reward-eval", ["data=[x.hdf5]"]),
     ("reward-train", ["data=[x.hdf5]"]),
-    ("tasks", []),
+    ("tasks", ["task=lift", "render=true"]),
 ])
 def test_output_under_a_file_fails_before_the_job_runs(capsys, tmp_path, job, extra):
     blocker = tmp_path / "a_file"
