@@ -33,7 +33,7 @@ class TaskEnv(gym.Env):
         self.max_episode_steps = int(spec.max_episode_steps if max_episode_steps is None else max_episode_steps)
         if self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
-        self._renderer: mujoco.Renderer | None = None
+        self._renderers: dict[int, mujoco.Renderer] = {}  # one per image size (observations, videos)
         self._elapsed = 0
         self._pending_xfrc: np.ndarray | None = None
 
@@ -104,6 +104,9 @@ class TaskEnv(gym.Env):
     def render_views(self, views, image_size: int | None = None) -> dict[str, np.ndarray]:
         """Render named views of the current state: ``{view: uint8 [H, W, 3]}``, upright.
 
+        ``image_size`` (pixels per side, default the env's) picks a renderer made on first use and
+        kept, so observations and larger video frames can alternate without re-creating contexts.
+
         Raises:
             ValueError: an unknown view (lists this task's views).
             sim.render.RenderingError: no GL backend.
@@ -115,11 +118,10 @@ class TaskEnv(gym.Env):
             if cam is None:
                 raise ValueError(f"unknown view {view!r} for task {self.spec_.name!r}; known: "
                                  f"{', '.join(self.spec_.cameras)}")
-            if self._renderer is None or (self._renderer.height, self._renderer.width) != (size, size):
-                if self._renderer is not None:
-                    self._renderer.close()
-                self._renderer = make_renderer(self.model, size, size)
-            out[view] = render_camera(self._renderer, self.data, cam)
+            renderer = self._renderers.get(size)
+            if renderer is None:
+                renderer = self._renderers[size] = make_renderer(self.model, size, size)
+            out[view] = render_camera(renderer, self.data, cam)
         return out
 
     def render(self):
@@ -127,9 +129,9 @@ class TaskEnv(gym.Env):
             (self.views[:1] or tuple(self.spec_.cameras)[:1])[0]]
 
     def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
 
     # ----- perturbations ------------------------------------------------------------------------
     def body_names(self) -> list[str]:

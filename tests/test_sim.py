@@ -387,3 +387,18 @@ def test_clean_exit_after_rendering_both_families():
 
 def test_rendering_error_type_is_exported():
     assert issubclass(RenderingError, RuntimeError)
+
+
+def test_render_sizes_alternate_with_one_renderer_each():
+    """Observation-sized and video-sized frames alternate (as in evaluation videos): each size keeps
+    its renderer, and the observation frames are unchanged by the larger renders in between."""
+    env = sim.make_env("cartpole-swingup", num_envs=1, views=["front"], image_size=24, seed=0)
+    try:
+        obs, _ = env.reset(seed=0)
+        big = env.render(("front",), image_size=48)["front"]
+        again = env.render(("front",))["front"]
+        assert big.shape == (1, 48, 48, 3) and again.shape == (1, 24, 24, 3)
+        assert torch.equal(again, obs["images"]["front"])
+        assert sorted(env.envs[0]._renderers) == [24, 48]
+    finally:
+        env.close()
