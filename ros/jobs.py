@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -180,13 +181,16 @@ def run_deploy(cfg: DictConfig) -> int:
     cfg.checkpoint = policy_path(cfg.checkpoint)
     _check_deploy(cfg)
     _check_ros_names(cfg)
+    from ros.policy_node import check_deploy_config
+    from ros.robot import robot_from_config
+
+    robot = robot_from_config(cfg.robot)
+    dcfg = OmegaConf.to_container(cfg, resolve=True)
+    check_deploy_config(dcfg, robot)  # the node's own rules for rate, safety, watchdog, periods
     import rclpy
 
     from ros.policy_node import achieved_rate, latency_stats, make_policy_node
-    from ros.robot import robot_from_config
-    robot = robot_from_config(cfg.robot)
     _discovery(robot)
-    dcfg = OmegaConf.to_container(cfg, resolve=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     nodes = []
@@ -195,7 +199,8 @@ def run_deploy(cfg: DictConfig) -> int:
         nodes.append(node)
         if cfg.autostart:
             if node.trigger_configure().to_label() != "transition_success":
-                print("dopa deploy: configure failed (see the log above)")
+                print(f"dopa deploy: configure failed: {node.configure_error or 'see the log above'}",
+                      file=sys.stderr)
                 return 1
             node.trigger_activate()
             if cfg.arm:

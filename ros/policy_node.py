@@ -53,6 +53,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,80 @@ class Decision:
     checked_at: float | None = None
 
 
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def loop_config(cfg, robot: Robot) -> tuple[float, float, SafetyFilter, tuple[float, float]]:
+    """The control-loop values of a deploy config, checked by the rules the node applies (the
+    :class:`ros.safety.SafetyFilter` and :class:`ros.safety.Watchdog` constructors); needs no policy
+    and no ROS, so ``dopa deploy`` runs it before ROS starts and :class:`PolicyCore` at configure.
+
+    Args:
+        cfg: mapping with ``action_period`` (s between chunk points), ``joint_step`` (rad per unit
+            action), ``safety`` (SafetyFilter kwargs: ``max_delta``, ``velocity_scale``, ``margin``,
+            ``position_tolerance``) and ``watchdog`` (``max_age``, ``max_future`` s).
+        robot: the robot (its joint limits; a margin must leave room inside them).
+    Returns:
+        ``(action_period, joint_step, safety_filter, (max_age, max_future))``.
+    Raises:
+        ValueError: one line naming the key, the value and what is allowed, e.g.
+            ``"safety.max_delta must be a finite number > 0 rad ... got -1"``.
+    """
+    for key, unit in (("action_period", "s"), ("joint_step", "rad per unit action")):
+        if not (_finite_number(cfg.get(key)) and cfg[key] > 0):
+            raise ValueError(f"{key} must be a finite number > 0 {unit}, got {cfg.get(key)!r}")
+    safety = dict(cfg.get("safety") or {})
+    for key, value in safety.items():
+        if key == "max_delta" and (value is None or (isinstance(value, Sequence) and not isinstance(value, str))):
+            continue  # per-joint lists are checked by SafetyFilter
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"safety.{key} must be a number, got {value!r}")
+    try:
+        safety_filter = SafetyFilter(robot.limits, **safety)
+    except ValueError as exc:
+        raise ValueError(f"safety.{exc}") from None
+    wd = dict(cfg.get("watchdog") or {})
+    max_age, max_future = wd.get("max_age"), wd.get("max_future", 0.05)
+    for key, value in (("max_age", max_age), ("max_future", max_future)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"watchdog.{key} must be a number of seconds, got {value!r}")
+    Watchdog((), float(max_age), float(max_future))  # its rules: finite, max_age > 0, max_future >= 0
+    return float(cfg["action_period"]), float(cfg["joint_step"]), safety_filter, (float(max_age), float(max_future))
+
+
+def node_options(cfg) -> tuple[str, str, float]:
+    """``output``, ``trigger`` and ``rate_hz`` of a deploy config, checked.
+
+    Returns:
+        ``(output, trigger, rate_hz)``.
+    Raises:
+        ValueError: unknown ``output`` or ``trigger`` (allowed values listed), ``rate_hz`` not a
+            finite number > 0.
+    """
+    output = str(cfg.get("output", "trajectory"))
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; allowed: {', '.join(OUTPUTS)}")
+    trigger = str(cfg.get("trigger", "timer"))
+    if trigger not in ("timer", "joint_states"):
+        raise ValueError(f"unknown trigger {trigger!r}; allowed: timer, joint_states")
+    rate = cfg.get("rate_hz", 20.0)
+    if not (_finite_number(rate) and rate > 0):
+        raise ValueError(f"rate_hz must be a finite number > 0 Hz, got {rate!r}")
+    return output, trigger, float(rate)
+
+
+def check_deploy_config(cfg, robot: Robot) -> None:
+    """Every check of the policy node's config that needs no policy and no ROS
+    (:func:`node_options`, :func:`loop_config`); the policy/robot fit is checked at configure.
+
+    Raises:
+        ValueError: one line naming the key, the value and what is allowed.
+    """
+    node_options(cfg)
+    loop_config(cfg, robot)
+
+
 class PolicyCore:
     """Everything the policy node decides, without ROS I/O: message intake, state assembly, policy
     call, action -> joint targets, safety and the watchdog. The node feeds it messages and publishes
@@ -135,8 +210,8 @@ class PolicyCore:
         n_arm = len(robot.arm_joints)
         want = n_arm + (1 if robot.gripper else 0)
         if int(meta["action_dim"]) != want:
-            raise ValueError(f"policy action_dim {meta['action_dim']} does not fit robot {robot.name!r}: "
-                             f"{n_arm} arm joints{' + 1 gripper' if robot.gripper else ''} = {want}")
+            raise ValueError(f"policy action_dim {meta['action_dim']} does not fit robot {robot.name!r}, which takes "
+                             f"{want} ({n_arm} arm joints{' + 1 gripper' if robot.gripper else ''})")
         self.views = tuple(meta.get("views") or ())
         for v in self.views:
             robot.image_topic(v)  # raises naming the configured views
@@ -157,14 +232,9 @@ class PolicyCore:
             self.joint_keys[key] = spec
         self.task_layout = task_layout
         self.need_velocity = any(s.field == "velocity" for s in self.joint_keys.values())
-        self.action_period = float(cfg["action_period"])
-        self.joint_step = float(cfg["joint_step"])
-        if not (self.action_period > 0 and self.joint_step > 0):
-            raise ValueError(f"action_period and joint_step must be > 0, got {self.action_period}, {self.joint_step}")
-        self.safety = SafetyFilter(robot.limits, **dict(cfg["safety"]))
+        self.action_period, self.joint_step, self.safety, (max_age, max_future) = loop_config(cfg, robot)
         required = [JOINTS_OBS] + [f"image/{v}" for v in self.views] + ([TASK_OBS] if task_layout else [])
-        wd = dict(cfg["watchdog"])
-        self.watchdog = Watchdog(required, float(wd["max_age"]), float(wd.get("max_future", 0.05)))
+        self.watchdog = Watchdog(required, max_age, max_future)
         self.q: np.ndarray | None = None  # arm position (rad)
         self.dq: np.ndarray | None = None
         self.qg: np.ndarray | None = None  # gripper joint positions
@@ -314,21 +384,14 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
     from std_srvs.srv import SetBool
     from trajectory_msgs.msg import JointTrajectory
 
-    output = str(cfg.get("output", "trajectory"))
-    if output not in OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; allowed: {', '.join(OUTPUTS)}")
-    trigger = str(cfg.get("trigger", "timer"))
-    if trigger not in ("timer", "joint_states"):
-        raise ValueError(f"unknown trigger {trigger!r}; allowed: timer, joint_states")
-    rate = float(cfg.get("rate_hz", 20.0))
-    if not (math.isfinite(rate) and rate > 0):
-        raise ValueError(f"rate_hz must be > 0, got {rate!r}")
+    output, trigger, rate = node_options(cfg)
 
     class _PolicyNode(LifecycleNode):
         def __init__(self):
             super().__init__(node_name, namespace=namespace, context=context)
             self.cfg, self.robot, self.output, self.trigger, self.rate = cfg, robot, output, trigger, rate
             self.core: PolicyCore | None = None
+            self.configure_error = ""  # why the last configure failed (one line), "" if it did not
             self.armed = False
             self.active = False
             self._subs: list = []
@@ -384,6 +447,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                 return self._on_configure(state)
 
         def _on_configure(self, state) -> TransitionCallbackReturn:
+            self.configure_error = ""
             try:
                 from control.export import load_policy
 
@@ -392,6 +456,7 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                 core = PolicyCore(policy, self.robot, self.cfg)
                 self._warmup(core, int(self.cfg.get("warmup", 3)))
             except Exception as exc:  # configure fails cleanly with the reason logged
+                self.configure_error = " ".join(str(exc).split()) or type(exc).__name__
                 self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
                 return TransitionCallbackReturn.FAILURE
             self.core = core
@@ -412,8 +477,9 @@ def make_policy_node(cfg, robot: Robot, context=None, node_name: str = "dopa_pol
                     obs_qos))
             if core.task_layout:
                 if not topics.get("task_state"):
-                    self.get_logger().error("the policy needs task-state keys "
-                                            f"{[k for k, _ in core.task_layout]} but topics.task_state is not set")
+                    self.configure_error = (f"the policy needs task-state keys {[k for k, _ in core.task_layout]} "
+                                            f"but robot {self.robot.name!r} sets no topics.task_state")
+                    self.get_logger().error(self.configure_error)
                     self._release()
                     return TransitionCallbackReturn.FAILURE
                 self._subs.append(self.create_subscription(

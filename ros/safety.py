@@ -102,22 +102,23 @@ class SafetyFilter:
         if max_delta is not None:
             md = np.broadcast_to(np.asarray(max_delta, dtype=np.float64), (n,)).copy()
             if not (np.isfinite(md).all() and (md > 0).all()):
-                raise ValueError(f"max_delta must be > 0 rad per joint, got {md.tolist()}")
+                raise ValueError(f"max_delta must be a finite number > 0 rad (one, or one per joint) or null "
+                                 f"(no delta clamp), got {max_delta!r}")
             self.max_delta = md
         else:
             self.max_delta = None
-        if not (0.0 < float(velocity_scale) <= 1.0):
+        if not (math.isfinite(velocity_scale) and 0.0 < float(velocity_scale) <= 1.0):
             raise ValueError(f"velocity_scale must be in (0, 1], got {velocity_scale!r}")
         self.velocity_scale = float(velocity_scale)
         if not (math.isfinite(margin) and margin >= 0):
-            raise ValueError(f"margin must be >= 0 rad, got {margin!r}")
+            raise ValueError(f"margin must be a finite number >= 0 rad, got {margin!r}")
         self.lower = limits.lower + float(margin)
         self.upper = limits.upper - float(margin)
         if (self.lower >= self.upper).any():
             raise ValueError(f"margin {margin} rad leaves no room inside the limits of "
                              f"{[limits.names[i] for i in np.flatnonzero(self.lower >= self.upper)]}")
         if not (math.isfinite(position_tolerance) and position_tolerance >= 0):
-            raise ValueError(f"position_tolerance must be >= 0 rad, got {position_tolerance!r}")
+            raise ValueError(f"position_tolerance must be a finite number >= 0 rad, got {position_tolerance!r}")
         self.position_tolerance = float(position_tolerance)
 
     def step_bound(self, dt: float) -> np.ndarray:
@@ -200,9 +201,9 @@ class Watchdog:
 
     def __init__(self, required: Iterable[str], max_age: float, max_future: float = 0.05):
         if not (math.isfinite(max_age) and max_age > 0):
-            raise ValueError(f"watchdog max_age must be > 0 s, got {max_age!r}")
+            raise ValueError(f"watchdog.max_age must be a finite number > 0 s, got {max_age!r}")
         if not (math.isfinite(max_future) and max_future >= 0):
-            raise ValueError(f"watchdog max_future must be >= 0 s, got {max_future!r}")
+            raise ValueError(f"watchdog.max_future must be a finite number >= 0 s, got {max_future!r}")
         self.required = tuple(required)
         self.max_age = float(max_age)
         self.max_future = float(max_future)

@@ -1,0 +1,96 @@
+"""More bad input refused in one line before work starts: the deploy loop values (checked by the
+policy node's own rules before ROS starts), ``dopa eval`` out/checkpoint, non-episode HDF5 files,
+and the atomic PNG of ``dopa tasks render=true``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control.cli import main
+
+
+def _run(capsys, *argv) -> tuple[int, str]:
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+@pytest.fixture
+def no_ros(monkeypatch):
+    """ROS must not start: rclpy.init fails the test."""
+    import rclpy
+
+    def init(*a, **k):
+        raise AssertionError("rclpy.init was called before the bad value was refused")
+
+    monkeypatch.setattr(rclpy, "init", init)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("safety.max_delta=-1", "safety.max_delta must be a finite number > 0 rad (one, or one per joint) or null "
+                            "(no delta clamp), got -1"),
+    ("safety.max_delta=nan", "safety.max_delta must be a finite number > 0 rad"),
+    ("safety.velocity_scale=1.5", "safety.velocity_scale must be in (0, 1], got 1.5"),
+    ("safety.velocity_scale=nan", "safety.velocity_scale must be in (0, 1], got nan"),
+    ("safety.margin=-0.1", "safety.margin must be a finite number >= 0 rad, got -0.1"),
+    ("safety.margin=5.0", "safety.margin 5.0 rad leaves no room inside the limits of"),
+    ("safety.position_tolerance=inf", "safety.position_tolerance must be a finite number >= 0 rad, got inf"),
+    ("watchdog.max_age=nan", "watchdog.max_age must be a finite number > 0 s, got nan"),
+    ("watchdog.max_age=0", "watchdog.max_age must be a finite number > 0 s, got 0"),
+    ("watchdog.max_future=-1", "watchdog.max_future must be a finite number >= 0 s, got -1"),
+    ("action_period=0", "action_period must be a finite number > 0 s, got 0"),
+    ("action_period=nan", "action_period must be a finite number > 0 s, got nan"),
+    ("joint_step=inf", "joint_step must be a finite number > 0 rad per unit action, got inf"),
+    ("rate_hz=0", "rate_hz must be a finite number > 0 Hz, got 0"),
+    ("output=position", "unknown output 'position'; allowed: trajectory, forward"),
+])
+def test_deploy_loop_values_refused_before_ros_starts(capsys, tmp_path, no_ros, override, message):
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "policy.json").write_text("{}")  # the values are refused before the policy is read
+    rc, err = _run(capsys, "deploy", f"checkpoint={policy}", "duration_s=1", override)
+    assert rc == 1
+    assert f"dopa deploy: error: {message}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_deploy_config_check_is_the_nodes_check():
+    """The node (PolicyCore at configure) refuses what the job refuses: one function, one rule set."""
+    from omegaconf import OmegaConf
+
+    from ros.policy_node import check_deploy_config, loop_config
+    from ros.robot import robot_from_config
+
+    robot = robot_from_config(OmegaConf.load("configs/robot/panda.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load("configs/deploy.yaml"))
+    check_deploy_config(cfg, robot)  # the shipped defaults pass
+    period, step, safety, (max_age, max_future) = loop_config(cfg, robot)
+    assert (period, step, max_age, max_future) == (0.05, 0.05, 0.2, 0.05)
+    assert safety.max_delta.tolist() == [0.05] * len(robot.arm_joints)
+    cfg["safety"]["max_delta"] = None  # null disables the delta clamp
+    assert loop_config(cfg, robot)[2].max_delta is None
+    cfg["safety"]["max_delta"] = [0.05] * (len(robot.arm_joints) - 1) + [-0.1]
+    with pytest.raises(ValueError, match=r"safety\.max_delta must be a finite number > 0"):
+        loop_config(cfg, robot)
+
+
+def test_deploy_policy_that_does_not_fit_the_robot_is_one_line_naming_both_sizes(capsys, tmp_path, monkeypatch):
+    """The policy/robot fit needs the loaded policy, so it stays a configure-time failure; the job's
+    last line names the policy's action size and the robot's."""
+    from control.export import MLPPolicy, save_policy
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    meta = {"kind": "mlp", "task": "lift", "controller": "joint_position", "state_dim": 7, "action_dim": 8,
+            "action_horizon": 1, "state_layout": [["robot0_joint_pos", 7]], "views": [], "image_size": 0,
+            "obs_normalizer": None}  # a Panda policy: 7 arm joints + 1 gripper
+    folder = tmp_path / "panda_policy"
+    save_policy(folder, MLPPolicy(7, 8, hidden=[8]), meta)
+    rc = main(["deploy", f"checkpoint={folder}", "robot=ur5e", "duration_s=0", "node_name=dopa_fit_test"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = [ln for ln in err.splitlines() if ln.startswith("dopa deploy:")]
+    assert lines == ["dopa deploy: configure failed: policy action_dim 8 does not fit robot 'ur5e', "
+                     "which takes 6 (6 arm joints)"]
