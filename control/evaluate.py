@@ -140,6 +140,20 @@ def write_video(path, frames: list[np.ndarray], fps: int = 30) -> None:
         imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
 
 
+def check_json_path(path, key: str | None = None) -> Path:
+    """``path`` as a file path for a JSON result (not an existing folder); ``key`` names the config
+    key in the message. Returns the path.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        what = f"{key}={str(path)!r}" if key else str(path)
+        raise IsADirectoryError(f"{what} is a folder; give a file path for the JSON result")
+    return path
+
+
 def write_json(path, obj) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (a temp file in the same folder, then
     ``os.replace``), creating missing parent folders. Returns the path.
@@ -148,9 +162,7 @@ def write_json(path, obj) -> Path:
         FileExistsError / NotADirectoryError: a parent of ``path`` is a file. IsADirectoryError:
             ``path`` is a folder.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give a file path for the JSON result")
+    path = check_json_path(path)
     with _atomic_file(path, ".tmp") as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2))
     return path
@@ -189,6 +201,9 @@ def run(cfg) -> int:
     ``seed``, ``video``, ``video_view``, ``out`` (JSON path, its folders created; default
     ``<checkpoint>/eval.json``),
     ``env`` overrides of the checkpoint's env config (``null``: the checkpoint's own).
+
+    Raises:
+        IsADirectoryError: ``out`` is a folder (checked before any episode runs).
     """
     from omegaconf import OmegaConf
 
@@ -197,10 +212,14 @@ def run(cfg) -> int:
 
     if cfg.checkpoint is None:
         raise SystemExit("dopa eval: set checkpoint=<checkpoint or run folder>")
+    if cfg.get("out"):
+        check_json_path(cfg.out, key="out")  # before any episode runs
     try:
         ckpt = load_checkpoint(cfg.checkpoint)
     except CheckpointError as exc:
         raise SystemExit(f"dopa eval: {exc}") from None
+    out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
+    check_json_path(out, key="out")
     env_cfg = ckpt.config["env"]
     if cfg.get("env") is not None:  # deep merge: +env.kwargs.max_episode_steps=100 keeps the other kwargs
         env_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(env_cfg), cfg.env), resolve=True)
@@ -237,7 +256,6 @@ def run(cfg) -> int:
     finally:
         env.close()
     result.update(checkpoint=str(ckpt.path), policy=cfg.policy, step=ckpt.info.get("env_steps"))
-    out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
     write_json(out, result)
     print(f"dopa eval {ckpt.path}: {format_result(result)} -> {out}")
     return 0

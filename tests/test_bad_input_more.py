@@ -94,3 +94,19 @@ def test_deploy_policy_that_does_not_fit_the_robot_is_one_line_naming_both_sizes
     lines = [ln for ln in err.splitlines() if ln.startswith("dopa deploy:")]
     assert lines == ["dopa deploy: configure failed: policy action_dim 8 does not fit robot 'ur5e', "
                      "which takes 6 (6 arm joints)"]
+
+
+def test_eval_out_folder_refused_before_any_episode(capsys, tmp_path, monkeypatch):
+    import sim
+
+    def make_env(*a, **k):
+        raise AssertionError("the env was built before out was checked")
+
+    monkeypatch.setattr(sim, "make_env", make_env)
+    (tmp_path / "adir").mkdir()
+    rc, err = _run(capsys, "eval", f"checkpoint={tmp_path / 'no_run'}", f"out={tmp_path / 'adir'}")
+    assert rc == 1
+    assert f"out='{tmp_path / 'adir'}' is a folder; give a file path for the JSON result" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "adir").iterdir())
+
