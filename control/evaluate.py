@@ -204,6 +204,8 @@ def run(cfg) -> int:
 
     Raises:
         IsADirectoryError: ``out`` is a folder (checked before any episode runs).
+        FileNotFoundError: ``checkpoint`` is not a checkpoint or run folder; a GRM checkpoint is
+            named as such (``dopa reward-eval`` takes it).
     """
     from omegaconf import OmegaConf
 
@@ -217,7 +219,15 @@ def run(cfg) -> int:
     try:
         ckpt = load_checkpoint(cfg.checkpoint)
     except CheckpointError as exc:
-        raise SystemExit(f"dopa eval: {exc}") from None
+        from reward_models.evaluate import check_grm_checkpoint
+
+        try:
+            check_grm_checkpoint(cfg.checkpoint)
+        except FileNotFoundError:  # not a GRM either: the checkpoint loader's message
+            raise FileNotFoundError(str(exc)) from None
+        raise FileNotFoundError(f"checkpoint={str(cfg.checkpoint)!r} is a GRM (reward model) checkpoint, not a "
+                                "policy checkpoint or run; dopa reward-eval checkpoint=... data=[...] "
+                                "evaluates it") from None
     out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
     check_json_path(out, key="out")
     env_cfg = ckpt.config["env"]

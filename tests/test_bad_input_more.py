@@ -110,3 +110,19 @@ def test_eval_out_folder_refused_before_any_episode(capsys, tmp_path, monkeypatc
     assert len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "adir").iterdir())
 
+
+def test_eval_names_a_grm_checkpoint_and_the_job_that_takes_it(capsys, tmp_path):
+    grm = tmp_path / "grm"
+    grm.mkdir()
+    (grm / "config.json").write_text("{}")
+    (grm / "model.safetensors").write_text("")
+    rc, err = _run(capsys, "eval", f"checkpoint={grm}")
+    assert rc == 1
+    assert (f"dopa eval: error: checkpoint='{grm}' is a GRM (reward model) checkpoint, not a policy checkpoint or "
+            "run; dopa reward-eval checkpoint=... data=[...] evaluates it") in err
+    assert len(err.strip().splitlines()) == 1
+    # a folder that is neither keeps the checkpoint loader's message
+    (tmp_path / "empty").mkdir()
+    rc, err = _run(capsys, "eval", f"checkpoint={tmp_path / 'empty'}")
+    assert rc == 1 and "dopa eval: error: " in err
+    assert "is neither a checkpoint (no pretrained_model/) nor a run folder" in err
