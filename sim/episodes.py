@@ -312,8 +312,9 @@ class EpisodeFile:
         subtasks (tuple), demos (list of ``demo_<i>`` names in index order).
     Raises:
         FileNotFoundError: no file at ``path``.
-        EpisodeFileError: not HDF5, truncated, corrupt, missing keys or attributes, inconsistent
-            lengths; the message names the path, demo and key.
+        EpisodeFileError: not HDF5, an HDF5 file that is no episode file (no ``data`` group and no
+            ``env_name``), truncated, corrupt, missing keys or attributes, inconsistent lengths; the
+            message names the path, demo and key.
     """
 
     REQUIRED_ATTRS = ("env_name", "env_kwargs", "task_text", "controller", "views", "image_size", "dopa_format")
@@ -349,6 +350,9 @@ class EpisodeFile:
 
     def _load_header(self) -> None:
         h = self._h5
+        if "data" not in h and "env_name" not in h.attrs:  # some other HDF5 file, not a damaged episode file
+            raise EpisodeFileError(f"{self.path} is an HDF5 file but not a dopa/robomimic episode file (no data "
+                                   "group, no env_name attribute); episode files come from dopa demos")
         for key in self.REQUIRED_ATTRS:
             self._attr(h, key)
         fmt = int(self._attr(h, "dopa_format"))

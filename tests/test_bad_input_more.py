@@ -126,3 +126,25 @@ def test_eval_names_a_grm_checkpoint_and_the_job_that_takes_it(capsys, tmp_path)
     rc, err = _run(capsys, "eval", f"checkpoint={tmp_path / 'empty'}")
     assert rc == 1 and "dopa eval: error: " in err
     assert "is neither a checkpoint (no pretrained_model/) nor a run folder" in err
+
+
+def test_an_hdf5_file_that_is_no_episode_file_is_named_as_such(tmp_path):
+    import h5py
+    import numpy as np
+
+    from sim.episodes import EpisodeFile, EpisodeFileError, read_episodes
+
+    other = tmp_path / "weights.h5"
+    with h5py.File(other, "w") as h:
+        h.create_dataset("layer0/kernel", data=np.zeros((4, 4), np.float32))
+        h.attrs["framework"] = "keras"
+    with pytest.raises(EpisodeFileError) as exc:
+        read_episodes(other)
+    assert str(exc.value) == (f"{other} is an HDF5 file but not a dopa/robomimic episode file (no data group, "
+                              "no env_name attribute); episode files come from dopa demos")
+    # an episode file that lost an attribute keeps the precise message
+    damaged = tmp_path / "damaged.hdf5"
+    with h5py.File(damaged, "w") as h:
+        h.create_group("data")
+    with pytest.raises(EpisodeFileError, match=r"damaged\.hdf5/@env_name: missing attribute"):
+        EpisodeFile(damaged)
