@@ -7,7 +7,9 @@ from omegaconf import DictConfig
 
 def run_tasks(cfg: DictConfig) -> int:
     """List the simulation tasks (family, views, time limit, text); with ``task=<name>``, also its
-    state layout and action size; with ``render=true``, save a PNG of every view after reset."""
+    state layout and action size; with ``render=true``, save a PNG of every view after reset
+    (``[image_size, n_views * image_size, 3] uint8``, written to a temp file beside ``out`` and
+    renamed onto it, so ``out`` is never half-written)."""
     from sim import TASKS, get_task, make_env
 
     if cfg.task is None:
@@ -29,12 +31,18 @@ def run_tasks(cfg: DictConfig) -> int:
             start += size
         print("views: " + ", ".join(f"{v} -> camera '{c}'" for v, c in spec.cameras.items()))
         if cfg.render:
+            from pathlib import Path
+
             import imageio.v3 as iio
             import numpy as np
 
+            from control.evaluate import _atomic_file
+
             frames = env.render(tuple(spec.cameras), image_size=int(cfg.image_size))
             grid = np.concatenate([frames[v][0].numpy() for v in spec.cameras], axis=1)
-            iio.imwrite(str(cfg.out), grid)
+            out = Path(str(cfg.out))
+            with _atomic_file(out, out.suffix or ".png") as tmp:  # temp file beside out, then os.replace
+                iio.imwrite(tmp, grid)
             print(f"saved {cfg.out} ({', '.join(spec.cameras)}, left to right)")
     finally:
         env.close()

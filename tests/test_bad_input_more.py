@@ -148,3 +148,24 @@ def test_an_hdf5_file_that_is_no_episode_file_is_named_as_such(tmp_path):
         h.create_group("data")
     with pytest.raises(EpisodeFileError, match=r"damaged\.hdf5/@env_name: missing attribute"):
         EpisodeFile(damaged)
+
+
+def test_tasks_render_png_is_written_atomically(capsys, tmp_path, monkeypatch):
+    import imageio.v3 as iio
+    import numpy as np
+
+    out = tmp_path / "lift.png"
+    assert main(["tasks", "task=lift", "render=true", "image_size=16", f"out={out}"]) == 0
+    grid = iio.imread(out)
+    assert grid.dtype == np.uint8 and grid.shape[0] == 16 and grid.shape[1] % 16 == 0 and grid.std() > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lift.png"]  # no temp file left
+    before = out.read_bytes()
+
+    def failing_write(path, image, **kw):  # dies half-way through the write
+        Path(path).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(iio, "imwrite", failing_write)
+    main(["tasks", "task=lift", "render=true", "image_size=16", f"out={out}"])
+    assert out.read_bytes() == before  # the old PNG stays whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lift.png"]
