@@ -273,7 +273,8 @@ INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "check
 
 def check_common(cfg, default) -> None:
     """The checks every job gets before it runs: value types against the defaults
-    (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``image_size`` in [8, 1024],
+    (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``image_size`` and the
+    video sizes in [8, 1024],
     ``device`` a torch device this machine has, ``reward.checkpoint`` a GRM checkpoint when the
     potential loads it, output paths writable (:func:`check_output_path`, :data:`OUTPUT_KEYS`).
 
@@ -288,9 +289,10 @@ def check_common(cfg, default) -> None:
         v = OmegaConf.select(cfg, key, default=None)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
             raise ValueError(f"{key} must be an int >= {minimum}, got {v!r}")
-    size = cfg.get("image_size")  # rendered pixels per side (demos, sim-robot, tasks): sim.make_env's rule
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024):
-        raise ValueError(f"image_size must be an int in [8, 1024], got {size!r}")
+    for key in ("image_size", "video_size", "eval.video_size"):  # rendered pixels per side: sim.make_env's rule
+        size = OmegaConf.select(cfg, key, default=None)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024):
+            raise ValueError(f"{key} must be an int in [8, 1024], got {size!r}")
     device = cfg.get("device")
     if device is not None and str(device) != "cpu":
         import torch

@@ -57,7 +57,7 @@ PolicyFn = Callable[[dict], torch.Tensor]
 
 
 def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, video_path=None,
-             video_view: str | None = None, fps: int = 30) -> dict:
+             video_view: str | None = None, fps: int = 30, video_size: int | None = 256) -> dict:
     """Run one episode in each of ``env.num_envs`` sub-envs (seeds ``seed + i``) with ``policy``.
 
     Args:
@@ -68,6 +68,8 @@ def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, vid
         max_steps: safety bound on steps (default: the env's time limit + 1).
         video_path: write an MP4 of env 0 here (atomically), or None.
         video_view: camera view for the video (default: the task's first view).
+        video_size: video frames' pixels per side (rendered apart from the observations; None:
+            the env's ``image_size``).
     Returns:
         ``{"episodes", "seeds", "success_rate", "success_ci": [lo, hi], "return_mean",
         "return_ci": [lo, hi], "returns": [B], "successes": [B], "lengths": [B]}``.
@@ -94,7 +96,7 @@ def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, vid
         chunk = chunk[:, None] if chunk.dim() == 2 else chunk
         for j in range(chunk.shape[1]):
             if video_path is not None and not finished[0]:
-                frames.append(env.render((view,))[view][0].numpy())
+                frames.append(env.render((view,), image_size=video_size)[view][0].numpy())
             obs, reward, term, trunc, info = env.step(chunk[:, j])
             live = ~finished
             returns[live] += reward[live].double()
@@ -262,7 +264,8 @@ def run(cfg) -> int:
                 learner.load_state_dict(ckpt.training_state("learner"))
             fn = learner_policy(learner)
         video = (ckpt.path / "eval.mp4") if cfg.video else None
-        result = evaluate(env, fn, int(cfg.seed), video_path=video, video_view=cfg.get("video_view"))
+        result = evaluate(env, fn, int(cfg.seed), video_path=video, video_view=cfg.get("video_view"),
+                          video_size=cfg.get("video_size"))
     finally:
         env.close()
     result.update(checkpoint=str(ckpt.path), policy=cfg.policy, step=ckpt.info.get("env_steps"))

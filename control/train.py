@@ -390,7 +390,7 @@ def train(cfg) -> dict:
         with torch.random.fork_rng(devices=[]):
             video = run_dir / "videos" / f"step_{at_step * B:09d}.mp4" if cfg.eval.get("video") else None
             res = evaluate(eval_env, learner_policy(learner), int(cfg.eval.seed), video_path=video,
-                           video_view=cfg.eval.get("video_view"))
+                           video_view=cfg.eval.get("video_view"), video_size=cfg.eval.get("video_size"))
         for k, st in gens.items():
             getattr(learner, k).set_state(st)
         res["env_steps"] = at_step * B

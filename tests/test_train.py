@@ -53,7 +53,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, learner, reward):
 
 def test_checkpoint_layout_tensorboard_terms_and_eval_job(tmp_path):
     out = train(_cfg(tmp_path / "run", *SAC_TINY, "total_steps=50", "checkpoint_every=50", "eval.every=50",
-                     "eval.episodes=3", "reward=state", "eval.video=true", "env.image_size=16"))
+                     "eval.episodes=3", "reward=state", "eval.video=true", "env.image_size=16",
+                     "eval.video_size=32"))
     ck = tmp_path / "run" / "checkpoints" / "step_000000050"
     for rel in ("pretrained_model/model.safetensors", "pretrained_model/config.json",
                 "training_state/learner.safetensors", "training_state/loop.json", "training_state/shaping.json",
@@ -63,11 +64,11 @@ def test_checkpoint_layout_tensorboard_terms_and_eval_job(tmp_path):
     assert info["env"]["state_dim"] == 5 and info["config"]["learner"]["_target_"] == "control.sac.SAC"
     assert not list((tmp_path / "run" / "checkpoints").glob(".*"))  # no temp folders left behind
 
-    # the evaluation video: one frame per step of the first 25-step episode
+    # the evaluation video: one frame per step of the first 25-step episode, at eval.video_size
     import imageio.v2 as imageio
 
     frames = imageio.mimread(tmp_path / "run" / "videos" / "step_000000050.mp4")
-    assert len(frames) == 25 and frames[0].shape == (16, 16, 3)
+    assert len(frames) == 25 and frames[0].shape == (32, 32, 3)
 
     # every reward term is its own TensorBoard scalar, plus the evaluation with its interval
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -103,7 +104,7 @@ def test_checkpoint_layout_tensorboard_terms_and_eval_job(tmp_path):
         assert 0.0 <= res["success_ci"][0] <= res["success_rate"] <= res["success_ci"][1] <= 1.0
 
 
-def test_bad_checkpoints_and_resume_config(tmp_path):
+def test_bad_checkpoints_and_resume_config(tmp_path, capsys):
     train(_cfg(tmp_path / "run", *SAC_TINY, "total_steps=50", "checkpoint_every=50", "eval.every=0"))
     ck = tmp_path / "run" / "checkpoints" / "step_000000050"
 
@@ -136,8 +137,8 @@ def test_bad_checkpoints_and_resume_config(tmp_path):
     # the CLI turns these into a clear exit message
     from control.cli import main
 
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["eval", f"checkpoint={tmp_path / 'nope'}"])
+    assert main(["eval", f"checkpoint={tmp_path / 'nope'}"]) == 1
+    assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="dopa train: checkpoint .*nope.* does not exist"):
         main(["train", f"resume={tmp_path / 'nope'}", "progress=false"])
     with pytest.raises(SystemExit, match="dopa train: unknown reward mode 'bogus'; known: sparse, dense, potential, naive"):
@@ -226,3 +227,26 @@ def test_deploy_policy_files_and_bad_input(tmp_path):
     (tmp_path / "p" / "policy.json").write_text(json.dumps(cfg))
     with pytest.raises(PolicyFileError, match="corrupt weights file"):
         load_policy(tmp_path / "p")
+
+
+def test_evaluation_video_is_rendered_at_its_own_size(tmp_path):
+    """The video frames come at eval.video_size while the policy sees image_size observations."""
+    import imageio.v3 as iio
+
+    import sim
+    from control.evaluate import evaluate
+
+    env = sim.make_env("cartpole-swingup", num_envs=2, views=["front"], image_size=24, seed=0, max_episode_steps=12)
+    seen = []
+
+    def policy(obs):
+        seen.append(tuple(obs["images"]["front"].shape))
+        return torch.zeros(2, 1)
+
+    try:
+        res = evaluate(env, policy, seed=5, video_path=tmp_path / "v.mp4", video_size=48)
+    finally:
+        env.close()
+    frames = iio.imread(tmp_path / "v.mp4")
+    assert res["episodes"] == 2 and set(seen) == {(2, 24, 24, 3)}
+    assert frames.shape[1:] == (48, 48, 3) and frames.shape[0] == 12
