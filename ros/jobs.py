@@ -258,7 +258,10 @@ def run_sim_robot(cfg: DictConfig) -> int:
         spinner = _spin([node], ctx, cfg.duration_s)
         node.stop()
         spinner.stop(timeout_sec=5.0)
-        print(f"dopa sim-robot: {node.arm.steps} steps, success {node.arm.success}, rejected commands {node.rejected}")
+        first = node.arm.first_success
+        print(f"dopa sim-robot: {node.arm.steps} steps in this episode, success first reached at step "
+              f"{first if first is not None else 'never'}, success now {node.arm.success}, "
+              f"rejected commands {node.rejected}")
         return 0
     finally:
         if node is not None:

@@ -92,6 +92,7 @@ class SimArm:
         self.task_layout = [(k, n) for k, n in self.env.state_layout if k not in joint_keys]
         self.lock = threading.Lock()
         self.success = False
+        self.first_success: int | None = None  # step of this episode at which the task first succeeded
         self.steps = 0
         self.reset(seed)
 
@@ -101,6 +102,7 @@ class SimArm:
             obs, _ = self.env.reset(seed=seed)
             self._state = obs["state"][0].numpy().astype(np.float64)
             self.success = False
+            self.first_success = None
             self.steps = 0
             q = self.joint_positions()[: self.n_arm]
             self._traj = None  # (t0, times [P], positions [P, N], q_start [N])
@@ -181,6 +183,8 @@ class SimArm:
             self._state = obs["state"][0].numpy().astype(np.float64)
             self.success = bool(info["success"][0])
             self.steps += 1
+            if self.success and self.first_success is None:
+                self.first_success = self.steps
 
     def close(self) -> None:
         self.env.close()

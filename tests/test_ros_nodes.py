@@ -248,6 +248,8 @@ def test_full_loop_scripted_policy_lifts_the_cube(tmp_path, lift_meta):
         assert ok, (f"no success after {steps} simulator steps; {len(cmds)} commands; status {rec.status[-3:]}; "
                     f"rejected {dict(node.core.rejected)}")
         assert len(cmds) > 30
+        first = sim_node.arm.first_success  # the stand-in remembers when the episode first succeeded
+        assert first is not None and 0 < first <= sim_node.arm.steps
         assert cmds[-1].joint_names == list(PANDA.arm_joints)
         assert stamp_to_sec(cmds[-1].header.stamp) > 0 and cmds[-1].points[0].time_from_start.nanosec == 50_000_000
         assert sum(node.core.rejected.values()) == 0
