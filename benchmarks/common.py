@@ -45,3 +45,23 @@ def write_result(name: str, metrics: dict, targets: dict, met: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def arm_when_fresh(node, timeout_s: float = 30.0, warmup_s: float = 1.0) -> None:
+    """Bring a spinning ``ros.policy_node`` node to commanding: configure, activate, wait up to
+    ``timeout_s`` seconds until its watchdog sees fresh observations, arm it, then let ``warmup_s``
+    seconds pass (excluded from the measurement by the caller, who clears its counters after).
+
+    Raises:
+        RuntimeError: configure failed.
+    """
+    import time
+
+    if node.trigger_configure().to_label() != "transition_success":
+        raise RuntimeError("policy node configure failed")
+    node.trigger_activate()
+    end = time.monotonic() + float(timeout_s)
+    while node.core.watchdog.check(node.now()) is not None and time.monotonic() < end:
+        time.sleep(0.05)
+    node.armed = True
+    time.sleep(float(warmup_s))

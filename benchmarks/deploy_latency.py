@@ -26,7 +26,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS, write_result  # noqa: E402
+from benchmarks.common import RESULTS, arm_when_fresh, write_result  # noqa: E402
 
 TARGETS = {"mlp_p95_ms": 5.0, "expo_p95_ms": 20.0}
 
@@ -89,8 +88,8 @@ def _act_times(folder: Path, n: int) -> np.ndarray:
 def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarray, float, int, int]:
     import rclpy
     from omegaconf import OmegaConf
-    from rclpy.executors import SingleThreadedExecutor
 
+    from ros.jobs import NodeSpinner
     from ros.policy_node import make_policy_node
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "deploy.yaml"), resolve=False)
@@ -99,18 +98,9 @@ def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarr
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = make_policy_node(cfg, robot, context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
+    spinner = NodeSpinner([node], ctx)
     try:
-        assert node.trigger_configure().to_label() == "transition_success", "configure failed"
-        node.trigger_activate()
-        end = time.monotonic() + 30.0
-        while node.core.watchdog.check(node.now()) is not None and time.monotonic() < end:
-            time.sleep(0.05)
-        node.armed = True
-        time.sleep(1.0)  # warm-up, excluded
+        arm_when_fresh(node)  # the 1 s warm-up is excluded below
         node.latencies.clear()
         node.compute_times.clear()
         n0, t0, late0 = node.published["command"], time.monotonic(), node.core.late
@@ -122,7 +112,7 @@ def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarr
         late = node.core.late - late0
         node.trigger_shutdown()
     finally:
-        ex.shutdown(timeout_sec=5.0)
+        spinner.stop()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
     return lat, comp, (n1 - n0) / (t1 - t0), rejected, late

@@ -43,6 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import arm_when_fresh  # noqa: E402
+
 MODES = ("multi_threaded", "node_spinner")
 BOUND = 0.14  # s, the watchdog bound of the test loop
 TARGETS = {"node_spinner_js_gap_p99_ms": 100.0, "node_spinner_watchdog_holds": 0}
@@ -152,14 +154,7 @@ def _child(mode: str, seconds: float) -> dict:
         spinner = NodeSpinner(nodes, ctx)
         stop = spinner.stop
     try:
-        if node.trigger_configure().to_label() != "transition_success":
-            raise RuntimeError("policy node configure failed")
-        node.trigger_activate()
-        end = time.monotonic() + 30.0
-        while node.core.watchdog.check(node.now()) is not None and time.monotonic() < end:
-            time.sleep(0.05)
-        node.armed = True
-        time.sleep(1.0)  # warm-up, excluded
+        arm_when_fresh(node)  # the 1 s warm-up is excluded: the lists are cleared next
         for lst in (pub_t, step_wall, step_cpu, step_rq, js_t, js_age):
             lst.clear()
         holds0, cmds0, late0, sub0 = node.published["hold"], node.published["command"], node.core.late, list(submits)
