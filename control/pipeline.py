@@ -157,8 +157,10 @@ def _demos(data_dir: Path, task: str, n: int, views: list, image_size: int, cont
 def _pretrain(data_dir: Path, demo_files: dict, demo_settings: dict, views: list, g) -> Path:
     from reward_models.train import run as run_reward_train
 
+    pairs = _job_cfg("reward_train", {}).pairs  # how training pairs are made is part of what is built
     settings = {"kind": "grm-pretrain", "demos": demo_settings, "views": list(views), "steps": int(g.steps),
-                "batch_size": int(g.batch_size), "seed": 0}
+                "batch_size": int(g.batch_size), "seed": 0, "goal_pair_prob": float(pairs.goal_pair_prob),
+                "start_pair_prob": float(pairs.start_pair_prob)}
     path = data_dir / "grm" / f"pretrain-{settings_hash(settings)}"
 
     def build(out: Path):

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from reward_models.grm import GRM, GRMConfig, load_checkpoint, save_checkpoint
-from reward_models.labels import BalancedPairSampler, SampledEpisode, stepwise_sample
+from reward_models.labels import BalancedPairSampler, SampledEpisode, hop_label, stepwise_sample
 
 __all__ = ["Episode", "load_episodes", "HopData", "fit", "run", "save_training_state", "load_training_state",
            "has_training_state"]
@@ -142,15 +142,38 @@ class HopData:
         episodes: list of :class:`Episode` (all with the model's views, one image size).
         views: the model's views; reference_view: the view of the reference frames.
         text_emb: {task_text: float32 [384]}.
+        replace_prob: chance that a pair's reference frames come from another successful episode
+            of its task (else from its own episode, when that one succeeded).
+        goal_pair_prob: share of pairs anchored on the reference goal frame, as the tracker's
+            anchored queries are: the reference episode's last frame in every view as BEFORE and a
+            frame of the pair's own episode as AFTER (the backward-anchored query, Eq. 7; 3 in 4
+            of these), or the other way round (the reset's goal check; 1 in 4). Labels are
+            Eq. 2 hops between the two frames' progress. Within-episode pairs alone never show
+            the model another episode's goal frame as BEFORE, which is what Eq. 7 asks at
+            inference.
+        start_pair_prob: share of pairs anchored on the episode's own first frame (BEFORE), as the
+            forward-anchored query (Eq. 6) is; the balanced sampler alone draws them rarely (one
+            BEFORE frame in M).
+    Raises:
+        ValueError: ``replace_prob``, ``goal_pair_prob``, ``start_pair_prob`` or their sum
+            outside [0, 1].
     """
 
     def __init__(self, episodes: list[Episode], views, reference_view: str, text_emb: dict,
                  hop_bins: int = 25, gap_bins: int = 4, zero_ratio: float = 0.05, replace_prob: float = 0.75,
-                 samples_per_subtask: int | None = None, chunk: int = 2, seed: int = 0):
+                 samples_per_subtask: int | None = None, chunk: int = 2, seed: int = 0,
+                 goal_pair_prob: float = 0.25, start_pair_prob: float = 0.15):
+        for name, val in (("replace_prob", replace_prob), ("goal_pair_prob", goal_pair_prob),
+                          ("start_pair_prob", start_pair_prob),
+                          ("goal_pair_prob + start_pair_prob", float(goal_pair_prob) + float(start_pair_prob))):
+            if not 0.0 <= float(val) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {val!r}")
+        self.start_pair_prob = float(start_pair_prob)
         self.episodes = episodes
         self.views = tuple(views)
         self.reference_view = reference_view
         self.replace_prob = float(replace_prob)
+        self.goal_pair_prob = float(goal_pair_prob)
         self.rng = np.random.default_rng(seed)
         self.frames = [{v: torch.from_numpy(np.ascontiguousarray(e.frames[v])) for v in self.views} for e in episodes]
         self.texts = sorted({e.task_text for e in episodes})
@@ -160,8 +183,14 @@ class HopData:
         for i, e in enumerate(episodes):
             if e.success:
                 self.pool.setdefault(e.task_text, []).append(i)
-        self.sampler = BalancedPairSampler([sample_episode(e, samples_per_subtask, chunk) for e in episodes],
-                                           hop_bins, gap_bins, zero_ratio, seed)
+        sampled = [sample_episode(e, samples_per_subtask, chunk) for e in episodes]
+        self.sampler = BalancedPairSampler(sampled, hop_bins, gap_bins, zero_ratio, seed)
+        # progress of every sampled frame (NaN elsewhere), for the goal-anchored pairs' labels
+        self.phi = []
+        for e, se in zip(episodes, sampled, strict=True):
+            phi = np.full(e.num_frames, np.nan, np.float32)
+            phi[se.frames] = se.progress
+            self.phi.append(phi)
 
     def references(self, task_text: str) -> dict:
         """Reference frames of a task: the first successful episode's first/last frame, uint8 [V,H,W,3]."""
@@ -174,8 +203,9 @@ class HopData:
         """``n`` pairs: ``text_emb`` [n, 384], ``ref_start``/``ref_goal`` uint8 [n, H, W, 3],
         ``before``/``after`` {view: uint8 [n, H, W, 3]}, ``hop`` float32 [n]."""
         ep, b, a, h = self.sampler.sample(n)
+        h = h.copy()
         rv = self.reference_view
-        rs, rg = [], []
+        rs, rg, refs = [], [], []
         for e in ep:
             own = self.episodes[e]
             pool = self.pool.get(own.task_text, [])
@@ -183,10 +213,35 @@ class HopData:
                 r = int(pool[self.rng.integers(len(pool))])
             else:
                 r = int(e)
+            refs.append(r)
             rs.append(self.frames[r][rv][0])
             rg.append(self.frames[r][rv][-1])
-        before = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, b, strict=False)]) for v in self.views}
-        after = {v: torch.stack([self.frames[e][v][i] for e, i in zip(ep, a, strict=False)]) for v in self.views}
+        # goal-anchored pairs: (episode, frame) of BEFORE and AFTER per row
+        src_b = [(int(e), int(i)) for e, i in zip(ep, b, strict=True)]
+        src_a = [(int(e), int(i)) for e, i in zip(ep, a, strict=True)]
+        if self.goal_pair_prob > 0 or self.start_pair_prob > 0:
+            u = self.rng.random(len(ep))
+            from_goal = self.rng.random(len(ep)) < 0.75
+            for k in np.nonzero(u < self.goal_pair_prob + self.start_pair_prob)[0]:
+                if u[k] >= self.goal_pair_prob:  # forward-anchored: BEFORE = own first frame
+                    e, i = src_a[k]
+                    src_b[k] = (e, 0)
+                    h[k] = hop_label(float(self.phi[e][0]), float(self.phi[e][i]))
+                    continue
+                r = refs[k]
+                goal_phi = float(self.phi[r][-1])
+                if not (self.episodes[r].success and np.isfinite(goal_phi)):
+                    continue
+                e, i = src_a[k]
+                phi = float(self.phi[e][i])
+                if from_goal[k]:
+                    src_b[k] = (r, self.episodes[r].num_frames - 1)
+                    h[k] = hop_label(goal_phi, phi)
+                else:
+                    src_b[k], src_a[k] = (e, i), (r, self.episodes[r].num_frames - 1)
+                    h[k] = hop_label(phi, goal_phi)
+        before = {v: torch.stack([self.frames[e][v][i] for e, i in src_b]) for v in self.views}
+        after = {v: torch.stack([self.frames[e][v][i] for e, i in src_a]) for v in self.views}
         out = {"text_emb": self.text_emb[self.text_index[ep]], "ref_start": torch.stack(rs), "ref_goal": torch.stack(rg),
                "before": before, "after": after, "hop": torch.from_numpy(h)}
         if shift:
@@ -410,7 +465,8 @@ def run(cfg) -> int:
     text_emb = _text_embeddings([e.task_text for e in episodes], cfg.text_cache)
     data = HopData(episodes, mcfg.views, mcfg.reference_view, text_emb, int(cfg.pairs.hop_bins),
                    int(cfg.pairs.gap_bins), float(cfg.pairs.zero_ratio), float(cfg.pairs.replace_prob),
-                   cfg.pairs.samples_per_subtask, int(cfg.pairs.chunk), seed)
+                   cfg.pairs.samples_per_subtask, int(cfg.pairs.chunk), seed,
+                   goal_pair_prob=float(cfg.pairs.goal_pair_prob), start_pair_prob=float(cfg.pairs.start_pair_prob))
     refs = build_references(data, text_emb)
     tasks = sorted({e.task for e in episodes})
     print(f"{len(episodes)} episodes of {tasks}, {data.sampler.num_pairs} distinct pairs, views {list(mcfg.views)}, "

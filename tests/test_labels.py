@@ -104,3 +104,61 @@ def test_sampler_balance_and_zero_hops():
 def test_sampler_needs_pairs():
     with pytest.raises(ValueError, match="two or more"):
         BalancedPairSampler([SampledEpisode(np.array([0]), np.array([0.0], np.float32))])
+
+
+def _coded_episodes():
+    """Three 9-frame episodes whose pixels encode (episode, frame): red = episode, green = frame,
+    and blue = 0 in the front view, 1 in the wrist view. Episode 1 fails (its progress falls)."""
+    from reward_models.train import Episode
+
+    eps = []
+    for k, success in enumerate((True, False, True)):
+        t = np.arange(9)
+        frames = {}
+        for j, v in enumerate(("front", "wrist")):
+            x = np.zeros((9, 16, 16, 3), np.uint8)
+            x[..., 0], x[..., 1], x[..., 2] = k, t[:, None, None], j
+            frames[v] = x
+        prog = np.linspace(0, 1, 9) if success else np.concatenate([np.linspace(0, 0.5, 5), np.linspace(0.5, 0.2, 5)[1:]])
+        kf = [4, 8] if success else [4]
+        eps.append(Episode("t", "do it", frames, prog.astype(np.float32), np.asarray(kf), success))
+    return eps
+
+
+def test_anchored_pairs_take_a_successful_goal_frame_or_the_start_and_eq2_labels():
+    import torch
+
+    from reward_models.train import HopData
+
+    eps = _coded_episodes()
+    data = HopData(eps, ("front", "wrist"), "front", {"do it": np.zeros(384, np.float32)}, seed=3,
+                   goal_pair_prob=0.7, start_pair_prob=0.3, zero_ratio=0.0)
+    b = data.batch(400)
+    bf, af = b["before"]["front"][:, 0, 0], b["after"]["front"][:, 0, 0]
+    bw = b["before"]["wrist"][:, 0, 0]
+    assert (bw[:, :2] == bf[:, :2]).all() and (bw[:, 2] == 1).all()  # both views of one frame
+    cross = (af[:, 0] != bf[:, 0]) & ~((af[:, 1] == 8) & (bf[:, 1] == 8))  # (two goals: either way round)
+    from_goal = cross & (bf[:, 1] == 8) & (bf[:, 0] != 1)
+    to_goal = cross & (af[:, 1] == 8) & (af[:, 0] != 1)
+    nf, nt = int(from_goal.sum()), int(to_goal.sum())
+    assert nf > 90 and nt > 10 and nf > 2 * nt, (nf, nt)  # 3 in 4 from the goal
+    phi = {k: e.progress for k, e in enumerate(eps)}
+    from_start = (bf[:, 0] == af[:, 0]) & (bf[:, 1] == 0) & (af[:, 1] != 0)
+    assert int(from_start.sum()) > 80  # 30% start-anchored, beside the sampler's own few
+    for i in torch.nonzero(from_start).view(-1).tolist():  # the forward-anchored query: hop = progress
+        assert b["hop"][i].item() == pytest.approx(phi[int(af[i, 0])][int(af[i, 1])], abs=1e-6)
+    for i in torch.nonzero(from_goal).view(-1).tolist():  # BEFORE = a goal, AFTER = own frame: Eq. 2 backward
+        ea, ta = int(af[i, 0]), int(af[i, 1])
+        assert b["hop"][i].item() == pytest.approx(phi[ea][ta] - 1.0, abs=1e-6)
+        # the conditioning goal is the goal frame shown as BEFORE
+        assert (b["ref_goal"][i] == b["before"]["front"][i]).all()
+    for i in torch.nonzero(to_goal).view(-1).tolist():  # the reset's goal check: forward to the goal
+        eb, tb = int(bf[i, 0]), int(bf[i, 1])
+        assert b["hop"][i].item() == pytest.approx(1.0 if phi[eb][tb] < 1 else 0.0, abs=1e-6)
+    # every pair across episodes has a successful episode's last frame on one side (never the failed one's)
+    goal_b, goal_a = (bf[:, 1] == 8) & (bf[:, 0] != 1), (af[:, 1] == 8) & (af[:, 0] != 1)
+    assert (goal_b | goal_a)[af[:, 0] != bf[:, 0]].all()
+    for bad, match in (({"goal_pair_prob": 1.5}, "goal_pair_prob must be in"),
+                       ({"goal_pair_prob": 0.9, "start_pair_prob": 0.2}, r"goal_pair_prob \+ start_pair_prob")):
+        with pytest.raises(ValueError, match=match):
+            HopData(eps, ("front", "wrist"), "front", {"do it": np.zeros(384, np.float32)}, **bad)
