@@ -43,7 +43,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-FUSIONS = ("mean", "damped", "incremental", "forward", "backward")  # reward_models.tracker.FUSIONS
+FUSIONS = ("mean", "damped", "incremental", "forward", "backward", "precision")  # reward_models.tracker.FUSIONS
 TARGETS = {"voc_pretrain_min": 0.95, "voc_new_after": 0.90, "completion_accuracy": 0.93, "hops_per_s": 500.0}
 
 
@@ -172,13 +172,17 @@ def main() -> int:
     ap.add_argument("--start-pair-prob", type=float, default=0.15,
                     help="share of training pairs anchored on the episode's first frame (pairs.start_pair_prob)")
     ap.add_argument("--fusion", default="mean", choices=FUSIONS, help="the tracker's fusion for the headline metrics (the main job's)")
-    ap.add_argument("--also-fusion", default="damped", choices=("", *FUSIONS), help="a second fusion reported beside it ('' for none)")
+    ap.add_argument("--also-fusion", default="damped,precision",
+                    help="other fusions reported beside it, comma-separated ('' for none)")
     ap.add_argument("--adapt-steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint", default="runs/grm_bench")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    bad = [f for f in args.also_fusion.split(",") if f.strip() and f.strip() not in FUSIONS]
+    if bad:
+        ap.error(f"--also-fusion: unknown fusion(s) {bad}; known: {', '.join(FUSIONS)}")
 
     from reward_models.adapt import adapt
     from reward_models.evaluate import evaluate_checkpoint, plot_curves, print_table, voc
@@ -261,8 +265,7 @@ def main() -> int:
     metrics["completion_accuracy"] = sum(results[t]["completion_accuracy"] * results[t]["episodes"]
                                          for t in pretrain) / n_all
     metrics["mae_pretrain_mean"] = float(np.mean([results[t]["mae"] for t in pretrain]))
-    if args.also_fusion:  # the same checkpoint, another fusion of its three modes
-        f = args.also_fusion
+    for f in [f.strip() for f in args.also_fusion.split(",") if f.strip()]:  # the same checkpoint, other fusions
         other = evaluate_checkpoint(model, meta, [e for t in pretrain for e in held[t]], fusion=f)
         for t in pretrain:
             metrics[f"voc_{t}_{f}"] = other[t]["voc"]
@@ -299,6 +302,12 @@ def main() -> int:
                 f"{args.new} after one-shot adaptation: VOC {after['voc']:.3f}")
     print(f"{args.new}: VOC before {before['voc']:.3f} -> after {after['voc']:.3f}; "
           f"completion accuracy {before['completion_accuracy']:.3f} -> {after['completion_accuracy']:.3f}")
+    for f in [f.strip() for f in args.also_fusion.split(",") if f.strip()]:
+        other = evaluate_checkpoint(model, meta, new_eval, fusion=f)[args.new]
+        metrics[f"voc_new_after_{f}"] = other["voc"]
+        metrics[f"completion_accuracy_new_after_{f}"] = other["completion_accuracy"]
+        print(f"fusion={f}: {args.new} after adaptation VOC {other['voc']:.3f}, completion accuracy "
+              f"{other['completion_accuracy']:.3f}")
     metrics.update({"voc_new_before": before["voc"], "voc_new_after": after["voc"],
                     "completion_accuracy_new_before": before["completion_accuracy"],
                     "completion_accuracy_new_after": after["completion_accuracy"],

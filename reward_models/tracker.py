@@ -11,8 +11,14 @@ Three ways of querying the same hop model H(BEFORE -> AFTER), one state per envi
 ``fusion="mean"`` averages the three (Eq. 8). ``fusion="damped"`` is the consistency check
 (Eqs. 9-11): Phi_bar = (Phi_F + Phi_B)/2, d = |Phi_B - Phi_F| / (Phi_bar + eps),
 w = exp(-alpha d^2), Phi*_t = Phi*_{t-1} + (w/2)(Phi_bar - Phi*_{t-1} + dPhi). ``"incremental"``,
-``"forward"`` and ``"backward"`` use one mode alone (the paper's ablations). Completion (the gold
-signal) is Phi* >= ``completion_threshold`` (0.95).
+``"forward"`` and ``"backward"`` use one mode alone (the paper's ablations). ``fusion="precision"``
+(ours, not the paper's) weighs the three by the model's own uncertainty: each hop's standard
+deviation s (the spread of the GRM's hop distribution) gives a variance, Var(Phi_F) = s_F^2,
+Var(Phi_B) = s_B^2, Var(Phi_I) = Var(Phi*_{t-1}) + (g s_I)^2 with g = (1 - Phi*) or Phi* (the
+slope of Eqs. 4-5), and Phi*_t is their inverse-variance weighted mean, Var(Phi*_t) = 1 / sum of
+the inverse variances (a scalar Kalman update; Phi* starts at 0 with variance 0). Where the
+anchors are unsure (a state the model has not seen) a confident incremental hop holds progress.
+Completion (the gold signal) is Phi* >= ``completion_threshold`` (0.95).
 
 The known failure (Robo-Dopamine issue #11): when the goal looks like the start, the anchors
 collapse (Phi_F ~ 0, Phi_B ~ 1, the mean tops out near 2/3). It is detected (pixel distance of the
@@ -31,7 +37,7 @@ import torch
 
 from reward_models.grm import GRM, check_images, check_views, load_checkpoint
 
-FUSIONS = ("mean", "damped", "incremental", "forward", "backward")
+FUSIONS = ("mean", "damped", "incremental", "forward", "backward", "precision")
 
 __all__ = ["FUSIONS", "GRMBackend", "ProgressTracker", "GRMPotential", "reference_from_episodes"]
 
@@ -75,9 +81,14 @@ class GRMBackend:
 
     @torch.inference_mode()
     def hop_encoded(self, text, start, goal, before, after) -> torch.Tensor:
+        return self.hop_dist_encoded(text, start, goal, before, after)[0]
+
+    @torch.inference_mode()
+    def hop_dist_encoded(self, text, start, goal, before, after) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`hop_encoded`, with the hop distribution's standard deviation: (hop, std), float32 [B]."""
         b = before.shape[0]
         out = self.model.fuse(text.expand(b, -1), start.expand(b, -1), goal.expand(b, -1), before, after)
-        return out.hop.float().cpu()
+        return out.hop.float().cpu(), out.std.float().cpu()
 
 
 def _rows(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -110,6 +121,9 @@ class ProgressTracker:
 
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
+        if fusion == "precision" and not hasattr(backend, "hop_dist_encoded"):
+            raise ValueError(f"fusion='precision' needs a backend that reports its hop uncertainty (the GRM's "
+                             f"distribution); {type(backend).__name__} answers a single score: use another fusion")
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if not 0.0 < float(completion_threshold) <= 1.0:
@@ -142,6 +156,7 @@ class ProgressTracker:
                           stacklevel=2)
         b = self.num_envs
         self.progress = torch.zeros(b)
+        self.variance = torch.zeros(b)  # of the progress (fusion="precision")
         self.anchors_ok = torch.zeros(b, dtype=torch.bool)
         self._started = torch.zeros(b, dtype=torch.bool)
         self._prev = None
@@ -177,6 +192,7 @@ class ProgressTracker:
         self._prev[ids] = enc
         self._first[ids] = enc
         self.progress[ids] = 0.0
+        self.variance[ids] = 0.0
         self._started[ids] = True
         if self.goal_like_start:
             self.anchors_ok[ids] = False
@@ -201,14 +217,18 @@ class ProgressTracker:
         imgs = self._images(obs)
         cur = self.backend.encode_views(imgs)
         b = self.num_envs
-        need_inc = self.fusion in ("mean", "damped", "incremental")
+        need_inc = self.fusion in ("mean", "damped", "incremental", "precision")
         need_anchor = self.fusion != "incremental" and bool(self.anchors_ok.any())
         befores = []
         if need_inc:
             befores.append(self._prev)
         if need_anchor:
             befores += [self._first, _rows(self._goal_views, b)]
-        h = self._hop(torch.cat(befores, 0), torch.cat([cur] * len(befores), 0))
+        before, after = torch.cat(befores, 0), torch.cat([cur] * len(befores), 0)
+        if self.fusion == "precision":
+            h, sd = self.backend.hop_dist_encoded(self._text, self._start, self._goal_ref, before, after)
+        else:
+            h = self._hop(before, after)
         phi = self.progress
         nan = torch.full((b,), float("nan"))
         h_inc, phi_f, phi_b = nan, nan, nan
@@ -229,6 +249,18 @@ class ProgressTracker:
             new = phi_b if need_anchor else phi_i
         elif self.fusion == "mean":
             new = torch.where(self.anchors_ok, (phi_i + phi_f + phi_b) / 3.0, phi_i) if need_anchor else phi_i
+        elif self.fusion == "precision":
+            floor = 1e-4  # variance floor (a hop std of 0.01): no weight is infinite
+            gain = torch.where(h_inc >= 0, 1 - phi, phi)
+            var_i = self.variance + (gain * sd[:b]) ** 2 + floor
+            new, var = phi_i, var_i
+            if need_anchor:
+                off = b
+                w_i, w_f, w_b = 1 / var_i, 1 / (sd[off:off + b] ** 2 + floor), 1 / (sd[off + b:off + 2 * b] ** 2 + floor)
+                fused = (w_i * phi_i + w_f * phi_f + w_b * phi_b) / (w_i + w_f + w_b)
+                new = torch.where(self.anchors_ok, fused, phi_i)
+                var = torch.where(self.anchors_ok, 1 / (w_i + w_f + w_b), var_i)
+            self.variance = var.float()
         else:  # damped, Eqs. 9-11
             if need_anchor:
                 bar = (phi_f + phi_b) / 2.0
@@ -302,6 +334,9 @@ class GRMPotential:
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
         if _is_qwen_checkpoint(checkpoint):
+            if fusion == "precision":
+                raise ValueError(f"{checkpoint!r} is a Qwen2.5-VL GRM, which answers a single score: "
+                                 "fusion='precision' needs the hop distribution; use mean or damped")
             self._init_qwen(checkpoint, task_text, reference, device)
             self.kwargs = dict(fusion=fusion, damping_alpha=damping_alpha, completion_threshold=completion_threshold)
             self.tracker = None

@@ -36,6 +36,10 @@ class OracleBackend:
         p, q = before[:, 0, 0].clamp(0, 1).numpy(), after[:, 0, 0].clamp(0, 1).numpy()
         return torch.from_numpy(hop_label(p, q))
 
+    def hop_dist_encoded(self, text, start, goal, before, after):
+        h = self.hop_encoded(text, start, goal, before, after)
+        return h, torch.full_like(h, 0.05)
+
 
 def frame(p):
     return np.full((8, 8, 3), int(round(200 * p)), np.uint8)
@@ -50,7 +54,7 @@ def tracker(fusion="mean", goal=1.0, n=2, **kw):
                            {v: frame(goal) for v in VIEWS}, n, fusion=fusion, **kw)
 
 
-@pytest.mark.parametrize("fusion", ["mean", "damped", "incremental", "forward", "backward"])
+@pytest.mark.parametrize("fusion", ["mean", "damped", "incremental", "forward", "backward", "precision"])
 def test_exact_hops_track_true_progress(fusion):
     tr = tracker(fusion)
     truth = np.array([[0.0, 0.0], [0.2, 0.1], [0.5, 0.1], [0.4, 0.3], [0.8, 0.2], [1.0, 0.6]])
@@ -115,6 +119,48 @@ def test_damping_down_weights_inconsistent_anchors():
     mean = ProgressTracker(Noisy(), "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS}, 2, fusion="mean")
     mean.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
     np.testing.assert_allclose(mean(obs_of([0.6, 0.6]))[0].numpy(), [0.4, 0.4], atol=0.01)  # (0.6 + 0.6 + 0) / 3
+
+
+def test_precision_fusion_weighs_modes_by_the_models_uncertainty():
+    class UnsureAnchors(OracleBackend):
+        """Both anchors answer "back at 0.2" (hop -0.8 from the goal, 0.2 from the start); with
+        ``unsure`` their std is 0.4, the incremental hop's 0.02."""
+
+        unsure = True
+
+        def hop_dist_encoded(self, text, start, goal, before, after):
+            h = self.hop_encoded(text, start, goal, before, after)
+            sd = torch.full_like(h, 0.02)
+            if h.shape[0] == 6 and self.late:
+                h[2:4], h[4:6] = 0.2, -0.8
+                sd[2:6] = 0.4 if self.unsure else 0.02
+            return h, sd
+
+    be = UnsureAnchors()
+    be.late = False
+    tr = ProgressTracker(be, "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS}, 2, fusion="precision")
+    tr.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
+    for p in (0.5, 1.0):
+        phi, _ = tr(obs_of([p, p]))
+    np.testing.assert_allclose(phi.numpy(), [1.0, 1.0], atol=0.01)
+    be.late = True  # the same frame again; the anchors now disagree with the incremental hop (0)
+    phi, done = tr(obs_of([1.0, 1.0]))
+    assert (phi > 0.98).all() and done.all()  # unsure anchors barely move a confident estimate
+    assert (tr.variance > 0).all() and (tr.variance < 0.02 ** 2).all()
+    be.unsure = False  # confident anchors: two against one, progress moves towards them
+    phi, _ = tr(obs_of([1.0, 1.0]))
+    assert (phi < 0.6).all()
+    tr.reset(torch.tensor([1]), obs_of([0.0, 0.0]))
+    assert tr.variance[1] == 0 and tr.progress[1] == 0
+    # a backend with a single score (the Qwen GRM's answer) cannot be weighed
+    class ScoreOnly:
+        views, image_size, reference_view = VIEWS, 8, "front"
+        encode_text, encode_views, encode_reference = (OracleBackend.encode_text, OracleBackend.encode_views,
+                                                       OracleBackend.encode_reference)
+        hop_encoded = OracleBackend.hop_encoded
+
+    with pytest.raises(ValueError, match="fusion='precision' needs a backend that reports its hop uncertainty"):
+        ProgressTracker(ScoreOnly(), "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS}, 2, fusion="precision")
 
 
 def test_tracker_bad_input():
