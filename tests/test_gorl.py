@@ -246,7 +246,7 @@ GORL_TINY = ["learner=gorl", "learner.num_steps=10", "learner.num_minibatches=2"
              "learner.stage_steps=[20,1000]", "learner.collect_steps=20", "learner.decoder_dataset_size=20",
              "learner.decoder_epochs=2", "learner.decoder_batch_size=64", "learner.critic_hidden=[16]",
              "learner.encoder_hidden=[16]", "learner.decoder_hidden=[16,16]"]
-_RENDERED = ["reward.checkpoint=unused", "~reward.potential.checkpoint",
+_RENDERED = ["reward.checkpoint=unused", "~reward.potential.checkpoint", "~reward.potential.fusion",
              "reward.potential._target_=test_train.FrontBrightnessPotential", "env.image_size=16"]
 
 

@@ -27,7 +27,7 @@ def _weights(learner):
     return {f"{n}.{k}": v.clone() for n, m in learner.networks().items() for k, v in m.state_dict().items()}
 
 
-RENDER_POTENTIAL = ["reward=grm", "reward.checkpoint=unused", "~reward.potential.checkpoint",
+RENDER_POTENTIAL = ["reward=grm", "reward.checkpoint=unused", "~reward.potential.checkpoint", "~reward.potential.fusion",
                     "reward.potential._target_=test_train.FrontBrightnessPotential", "env.image_size=16"]
 
 
