@@ -43,7 +43,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-FUSIONS = ("mean", "damped", "incremental", "forward", "backward", "precision")  # reward_models.tracker.FUSIONS
+from reward_models.tracker import FUSIONS  # noqa: E402
+
 TARGETS = {"voc_pretrain_min": 0.95, "voc_new_after": 0.90, "completion_accuracy": 0.93, "hops_per_s": 500.0}
 
 
@@ -180,7 +181,8 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    bad = [f for f in args.also_fusion.split(",") if f.strip() and f.strip() not in FUSIONS]
+    others = [f.strip() for f in args.also_fusion.split(",") if f.strip()]
+    bad = [f for f in others if f not in FUSIONS]
     if bad:
         ap.error(f"--also-fusion: unknown fusion(s) {bad}; known: {', '.join(FUSIONS)}")
 
@@ -265,7 +267,7 @@ def main() -> int:
     metrics["completion_accuracy"] = sum(results[t]["completion_accuracy"] * results[t]["episodes"]
                                          for t in pretrain) / n_all
     metrics["mae_pretrain_mean"] = float(np.mean([results[t]["mae"] for t in pretrain]))
-    for f in [f.strip() for f in args.also_fusion.split(",") if f.strip()]:  # the same checkpoint, other fusions
+    for f in others:  # the same checkpoint, other fusions
         other = evaluate_checkpoint(model, meta, [e for t in pretrain for e in held[t]], fusion=f)
         for t in pretrain:
             metrics[f"voc_{t}_{f}"] = other[t]["voc"]
@@ -302,7 +304,7 @@ def main() -> int:
                 f"{args.new} after one-shot adaptation: VOC {after['voc']:.3f}")
     print(f"{args.new}: VOC before {before['voc']:.3f} -> after {after['voc']:.3f}; "
           f"completion accuracy {before['completion_accuracy']:.3f} -> {after['completion_accuracy']:.3f}")
-    for f in [f.strip() for f in args.also_fusion.split(",") if f.strip()]:
+    for f in others:
         other = evaluate_checkpoint(model, meta, new_eval, fusion=f)[args.new]
         metrics[f"voc_new_after_{f}"] = other["voc"]
         metrics[f"completion_accuracy_new_after_{f}"] = other["completion_accuracy"]

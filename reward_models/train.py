@@ -216,7 +216,7 @@ class HopData:
             refs.append(r)
             rs.append(self.frames[r][rv][0])
             rg.append(self.frames[r][rv][-1])
-        # goal-anchored pairs: (episode, frame) of BEFORE and AFTER per row
+        # (episode, frame) of BEFORE and AFTER per row; anchored pairs replace some of them
         src_b = [(int(e), int(i)) for e, i in zip(ep, b, strict=True)]
         src_a = [(int(e), int(i)) for e, i in zip(ep, a, strict=True)]
         if self.goal_pair_prob > 0 or self.start_pair_prob > 0:
