@@ -425,8 +425,14 @@ def run(cfg) -> int:
     for key in ("steps", "batch_size"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    from control.learner import check_int
+    from control.learner import check_float, check_int
 
+    for key in ("replace_prob", "goal_pair_prob", "start_pair_prob"):
+        check_float(f"pairs.{key}", cfg.pairs[key], 0.0, 1.0)
+    anchored = float(cfg.pairs.goal_pair_prob) + float(cfg.pairs.start_pair_prob)
+    if anchored > 1.0:
+        raise ValueError(f"pairs.goal_pair_prob + pairs.start_pair_prob must be <= 1 (shares of the batch), got "
+                         f"{cfg.pairs.goal_pair_prob} + {cfg.pairs.start_pair_prob} = {anchored:g}")
     m = cfg.model
     channels = [m.channels] if isinstance(m.channels, int) else list(m.channels or [])
     if not channels:

@@ -153,6 +153,17 @@ def test_reward_eval_without_data(capsys, tmp_path):
     assert rc == 1 and "data=[...] must name at least one episode file" in err
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["pairs.goal_pair_prob=1.5"], "pairs.goal_pair_prob must be a finite number in [0, 1], got 1.5"),
+    (["pairs.goal_pair_prob=0.7", "pairs.start_pair_prob=0.5"],
+     "pairs.goal_pair_prob + pairs.start_pair_prob must be <= 1 (shares of the batch), got 0.7 + 0.5 = 1.2"),
+])
+def test_reward_train_pair_shares_checked_before_loading(capsys, tmp_path, overrides, message):
+    rc, err = _run(capsys, "reward-train", f"data=[{tmp_path}/none.hdf5]", f"out={tmp_path}/out", *overrides)
+    assert rc == 1 and f"dopa reward-train: error: {message}" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("override, message", [
     ("lr=-1", "lr must be a finite number > 0, got -1"),
     ("steps=-1", "steps must be an int >= 0, got -1"),
