@@ -43,7 +43,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from reward_models.tracker import FUSIONS  # noqa: E402
+from reward_models.tracker import FUSIONS, resolve_fusion  # noqa: E402
 
 TARGETS = {"voc_pretrain_min": 0.95, "voc_new_after": 0.90, "completion_accuracy": 0.93, "hops_per_s": 500.0}
 
@@ -96,7 +96,7 @@ def split_by_seed(eps, holdout: float):
     return train, test
 
 
-def throughput(model, batch: int, repeats: int, frames: dict) -> dict:
+def throughput(model, batch: int, repeats: int, frames: dict, fusion: str) -> dict:
     """Batched hops/s at the model's size: uncached (6 images encoded per hop) and in the tracker."""
     from reward_models.tracker import GRMBackend, ProgressTracker
 
@@ -116,7 +116,7 @@ def throughput(model, batch: int, repeats: int, frames: dict) -> dict:
     raw = batch * repeats / best
     be = GRMBackend(model, {"t": torch.zeros(model.config.text_dim)})
     ref = {v: frames[v][0] for v in views}
-    tr = ProgressTracker(be, "t", ref, {v: frames[v][-1] for v in views}, batch, fusion="mean")
+    tr = ProgressTracker(be, "t", ref, {v: frames[v][-1] for v in views}, batch, fusion=fusion)
     tr.reset(torch.arange(batch), {"images": imgs})
     tr.anchors_ok[:] = True
     dt = float("inf")
@@ -172,16 +172,18 @@ def main() -> int:
                     help="share of training pairs anchored on a reference goal frame (reward_train's pairs.goal_pair_prob)")
     ap.add_argument("--start-pair-prob", type=float, default=0.15,
                     help="share of training pairs anchored on the episode's first frame (pairs.start_pair_prob)")
-    ap.add_argument("--fusion", default="mean", choices=FUSIONS, help="the tracker's fusion for the headline metrics (the main job's)")
-    ap.add_argument("--also-fusion", default="damped,precision",
+    ap.add_argument("--fusion", default="auto", choices=("auto", *FUSIONS),
+                    help="the tracker's fusion for the headline metrics (the main job's; auto = precision for the GRM)")
+    ap.add_argument("--also-fusion", default="mean,damped",
                     help="other fusions reported beside it, comma-separated ('' for none)")
-    ap.add_argument("--adapt-steps", type=int, default=200)
+    ap.add_argument("--adapt-steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint", default="runs/grm_bench")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    others = [f.strip() for f in args.also_fusion.split(",") if f.strip()]
+    args.fusion = resolve_fusion(args.fusion, has_distribution=True)
+    others = [f.strip() for f in args.also_fusion.split(",") if f.strip() and f.strip() != args.fusion]
     bad = [f for f in others if f not in FUSIONS]
     if bad:
         ap.error(f"--also-fusion: unknown fusion(s) {bad}; known: {', '.join(FUSIONS)}")
@@ -316,7 +318,7 @@ def main() -> int:
                     "mae_new_before": before["mae"], "mae_new_after": after["mae"]})
 
     # ---- throughput -----------------------------------------------------------------------------------
-    tp = throughput(model, 256, 5, demo.frames)
+    tp = throughput(model, 256, 5, demo.frames, args.fusion)
     metrics.update(tp)
     print(f"throughput: {tp['hops_per_s']:.0f} hops/s uncached (6 images each), tracker "
           f"{tp['tracker_env_steps_per_s']:.0f} env steps/s = {tp['tracker_hops_per_s']:.0f} hops/s")
@@ -331,7 +333,7 @@ def main() -> int:
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
                       f"load average {os.getloadavg()[0]:.1f} at the end",
            "command": " ".join([".venv/bin/python", "benchmarks/grm_quality.py", *sys.argv[1:]]),
-           "data": data_note, "metrics": metrics, "targets": TARGETS, "met": met}
+           "data": data_note, "fusion": args.fusion, "metrics": metrics, "targets": TARGETS, "met": met}
     tmp = out / ".grm_quality.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2, default=float))
     os.replace(tmp, out / "grm_quality.json")

@@ -52,7 +52,7 @@ def resolve_task_text(task, demo_task: str) -> str:
     return text
 
 
-def adapt(model, meta: dict, demo, steps: int = 300, batch_size: int = 32, lr: float = 3e-4,
+def adapt(model, meta: dict, demo, steps: int = 1000, batch_size: int = 32, lr: float = 3e-4,
           shift: int = 2, seed: int = 0, text_cache=None, samples_per_subtask=None, chunk: int = 2,
           writer=None, progress_bar: bool = True) -> dict:
     """Fine-tune ``model`` in place on one demonstration (MSE on hops); returns the new task's

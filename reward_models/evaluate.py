@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reward_models.tracker import GRMBackend, ProgressTracker, reference_from_episodes
+from reward_models.tracker import GRMBackend, ProgressTracker, reference_from_episodes, resolve_fusion
 
 __all__ = ["voc", "track_episodes", "evaluate_episodes", "plot_curves", "run"]
 
@@ -43,7 +43,7 @@ def voc(progress) -> float:
     return float(spearmanr(p, np.arange(p.size)).statistic)
 
 
-def track_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal: dict, fusion: str = "mean",
+def track_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal: dict, fusion: str = "auto",
                    completion_threshold: float = 0.95, batch: int = 64, **tracker_kwargs) -> list[np.ndarray]:
     """Run the progress tracker over whole episodes, ``batch`` episodes at a time.
 
@@ -72,7 +72,7 @@ def track_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal:
     return curves
 
 
-def evaluate_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal: dict, fusion: str = "mean",
+def evaluate_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal: dict, fusion: str = "auto",
                       completion_threshold: float = 0.95) -> dict:
     """VOC, completion accuracy and progress MAE of one task's episodes.
 
@@ -137,7 +137,7 @@ def task_references(meta: dict, episodes, views) -> tuple[str, dict, dict]:
     return episodes[0].task_text, s, g
 
 
-def evaluate_checkpoint(model, meta, episodes, fusion="mean", completion_threshold=0.95, out=None,
+def evaluate_checkpoint(model, meta, episodes, fusion="auto", completion_threshold=0.95, out=None,
                         tag: str = "") -> dict:
     """Per-task metrics (and plots into ``out`` when given) for a loaded GRM. Returns {task: metrics}."""
     backend = GRMBackend(model, {r["text"]: r["text_emb"] for r in meta["references"].values()})
@@ -198,15 +198,17 @@ def run(cfg) -> int:
     check_float("completion_threshold", cfg.completion_threshold, 0.0, 1.0, low_open=True)
     if Path(str(cfg.out)).exists() and not Path(str(cfg.out)).is_dir():
         raise NotADirectoryError(f"out={str(cfg.out)!r} is a file; out is the folder to write into")
+    fusion = resolve_fusion(str(cfg.fusion), has_distribution=True)  # a GRM checkpoint: it has one
     check_grm_checkpoint(cfg.checkpoint)
     torch.set_num_threads(int(cfg.threads))
     model, meta = load_checkpoint(str(cfg.checkpoint))
     episodes = load_episodes(paths, views=model.views, image_size=model.config.image_size, stride=int(cfg.stride))
-    results = evaluate_checkpoint(model, meta, episodes, str(cfg.fusion), float(cfg.completion_threshold), cfg.out)
+    results = evaluate_checkpoint(model, meta, episodes, fusion, float(cfg.completion_threshold), cfg.out)
+    print(f"fusion: {fusion}" + (" (auto)" if str(cfg.fusion) == "auto" else ""))
     print_table(results)
     out = Path(str(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
-    summary = {t: {k: v for k, v in r.items() if k != "curves"} for t, r in results.items()}
+    summary = {t: {**{k: v for k, v in r.items() if k != "curves"}, "fusion": fusion} for t, r in results.items()}
     tmp = out / f".metrics.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "metrics.json")

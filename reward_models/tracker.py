@@ -16,8 +16,13 @@ w = exp(-alpha d^2), Phi*_t = Phi*_{t-1} + (w/2)(Phi_bar - Phi*_{t-1} + dPhi). `
 deviation s (the spread of the GRM's hop distribution) gives a variance, Var(Phi_F) = s_F^2,
 Var(Phi_B) = s_B^2, Var(Phi_I) = Var(Phi*_{t-1}) + (g s_I)^2 with g = (1 - Phi*) or Phi* (the
 slope of Eqs. 4-5), and Phi*_t is their inverse-variance weighted mean, Var(Phi*_t) = 1 / sum of
-the inverse variances (a scalar Kalman update; Phi* starts at 0 with variance 0). Where the
-anchors are unsure (a state the model has not seen) a confident incremental hop holds progress.
+the inverse variances (a scalar Kalman update; Phi* starts at 0 with variance 0). Each variance
+gets ``variance_floor`` (1e-3) added: for the incremental estimate it is the process noise that
+keeps the filter from trusting its own past ever more (without it Phi* lags the anchors at the
+end of an episode, as a running mean would). Where the anchors are unsure (a state the model has
+not seen) a confident incremental hop holds progress.
+``fusion="auto"`` (the default) is ``"precision"`` for a backend that reports its hop
+distribution (the GRM) and ``"mean"`` for one that answers a single score (the Qwen GRM).
 Completion (the gold signal) is Phi* >= ``completion_threshold`` (0.95).
 
 The known failure (Robo-Dopamine issue #11): when the goal looks like the start, the anchors
@@ -39,7 +44,26 @@ from reward_models.grm import GRM, check_images, check_views, load_checkpoint
 
 FUSIONS = ("mean", "damped", "incremental", "forward", "backward", "precision")
 
-__all__ = ["FUSIONS", "GRMBackend", "ProgressTracker", "GRMPotential", "reference_from_episodes"]
+__all__ = ["FUSIONS", "GRMBackend", "ProgressTracker", "GRMPotential", "reference_from_episodes", "resolve_fusion"]
+
+
+def resolve_fusion(fusion: str, has_distribution: bool) -> str:
+    """The concrete fusion for ``fusion`` (one of :data:`FUSIONS` or ``"auto"``) with a backend that
+    does (the GRM) or does not (the Qwen GRM's single score) report its hop distribution.
+
+    ``"auto"`` is ``"precision"`` with a distribution, else ``"mean"`` (Eq. 8).
+
+    Raises:
+        ValueError: an unknown fusion, or ``"precision"`` without a distribution.
+    """
+    if fusion == "auto":
+        return "precision" if has_distribution else "mean"
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; known: auto, {', '.join(FUSIONS)}")
+    if fusion == "precision" and not has_distribution:
+        raise ValueError("fusion='precision' needs a backend that reports its hop uncertainty (the GRM's "
+                         "distribution); this one answers a single score: use auto, mean or damped")
+    return fusion
 
 
 class GRMBackend:
@@ -104,7 +128,8 @@ class ProgressTracker:
         ref_start: ``{view: uint8 [H, W, 3]}`` reference start frame (the reference view is used).
         ref_goal: ``{view: uint8 [H, W, 3]}`` reference goal frame in every view of the backend.
         num_envs: B.
-        fusion: one of :data:`FUSIONS`.
+        fusion: one of :data:`FUSIONS`, or ``"auto"`` (:func:`resolve_fusion`: ``"precision"`` when the
+            backend has ``hop_dist_encoded``, else ``"mean"``).
         damping_alpha: alpha of the consistency weight (``fusion="damped"``), 20 in the paper.
         completion_threshold: complete when progress >= this (0.95).
         collapse_pixel: mean absolute pixel difference (in [0, 1]) of the reference start and goal
@@ -114,16 +139,14 @@ class ProgressTracker:
         ValueError: unknown fusion, empty task text, missing reference views, bad images.
     """
 
+    variance_floor = 1e-3  # fusion="precision": added to each variance (process noise, a std of ~0.03)
+
     def __init__(self, backend, task_text: str, ref_start: dict, ref_goal: dict, num_envs: int,
-                 fusion: str = "mean", damping_alpha: float = 20.0, completion_threshold: float = 0.95,
+                 fusion: str = "auto", damping_alpha: float = 20.0, completion_threshold: float = 0.95,
                  collapse_pixel: float = 0.01, collapse_hop: float = 0.5):
         from reward_models.text import check_task_text
 
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
-        if fusion == "precision" and not hasattr(backend, "hop_dist_encoded"):
-            raise ValueError(f"fusion='precision' needs a backend that reports its hop uncertainty (the GRM's "
-                             f"distribution); {type(backend).__name__} answers a single score: use another fusion")
+        fusion = resolve_fusion(fusion, hasattr(backend, "hop_dist_encoded"))
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if not 0.0 < float(completion_threshold) <= 1.0:
@@ -196,7 +219,7 @@ class ProgressTracker:
         self._started[ids] = True
         if self.goal_like_start:
             self.anchors_ok[ids] = False
-        elif self.fusion in ("mean", "damped"):
+        elif self.fusion in ("mean", "damped", "precision"):
             h = self._hop(enc, _rows(self._goal_views, ids.numel()))
             self.anchors_ok[ids] = h >= self.collapse_hop
         else:
@@ -250,7 +273,7 @@ class ProgressTracker:
         elif self.fusion == "mean":
             new = torch.where(self.anchors_ok, (phi_i + phi_f + phi_b) / 3.0, phi_i) if need_anchor else phi_i
         elif self.fusion == "precision":
-            floor = 1e-4  # variance floor (a hop std of 0.01): no weight is infinite
+            floor = self.variance_floor  # added to every variance: no weight is infinite
             gain = torch.where(h_inc >= 0, 1 - phi, phi)
             var_i = self.variance + (gain * sd[:b]) ** 2 + floor
             new, var = phi_i, var_i
@@ -329,14 +352,14 @@ class GRMPotential:
     """
 
     def __init__(self, checkpoint: str, task_text: str | None = None, reference: str | None = None,
-                 fusion: str = "mean", damping_alpha: float = 20.0, completion_threshold: float = 0.95,
+                 fusion: str = "auto", damping_alpha: float = 20.0, completion_threshold: float = 0.95,
                  device: str = "cpu"):
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
-        if _is_qwen_checkpoint(checkpoint):
-            if fusion == "precision":
-                raise ValueError(f"{checkpoint!r} is a Qwen2.5-VL GRM, which answers a single score: "
-                                 "fusion='precision' needs the hop distribution; use mean or damped")
+        qwen = _is_qwen_checkpoint(checkpoint)
+        if qwen and fusion == "precision":
+            raise ValueError(f"{checkpoint!r} is a Qwen2.5-VL GRM, which answers a single score: "
+                             "fusion='precision' needs the hop distribution; use auto, mean or damped")
+        fusion = resolve_fusion(fusion, not qwen)
+        if qwen:
             self._init_qwen(checkpoint, task_text, reference, device)
             self.kwargs = dict(fusion=fusion, damping_alpha=damping_alpha, completion_threshold=completion_threshold)
             self.tracker = None

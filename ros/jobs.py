@@ -210,7 +210,8 @@ def run_deploy(cfg: DictConfig) -> int:
             from reward_models.tracker import GRMPotential
             from ros.reward_node import make_reward_node
 
-            pot = GRMPotential(str(cfg.reward.checkpoint), task_text=cfg.reward.get("task_text"))
+            pot = GRMPotential(str(cfg.reward.checkpoint), task_text=cfg.reward.get("task_text"),
+                               fusion=str(cfg.reward.get("fusion", "auto")))
             nodes.append(make_reward_node(pot, dict(robot.topics.get("images") or {}),
                                           rate_hz=float(cfg.reward.rate_hz), max_age=float(cfg.reward.max_age),
                                           context=ctx))

@@ -230,7 +230,7 @@ def test_train_eval_adapt_jobs(lift_files, tmp_path):
     ev = tmp_path / "eval"
     assert evaluate.run(_cfg("reward_eval", checkpoint=out, data=f"[{test_file}]", out=ev, threads=1)) == 0
     metrics = json.loads((ev / "metrics.json").read_text())["lift"]
-    assert metrics["episodes"] == 3 and metrics["successful"] == 2
+    assert metrics["episodes"] == 3 and metrics["successful"] == 2 and metrics["fusion"] == "precision"  # auto
     assert -1 <= metrics["voc"] <= 1 and 0 <= metrics["completion_accuracy"] <= 1 and 0 <= metrics["mae"] <= 1
     assert (ev / "progress_lift.png").stat().st_size > 1000
 

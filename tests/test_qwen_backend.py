@@ -160,8 +160,9 @@ def test_grm_potential_loads_a_qwen_checkpoint(tiny_qwen, tmp_path_factory):
     train_file, _ = lift_episode_files(tmp_path_factory)
     with pytest.raises(ValueError, match="reference=<episode file>"):
         GRMPotential(str(tiny_qwen))
-    with pytest.raises(ValueError, match="single score: fusion='precision' needs the hop distribution"):
+    with pytest.raises(ValueError, match="single score: fusion='precision' needs the hop distribution; use auto"):
         GRMPotential(str(tiny_qwen), reference=str(train_file), fusion="precision")
+    assert GRMPotential(str(tiny_qwen), reference=str(train_file)).kwargs["fusion"] == "mean"  # auto: Eq. 8
     pot = GRMPotential(str(tiny_qwen), reference=str(train_file), fusion="incremental")
     assert pot.views == VIEWS and pot.task_text == "lift the red cube"
     ep = load_episodes([train_file])[0]

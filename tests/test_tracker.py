@@ -95,10 +95,14 @@ def test_goal_like_start_falls_back_to_incremental():
     np.testing.assert_allclose(phi.numpy(), [0.97, 0.97], atol=0.01)
     assert done.all()
     # the model check alone (pixel check off): H(first frame -> goal) ~ 0 disables the anchors per env
-    tr = tracker("mean", goal=0.0, collapse_pixel=0.0)
-    assert not tr.goal_like_start
-    tr.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
-    assert not tr.anchors_ok.any()
+    for fusion in ("mean", "damped", "precision"):
+        tr = tracker(fusion, goal=0.0, collapse_pixel=0.0)
+        assert not tr.goal_like_start
+        tr.reset(torch.tensor([0, 1]), obs_of([0.0, 0.0]))
+        assert not tr.anchors_ok.any(), fusion
+        for p in (0.3, 0.6, 0.97):
+            phi, done = tr(obs_of([p, p]))
+        np.testing.assert_allclose(phi.numpy(), [0.97, 0.97], atol=0.01)
 
 
 def test_damping_down_weights_inconsistent_anchors():
@@ -144,9 +148,11 @@ def test_precision_fusion_weighs_modes_by_the_models_uncertainty():
         phi, _ = tr(obs_of([p, p]))
     np.testing.assert_allclose(phi.numpy(), [1.0, 1.0], atol=0.01)
     be.late = True  # the same frame again; the anchors now disagree with the incremental hop (0)
+    prior = tr.variance.clone()
     phi, done = tr(obs_of([1.0, 1.0]))
     assert (phi > 0.98).all() and done.all()  # unsure anchors barely move a confident estimate
-    assert (tr.variance > 0).all() and (tr.variance < 0.02 ** 2).all()
+    # the fused variance stays below the incremental one's (the floor plus the hop's): the anchors added information
+    assert (tr.variance > 0).all() and (tr.variance < prior + ProgressTracker.variance_floor).all()
     be.unsure = False  # confident anchors: two against one, progress moves towards them
     phi, _ = tr(obs_of([1.0, 1.0]))
     assert (phi < 0.6).all()
@@ -161,6 +167,10 @@ def test_precision_fusion_weighs_modes_by_the_models_uncertainty():
 
     with pytest.raises(ValueError, match="fusion='precision' needs a backend that reports its hop uncertainty"):
         ProgressTracker(ScoreOnly(), "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS}, 2, fusion="precision")
+    # the default, auto: precision where the backend has the distribution, the paper's mean where not
+    assert ProgressTracker(ScoreOnly(), "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS}, 2).fusion == "mean"
+    assert ProgressTracker(OracleBackend(), "t", {"front": frame(0.0)}, {v: frame(1.0) for v in VIEWS},
+                           2).fusion == "precision"
 
 
 def test_tracker_bad_input():
@@ -231,6 +241,7 @@ def test_grm_potential_on_rendered_frames(grm_checkpoint):
     # the reference episode file gives the task text and reference frames
     pot2 = GRMPotential(str(ck), reference=str(train_file), fusion="incremental")
     assert pot2.task_text == "lift the red cube"
+    assert GRMPotential(str(ck)).kwargs["fusion"] == "precision"  # auto: the GRM reports its distribution
     np.testing.assert_array_equal(pot2.ref_start["front"], load_episodes([train_file])[0].frames["front"][0])
     # observations without one of the checkpoint's views
     with pytest.raises(ValueError, match=r"missing view\(s\) \['wrist'\]"):
