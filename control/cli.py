@@ -275,7 +275,8 @@ def check_common(cfg, default) -> None:
     """The checks every job gets before it runs: value types against the defaults
     (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``image_size`` and the
     video sizes in [8, 1024],
-    ``device`` a torch device this machine has, ``reward.checkpoint`` a GRM checkpoint when the
+    ``device`` a torch device this machine has, the tracker's ``fusion`` (``reward.fusion``,
+    ``reward.potential.fusion``) a known one, ``reward.checkpoint`` a GRM checkpoint when the
     potential loads it, output paths writable (:func:`check_output_path`, :data:`OUTPUT_KEYS`).
 
     Raises:
@@ -306,6 +307,13 @@ def check_common(cfg, default) -> None:
         if not ok:
             have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
             raise ValueError(f"device={str(device)!r} is not available here; available: {', '.join(have)}")
+    for key in ("fusion", "reward.fusion", "reward.potential.fusion"):  # the tracker's (reward-eval, deploy, train)
+        fusion = OmegaConf.select(cfg, key, default=None)
+        if fusion is not None:
+            from reward_models.tracker import FUSIONS
+
+            if str(fusion) not in ("auto", *FUSIONS):
+                raise ValueError(f"{key} must be one of auto, {', '.join(FUSIONS)}, got {fusion!r}")
     # train reward=grm|naive: the potential loads ${reward.checkpoint} (a custom potential may not)
     grm = OmegaConf.select(cfg, "reward.potential.checkpoint", default=None)
     if isinstance(grm, str) and grm and grm == OmegaConf.select(cfg, "reward.checkpoint", default=None):
