@@ -307,12 +307,13 @@ def check_common(cfg, default) -> None:
         if not ok:
             have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
             raise ValueError(f"device={str(device)!r} is not available here; available: {', '.join(have)}")
-    for key in ("fusion", "reward.fusion", "reward.potential.fusion"):  # the tracker's (reward-eval, deploy, train)
-        fusion = OmegaConf.select(cfg, key, default=None)
-        if fusion is not None:
+    absent = object()
+    for key in ("fusion", "reward.fusion", "reward.potential.fusion"):  # the tracker's (reward-*, deploy, train)
+        fusion = OmegaConf.select(cfg, key, default=absent)
+        if fusion is not absent:
             from reward_models.tracker import FUSIONS
 
-            if str(fusion) not in ("auto", *FUSIONS):
+            if not isinstance(fusion, str) or fusion not in ("auto", *FUSIONS):
                 raise ValueError(f"{key} must be one of auto, {', '.join(FUSIONS)}, got {fusion!r}")
     # train reward=grm|naive: the potential loads ${reward.checkpoint} (a custom potential may not)
     grm = OmegaConf.select(cfg, "reward.potential.checkpoint", default=None)

@@ -21,6 +21,7 @@ import torch
 
 from reward_models.evaluate import evaluate_checkpoint, print_table
 from reward_models.grm import load_checkpoint, save_checkpoint
+from reward_models.tracker import resolve_fusion
 from reward_models.train import HopData, _text_embeddings, fit, load_episodes
 
 __all__ = ["adapt", "run", "resolve_task_text"]
@@ -97,6 +98,7 @@ def run(cfg) -> int:
     check_int("stride", cfg.stride, 1)
     check_int("seed", cfg.seed, 0)
     check_int("demo_index", cfg.demo_index, 0)
+    fusion = resolve_fusion(str(cfg.fusion), has_distribution=True)  # a GRM checkpoint: it has one
     if cfg.task is not None:
         from reward_models.text import check_task_text
 
@@ -130,13 +132,14 @@ def run(cfg) -> int:
     meta["references"][demo.task] = {"text": demo.task_text, "start": start, "goal": goal,
                                      "text_emb": torch.from_numpy(text_emb[demo.task_text])}
     out = Path(str(cfg.out))
-    before = evaluate_checkpoint(model, meta, others, out=out, tag="_before") if others else {}
+    print(f"fusion: {fusion}" + (" (auto)" if str(cfg.fusion) == "auto" else ""))
+    before = evaluate_checkpoint(model, meta, others, fusion, out=out, tag="_before") if others else {}
     if before:
         print("before adaptation:")
         print_table(before)
     adapt(model, meta, demo, int(cfg.steps), int(cfg.batch_size), float(cfg.lr), int(cfg.shift), int(cfg.seed),
           cfg.text_cache)
-    after = evaluate_checkpoint(model, meta, others, out=out, tag="_after") if others else {}
+    after = evaluate_checkpoint(model, meta, others, fusion, out=out, tag="_after") if others else {}
     if after:
         print("after adaptation:")
         print_table(after)
@@ -149,7 +152,7 @@ def run(cfg) -> int:
                "completion_accuracy_before": before.get(demo.task, {}).get("completion_accuracy"),
                "completion_accuracy_after": after.get(demo.task, {}).get("completion_accuracy"),
                "mae_before": before.get(demo.task, {}).get("mae"), "mae_after": after.get(demo.task, {}).get("mae"),
-               "eval_episodes": len(others)}
+               "eval_episodes": len(others), "fusion": fusion, "steps": int(cfg.steps)}
     tmp = out / f".adapt.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "adapt.json")

@@ -139,7 +139,9 @@ def task_references(meta: dict, episodes, views) -> tuple[str, dict, dict]:
 
 def evaluate_checkpoint(model, meta, episodes, fusion="auto", completion_threshold=0.95, out=None,
                         tag: str = "") -> dict:
-    """Per-task metrics (and plots into ``out`` when given) for a loaded GRM. Returns {task: metrics}."""
+    """Per-task metrics (and plots into ``out`` when given) for a loaded GRM. Returns {task: metrics},
+    each with the ``fusion`` used (``auto`` resolved: ``precision``)."""
+    fusion = resolve_fusion(str(fusion), has_distribution=True)
     backend = GRMBackend(model, {r["text"]: r["text_emb"] for r in meta["references"].values()})
     by_task: dict[str, list] = {}
     for e in episodes:
@@ -150,8 +152,8 @@ def evaluate_checkpoint(model, meta, episodes, fusion="auto", completion_thresho
         r = evaluate_episodes(backend, eps, text, rs, rg, fusion, completion_threshold)
         if out is not None:
             r["plot"] = str(plot_curves(Path(out) / f"progress_{task}{tag}.png", eps, r["curves"],
-                                        f"{task}{tag}: VOC {r['voc']:.3f}, MAE {r['mae']:.3f}"))
-        results[task] = r
+                                        f"{task}{tag}: VOC {r['voc']:.3f}, MAE {r['mae']:.3f} (fusion={fusion})"))
+        results[task] = {**r, "fusion": fusion}
     return results
 
 
@@ -208,7 +210,7 @@ def run(cfg) -> int:
     print_table(results)
     out = Path(str(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
-    summary = {t: {**{k: v for k, v in r.items() if k != "curves"}, "fusion": fusion} for t, r in results.items()}
+    summary = {t: {k: v for k, v in r.items() if k != "curves"} for t, r in results.items()}
     tmp = out / f".metrics.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "metrics.json")

@@ -284,7 +284,7 @@ class ProgressTracker:
                 new = torch.where(self.anchors_ok, fused, phi_i)
                 var = torch.where(self.anchors_ok, 1 / (w_i + w_f + w_b), var_i)
             self.variance = var.float()
-        else:  # damped, Eqs. 9-11
+        elif self.fusion == "damped":  # Eqs. 9-11
             if need_anchor:
                 bar = (phi_f + phi_b) / 2.0
                 d = (phi_b - phi_f).abs() / (bar + 1e-6)
@@ -293,6 +293,8 @@ class ProgressTracker:
                 new = torch.where(self.anchors_ok, damped, phi_i)
             else:
                 new = phi_i
+        else:  # set after construction
+            raise ValueError(f"unknown fusion {self.fusion!r}; known: {', '.join(FUSIONS)}")
         new = new.clamp(0.0, 1.0)
         if torch.isnan(new).any():
             raise FloatingPointError(f"progress became NaN for envs {torch.nonzero(torch.isnan(new)).view(-1).tolist()}")
@@ -344,7 +346,8 @@ class GRMPotential:
             checkpoint's only task.
         reference: an episode file (HDF5) whose first successful episode gives the reference
             start/goal frames; default: the frames stored in the checkpoint for ``task_text``.
-        fusion, damping_alpha, completion_threshold: see :class:`ProgressTracker`.
+        fusion, damping_alpha, completion_threshold: see :class:`ProgressTracker`; ``self.fusion``
+            holds the fusion in use (``"auto"`` resolved).
         device: torch device for the model.
     Raises:
         ValueError: no task text can be found, no reference frames for the task, a reference file
@@ -359,6 +362,7 @@ class GRMPotential:
             raise ValueError(f"{checkpoint!r} is a Qwen2.5-VL GRM, which answers a single score: "
                              "fusion='precision' needs the hop distribution; use auto, mean or damped")
         fusion = resolve_fusion(fusion, not qwen)
+        self.fusion = fusion  # resolved: never "auto"
         if qwen:
             self._init_qwen(checkpoint, task_text, reference, device)
             self.kwargs = dict(fusion=fusion, damping_alpha=damping_alpha, completion_threshold=completion_threshold)

@@ -251,6 +251,8 @@ def test_deploy_values_checked_before_ros_starts(capsys, tmp_path, overrides, me
     ("device=nope", "device='nope' is not available here; available: cpu"),
     ("reward.potential.fusion=max",
      "reward.potential.fusion must be one of auto, mean, damped, incremental, forward, backward, precision, got 'max'"),
+    ("reward.potential.fusion=null", "reward.potential.fusion must be one of auto, mean, damped, incremental, "
+     "forward, backward, precision, got None"),
 ])
 def test_train_values_checked_before_the_main_job_builds_its_data(capsys, tmp_path, override, message):
     # with the default preset these would otherwise start recording demonstrations first

@@ -236,10 +236,10 @@ def test_train_eval_adapt_jobs(lift_files, tmp_path):
 
     ad = tmp_path / "adapt"
     cfg3 = _cfg("reward_adapt", checkpoint=out, demo=train_file, eval_data=f"[{test_file}]", out=ad, steps=10,
-                batch_size=8, threads=1, text_cache=tmp_path / "tc", task="'raise the cube'")
+                batch_size=8, threads=1, text_cache=tmp_path / "tc", task="'raise the cube'", fusion="mean")
     assert adapt.run(cfg3) == 0
     summary = json.loads((ad / "adapt.json").read_text())
-    assert summary["eval_episodes"] == 3
+    assert summary["eval_episodes"] == 3 and summary["fusion"] == "mean" and summary["steps"] == 10
     assert -1 <= summary["voc_before"] <= 1 and -1 <= summary["voc_after"] <= 1
     m3, meta3 = load_checkpoint(ad / "checkpoint")
     assert meta3["references"]["lift"]["text"] == "raise the cube"
