@@ -43,7 +43,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from reward_models.tracker import FUSIONS, resolve_fusion  # noqa: E402
+from reward_models.tracker import FUSION_CHOICES, FUSIONS, resolve_fusion  # noqa: E402
 
 TARGETS = {"voc_pretrain_min": 0.95, "voc_new_after": 0.90, "completion_accuracy": 0.93, "hops_per_s": 500.0}
 
@@ -172,7 +172,7 @@ def main() -> int:
                     help="share of training pairs anchored on a reference goal frame (reward_train's pairs.goal_pair_prob)")
     ap.add_argument("--start-pair-prob", type=float, default=0.15,
                     help="share of training pairs anchored on the episode's first frame (pairs.start_pair_prob)")
-    ap.add_argument("--fusion", default="auto", choices=("auto", *FUSIONS),
+    ap.add_argument("--fusion", default="auto", choices=FUSION_CHOICES,
                     help="the tracker's fusion for the headline metrics (the main job's; auto = precision for the GRM)")
     ap.add_argument("--also-fusion", default="mean,damped",
                     help="other fusions reported beside it, comma-separated ('' for none)")

@@ -311,10 +311,10 @@ def check_common(cfg, default) -> None:
     for key in ("fusion", "reward.fusion", "reward.potential.fusion"):  # the tracker's (reward-*, deploy, train)
         fusion = OmegaConf.select(cfg, key, default=absent)
         if fusion is not absent:
-            from reward_models.tracker import FUSIONS
+            from reward_models.tracker import FUSION_CHOICES
 
-            if not isinstance(fusion, str) or fusion not in ("auto", *FUSIONS):
-                raise ValueError(f"{key} must be one of auto, {', '.join(FUSIONS)}, got {fusion!r}")
+            if not isinstance(fusion, str) or fusion not in FUSION_CHOICES:
+                raise ValueError(f"{key} must be one of {', '.join(FUSION_CHOICES)}, got {fusion!r}")
     # train reward=grm|naive: the potential loads ${reward.checkpoint} (a custom potential may not)
     grm = OmegaConf.select(cfg, "reward.potential.checkpoint", default=None)
     if isinstance(grm, str) and grm and grm == OmegaConf.select(cfg, "reward.checkpoint", default=None):

@@ -43,8 +43,9 @@ import torch
 from reward_models.grm import GRM, check_images, check_views, load_checkpoint
 
 FUSIONS = ("mean", "damped", "incremental", "forward", "backward", "precision")
+FUSION_CHOICES = ("auto", *FUSIONS)  # what a config may name: the concrete ones and auto (resolve_fusion)
 
-__all__ = ["FUSIONS", "GRMBackend", "ProgressTracker", "GRMPotential", "reference_from_episodes", "resolve_fusion"]
+__all__ = ["FUSIONS", "FUSION_CHOICES", "GRMBackend", "ProgressTracker", "GRMPotential", "reference_from_episodes", "resolve_fusion"]
 
 
 def resolve_fusion(fusion: str, has_distribution: bool) -> str:
@@ -59,7 +60,7 @@ def resolve_fusion(fusion: str, has_distribution: bool) -> str:
     if fusion == "auto":
         return "precision" if has_distribution else "mean"
     if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; known: auto, {', '.join(FUSIONS)}")
+        raise ValueError(f"unknown fusion {fusion!r}; known: {', '.join(FUSION_CHOICES)}")
     if fusion == "precision" and not has_distribution:
         raise ValueError("fusion='precision' needs a backend that reports its hop uncertainty (the GRM's "
                          "distribution); this one answers a single score: use auto, mean or damped")
