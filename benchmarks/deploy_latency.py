@@ -89,7 +89,7 @@ def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarr
     import rclpy
     from omegaconf import OmegaConf
 
-    from ros.jobs import NodeSpinner
+    from jobs.deploy import NodeSpinner
     from ros.policy_node import make_policy_node
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "deploy.yaml"), resolve=False)
@@ -132,7 +132,7 @@ def main() -> int:
     robot = robot_from_config(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
     tmp = Path(tempfile.mkdtemp(prefix="deploy_latency_"))
     env = dict(os.environ)
-    sim_proc = subprocess.Popen([sys.executable, "-m", "control.cli", "sim-robot", "views=[]", "rate_hz=20",
+    sim_proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "sim-robot", "views=[]", "rate_hz=20",
                                  "duration_s=1800"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, series = {}, {}

@@ -42,7 +42,7 @@ PAPER_TARGET = {"hopper-stand": 880.0}  # GoRL-Diff after 180M steps (paper Fig.
 
 def run_one(task: str, learner: str, seed: int, args, run_dir: Path) -> dict:
     """Train one (task, learner, seed) through control.train; returns the eval curve and timing."""
-    from control.cli import compose
+    from jobs.cli import compose
     from control.train import train
 
     common = [f"env={task}", f"learner={learner}", "reward=dense", f"seed={seed}", f"num_envs={args.num_envs}",

@@ -52,7 +52,7 @@ def ensure_data(data_dir: Path, task: str, episodes: int, seed: int) -> list[str
     files = sorted(glob.glob(str(data_dir / f"{task}*.hdf5")))
     if files:
         return files
-    from control.cli import compose
+    from jobs.cli import compose
     from sim.demos import run as demos
 
     out = data_dir / f"{task}.hdf5"
@@ -77,7 +77,7 @@ def ensure_heldout(heldout_dir: Path, task: str, episodes: int, seed: int, like:
     if n and first < seed + episodes and seed < first + n:
         raise SystemExit(f"--heldout-seed {seed}: seeds {seed}..{seed + episodes - 1} overlap the training "
                          f"file's {first}..{first + n - 1} ({like[0]})")
-    from control.cli import compose
+    from jobs.cli import compose
     from sim.demos import run as demos
 
     out = heldout_dir / f"{task}.hdf5"

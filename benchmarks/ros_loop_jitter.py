@@ -7,7 +7,7 @@ Each setup runs in a fresh child process for ``--seconds``:
 
   - ``multi_threaded``: all nodes in one ``rclpy.executors.MultiThreadedExecutor(num_threads=4)``
     (how the jobs and tests spun them before);
-  - ``node_spinner``: :class:`ros.jobs.NodeSpinner`, one ``SingleThreadedExecutor`` thread per node
+  - ``node_spinner``: :class:`jobs.deploy.NodeSpinner`, one ``SingleThreadedExecutor`` thread per node
     (how ``dopa deploy``, ``dopa sim-robot`` and the tests spin them now).
 
 Measured: inter-arrival gaps of JointState at the policy node (p50/p99/max, count over the 0.14 s
@@ -76,7 +76,7 @@ def _child(mode: str, seconds: float) -> dict:
 
     import sim
     from control.export import MLPPolicy, policy_meta, save_policy
-    from ros.jobs import NodeSpinner
+    from jobs.deploy import NodeSpinner
     from ros.messages import rgb_to_image, stamp_to_sec
     from ros.policy_node import make_policy_node
     from ros.robot import robot_from_config

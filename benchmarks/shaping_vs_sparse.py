@@ -6,7 +6,7 @@
 
 Same learner, same seeds, same task, side by side in one process, through the training loop's own
 Python API (:func:`control.train.train`, what ``dopa train`` runs; configs composed with
-:func:`control.cli.compose`). The three reward modes differ *only* in the shaping term:
+:func:`jobs.cli.compose`). The three reward modes differ *only* in the shaping term:
 
 - ``sparse``: r = 1[success] (``reward=sparse``);
 - ``grm``: r = 1[success] + gamma * Phi(s') - Phi(s), Phi = the GRM progress tracker
@@ -139,7 +139,7 @@ def ensure_grm(checkpoint: str, task: str, data_dir: str, demo_episodes: int, gr
     if demo_episodes < 1 or grm_steps < 1:
         raise ValueError(f"building a GRM needs demo_episodes >= 1 and grm_steps >= 1, got "
                          f"{demo_episodes} and {grm_steps}")
-    from control.cli import compose
+    from jobs.cli import compose
 
     data = Path(data_dir) / f"{task}.hdf5"
     if not data.exists():
@@ -159,7 +159,7 @@ def train_config(mode: str, seed: int, p: dict, grm: str | None, run_dir: Path, 
     """The ``dopa train`` config of one run (composed from ``configs/train.yaml`` with overrides)."""
     from omegaconf import OmegaConf, open_dict
 
-    from control.cli import compose
+    from jobs.cli import compose
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")

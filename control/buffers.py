@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from control.learner import check_float, check_int
+from basics.checks import check_float, check_int
 
 
 def _check_batch(name: str, x: torch.Tensor, shape: tuple) -> torch.Tensor:

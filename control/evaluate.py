@@ -15,16 +15,14 @@ runs) or, with ``policy=learner``, rebuilds the learner, and calls the same func
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+from basics.atomic import atomic_file, check_json_path, write_json
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -118,56 +116,12 @@ def evaluate(env, policy: PolicyFn, seed: int, max_steps: int | None = None, vid
             "returns": returns.tolist(), "successes": success.tolist(), "lengths": lengths.tolist()}
 
 
-@contextlib.contextmanager
-def _atomic_file(path: Path, suffix: str):
-    """A temporary file name beside ``path`` (missing parent folders created), renamed onto
-    ``path`` when the block succeeds and removed when it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_video(path, frames: list[np.ndarray], fps: int = 30) -> None:
     """Write ``uint8 [H, W, 3]`` frames as an MP4 (imageio-ffmpeg), via a temp file and os.replace."""
     import imageio.v2 as imageio
 
-    with _atomic_file(Path(path), ".mp4") as tmp:
+    with atomic_file(Path(path), ".mp4") as tmp:
         imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
-
-
-def check_json_path(path, key: str | None = None) -> Path:
-    """``path`` as a file path for a JSON result (not an existing folder); ``key`` names the config
-    key in the message. Returns the path.
-
-    Raises:
-        IsADirectoryError: ``path`` is a folder.
-    """
-    path = Path(path)
-    if path.is_dir():
-        what = f"{key}={str(path)!r}" if key else str(path)
-        raise IsADirectoryError(f"{what} is a folder; give a file path for the JSON result")
-    return path
-
-
-def write_json(path, obj) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (a temp file in the same folder, then
-    ``os.replace``), creating missing parent folders. Returns the path.
-
-    Raises:
-        FileExistsError / NotADirectoryError: a parent of ``path`` is a file. IsADirectoryError:
-            ``path`` is a folder.
-    """
-    path = check_json_path(path)
-    with _atomic_file(path, ".tmp") as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2))
-    return path
 
 
 def learner_policy(learner) -> PolicyFn:

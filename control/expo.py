@@ -55,7 +55,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from control.export import register_kind
-from control.learner import Learner, Transition, check_float, check_int, check_states
+from basics.checks import check_float, check_int, check_states
+from control.learner import Learner, Transition
 from control.networks import RunningMeanStd
 
 __all__ = [
@@ -1035,6 +1036,6 @@ class EXPO(Learner):
     # ---------------------------------------------------------------------------------------------
     def _check_obs(self, obs, name: str = "obs", batch: int | None = None) -> torch.Tensor:
         """States (tensor or array-like) [B, D] (B = ``batch`` when given) -> float32 [B, D] on the
-        learner's device (:func:`control.learner.check_states`: ValueError for a wrong shape or NaN/inf)."""
+        learner's device (:func:`basics.checks.check_states`: ValueError for a wrong shape or NaN/inf)."""
         x = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         return check_states(name, x, self.obs_dim, batch)

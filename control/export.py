@@ -26,7 +26,7 @@ Usage (the ROS 2 policy node does exactly this)::
     chunk = policy.act(state)              # float32 [D] -> float32 [h, A] in [-1, 1]
 
 This module imports only torch, numpy, safetensors, the standard library and dopa's file helpers
-(:mod:`control.atomic`, :func:`control.checkpoint.read_json`), so loading a policy pulls in no
+(:mod:`basics.atomic`, :func:`basics.state.read_json`), so loading a policy pulls in no
 learner, buffer or environment code (as Brax's ``make_policy`` and LeRobot's
 ``select_action``).
 """
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from control.atomic import atomic_folder
-from control.checkpoint import read_json
+from basics.atomic import atomic_folder
+from basics.state import read_json
 
 FORMAT = "dopa-policy"
 VERSION = 1

@@ -68,7 +68,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from control.buffers import RolloutBuffer
-from control.learner import Learner, Transition, check_float, check_int, check_states
+from basics.checks import check_float, check_int, check_states
+from control.learner import Learner, Transition
 from control.networks import RunningMeanStd
 from control.ppo import ppo_loss
 
@@ -531,7 +532,7 @@ class GoRL(Learner):
         return self.obs_norm.normalize(obs) if self.normalize_obs else obs
 
     def _check_obs(self, obs: torch.Tensor, what: str = "obs", batch: int | None = None) -> torch.Tensor:
-        """:func:`control.learner.check_states` ([B, D], B = ``batch`` when given), then float32 on the learner's device."""
+        """:func:`basics.checks.check_states` ([B, D], B = ``batch`` when given), then float32 on the learner's device."""
         return check_states(what, obs, self.obs_dim, batch).to(self.device, torch.float32)
 
     # ----- acting ---------------------------------------------------------------------------------

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
-import numbers
 
 import torch
+
+from basics.checks import check_states
 
 
 @dataclasses.dataclass
@@ -80,77 +80,6 @@ class Learner(abc.ABC):
     def extra_env_steps(self) -> int:
         """Environment steps the learner spent outside the loop's own counting (0 for most)."""
         return 0
-
-
-# -------------------------------------------------------------------------------------------------
-# Input checks shared by the learners
-# -------------------------------------------------------------------------------------------------
-
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int when it is a whole number >= ``minimum`` (an integral float such as
-    ``1e6`` is accepted; bool is not).
-
-    Raises:
-        ValueError: ``"{name} must be an int >= {minimum}, got {value!r}"``.
-    """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok and not isinstance(value, numbers.Integral):
-        ok = math.isfinite(float(value)) and float(value) == int(value)
-    if not ok or int(value) < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a float when it is finite and inside the interval given by ``low``/``high``
-    (``None``: unbounded; ``*_open``: the bound itself is excluded).
-
-    Raises:
-        ValueError: ``"{name} must be a finite number in (0, 1], got {value!r}"`` (the interval as
-            configured; ``"a finite number"`` alone when unbounded).
-    """
-    lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
-    hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
-    if low is None and high is None:
-        allowed = "a finite number"
-    elif high is None:
-        allowed = f"a finite number {'>' if low_open else '>='} {low:g}"
-    elif low is None:
-        allowed = f"a finite number {'<' if high_open else '<='} {high:g}"
-    else:
-        allowed = f"a finite number in {lo}, {hi}"
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        v = float(value)
-        ok = ((low is None or (v > low if low_open else v >= low))
-              and (high is None or (v < high if high_open else v <= high)))
-    if not ok:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def check_states(name: str, x, dim: int, batch: int | None = None) -> torch.Tensor:
-    """A batch of states or actions checked for shape and finiteness: float [B, dim] -> the same tensor.
-
-    Args:
-        name: what ``x`` is, for the message (e.g. ``"obs"``, ``"transition.action"``).
-        x: a torch.Tensor [B, dim] (any float dtype, any device).
-        dim: the expected last dimension (D for states, A for actions).
-        batch: the expected B, or None for any B >= 1.
-    Raises:
-        TypeError: ``x`` is not a torch.Tensor.
-        ValueError: a shape other than [B, dim] (both shapes named), or NaN/inf (first bad row named).
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [B, {dim}], got {type(x).__name__}")
-    want = f"[{'B' if batch is None else batch}, {dim}]"
-    if x.ndim != 2 or x.shape[1] != dim or (batch is not None and x.shape[0] != batch):
-        raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {want}")
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        row = int(torch.nonzero(~torch.isfinite(x).all(1))[0, 0])
-        raise ValueError(f"{name} contains NaN or inf (row {row})")
-    return x
 
 
 def check_transition(tr: Transition, obs_dim: int, action_dim: int, batch: int | None = None) -> int:

@@ -7,7 +7,7 @@ The actors' ``trunk`` and ``mean`` sub-modules use the same layout as the deploy
 :meth:`GaussianActor.deploy_module` copy weights over by name.
 
 Constructors refuse bad sizes and settings with a ``ValueError`` naming the value
-(:func:`control.learner.check_int` / :func:`control.learner.check_float`).
+(:func:`basics.checks.check_int` / :func:`basics.checks.check_float`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from control.export import _ACTIVATIONS, MLPPolicy
-from control.learner import check_float, check_int
+from basics.checks import check_float, check_int
 
 ACTIVATIONS = tuple(_ACTIVATIONS)
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from control.buffers import RolloutBuffer
-from control.learner import Learner, Transition, check_float, check_int, check_states, check_transition
+from basics.checks import check_float, check_int, check_states
+from control.learner import Learner, Transition, check_transition
 from control.networks import MLP, GaussianActor, RunningMeanStd, export_mlp_policy
 
 

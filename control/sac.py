@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from control.buffers import ReplayBuffer
-from control.learner import Learner, Transition, check_float, check_int, check_states, check_transition
+from basics.checks import check_float, check_int, check_states
+from control.learner import Learner, Transition, check_transition
 from control.networks import CriticEnsemble, RunningMeanStd, TanhGaussianActor, export_mlp_policy, soft_update
 
 

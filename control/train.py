@@ -185,7 +185,7 @@ def compose_config(overrides: list[str]):
     Returns:
         omegaconf.DictConfig (struct mode).
     Raises:
-        SystemExit(2): a malformed override or unknown key (:func:`control.cli.compose`).
+        SystemExit(2): a malformed override or unknown key (:func:`jobs.cli.compose`).
         ValueError: an override of a fixed key (env, learner, reward, seeds, sizes, ...) that
             differs from the run's stored value (key, stored and given value named). A missing or
             corrupt checkpoint is reported by :func:`train`.
@@ -193,7 +193,7 @@ def compose_config(overrides: list[str]):
     from omegaconf import OmegaConf
 
     from control.checkpoint import CheckpointError, load_checkpoint
-    from control.cli import compose
+    from jobs.cli import compose
 
     cfg = compose("train", overrides)
     if not cfg.get("resume"):
@@ -534,7 +534,7 @@ def run(cfg) -> int:
 
     With no overrides: the main job (EXPO on Lift, reward shaped by a GRM pretrained on other tasks
     and adapted to Lift from one demonstration); ``preset=default|quick|none`` sets its size, and
-    :func:`control.pipeline.prepare` finds or builds the demonstrations and GRMs under
+    :func:`jobs.prepare.prepare` finds or builds the demonstrations and GRMs under
     ``prepare.data_dir`` first.
 
     Writes ``runs/<env>__<learner>__<reward>__seed<seed>__<time>/`` (checkpoints, TensorBoard, videos,
@@ -543,10 +543,10 @@ def run(cfg) -> int:
     changed alongside).
     """
     from control.checkpoint import CheckpointError
-    from control.pipeline import prepare
+    from jobs.prepare import prepare
 
     try:
-        cfg = prepare(cfg)  # the main job's demos and GRM, found or built (control/pipeline.py)
+        cfg = prepare(cfg)  # the main job's demos and GRM, found or built (jobs/prepare.py)
         out = train(cfg)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"dopa train: {exc}") from None

@@ -88,7 +88,7 @@ def run(cfg) -> int:
     ``task`` is the task TEXT the model is conditioned on, a sentence such as
     ``task='open the door'`` (default: the demonstration file's own task text); a registered task
     name (``dopa tasks``, e.g. ``task=door``) stands for that task's text."""
-    from control.learner import check_float, check_int
+    from basics.checks import check_float, check_int
     from reward_models.evaluate import check_grm_checkpoint
 
     check_int("steps", cfg.steps, 0)

@@ -189,7 +189,7 @@ def check_grm_checkpoint(path, key: str = "checkpoint") -> Path:
 def run(cfg) -> int:
     """Per-task table of VOC, completion accuracy and progress MAE of a GRM checkpoint on episode
     files; saves tracked-vs-true progress plots (PNG) and a metrics JSON into ``out``."""
-    from control.learner import check_float, check_int
+    from basics.checks import check_float, check_int
     from reward_models.grm import load_checkpoint
     from reward_models.train import load_episodes
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from control.atomic import atomic_folder
+from basics.atomic import atomic_folder
 from reward_models.text import TEXT_DIM
 
 __all__ = ["GRMConfig", "GRM", "HopOutput", "check_views", "save_checkpoint", "load_checkpoint"]

@@ -356,8 +356,8 @@ def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sam
     Returns:
         The ``training_state`` folder.
     """
-    from control.atomic import atomic_folder
-    from control.checkpoint import write_state
+    from basics.atomic import atomic_folder
+    from basics.state import write_state
 
     state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": int(step),
              "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
@@ -382,13 +382,13 @@ def load_training_state(folder) -> dict:
         ValueError: a corrupt state, another format or version, or an old ``state.pt`` holding
             more than tensors and plain containers (it is not unpickled).
     """
-    from control.checkpoint import CheckpointError, read_state
+    from basics.state import StateFileError, read_state
 
     ts = Path(folder) / "training_state"
     if (ts / "state.json").is_file():
         try:
             state = read_state(ts, "state")
-        except CheckpointError as exc:
+        except StateFileError as exc:
             raise ValueError(f"cannot resume from {ts}: {exc}") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"{ts / 'state.json'} is not a {STATE_FORMAT} file")
@@ -425,7 +425,7 @@ def run(cfg) -> int:
     for key in ("steps", "batch_size"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    from control.learner import check_float, check_int
+    from basics.checks import check_float, check_int
 
     for key in ("replace_prob", "goal_pair_prob", "start_pair_prob"):
         check_float(f"pairs.{key}", cfg.pairs[key], 0.0, 1.0)

@@ -133,7 +133,7 @@ def run(cfg) -> int:
     if task not in EXPERT_TASKS:
         raise SystemExit(f"dopa demos: no scripted expert for task {task!r}; experts exist for: "
                          f"{', '.join(EXPERT_TASKS)}")
-    from control.learner import check_float, check_int
+    from basics.checks import check_float, check_int
 
     n = check_int("n", cfg.n, 1)
     views = [str(v) for v in (cfg.views or [])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from control.cli import main
+from jobs.cli import main
 from reward_models.adapt import resolve_task_text
 
 

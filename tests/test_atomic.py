@@ -2,7 +2,7 @@
 
 import pytest
 
-from control.atomic import atomic_folder
+from basics.atomic import atomic_folder
 
 
 def test_replaces_only_its_own_kind(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import main
+from jobs.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
     """`timeout` / kill during recording: the job unwinds like Ctrl-C, no half-written file stays."""
     out = tmp_path / "d" / "lift.hdf5"
     env = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "demos", "n=50", "views=[]", f"out={out}"],
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "demos", "n=50", "views=[]", f"out={out}"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = out.parent
     try:
@@ -215,7 +215,7 @@ def test_deploy_names_a_missing_or_wrong_checkpoint(capsys, tmp_path, make, mess
 
 def test_deploy_checkpoint_may_be_a_run_folder(tmp_path):
     """README: `dopa deploy checkpoint=runs/<run>` takes the run's newest checkpoint with deploy/."""
-    from ros.jobs import policy_path
+    from jobs.deploy import policy_path
 
     run = tmp_path / "run"
     for step in ("step_000000100", "step_000000200"):
@@ -316,7 +316,7 @@ def test_caches_and_data_folders_are_outputs_too(capsys, tmp_path, argv, key):
 
 def test_a_single_value_for_a_list_key_is_a_one_item_list():
     """views=front is [front], not the letters f, r, o, n, t."""
-    from control.cli import check_common, compose
+    from jobs.cli import check_common, compose
 
     cfg = compose("demos", ["views=front", "out=/tmp/x.hdf5"])
     check_common(cfg, compose("demos", []))

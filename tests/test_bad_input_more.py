@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import main
+from jobs.cli import main
 
 
 def _run(capsys, *argv) -> tuple[int, str]:

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from control.cli import compose, main
+from jobs.cli import compose, main
 
 TINY = ["env=cartpole-swingup", "env.kwargs.max_episode_steps=25", "reward=state", "progress=false", "log_every=25",
         "learner=sac", "learner.learning_starts=20", "learner.hidden=[16,16]", "learner.batch_size=8",
@@ -43,7 +43,8 @@ def test_one_json_reader_for_checkpoints_and_policies(run_dir, tmp_path):
     """Checkpoint config, training state and deployment policy files share read_json's checks and messages."""
     import shutil
 
-    from control.checkpoint import CheckpointError, load_checkpoint, read_json
+    from basics.state import read_json
+    from control.checkpoint import CheckpointError, load_checkpoint
     from control.export import PolicyFileError, load_policy
 
     ck = tmp_path / "ck"

@@ -87,7 +87,7 @@ def test_old_torch_saved_state_is_read_without_code_or_refused(tmp_path):
 def test_reward_train_resumes_from_new_and_old_states(tmp_path, capsys):
     from test_grm import write_lift_episodes
 
-    from control.cli import compose
+    from jobs.cli import compose
     from reward_models import train
 
     data = write_lift_episodes(tmp_path / "lift.hdf5", seeds=[1, 2], steps_per_phase=3)
@@ -115,7 +115,7 @@ def test_reward_train_resume_after_an_interruption_is_bit_exact(tmp_path, monkey
     from safetensors.torch import load_file
     from test_grm import write_lift_episodes
 
-    from control.cli import compose
+    from jobs.cli import compose
     from reward_models import train
 
     data = write_lift_episodes(tmp_path / "lift.hdf5", seeds=[1, 2], steps_per_phase=3)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import JOBS, main
+from jobs.cli import JOBS, main
 
 
 def test_help_lists_every_job(capsys):
@@ -28,7 +28,7 @@ def test_unknown_job_lists_known_ones(capsys):
 def test_every_job_has_a_config_and_a_target():
     import importlib
 
-    from control.cli import compose
+    from jobs.cli import compose
 
     for name, job in JOBS.items():
         module, func = job.target.split(":")
@@ -61,7 +61,7 @@ def test_tasks_job_and_user_errors(capsys, tmp_path):
 
 def test_console_script_entry_point():
     exe = Path(sys.executable).with_name("dopa")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "control.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jobs.cli"]
     out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert out.returncode == 0 and "jobs:" in out.stdout, out
 
@@ -69,7 +69,7 @@ def test_console_script_entry_point():
 @pytest.mark.parametrize("job, override, group", [("train", "env=nope", "env"), ("train", "learner=nope", "learner"),
                                                   ("train", "reward=nope", "reward"), ("train", "preset=nope", "preset")])
 def test_unknown_group_choice_is_one_line(capsys, job, override, group):
-    from control.cli import group_choices
+    from jobs.cli import group_choices
 
     with pytest.raises(SystemExit) as exc:
         main([job, override, "progress=false"])

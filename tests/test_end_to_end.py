@@ -13,8 +13,8 @@ from std_srvs.srv import SetBool
 from test_ros_nodes import PANDA, Recorder, call, deploy_cfg, ros_session, wait_for
 
 from control.checkpoint import load_checkpoint
-from control.cli import compose, main
-from control.pipeline import prepare, settings_hash
+from jobs.cli import compose, main
+from jobs.prepare import prepare, settings_hash
 from ros.policy_node import make_policy_node
 from ros.sim_robot import make_sim_robot_node
 
@@ -130,7 +130,7 @@ def test_grm_for_a_task_without_expert_is_refused_before_any_work(tmp_path):
 
 
 def test_find_or_build_reuses_only_identical_recorded_settings(tmp_path, capsys):
-    from control.pipeline import find_or_build
+    from jobs.prepare import find_or_build
 
     built = []
 

@@ -201,7 +201,7 @@ def test_video_of_a_stored_episode(recorded, tmp_path):
 
 
 def test_demos_job_writes_file_and_videos(tmp_path):
-    from control.cli import main
+    from jobs.cli import main
 
     out = tmp_path / "d" / "lift.hdf5"
     rc = main(["demos", "task=lift", "n=2", "views=[front]", "image_size=32", f"out={out}", "seed=5",

@@ -349,7 +349,7 @@ def test_real_lift_env_steps_and_updates():
 
 def test_offline_start_from_dopa_demos_file(tmp_path):
     """The real path: `dopa demos` writes Lift episodes; EXPO reads them through sim.episodes."""
-    from control.cli import main
+    from jobs.cli import main
 
     path = tmp_path / "lift.hdf5"
     assert main(["demos", "task=lift", "n=1", "views=[]", f"out={path}"]) == 0

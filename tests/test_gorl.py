@@ -251,7 +251,7 @@ _RENDERED = ["reward.checkpoint=unused", "~reward.potential.checkpoint", "~rewar
 
 
 def _train_cfg(tmp, *overrides):
-    from control.cli import compose
+    from jobs.cli import compose
 
     return compose("train", ["env=cartpole-swingup", "env.kwargs.max_episode_steps=25", "progress=false",
                              "log_every=25", "num_envs=2", "eval.every=0", f"run_dir={tmp}", *GORL_TINY, *overrides])

@@ -157,7 +157,7 @@ def test_checkpoint_roundtrip_and_views(tmp_path):
 
 
 def _cfg(name, **over):
-    from control.cli import compose
+    from jobs.cli import compose
 
     return compose(name, [f"{k}={v}" for k, v in over.items()])
 

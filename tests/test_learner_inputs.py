@@ -10,7 +10,8 @@ import torch
 from control.buffers import ReplayBuffer, RolloutBuffer
 from control.expo import EXPO
 from control.gorl import GenerativeDecoder, GoRL, fit_decoder
-from control.learner import Transition, check_float, check_int, check_states, check_transition
+from basics.checks import check_float, check_int, check_states
+from control.learner import Transition, check_transition
 from control.networks import (
     MLP,
     GaussianActor,
@@ -296,8 +297,8 @@ def test_export_mlp_policy_acts_like_the_deterministic_actor():
     ("prepare.grm.steps=-1", r"prepare.grm.steps must be an int >= 1, got -1"),
 ])
 def test_prepare_refuses_bad_counts_before_building(tmp_path, override, msg):
-    from control.cli import compose
-    from control.pipeline import prepare
+    from jobs.cli import compose
+    from jobs.prepare import prepare
 
     cfg = compose("train", [f"prepare.data_dir={tmp_path / 'data'}", override])
     with pytest.raises(ValueError, match=msg):

@@ -89,7 +89,7 @@ EVAL_EPISODES, EVAL_SEED, T = 4, 100, 200
 
 def _random_and_trained(tmp_path, overrides):
     import sim
-    from control.cli import compose
+    from jobs.cli import compose
     from control.evaluate import evaluate, learner_policy
     from control.train import train
 

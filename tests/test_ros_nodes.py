@@ -24,7 +24,7 @@ from torch import nn
 from trajectory_msgs.msg import JointTrajectory
 
 from control.export import MLPPolicy, policy_meta, register_kind, save_policy
-from ros.jobs import NodeSpinner
+from jobs.deploy import NodeSpinner
 from ros.messages import make_joint_state, rgb_to_image, sec_to_stamp, stamp_to_sec
 from ros.policy_node import make_policy_node
 from ros.robot import robot_from_config
@@ -104,7 +104,7 @@ class JointLiftExpert(nn.Module):
 @contextlib.contextmanager
 def ros_session():
     """A fresh rclpy context whose nodes are spun as ``dopa deploy`` spins them (one executor thread
-    per node, :class:`ros.jobs.NodeSpinner`); yields ``add(node)``."""
+    per node, :class:`jobs.deploy.NodeSpinner`); yields ``add(node)``."""
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     spinner = NodeSpinner(context=ctx)
@@ -418,9 +418,9 @@ def test_forward_command_mode_moves_the_stand_in(tmp_path, lift_meta):
 
 
 def test_deploy_job_commands_the_stand_in_and_stops_its_threads(tmp_path, lift_meta, capsys):
-    """``dopa deploy`` (the job function; its nodes spun by ros.jobs.NodeSpinner) armed at start
+    """``dopa deploy`` (the job function; its nodes spun by jobs.deploy.NodeSpinner) armed at start
     commands the stand-in robot for ``duration_s``, ends with one hold, and joins its threads."""
-    from control.cli import main
+    from jobs.cli import main
 
     meta = lift_meta[0]
     folder = tmp_path / "p"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from control.checkpoint import CheckpointError, load_checkpoint
-from control.cli import compose
+from jobs.cli import compose
 from control.train import train
 
 TINY = ["env=cartpole-swingup", "env.kwargs.max_episode_steps=25", "reward=dense", "progress=false", "log_every=25"]
@@ -92,7 +92,7 @@ def test_checkpoint_layout_tensorboard_terms_and_eval_job(tmp_path):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
     # dopa eval: same routine, same seeds -> same numbers as training's last evaluation
-    from control.cli import main
+    from jobs.cli import main
 
     train_eval = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()][-1]
     for policy in ("deploy", "learner"):
@@ -135,7 +135,7 @@ def test_bad_checkpoints_and_resume_config(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="loop.json is missing"):
         load_checkpoint(bad2).training_state("loop")
     # the CLI turns these into a clear exit message
-    from control.cli import main
+    from jobs.cli import main
 
     assert main(["eval", f"checkpoint={tmp_path / 'nope'}"]) == 1
     assert "does not exist" in capsys.readouterr().err

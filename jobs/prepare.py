@@ -50,7 +50,7 @@ def _check_counts(p, needs_grm: bool) -> None:
     int >= 1 (``demos.n``; with a GRM to build also ``grm.episodes``, ``grm.steps``,
     ``grm.batch_size``, ``adapt.steps``, ``adapt.batch_size``), and ``adapt.demo_index`` in
     [0, ``demos.n``). Raises ValueError naming the key, the value and what is allowed."""
-    from control.learner import check_int
+    from basics.checks import check_int
 
     keys = [("demos", "n")]
     if needs_grm:
@@ -116,7 +116,7 @@ def _job_cfg(config: str, values: dict):
     """The job's default config (``configs/<config>.yaml``) with ``values`` merged in."""
     from omegaconf import OmegaConf
 
-    from control.cli import compose
+    from jobs.cli import compose
 
     cfg = compose(config, [])
     OmegaConf.set_struct(cfg, False)

@@ -159,7 +159,7 @@ def _check_ros_names(cfg: DictConfig) -> None:
 def _check_deploy(cfg: DictConfig) -> None:
     """Input checks of ``dopa deploy`` that need no ROS: warmup, the reward node's values and
     checkpoint."""
-    from control.learner import check_float, check_int
+    from basics.checks import check_float, check_int
 
     check_int("warmup", cfg.warmup, 0)
     if cfg.get("reward") and cfg.reward.get("checkpoint"):

@@ -36,12 +36,12 @@ def run_tasks(cfg: DictConfig) -> int:
             import imageio.v3 as iio
             import numpy as np
 
-            from control.evaluate import _atomic_file
+            from basics.atomic import atomic_file
 
             frames = env.render(tuple(spec.cameras), image_size=int(cfg.image_size))
             grid = np.concatenate([frames[v][0].numpy() for v in spec.cameras], axis=1)
             out = Path(str(cfg.out))
-            with _atomic_file(out, out.suffix or ".png") as tmp:  # temp file beside out, then os.replace
+            with atomic_file(out, out.suffix or ".png") as tmp:  # temp file beside out, then os.replace
                 iio.imwrite(tmp, grid)
             print(f"saved {cfg.out} ({', '.join(spec.cameras)}, left to right)")
     finally:

@@ -8,6 +8,7 @@ half-written artefact under the final name.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -49,3 +50,48 @@ def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary file name beside ``path`` (missing parent folders created), renamed onto
+    ``path`` when the block succeeds and removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def check_json_path(path, key: str | None = None) -> Path:
+    """``path`` as a file path for a JSON result (not an existing folder); ``key`` names the config
+    key in the message. Returns the path.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        what = f"{key}={str(path)!r}" if key else str(path)
+        raise IsADirectoryError(f"{what} is a folder; give a file path for the JSON result")
+    return path
+
+
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (a temp file in the same folder, then
+    ``os.replace``), creating missing parent folders. Returns the path.
+
+    Raises:
+        FileExistsError / NotADirectoryError: a parent of ``path`` is a file. IsADirectoryError:
+            ``path`` is a folder.
+    """
+    path = check_json_path(path)
+    with atomic_file(path, ".tmp") as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2))
+    return path
