@@ -52,20 +52,46 @@ def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
         raise
 
 
+class AtomicFile:
+    """A temporary file beside ``path`` (missing parent folders created) that becomes ``path`` only
+    on :meth:`commit`; :meth:`discard` removes it and leaves ``path`` as it was. For writers that
+    stay open across calls (``sim.episodes.EpisodeWriter``); a block of code uses :func:`atomic_file`.
+
+    Attributes:
+        path: the final path (``Path``).  tmp: the temporary file's name (``str``), created empty.
+    """
+
+    def __init__(self, path: str | os.PathLike, suffix: str = ".tmp"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=self.path.parent)
+        os.close(fd)
+
+    def commit(self) -> Path:
+        """Rename the temporary file onto ``path`` (``os.replace``: atomic on one file system)."""
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary file (if it is still there); ``path`` is not touched."""
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary file name beside ``path`` (missing parent folders created), renamed onto
-    ``path`` when the block succeeds and removed when it fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    ``path`` when the block succeeds and removed when it fails (:class:`AtomicFile`).
+
+    Yields:
+        The temporary file's name (``str``; the file exists, empty) to write to.
+    """
+    f = AtomicFile(path, suffix)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield f.tmp
+        f.commit()
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        f.discard()
         raise
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import sys
 from pathlib import Path
+
+from basics.atomic import atomic_file, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,10 +41,15 @@ def write_result(name: str, metrics: dict, targets: dict, met: dict) -> Path:
         "targets": targets,
         "met": met,
     }
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    return write_json(RESULTS / f"{name}.json", payload)
+
+
+def save_figure(fig, path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG at ``path`` atomically (:func:`basics.atomic.atomic_file`).
+    Returns the path."""
+    path = Path(path)
+    with atomic_file(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return path
 
 

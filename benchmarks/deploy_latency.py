@@ -36,17 +36,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
-from benchmarks.common import RESULTS, arm_when_fresh, write_result  # noqa: E402
+import sim  # noqa: E402
+from benchmarks.common import RESULTS, arm_when_fresh, save_figure, write_result  # noqa: E402
+from control.expo import EXPOPolicy  # noqa: E402
+from control.export import MLPPolicy, load_policy, policy_meta, save_policy  # noqa: E402
+from jobs.deploy import NodeSpinner, build_robot  # noqa: E402
+from ros.policy_node import PolicyNode  # noqa: E402
 
 TARGETS = {"mlp_p95_ms": 5.0, "expo_p95_ms": 20.0}
 
 
 def _lift_meta(kind: str) -> dict:
-    import sim
-    from control.export import policy_meta
-
     env = sim.make_env("lift", controller="joint_position")
     try:
         return policy_meta(env, kind)
@@ -55,23 +59,17 @@ def _lift_meta(kind: str) -> dict:
 
 
 def _export(folder: Path, kind: str) -> None:
-    from control.export import MLPPolicy, save_policy
-
     meta = _lift_meta(kind)
     torch.manual_seed(0)
     if kind == "mlp":
         module = MLPPolicy(meta["state_dim"], meta["action_dim"], hidden=[256, 256])
     else:
-        from control.expo import EXPOPolicy
-
         module = EXPOPolicy(meta["state_dim"], meta["action_dim"], diffusion_steps=10, num_samples=8,
                             num_edit_samples=8)
     save_policy(folder, module, meta)
 
 
 def _act_times(folder: Path, n: int) -> np.ndarray:
-    from control.export import load_policy
-
     policy = load_policy(folder)
     s = np.zeros(policy.state_dim, np.float32)
     for _ in range(5):
@@ -86,18 +84,12 @@ def _act_times(folder: Path, n: int) -> np.ndarray:
 
 
 def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarray, float, int, int]:
-    import rclpy
-    from omegaconf import OmegaConf
-
-    from jobs.deploy import NodeSpinner
-    from ros.policy_node import make_policy_node
-
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "deploy.yaml"), resolve=False)
     cfg.pop("defaults")
     cfg.update(checkpoint=str(folder), trigger="joint_states", rate_hz=20.0)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = make_policy_node(cfg, robot, context=ctx)
+    node = PolicyNode(cfg, robot, context=ctx)
     spinner = NodeSpinner([node], ctx)
     try:
         arm_when_fresh(node)  # the 1 s warm-up is excluded below
@@ -125,11 +117,7 @@ def main() -> int:
     ap.add_argument("--kinds", default="mlp,expo", help="policies to measure, comma-separated")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from omegaconf import OmegaConf
-
-    from ros.robot import robot_from_config
-
-    robot = robot_from_config(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
+    robot = build_robot(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
     tmp = Path(tempfile.mkdtemp(prefix="deploy_latency_"))
     env = dict(os.environ)
     sim_proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "sim-robot", "views=[]", "rate_hz=20",
@@ -190,7 +178,7 @@ def main() -> int:
     ax.set_title("Policy node latency over DDS (dashed: p95 targets)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "deploy_latency.png", dpi=120)
+    save_figure(fig, RESULTS / "deploy_latency.png", dpi=120)
     print(f"wrote {path} and {RESULTS / 'deploy_latency.png'}; met: {met}")
     return 0
 

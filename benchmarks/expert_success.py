@@ -24,14 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, write_result  # noqa: E402
+import sim  # noqa: E402
+from benchmarks.common import RESULTS, save_figure, write_result  # noqa: E402
+from sim.demos import record_episode  # noqa: E402
+from sim.experts import ScriptedExpert  # noqa: E402
 
 
 def run_task(task: str, controller: str, episodes: int, seed: int) -> dict:
-    import sim
-    from sim.demos import record_episode
-    from sim.experts import ScriptedExpert
-
     spec = sim.get_task(task)
     limit = spec.max_episode_steps * (2 if controller == "joint_position" else 1)
     env = sim.make_env(task, num_envs=1, seed=seed, controller=controller, max_episode_steps=limit + 1,
@@ -111,9 +110,7 @@ def _plot(metrics: dict, plan) -> None:
     ax.set_title("scripted experts: success over seeded episodes")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = RESULTS / ".expert_success.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, RESULTS / "expert_success.png")
+    save_figure(fig, RESULTS / "expert_success.png", dpi=100)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ sampling). SAC gets the mix through :class:`MixedReplay` (``control.sac.SAC`` it
 offline data). EXPO additionally behaviour-clones its base policy on the demonstrations before
 the first environment step (its "offline start"; no environment steps are spent there).
 
+Both run through the one training loop (:func:`control.train.train`), built from the ``dopa train``
+configs (``learner=expo`` / ``learner=sac``, ``env=lift``, ``reward=dense``: Lift's own sparse
+reward) by :mod:`jobs.build`; a :class:`SuccessCurve` callback records the evaluations and stops a
+run at 80 %. Run folders (``eval.jsonl``) go to ``--run-dir``.
+
 Metric: environment steps until the evaluation success rate (``--eval-episodes`` fixed seeds,
 ``control.evaluate.evaluate``) first reaches 80 %, per seed; runs that never reach it count as
 ``--max-steps`` (a lower bound, reported as such). Target (issue 6): EXPO needs at most half the
@@ -48,12 +53,23 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import sim  # noqa: E402
+from control.buffers import ReplayBuffer  # noqa: E402
+from control.callbacks import Callback  # noqa: E402
+from control.evaluate import evaluate_learner  # noqa: E402
+from control.expo import episodes_to_transitions  # noqa: E402
+from control.train import train  # noqa: E402
+from jobs.build import build_env, build_learner, build_shaper, seed_everything  # noqa: E402
+from jobs.cli import compose  # noqa: E402
+from jobs.train import schedule_of  # noqa: E402
+from sim.experts import ScriptedExpert  # noqa: E402
 
 PRESETS = {
     "small": dict(demos=10, seeds=3, max_steps=300, eval_every=100, eval_episodes=5, episode_steps=60,
@@ -73,9 +89,6 @@ PRESETS = {
 
 def collect_demos(n: int, episode_steps: int, seed: int) -> list[SimpleNamespace]:
     """``n`` successful scripted-expert episodes of Lift (states [T+1, D], actions [T, A], ...)."""
-    import sim
-    from sim.experts import ScriptedExpert
-
     env = sim.make_env("lift", num_envs=1, seed=seed, terminate_on_success=True, max_episode_steps=episode_steps)
     expert = ScriptedExpert(env, "none", seed=seed)
     episodes, k = [], 0
@@ -134,81 +147,83 @@ class MixedReplay:
 
 
 # ------------------------------------------------------------------------------------------------
-# learners
+# learners (built from the `dopa train` learner configs) and one run through the one training loop
 # ------------------------------------------------------------------------------------------------
 
-def make_expo(p: dict, obs_dim: int, action_dim: int, seed: int, demos):
-    from control.expo import EXPO
+def train_config(method: str, p: dict, seed: int, run_dir: Path):
+    """The ``dopa train`` config of one run: Lift from state, the task's own (sparse) reward,
+    episodes ending at success, the learner's sizes from preset ``p``."""
+    common = ["env=lift", "preset=none", "reward=dense", f"seed={seed}", "env.kwargs.terminate_on_success=true",
+              f"+env.kwargs.max_episode_steps={p['episode_steps']}", f"total_steps={p['max_steps']}",
+              f"checkpoint_every={p['max_steps']}", f"eval.every={p['eval_every']}",
+              f"eval.episodes={p['eval_episodes']}", f"eval.seed={1_000_000 + seed}", "progress=false",
+              f"log_every={p['eval_every']}", f"run_dir={run_dir}"]
+    hidden = "[" + ",".join(str(h) for h in p["critic_hidden"]) + "]"
+    if method == "expo":
+        learner = ["learner=expo", "learner.gamma=0.99", f"learner.base_hidden_dim={p['base_hidden']}",
+                   f"learner.base_num_blocks={p['base_blocks']}", f"learner.num_samples={p['num_samples']}",
+                   f"learner.num_edit_samples={p['num_edit']}", f"learner.edit_scale={p['edit_scale']}",
+                   f"learner.edit_hidden_dims={hidden}", f"learner.num_qs={p['num_qs']}", "learner.num_min_qs=2",
+                   f"learner.critic_hidden_dims={hidden}", f"learner.batch_size={p['batch']}",
+                   f"learner.utd_ratio={p['utd']}", f"learner.start_training={p['start_training']}",
+                   f"learner.buffer_size={p['max_steps'] + 10}", "learner.offline_ratio=0.5",
+                   "learner.offline_done_is_terminal=true", f"learner.pretrain_steps={p['pretrain_steps']}",
+                   f"learner.actor_tau={p['actor_tau']}", "learner.obs_normalization=true"]
+    else:
+        learner = ["learner=sac", "learner.gamma=0.99", f"learner.batch_size={p['batch']}",
+                   f"learner.buffer_size={p['max_steps'] + 10}", f"learner.learning_starts={p['start_training']}",
+                   f"learner.utd_ratio={p['utd']}", f"learner.num_critics={p['num_qs']}", "learner.critic_subset=2",
+                   f"learner.hidden={hidden}", "learner.layer_norm=true", "learner.obs_normalization=true"]
+    return compose("train", common + learner)
 
-    learner = EXPO(obs_dim, action_dim, num_envs=1, seed=seed, gamma=0.99, base_hidden_dim=p["base_hidden"],
-                   base_num_blocks=p["base_blocks"], num_samples=p["num_samples"], num_edit_samples=p["num_edit"],
-                   edit_scale=p["edit_scale"], edit_hidden_dims=p["critic_hidden"], num_qs=p["num_qs"],
-                   num_min_qs=2, critic_hidden_dims=p["critic_hidden"], batch_size=p["batch"], utd_ratio=p["utd"],
-                   start_training=p["start_training"], buffer_size=p["max_steps"] + 10, offline_ratio=0.5,
-                   offline_done_is_terminal=True, pretrain_steps=p["pretrain_steps"], actor_tau=p["actor_tau"],
-                   obs_normalization=True)
-    learner.set_offline_episodes(demos)
-    learner.pretrain()
-    return learner
 
-
-def make_sac(p: dict, obs_dim: int, action_dim: int, seed: int, demos):
-    from control.buffers import ReplayBuffer
-    from control.expo import episodes_to_transitions
-    from control.sac import SAC
-
-    learner = SAC(obs_dim, action_dim, num_envs=1, seed=seed, gamma=0.99, batch_size=p["batch"],
-                  buffer_size=p["max_steps"] + 10, learning_starts=p["start_training"], utd_ratio=p["utd"],
-                  num_critics=p["num_qs"], critic_subset=2, hidden=p["critic_hidden"], layer_norm=True,
-                  obs_normalization=True)
+def add_demos(method: str, learner, demos) -> None:
+    """Give a built learner the demonstrations: EXPO takes them as offline episodes and behaviour-
+    clones its base policy (no env steps); SAC gets a fixed offline buffer mixed 50/50 into every
+    batch (:class:`MixedReplay`) and its state normaliser seeded with their states."""
+    if method == "expo":
+        learner.set_offline_episodes(demos)
+        learner.pretrain()
+        return
     tr = episodes_to_transitions(demos, 1, 0.99, done_is_terminal=True)
-    off = ReplayBuffer(tr["obs"].shape[0], obs_dim, action_dim)
+    off = ReplayBuffer(tr["obs"].shape[0], learner.obs_dim, learner.action_dim)
     off.add(tr["obs"], tr["action"], tr["reward"], tr["next_obs"], tr["discount"] == 0)
     learner.buffer = MixedReplay(learner.buffer, off, 0.5)
     learner.normalizer.update(torch.cat([tr["obs"], tr["next_obs"]]))
-    return learner
 
 
-# ------------------------------------------------------------------------------------------------
-# one run
-# ------------------------------------------------------------------------------------------------
+class SuccessCurve(Callback):
+    """The evaluation curve ``[[env steps, success rate]]`` of one run, logged; asks the loop to
+    stop at 80 % success when ``stop_at_target``."""
 
-def run(method: str, p: dict, seed: int, demos, log) -> dict:
-    import sim
-    from control.evaluate import evaluate
-    from control.learner import Transition
+    def __init__(self, name: str, t0: float, log, stop_at_target: bool = True):
+        self.name, self.t0, self.log, self.stop_at_target = name, t0, log, stop_at_target
+        self.curve: list[list] = []
 
-    kw = dict(terminate_on_success=True, max_episode_steps=p["episode_steps"])
-    env = sim.make_env("lift", num_envs=1, seed=seed, **kw)
-    eval_env = sim.make_env("lift", num_envs=p["eval_episodes"], seed=seed, **kw)
-    obs_dim, action_dim = env.state_dim, env.action_dim
+    def on_eval(self, env_steps: int, result: dict) -> bool:
+        self.curve.append([int(env_steps), float(result["success_rate"])])
+        self.log(f"  {self.name} step {env_steps:6d}: success {result['success_rate']:.2f} "
+                 f"({time.time() - self.t0:.0f} s)")
+        return self.stop_at_target and result["success_rate"] >= 0.8
+
+
+def run(method: str, p: dict, seed: int, demos, log, run_root: Path) -> dict:
+    """One (method, seed): build the pieces from the config, add the demonstrations, evaluate once
+    before any env step, then train with :func:`control.train.train` (stopping at 80 %)."""
+    cfg = train_config(method, p, seed, run_root / f"{method}_seed{seed}")
+    seed_everything(seed)
+    env = build_env(cfg.env, num_envs=1, seed=seed)
+    eval_env = build_env(cfg.env, num_envs=p["eval_episodes"], seed=seed)
     t0 = time.time()
-    learner = (make_expo if method == "expo" else make_sac)(p, obs_dim, action_dim, seed, demos)
+    learner = build_learner(cfg.learner, env, seed=seed)
+    add_demos(method, learner, demos)
     pretrain_s = time.time() - t0
-    curve = []
-
-    def evaluate_now(step):
-        res = evaluate(eval_env, lambda o: learner.act(o["state"], deterministic=True), seed=1_000_000 + seed)
-        curve.append([step, float(res["success_rate"])])
-        log(f"  {method} seed {seed} step {step:6d}: success {res['success_rate']:.2f} ({time.time() - t0:.0f} s)")
-
-    evaluate_now(0)
-    obs, _ = env.reset(seed=seed)
-    for step in range(1, p["max_steps"] + 1):
-        action = learner.act(obs["state"])
-        next_obs, reward, term, trunc, info = env.step(action)
-        final = info["final_obs"]["state"] if "final_obs" in info else next_obs["state"]
-        learner.observe(Transition(obs["state"], action, reward.float(), final, term, trunc))
-        learner.update()
-        obs = next_obs
-        if step % p["eval_every"] == 0:
-            evaluate_now(step)
-            if curve[-1][1] >= 0.8 and p.get("stop_at_target", True):
-                break
-    env.close()
-    eval_env.close()
-    reached = next((s for s, r in curve if r >= 0.8), None)
-    return {"curve": curve, "steps_to_80": reached, "wall_s": time.time() - t0, "pretrain_s": pretrain_s}
+    shaper = build_shaper(cfg.reward, env, learner)
+    curve = SuccessCurve(f"{method} seed {seed}", t0, log, p.get("stop_at_target", True))
+    curve.on_eval(0, evaluate_learner(eval_env, learner, 1_000_000 + seed))
+    train(env, learner, shaper, cfg.run_dir, schedule_of(cfg), eval_env=eval_env, callbacks=[curve])
+    reached = next((s for s, r in curve.curve if r >= 0.8), None)
+    return {"curve": curve.curve, "steps_to_80": reached, "wall_s": time.time() - t0, "pretrain_s": pretrain_s}
 
 
 def plot(results: dict, path: Path, p: dict) -> None:
@@ -249,6 +264,7 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{k.replace('_', '-')}", type=(lambda s: [int(x) for x in s.split(",")]) if isinstance(v, list)
                         else type(v), default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "expo_vs_sac.json"))
+    ap.add_argument("--run-dir", default="runs/expo_vs_sac", help="run folders (eval.jsonl) of each (method, seed)")
     args = ap.parse_args(argv)
     p = dict(PRESETS[args.preset])
     for k in PRESETS["small"]:
@@ -263,7 +279,7 @@ def main(argv=None) -> int:
     results = {"expo": [], "sac": []}
     for seed in range(p["seeds"]):
         for method in ("expo", "sac"):
-            results[method].append(run(method, p, seed, demos, log))
+            results[method].append(run(method, p, seed, demos, log, Path(args.run_dir)))
 
     def steps(method):  # runs that never reached 80% count as max_steps (a lower bound)
         return [r["steps_to_80"] if r["steps_to_80"] is not None else p["max_steps"] for r in results[method]]

@@ -36,15 +36,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
+from jobs.cli import compose  # noqa: E402
+from jobs.train import train_from_config  # noqa: E402
 
 PAPER_TARGET = {"hopper-stand": 880.0}  # GoRL-Diff after 180M steps (paper Fig. results)
 
 
 def run_one(task: str, learner: str, seed: int, args, run_dir: Path) -> dict:
-    """Train one (task, learner, seed) through control.train; returns the eval curve and timing."""
-    from jobs.cli import compose
-    from control.train import train
-
+    """Train one (task, learner, seed) through control.train (pieces built by jobs.train from the
+    ``dopa train`` config); returns the eval curve and timing."""
     common = [f"env={task}", f"learner={learner}", "reward=dense", f"seed={seed}", f"num_envs={args.num_envs}",
               f"total_steps={args.steps}", f"checkpoint_every={args.steps}", f"eval.every={args.eval_every}",
               f"eval.episodes={args.eval_episodes}", "progress=false", f"log_every={args.eval_every}",
@@ -63,7 +63,7 @@ def run_one(task: str, learner: str, seed: int, args, run_dir: Path) -> dict:
                  f"learner.decoder_epochs={args.decoder_epochs}", f"learner.decoder_batch_size={args.decoder_batch_size}"]
     cfg = compose("train", common + extra + list(args.override))
     t0 = time.perf_counter()
-    out = train(cfg)
+    out = train_from_config(cfg)
     seconds = time.perf_counter() - t0
     curve = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines() if line.strip()]
     L = out["learner"]

@@ -43,7 +43,17 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from reward_models.tracker import FUSION_CHOICES, FUSIONS, resolve_fusion  # noqa: E402
+from basics.atomic import atomic_file, write_json  # noqa: E402
+from jobs.cli import compose  # noqa: E402
+from jobs.demos import run as demos  # noqa: E402
+from reward_models.adapt import adapt  # noqa: E402
+from reward_models.evaluate import evaluate_checkpoint, plot_curves, print_table, voc  # noqa: E402
+from reward_models.fit import fit  # noqa: E402
+from reward_models.grm import GRM, GRMConfig, load_checkpoint, save_checkpoint  # noqa: E402
+from reward_models.pairs import HopData, build_references  # noqa: E402
+from reward_models.text import text_embeddings  # noqa: E402
+from reward_models.tracker import FUSION_CHOICES, FUSIONS, GRMBackend, ProgressTracker, resolve_fusion  # noqa: E402
+from sim.episodes import read_episodes  # noqa: E402
 
 TARGETS = {"voc_pretrain_min": 0.95, "voc_new_after": 0.90, "completion_accuracy": 0.93, "hops_per_s": 500.0}
 
@@ -52,9 +62,6 @@ def ensure_data(data_dir: Path, task: str, episodes: int, seed: int) -> list[str
     files = sorted(glob.glob(str(data_dir / f"{task}*.hdf5")))
     if files:
         return files
-    from jobs.cli import compose
-    from sim.demos import run as demos
-
     out = data_dir / f"{task}.hdf5"
     demos(compose("demos", [f"task={task}", f"n={episodes}", "views=[front,wrist]", "image_size=64",
                             f"seed={seed}", f"out={out}"]))
@@ -77,9 +84,6 @@ def ensure_heldout(heldout_dir: Path, task: str, episodes: int, seed: int, like:
     if n and first < seed + episodes and seed < first + n:
         raise SystemExit(f"--heldout-seed {seed}: seeds {seed}..{seed + episodes - 1} overlap the training "
                          f"file's {first}..{first + n - 1} ({like[0]})")
-    from jobs.cli import compose
-    from sim.demos import run as demos
-
     out = heldout_dir / f"{task}.hdf5"
     demos(compose("demos", [f"task={task}", f"n={episodes}", "views=[front,wrist]", "image_size=64",
                             f"seed={seed}", f"controller={info.get('controller', 'osc_pose')}", f"out={out}"]))
@@ -98,8 +102,6 @@ def split_by_seed(eps, holdout: float):
 
 def throughput(model, batch: int, repeats: int, frames: dict, fusion: str) -> dict:
     """Batched hops/s at the model's size: uncached (6 images encoded per hop) and in the tracker."""
-    from reward_models.tracker import GRMBackend, ProgressTracker
-
     views = model.views
     n = next(iter(frames.values())).shape[0]
     idx = torch.randint(0, n, (batch,))
@@ -146,13 +148,12 @@ def bar_plot(path: Path, metrics: dict, pretrain: list[str], new: str) -> None:
     ax.set_ylabel("VOC (held-out)")
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
-def main() -> int:
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="data/grm_bench")
     ap.add_argument("--pretrain", default="stack,pick-place-can,door")
@@ -183,35 +184,26 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     args.fusion = resolve_fusion(args.fusion, has_distribution=True)
-    others = [f.strip() for f in args.also_fusion.split(",") if f.strip() and f.strip() != args.fusion]
-    bad = [f for f in others if f not in FUSIONS]
+    args.others = [f.strip() for f in args.also_fusion.split(",") if f.strip() and f.strip() != args.fusion]
+    bad = [f for f in args.others if f not in FUSIONS]
     if bad:
         ap.error(f"--also-fusion: unknown fusion(s) {bad}; known: {', '.join(FUSIONS)}")
+    args.pretrain = [t.strip() for t in args.pretrain.split(",") if t.strip()]
+    return args
 
-    from reward_models.adapt import adapt
-    from reward_models.evaluate import evaluate_checkpoint, plot_curves, print_table, voc
-    from reward_models.grm import GRM, GRMConfig, load_checkpoint, save_checkpoint
-    from reward_models.train import HopData, _text_embeddings, build_references, fit, load_episodes
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    out = ROOT / args.out
-    out.mkdir(parents=True, exist_ok=True)
+def load_data(args, views) -> dict:
+    """Training episodes, held-out episodes per pretraining task, the new task's demonstration and
+    evaluation episodes, and a note saying where they came from."""
     data_dir = ROOT / args.data_dir
-    pretrain = [t.strip() for t in args.pretrain.split(",") if t.strip()]
-    views = ("front", "wrist")
-    t_start = time.time()
-
-    # ---- data -----------------------------------------------------------------------------------
     train_eps, held = [], {}
-    for t in pretrain:
+    for t in args.pretrain:
         files = ensure_data(data_dir, t, args.episodes, args.seed)
-        eps = load_episodes(files, views=views, image_size=64)
+        eps = read_episodes(files, views=views, image_size=64)
         if args.heldout_episodes > 0:
             tr = eps
-            te = load_episodes(ensure_heldout(ROOT / args.heldout_dir, t, args.heldout_episodes, args.heldout_seed,
-                                              files), views=views, image_size=64)
+            te = read_episodes(ensure_heldout(ROOT / args.heldout_dir, t, args.heldout_episodes,
+                                                   args.heldout_seed, files), views=views, image_size=64)
             if {e.seed for e in te} & {e.seed for e in tr}:
                 raise SystemExit(f"{t}: held-out seeds {sorted({e.seed for e in te})} overlap the training seeds")
         else:
@@ -220,21 +212,25 @@ def main() -> int:
         held[t] = te
         print(f"{t}: {len(tr)} training episodes (seeds {[e.seed for e in tr]}), {len(te)} held out "
               f"(seeds {[e.seed for e in te]}, {sum(e.success for e in te)} successful)")
-    data_note = (f"training: every episode of {args.data_dir}/<task>*.hdf5 for {', '.join(pretrain)}; held out: "
-                 + (f"{args.heldout_episodes} episodes per task recorded apart at seeds {args.heldout_seed}.."
-                    f"{args.heldout_seed + args.heldout_episodes - 1} ({args.heldout_dir})" if args.heldout_episodes > 0
-                    else f"the highest-seed {args.holdout:.0%} of each file") + f"; new task: {args.new}")
-    new_eps = sorted(load_episodes(ensure_data(data_dir, args.new, max(4, args.episodes // 2), args.seed),
-                                   views=views, image_size=64), key=lambda e: e.seed)
+    note = (f"training: every episode of {args.data_dir}/<task>*.hdf5 for {', '.join(args.pretrain)}; held out: "
+            + (f"{args.heldout_episodes} episodes per task recorded apart at seeds {args.heldout_seed}.."
+               f"{args.heldout_seed + args.heldout_episodes - 1} ({args.heldout_dir})" if args.heldout_episodes > 0
+               else f"the highest-seed {args.holdout:.0%} of each file") + f"; new task: {args.new}")
+    new_eps = sorted(read_episodes(ensure_data(data_dir, args.new, max(4, args.episodes // 2), args.seed),
+                                        views=views, image_size=64), key=lambda e: e.seed)
     demo = next((e for e in new_eps if e.success and e.imperfection == "none"), None)
     if demo is None:
         raise SystemExit(f"no successful unperturbed {args.new} episode to adapt from")
     new_eval = [e for e in new_eps if e is not demo]
     print(f"{args.new}: demonstration seed {demo.seed} ({demo.num_frames} frames), {len(new_eval)} evaluation episodes")
+    return {"train": train_eps, "held": held, "demo": demo, "new_eval": new_eval, "note": note}
 
-    # ---- pretraining ------------------------------------------------------------------------------
-    text_emb = _text_embeddings([e.task_text for e in train_eps] + [demo.task_text], ROOT / ".cache" / "text_emb")
-    data = HopData(train_eps, views, "front", text_emb, seed=args.seed, goal_pair_prob=args.goal_pair_prob,
+
+def pretrain_model(args, d: dict, views) -> dict:
+    """Pretrain within the time budget (a few timed steps first, then the step count that fits);
+    saves and reloads the checkpoint. Returns {"model", "meta", "steps", "seconds", "mse"}."""
+    text_emb = text_embeddings([e.task_text for e in d["train"]] + [d["demo"].task_text], ROOT / ".cache" / "text_emb")
+    data = HopData(d["train"], views, "front", text_emb, seed=args.seed, goal_pair_prob=args.goal_pair_prob,
                    start_pair_prob=args.start_pair_prob)
     model = GRM(GRMConfig(views=views, image_size=64))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
@@ -246,14 +242,17 @@ def main() -> int:
     steps = int(min(args.steps, max(probe + 1, args.minutes * 60 / per_step)))
     print(f"{per_step:.2f} s/step -> {steps} pretraining steps")
     res = fit(model, data, steps, args.batch, args.lr, optimizer=opt, start_step=probe, shift=3, desc="pretrain")
-    train_s = time.time() - t0
-    refs = build_references(data, text_emb)
+    seconds = time.time() - t0
     ck = ROOT / args.checkpoint
-    save_checkpoint(ck, model, refs, None, {"tasks": pretrain, "steps": steps})
+    save_checkpoint(ck, model, build_references(data, text_emb), None, {"tasks": args.pretrain, "steps": steps})
     model, meta = load_checkpoint(ck)
+    return {"model": model, "meta": meta, "steps": steps, "seconds": seconds, "mse": res["mse"]}
 
-    # ---- held-out evaluation --------------------------------------------------------------------------
-    metrics: dict = {}
+
+def heldout_metrics(args, model, meta, held: dict, out: Path) -> dict:
+    """VOC, completion accuracy and MAE on the pretraining tasks' held-out episodes (headline fusion
+    and the others), and the same of the ground-truth progress; plots per task."""
+    pretrain, metrics = args.pretrain, {}
     results = evaluate_checkpoint(model, meta, [e for t in pretrain for e in held[t]], fusion=args.fusion)
     print_table(results)
     for t in pretrain:
@@ -264,12 +263,13 @@ def main() -> int:
         metrics[f"completion_accuracy_{t}"] = r["completion_accuracy"]
         metrics[f"mae_{t}"] = r["mae"]
     n_all = sum(results[t]["episodes"] for t in pretrain)
+    metrics["heldout_episodes"] = n_all
     metrics["voc_pretrain_min"] = min(results[t]["voc"] for t in pretrain)
     metrics["voc_pretrain_mean"] = float(np.mean([results[t]["voc"] for t in pretrain]))
     metrics["completion_accuracy"] = sum(results[t]["completion_accuracy"] * results[t]["episodes"]
                                          for t in pretrain) / n_all
     metrics["mae_pretrain_mean"] = float(np.mean([results[t]["mae"] for t in pretrain]))
-    for f in others:  # the same checkpoint, other fusions
+    for f in args.others:  # the same checkpoint, other fusions
         other = evaluate_checkpoint(model, meta, [e for t in pretrain for e in held[t]], fusion=f)
         for t in pretrain:
             metrics[f"voc_{t}_{f}"] = other[t]["voc"]
@@ -287,9 +287,12 @@ def main() -> int:
             for t in pretrain for e in held[t] if bool(e.progress[-1] >= 0.95) != bool(e.success)]
     print(f"completion accuracy {metrics['completion_accuracy']:.3f}; of the ground-truth progress under the same "
           f"rule {metrics['completion_accuracy_ground_truth']:.3f}" + (f" (it misjudges {', '.join(near)})" if near else ""))
+    return metrics
 
-    # ---- one-shot adaptation ------------------------------------------------------------------------
-    te = _text_embeddings([demo.task_text], ROOT / ".cache" / "text_emb")
+
+def adaptation_metrics(args, model, meta, demo, new_eval, views, out: Path) -> dict:
+    """One-shot adaptation to the new task: its metrics before and after (plots of both)."""
+    te = text_embeddings([demo.task_text], ROOT / ".cache" / "text_emb")
     meta["references"][args.new] = {
         "text": demo.task_text, "text_emb": torch.from_numpy(te[demo.task_text]),
         "start": torch.stack([torch.from_numpy(demo.frames[v][0]) for v in views]),
@@ -298,7 +301,7 @@ def main() -> int:
     t1 = time.time()
     adapt(model, meta, demo, steps=args.adapt_steps, batch_size=32, lr=3e-4, seed=args.seed,
           text_cache=ROOT / ".cache" / "text_emb", progress_bar=False)
-    adapt_s = time.time() - t1
+    metrics = {"adapt_seconds": time.time() - t1}
     after = evaluate_checkpoint(model, meta, new_eval, fusion=args.fusion)[args.new]
     plot_curves(out / f"grm_quality_{args.new}_before.png", new_eval, before["curves"],
                 f"{args.new} before adaptation: VOC {before['voc']:.3f}")
@@ -306,7 +309,7 @@ def main() -> int:
                 f"{args.new} after one-shot adaptation: VOC {after['voc']:.3f}")
     print(f"{args.new}: VOC before {before['voc']:.3f} -> after {after['voc']:.3f}; "
           f"completion accuracy {before['completion_accuracy']:.3f} -> {after['completion_accuracy']:.3f}")
-    for f in others:
+    for f in args.others:
         other = evaluate_checkpoint(model, meta, new_eval, fusion=f)[args.new]
         metrics[f"voc_new_after_{f}"] = other["voc"]
         metrics[f"completion_accuracy_new_after_{f}"] = other["completion_accuracy"]
@@ -316,27 +319,39 @@ def main() -> int:
                     "completion_accuracy_new_before": before["completion_accuracy"],
                     "completion_accuracy_new_after": after["completion_accuracy"],
                     "mae_new_before": before["mae"], "mae_new_after": after["mae"]})
+    return metrics
 
-    # ---- throughput -----------------------------------------------------------------------------------
-    tp = throughput(model, 256, 5, demo.frames, args.fusion)
+
+def main() -> int:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    views = ("front", "wrist")
+    t_start = time.time()
+    d = load_data(args, views)
+    p = pretrain_model(args, d, views)
+    model, meta = p["model"], p["meta"]
+    metrics = heldout_metrics(args, model, meta, d["held"], out)
+    metrics.update(adaptation_metrics(args, model, meta, d["demo"], d["new_eval"], views, out))
+    tp = throughput(model, 256, 5, d["demo"].frames, args.fusion)
     metrics.update(tp)
     print(f"throughput: {tp['hops_per_s']:.0f} hops/s uncached (6 images each), tracker "
           f"{tp['tracker_env_steps_per_s']:.0f} env steps/s = {tp['tracker_hops_per_s']:.0f} hops/s")
-
-    metrics.update({"pretrain_steps": steps, "pretrain_seconds": train_s, "adapt_seconds": adapt_s,
-                    "train_episodes": len(train_eps), "heldout_episodes": n_all, "new_task_eval_episodes": len(new_eval),
-                    "final_hop_mse": res["mse"], "total_seconds": time.time() - t_start})
+    metrics.update({"pretrain_steps": p["steps"], "pretrain_seconds": p["seconds"],
+                    "train_episodes": len(d["train"]), "new_task_eval_episodes": len(d["new_eval"]),
+                    "final_hop_mse": p["mse"], "total_seconds": time.time() - t_start})
     metrics = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
     met = {k: bool(metrics[k] is not None and metrics[k] >= v) for k, v in TARGETS.items()}
-    bar_plot(out / "grm_quality.png", metrics, pretrain, args.new)
+    bar_plot(out / "grm_quality.png", metrics, args.pretrain, args.new)
     doc = {"benchmark": "grm_quality", "date": datetime.datetime.now().isoformat(timespec="seconds"),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
                       f"load average {os.getloadavg()[0]:.1f} at the end",
            "command": " ".join([".venv/bin/python", "benchmarks/grm_quality.py", *sys.argv[1:]]),
-           "data": data_note, "fusion": args.fusion, "metrics": metrics, "targets": TARGETS, "met": met}
-    tmp = out / ".grm_quality.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, default=float))
-    os.replace(tmp, out / "grm_quality.json")
+           "data": d["note"], "fusion": args.fusion, "metrics": metrics, "targets": TARGETS, "met": met}
+    write_json(out / "grm_quality.json", json.loads(json.dumps(doc, default=float)))
     print(json.dumps({"met": met}, indent=2))
     return 0
 

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from basics.atomic import atomic_file
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -73,9 +75,8 @@ def main() -> int:
             print("README.md results table is out of date: run benchmarks/report.py", file=sys.stderr)
             return 1
         return 0
-    tmp = args.readme.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(args.readme)
+    with atomic_file(args.readme, ".md") as tmp:
+        Path(tmp).write_text(new)
     print(f"updated {args.readme}")
     return 0
 

@@ -42,8 +42,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 
-from benchmarks.common import arm_when_fresh  # noqa: E402
+import sim  # noqa: E402
+from benchmarks.common import arm_when_fresh, save_figure, write_result  # noqa: E402
+from control.export import MLPPolicy, policy_meta, save_policy  # noqa: E402
+from jobs.deploy import NodeSpinner, build_robot  # noqa: E402
+from ros.messages import rgb_to_image, stamp_to_sec  # noqa: E402
+from ros.policy_node import PolicyNode  # noqa: E402
+from ros.sim_robot import SimRobotNode  # noqa: E402
 
 MODES = ("multi_threaded", "node_spinner")
 BOUND = 0.14  # s, the watchdog bound of the test loop
@@ -68,22 +79,8 @@ def _schedstat() -> tuple[float, float]:
 
 
 def _child(mode: str, seconds: float) -> dict:
-    import rclpy
-    import torch
-    from omegaconf import OmegaConf
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-
-    import sim
-    from control.export import MLPPolicy, policy_meta, save_policy
-    from jobs.deploy import NodeSpinner
-    from ros.messages import rgb_to_image, stamp_to_sec
-    from ros.policy_node import make_policy_node
-    from ros.robot import robot_from_config
-    from ros.sim_robot import make_sim_robot_node
-
     torch.set_num_threads(1)
-    robot = robot_from_config(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
+    robot = build_robot(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
     env = sim.make_env("lift", controller="joint_position", image_size=32)
     env.reset(seed=0)
     frame = env.render(("front",), image_size=32)["front"][0].numpy()
@@ -102,8 +99,8 @@ def _child(mode: str, seconds: float) -> dict:
     cam = rclpy.create_node("jitter_camera", context=ctx)
     pub = cam.create_publisher(Image, robot.image_topic("front"), qos_profile_sensor_data)
     cam.create_timer(0.05, lambda: pub.publish(rgb_to_image(frame, cam.get_clock().now().nanoseconds * 1e-9)))
-    stand_in = make_sim_robot_node(robot, {"views": [], "rate_hz": 20.0}, context=ctx)
-    node = make_policy_node(cfg, robot, context=ctx)
+    stand_in = SimRobotNode(robot, {"views": [], "rate_hz": 20.0}, context=ctx)
+    node = PolicyNode(cfg, robot, context=ctx)
 
     # instrumentation: the stand-in's publications and steps, the policy node's JointState intake
     pub_t, step_wall, step_cpu, step_rq, js_t, js_age = [], [], [], [], [], []
@@ -222,8 +219,6 @@ def main() -> int:
             busy.kill()
             busy.wait()
 
-    from benchmarks.common import write_result
-
     metrics = {f"{mode}_{k}": v for mode, r in results.items() for k, v in r.items() if k != "js_gaps_ms"}
     metrics.update(seconds_per_setup=args.seconds, extra_busy_process=bool(args.load),
                    load_average_1min=float(np.mean(loads)), watchdog_bound_ms=BOUND * 1e3, rate_hz=20.0)
@@ -249,9 +244,7 @@ def main() -> int:
     ax.legend(fontsize=7)
     fig.tight_layout()
     png = path.with_suffix(".png")
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, png)
+    save_figure(fig, png, dpi=120)
     print(f"wrote {path} and {png}")
     return 0
 

@@ -5,8 +5,8 @@
     .venv/bin/python benchmarks/shaping_vs_sparse.py --grm runs/grm_bench --seeds 0,1,2 --total-steps 3000
 
 Same learner, same seeds, same task, side by side in one process, through the training loop's own
-Python API (:func:`control.train.train`, what ``dopa train`` runs; configs composed with
-:func:`jobs.cli.compose`). The three reward modes differ *only* in the shaping term:
+Python API (:func:`control.train.train`, what ``dopa train`` runs, with the pieces built by
+:func:`jobs.train.setup` from configs composed with :func:`jobs.cli.compose`). The three reward modes differ *only* in the shaping term:
 
 - ``sparse``: r = 1[success] (``reward=sparse``);
 - ``grm``: r = 1[success] + gamma * Phi(s') - Phi(s), Phi = the GRM progress tracker
@@ -27,8 +27,8 @@ natural cost measure.
 
 Measured per (mode, seed): the loop's periodic evaluation (:func:`control.evaluate.evaluate` on
 ``--eval-episodes`` fixed seeds, deterministic policy) gives the success-rate curve; the number of
-finished training episodes at each evaluation is counted by :func:`counted_learner` (it wraps the
-learner's ``observe``). Episodes to 80 % = training episodes finished when the evaluation success
+finished training episodes at each evaluation is counted by :func:`count_observations` (it wraps
+the learner's ``observe``). Episodes to 80 % = training episodes finished when the evaluation success
 rate first reaches 0.8; a mode's figure is the mean over seeds, and null when any seed never
 reached it (never extrapolated). Final success = the last evaluation pooled over seeds, with its
 95 % Wilson interval (:func:`control.evaluate.wilson_interval`).
@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -81,6 +82,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from control.evaluate import wilson_interval  # noqa: E402
+from jobs.cli import compose  # noqa: E402
+from jobs.demos import run as run_demos  # noqa: E402
+from jobs.reward import run_train as run_reward_train  # noqa: E402
+from jobs.train import setup  # noqa: E402
+from sim.tasks import get_task  # noqa: E402
 
 NAME = "shaping_vs_sparse"
 MODES = ("sparse", "grm", "naive")
@@ -96,34 +106,29 @@ PRESETS = {
 }
 
 
-def counted_learner(learner, **kwargs):
-    """Build the learner of config ``learner`` (``hydra.utils.instantiate(learner, **kwargs)``) and count
-    what it observes: ``episodes_done`` (finished training episodes), ``episodes_at_step`` (list, the
-    count after each loop step), ``reward_sum`` / ``reward_abs_sum`` (float, over all rewards it
-    learned from) and ``rewards_head`` (the first 256 rewards of env 0).
-
-    Used as ``learner._target_`` (with ``_recursive_: false``) so the loop builds, checkpoints and
-    evaluates the real learner unchanged; only its ``observe`` is wrapped.
+def count_observations(learner):
+    """Count what ``learner`` observes, wrapping its ``observe``: ``episodes_done`` (finished
+    training episodes), ``episodes_at_step`` (list, the count after each loop step),
+    ``reward_sum`` / ``reward_abs_sum`` (float, over all rewards it learned from) and
+    ``rewards_head`` (the first 256 rewards of env 0). The loop trains, checkpoints and evaluates
+    the real learner unchanged. Returns ``learner``.
     """
-    from hydra.utils import instantiate
-
-    inner = instantiate(learner, **kwargs)
-    observe = inner.observe
-    inner.episodes_done, inner.episodes_at_step = 0, []
-    inner.reward_sum, inner.reward_abs_sum, inner.rewards_head = 0.0, 0.0, []
+    observe = learner.observe
+    learner.episodes_done, learner.episodes_at_step = 0, []
+    learner.reward_sum, learner.reward_abs_sum, learner.rewards_head = 0.0, 0.0, []
 
     def counting_observe(batch):
-        inner.episodes_done += int((batch.terminated | batch.truncated).sum())
-        inner.episodes_at_step.append(inner.episodes_done)
+        learner.episodes_done += int((batch.terminated | batch.truncated).sum())
+        learner.episodes_at_step.append(learner.episodes_done)
         r = batch.reward.double()
-        inner.reward_sum += float(r.sum())
-        inner.reward_abs_sum += float(r.abs().sum())
-        if len(inner.rewards_head) < 256:
-            inner.rewards_head.append(float(r[0]))
+        learner.reward_sum += float(r.sum())
+        learner.reward_abs_sum += float(r.abs().sum())
+        if len(learner.rewards_head) < 256:
+            learner.rewards_head.append(float(r[0]))
         return observe(batch)
 
-    inner.observe = counting_observe
-    return inner
+    learner.observe = counting_observe
+    return learner
 
 
 def ensure_grm(checkpoint: str, task: str, data_dir: str, demo_episodes: int, grm_steps: int, log=print) -> str:
@@ -139,28 +144,18 @@ def ensure_grm(checkpoint: str, task: str, data_dir: str, demo_episodes: int, gr
     if demo_episodes < 1 or grm_steps < 1:
         raise ValueError(f"building a GRM needs demo_episodes >= 1 and grm_steps >= 1, got "
                          f"{demo_episodes} and {grm_steps}")
-    from jobs.cli import compose
-
     data = Path(data_dir) / f"{task}.hdf5"
     if not data.exists():
-        from sim.demos import run as demos
-
         log(f"recording {demo_episodes} scripted {task} demonstrations -> {data}")
-        demos(compose("demos", [f"task={task}", f"n={demo_episodes}", "views=[front,wrist]", "image_size=64",
+        run_demos(compose("demos", [f"task={task}", f"n={demo_episodes}", "views=[front,wrist]", "image_size=64",
                                 f"out={data}"]))
-    from reward_models.train import run as reward_train
-
     log(f"training a GRM for {grm_steps} steps on {data} -> {checkpoint}")
-    reward_train(compose("reward_train", [f"data=[{data}]", f"steps={grm_steps}", f"out={checkpoint}"]))
+    run_reward_train(compose("reward_train", [f"data=[{data}]", f"steps={grm_steps}", f"out={checkpoint}"]))
     return str(checkpoint)
 
 
 def train_config(mode: str, seed: int, p: dict, grm: str | None, run_dir: Path, image_size: int):
     """The ``dopa train`` config of one run (composed from ``configs/train.yaml`` with overrides)."""
-    from omegaconf import OmegaConf, open_dict
-
-    from jobs.cli import compose
-
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     ov = [f"env={p['task']}", f"learner={p['learner']}", f"seed={seed}", f"total_steps={p['total_steps']}",
@@ -177,33 +172,28 @@ def train_config(mode: str, seed: int, p: dict, grm: str | None, run_dir: Path, 
         ov += [f"reward={'grm' if mode == 'grm' else 'naive'}", f"reward.checkpoint={grm}", "reward.gold=env",
                f"reward.query_every={p['query_every']}"]
     cfg = compose("train", ov)
-    with open_dict(cfg):
-        inner = OmegaConf.to_container(cfg.learner)
-        cfg.learner = {"_target_": f"benchmarks.{NAME}.counted_learner", "_recursive_": False, "learner": inner}
-        if mode != "sparse" and cfg.reward.potential.get("task_text") is None:
-            from sim.tasks import get_task
-
+    if mode != "sparse" and cfg.reward.potential.get("task_text") is None:
+        with open_dict(cfg):
             cfg.reward.potential.task_text = get_task(p["task"]).text  # the checkpoint may hold several tasks
     return cfg
 
 
 def run_one(mode: str, seed: int, p: dict, grm: str | None, out_dir: Path, image_size: int, log=print) -> dict:
-    """Train one (mode, seed) with :func:`control.train.train`; returns its curve and reward statistics.
+    """Train one (mode, seed) with :func:`control.train.train` (pieces built by :func:`jobs.train.setup`,
+    the learner wrapped by :func:`count_observations`); returns its curve and reward statistics.
 
     Returns:
         ``{"curve": [[env_steps, episodes, success_rate, successes, n]], "episodes_to_80": int | None,
         "final_successes", "final_episodes", "train_episodes", "reward_sum", "reward_abs_sum",
         "rewards_head": [<=256 floats], "wall_s", "run_dir"}``.
     """
-    from control.train import train
-
     run_dir = out_dir / f"{mode}_seed{seed}"
     if run_dir.exists():
-        import shutil
-
         shutil.rmtree(run_dir)
     t0 = time.time()
-    out = train(train_config(mode, seed, p, grm, run_dir, image_size))
+    pieces = setup(train_config(mode, seed, p, grm, run_dir, image_size))
+    count_observations(pieces.learner)
+    out = pieces.train()
     learner = out["learner"]
     counts = learner.episodes_at_step
     curve = []
@@ -228,8 +218,6 @@ def run_one(mode: str, seed: int, p: dict, grm: str | None, out_dir: Path, image
 
 def summarize(runs: dict) -> tuple[dict, dict]:
     """Metrics and met flags from ``{mode: [run_one results per seed]}`` (see the module docstring)."""
-    from control.evaluate import wilson_interval
-
     metrics: dict = {}
     per_mode = {}
     for mode, rs in runs.items():
@@ -268,8 +256,6 @@ def plot(runs: dict, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from control.evaluate import wilson_interval
 
     colors = {"sparse": "tab:gray", "grm": "tab:red", "naive": "tab:blue"}
     styles = {"sparse": "-", "grm": "--", "naive": ":"}
@@ -330,8 +316,6 @@ def run_benchmark(p: dict, grm: str | None, out_dir: Path, modes=MODES, results_
     Raises:
         ValueError: an unknown mode, fewer than 1 seed, non-positive step counts.
     """
-    from benchmarks import common
-
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"unknown modes {bad}; known: {', '.join(MODES)}")
@@ -388,10 +372,8 @@ def main(argv=None) -> int:
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the existing JSON")
     args = ap.parse_args(argv)
     if args.replot:
-        from benchmarks.common import RESULTS
-
-        data = json.loads((RESULTS / f"{NAME}.json").read_text())
-        plot(data["metrics"]["runs"], RESULTS / f"{NAME}.png", plot_title(data["metrics"]["setting"]))
+        data = json.loads((common.RESULTS / f"{NAME}.json").read_text())
+        plot(data["metrics"]["runs"], common.RESULTS / f"{NAME}.png", plot_title(data["metrics"]["setting"]))
         return 0
     p = dict(PRESETS[args.preset])
     for k in ("task", "learner", "total_steps", "episode_steps", "query_every", "eval_every", "eval_episodes"):

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sim  # noqa: E402
-from benchmarks.common import RESULTS, write_result  # noqa: E402
+from benchmarks.common import RESULTS, save_figure, write_result  # noqa: E402
 
 
 def _rate(fn, n: int) -> float:
@@ -125,7 +125,7 @@ def main() -> None:
     ax[1].bar(["1 view", "3 views"], [one["frames_per_s"], three["frames_per_s"]])
     ax[1].set_ylabel(f"frames / s, {args.robosuite_task}, 64 px")
     fig.tight_layout()
-    fig.savefig(RESULTS / "sim_throughput.png", dpi=100)
+    save_figure(fig, RESULTS / "sim_throughput.png", dpi=100)
 
 
 if __name__ == "__main__":

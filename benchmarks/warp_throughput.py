@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import sim  # noqa: E402
-from benchmarks.common import RESULTS, write_result  # noqa: E402
+from benchmarks.common import RESULTS, save_figure, write_result  # noqa: E402
 from sim.warp_env import default_device  # noqa: E402
 
 TARGET_GPU_STEPS_PER_S = 1e5  # 10^8 hopper-stand steps (GoRL) in under 20 minutes of simulation
@@ -76,10 +76,8 @@ def plot(path: Path, task: str, warp_device: str, warp: dict, cpu: dict) -> None
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> dict:

@@ -1,7 +1,9 @@
 """Replay and rollout buffers (torch tensors, preallocated, saved whole in checkpoints).
 
-- :class:`ReplayBuffer`: FIFO ring of transitions for off-policy learners (SAC, EXPO). Stores
-  ``done = terminated`` only: time-limit truncations are bootstrapped from ``next_obs``.
+- :class:`ReplayBuffer`: FIFO ring of transitions for the off-policy learners, SAC
+  (:class:`control.sac.SAC`) and EXPO (:class:`control.expo.EXPO`). SAC stores ``terminated`` only
+  (time-limit truncations are bootstrapped from ``next_obs``); EXPO stores a per-transition
+  ``discount`` (gamma^k for a chunk of k steps, 0 at a true terminal).
 - :class:`RolloutBuffer`: ``T x B`` on-policy rollout with GAE(lambda) (Schulman et al. 2016,
   eq. 16) for PPO and GoRL's encoder. Truncations are bootstrapped by adding
   ``gamma * V(final state)`` to the reward of the truncated step (the loop gives the final state).
@@ -28,50 +30,69 @@ def _check_batch(name: str, x: torch.Tensor, shape: tuple) -> torch.Tensor:
 
 
 class ReplayBuffer:
-    """Ring buffer of ``(obs, action, reward, next_obs, terminated)`` (SAC's replay).
+    """Ring buffer of ``(obs, action, reward, next_obs, terminated | discount)``: the replay of SAC
+    and EXPO.
 
     Storage: ``obs``/``next_obs`` float32 [capacity, D], ``action`` float32 [capacity, A],
-    ``reward`` float32 [capacity], ``terminated`` bool [capacity].
+    ``reward`` float32 [capacity], and either ``terminated`` bool [capacity] (SAC: the learner
+    applies gamma) or, with ``discount=True``, ``discount`` float32 [capacity], the factor of the
+    bootstrap term of each transition: gamma^k (1 - terminal) for a chunk of k executed steps whose
+    ``reward`` is the discounted sum of its k rewards (EXPO's action chunks).
 
     Args:
         capacity: maximum number of single transitions kept (oldest overwritten), >= 1.
         obs_dim: D >= 1.  action_dim: A >= 1.  device: where tensors live.
+        discount: store a per-transition ``discount`` instead of ``terminated``.
     Raises:
         ValueError: a size < 1 (named).
     """
 
-    FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
-
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device="cpu"):
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device="cpu", discount: bool = False):
         self.capacity = check_int("capacity", capacity, 1)
         self.obs_dim, self.action_dim = check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1)
         self.device = torch.device(device)
+        self.end_field = "discount" if discount else "terminated"
+        self.FIELDS = ("obs", "action", "reward", "next_obs", self.end_field)
         self.obs = torch.zeros(self.capacity, self.obs_dim, device=self.device)
         self.action = torch.zeros(self.capacity, self.action_dim, device=self.device)
         self.reward = torch.zeros(self.capacity, device=self.device)
         self.next_obs = torch.zeros(self.capacity, self.obs_dim, device=self.device)
-        self.terminated = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
+        if discount:
+            self.discount = torch.zeros(self.capacity, device=self.device)
+        else:
+            self.terminated = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
         self.ptr, self.size = 0, 0
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, action, reward, next_obs, terminated) -> None:
-        """Add a batch of N transitions: obs/next_obs float32 [N, D], action [N, A], reward [N],
-        terminated bool [N]. Raises ValueError on wrong shapes or NaN/inf."""
+    def add(self, obs, action, reward, next_obs, terminated=None, *, discount=None) -> None:
+        """Add a batch of N transitions: obs/next_obs float32 [N, D], action [N, A], reward [N], and
+        ``terminated`` bool [N] or (a buffer built with ``discount=True``) ``discount`` float32 [N].
+
+        Raises:
+            ValueError: wrong shapes or NaN/inf (the field named), or the end field the buffer does
+                not store (``terminated`` for a discount buffer, ``discount`` for the other).
+        """
+        end = discount if self.end_field == "discount" else terminated
+        other = terminated if self.end_field == "discount" else discount
+        if end is None or other is not None:
+            raise ValueError(f"this replay buffer stores {self.end_field!r}: pass it "
+                             f"(and not {'terminated' if self.end_field == 'discount' else 'discount'})")
         n = obs.shape[0]
         _check_batch("obs", obs, (n, self.obs_dim))
         _check_batch("action", action, (n, self.action_dim))
         _check_batch("reward", reward, (n,))
         _check_batch("next_obs", next_obs, (n, self.obs_dim))
-        _check_batch("terminated", terminated, (n,))
+        _check_batch(self.end_field, end, (n,))
         idx = (self.ptr + torch.arange(n)) % self.capacity
         idx = idx.to(self.device)
         self.obs[idx] = obs.to(self.device, torch.float32)
         self.action[idx] = action.to(self.device, torch.float32)
         self.reward[idx] = reward.to(self.device, torch.float32)
         self.next_obs[idx] = next_obs.to(self.device, torch.float32)
-        self.terminated[idx] = terminated.to(self.device, torch.bool)
+        store = getattr(self, self.end_field)
+        store[idx] = end.to(self.device, store.dtype)
         self.ptr = int((self.ptr + n) % self.capacity)
         self.size = int(min(self.size + n, self.capacity))
 

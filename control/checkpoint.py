@@ -36,11 +36,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from basics.atomic import atomic_folder
-from basics.state import read_json, read_state, rng_state, set_rng_state, write_state
+from basics.state import read_json, read_state, rng_state, write_state
+from control.export import save_policy
 
 FORMAT = "dopa-checkpoint"
 VERSION = 1
@@ -124,8 +124,6 @@ def save_checkpoint(path, *, learner, config: dict, env_info: dict, step: int, e
         write_state(tmp / "training_state", "shaping", shaping_state or {})
         write_state(tmp / "training_state", "loop", {**loop_state, "rng": rng_state()})
         if deploy is not None:
-            from control.export import save_policy
-
             module, meta = deploy
             save_policy(tmp / "deploy", module, meta)
     return path

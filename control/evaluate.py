@@ -9,8 +9,9 @@
 - mean return (the task's own reward, unshaped) with its 95% Student-t interval;
 - optionally a video (MP4 through imageio) of the first env from one camera view.
 
-``dopa eval checkpoint=<dir>`` loads the checkpoint's deployment policy (``deploy/``, what a robot
-runs) or, with ``policy=learner``, rebuilds the learner, and calls the same function.
+``dopa eval checkpoint=<dir>`` (:mod:`jobs.evaluate`) loads the checkpoint's deployment policy
+(``deploy/``, what a robot runs) or, with ``policy=learner``, rebuilds the learner, and calls the
+same function; the training loop calls it through :func:`evaluate_learner`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from basics.atomic import atomic_file, check_json_path, write_json
+from basics.atomic import atomic_file
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -129,6 +130,23 @@ def learner_policy(learner) -> PolicyFn:
     return lambda obs: learner.act(obs["state"], deterministic=True)
 
 
+def evaluate_learner(env, learner, seed: int, video_path=None, video_view: str | None = None,
+                     video_size: int | None = 256) -> dict:
+    """:func:`evaluate` with the learner's deterministic policy, leaving every training random
+    stream as it was: the torch global RNG is forked and the learner's own ``torch.Generator``
+    attributes are restored afterwards, so evaluating never changes training.
+
+    Args and returns: as :func:`evaluate` (``policy`` = :func:`learner_policy` of ``learner``).
+    """
+    gens = {k: g.get_state() for k, g in vars(learner).items() if isinstance(g, torch.Generator)}
+    with torch.random.fork_rng(devices=[]):
+        res = evaluate(env, learner_policy(learner), int(seed), video_path=video_path, video_view=video_view,
+                       video_size=video_size)
+    for k, st in gens.items():
+        getattr(learner, k).set_state(st)
+    return res
+
+
 def deploy_policy(policy) -> PolicyFn:
     """Batched policy from a :class:`control.export.DeployPolicy` (one ``act`` call per env row)."""
 
@@ -147,82 +165,3 @@ def format_result(r: dict) -> str:
     return (f"success {r['success_rate']:.2f} [{r['success_ci'][0]:.2f}, {r['success_ci'][1]:.2f}] "
             f"return {r['return_mean']:.2f} [{r['return_ci'][0]:.2f}, {r['return_ci'][1]:.2f}] "
             f"over {r['episodes']} episodes")
-
-
-def run(cfg) -> int:
-    """Evaluate a checkpoint on a fixed list of seeds (the same routine as training's evaluation).
-
-    Config (``configs/eval.yaml``): ``checkpoint`` (a checkpoint or run folder), ``policy``
-    (``deploy``: the exported deployment policy; ``learner``: rebuild the learner), ``episodes``,
-    ``seed``, ``video``, ``video_view``, ``out`` (JSON path, its folders created; default
-    ``<checkpoint>/eval.json``),
-    ``env`` overrides of the checkpoint's env config (``null``: the checkpoint's own).
-
-    Raises:
-        IsADirectoryError: ``out`` is a folder (checked before any episode runs).
-        FileNotFoundError: ``checkpoint`` is not a checkpoint or run folder; a GRM checkpoint is
-            named as such (``dopa reward-eval`` takes it).
-    """
-    from omegaconf import OmegaConf
-
-    import sim
-    from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint
-
-    if cfg.checkpoint is None:
-        raise SystemExit("dopa eval: set checkpoint=<checkpoint or run folder>")
-    if cfg.get("out"):
-        check_json_path(cfg.out, key="out")  # before any episode runs
-    try:
-        ckpt = load_checkpoint(cfg.checkpoint)
-    except CheckpointError as exc:
-        from reward_models.evaluate import check_grm_checkpoint
-
-        try:
-            check_grm_checkpoint(cfg.checkpoint)
-        except FileNotFoundError:  # not a GRM either: the checkpoint loader's message
-            raise FileNotFoundError(str(exc)) from None
-        raise FileNotFoundError(f"checkpoint={str(cfg.checkpoint)!r} is a GRM (reward model) checkpoint, not a "
-                                "policy checkpoint or run; dopa reward-eval checkpoint=... data=[...] "
-                                "evaluates it") from None
-    out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
-    check_json_path(out, key="out")
-    env_cfg = ckpt.config["env"]
-    if cfg.get("env") is not None:  # deep merge: +env.kwargs.max_episode_steps=100 keeps the other kwargs
-        env_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(env_cfg), cfg.env), resolve=True)
-    torch.set_num_threads(int(cfg.get("threads", 1)))
-    if cfg.policy not in ("deploy", "learner"):
-        raise SystemExit(f"dopa eval: unknown policy {cfg.policy!r}; known: deploy, learner")
-    views = ()
-    if cfg.policy == "deploy":
-        from control.export import load_policy
-
-        pol = load_policy(ckpt.path / "deploy")
-        views = pol.views
-    if int(cfg.episodes) < 1:
-        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
-    env = sim.make_env(env_cfg["name"], num_envs=int(cfg.episodes), views=views,
-                       image_size=int(env_cfg.get("image_size", 64)), seed=int(cfg.seed),
-                       **dict(env_cfg.get("kwargs") or {}))
-    try:
-        check_env_compatible(ckpt, env)
-        if cfg.policy == "deploy":
-            fn = deploy_policy(pol)
-        else:
-            from control.checkpoint import load_networks
-            from control.train import build_learner
-
-            learner = build_learner(OmegaConf.create(ckpt.config), env, device="cpu")
-            if hasattr(learner, "networks"):
-                load_networks(learner, ckpt.networks(), str(ckpt.path))
-            else:
-                learner.load_state_dict(ckpt.training_state("learner"))
-            fn = learner_policy(learner)
-        video = (ckpt.path / "eval.mp4") if cfg.video else None
-        result = evaluate(env, fn, int(cfg.seed), video_path=video, video_view=cfg.get("video_view"),
-                          video_size=cfg.get("video_size"))
-    finally:
-        env.close()
-    result.update(checkpoint=str(ckpt.path), policy=cfg.policy, step=ckpt.info.get("env_steps"))
-    write_json(out, result)
-    print(f"dopa eval {ckpt.path}: {format_result(result)} -> {out}")
-    return 0

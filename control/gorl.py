@@ -58,60 +58,39 @@ update). The buffer's "action" is the latent eps, so log-probabilities are taken
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from control.buffers import RolloutBuffer
 from basics.checks import check_float, check_int, check_states
-from control.learner import Learner, Transition
+from control.buffers import RolloutBuffer
+from control.decoders import (
+    DECODERS,
+    DIFFUSION_PREDICTIONS,
+    GenerativeDecoder,
+    IdentityDecoder,
+    fit_decoder,
+    mlp,
+    time_embedding,
+)
+from control.export import register_kind
+from control.learner import Learner, LearnerConfig, Transition
 from control.networks import RunningMeanStd
 from control.ppo import ppo_loss
 
-DECODERS = ("flow", "diffusion")
+__all__ = ["GoRL", "GoRLConfig", "GoRLPolicy", "Encoder", "GenerativeDecoder", "IdentityDecoder", "fit_decoder",
+           "gaussian_log_prob", "prior_penalty", "time_embedding", "DECODERS", "DIFFUSION_PREDICTIONS",
+           "PRIOR_PENALTIES", "PHASES"]
+
 PRIOR_PENALTIES = ("kl", "l2")
 PHASES = ("encoder", "collect")
-DIFFUSION_PREDICTIONS = ("v_prediction", "epsilon")
 
-
-# =================================================================================================
-# Small building blocks
-# =================================================================================================
-
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.SiLU) -> nn.Sequential:
-    """[Linear, activation] x len(hidden), then Linear(out_dim): float32 [..., in_dim] -> [..., out_dim].
-
-    torch's default initialisation, layers created in order. Raises ValueError for a size < 1.
-    """
-    check_int("in_dim", in_dim, 1)
-    check_int("out_dim", out_dim, 1)
-    for h in hidden:
-        check_int("hidden width", h, 1)
-    layers: list[nn.Module] = []
-    d = int(in_dim)
-    for h in hidden:
-        layers += [nn.Linear(d, int(h)), activation()]
-        d = int(h)
-    layers.append(nn.Linear(d, int(out_dim)))
-    return nn.Sequential(*layers)
-
-
-def time_embedding(t: torch.Tensor, dim: int = 8) -> torch.Tensor:
-    """Sinusoidal embedding of a time in [0, 1]: float [N] -> float32 [N, dim] (authors: 8-d sin/cos;
-    ``dim`` even, frequencies geometric from pi to 1000 pi)."""
-    freqs = torch.exp(torch.arange(dim // 2, device=t.device, dtype=torch.float32) * (math.log(1000.0) / max(dim // 2 - 1, 1)))
-    ang = t.float()[:, None] * freqs[None] * math.pi
-    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
-
-
-# =================================================================================================
-# Encoder pi_theta(eps | s) and critic
-# =================================================================================================
 
 class Encoder(nn.Module):
     """Diagonal Gaussian over the latent eps (dim = action dim), authors' ``EncoderState`` actor.
@@ -157,223 +136,6 @@ def prior_penalty(mu: torch.Tensor, sigma: torch.Tensor, kind: str) -> torch.Ten
 
 
 # =================================================================================================
-# Decoders g_phi(s, eps): identity, flow matching, diffusion
-# =================================================================================================
-
-class IdentityDecoder(nn.Module):
-    """Stage 0's decoder: u = eps exactly (so the policy is Gaussian PPO with tanh squashing)."""
-
-    kind = "identity"
-
-    def forward(self, obs: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """obs float32 [B, D] (unused), latent float32 [B, A] -> float32 [B, A] (the same values)."""
-        return latent
-
-    def export_config(self) -> dict:
-        """``{"kind": "identity"}`` (no weights)."""
-        return {"kind": "identity"}
-
-
-class GenerativeDecoder(nn.Module):
-    """Conditional flow-matching or diffusion model whose starting noise is the latent.
-
-    Network (authors' ``decoder_fm.py``): MLP on [normalised s, x_t, 8-d time embedding], SiLU.
-    Sampling is deterministic and starts from ``x = eps``:
-
-    - ``kind="flow"``: linear path x_t = t * eps + (1 - t) * u, velocity target v = eps - u
-      (rectified flow / flow matching, Lipman et al. 2023; Liu et al. 2023); sampling integrates
-      dx/dt = v from t = 1 to 0 with ``steps`` Euler steps using diffusers'
-      ``FlowMatchEulerDiscreteScheduler`` (sigma = t, same convention).
-    - ``kind="diffusion"``: DDPM loss (Ho et al. 2020) with a cosine schedule of ``steps`` training
-      steps (``squaredcos_cap_v2``), sampled with deterministic DDIM (eta = 0, Song et al. 2021)
-      through diffusers' ``DDIMScheduler``. ``prediction="v_prediction"`` (default; Salimans & Ho
-      2022) rather than the authors' epsilon-prediction: with 10 cosine steps abar_T ~ 2.4e-5, so the
-      first DDIM step turns an error in eps_hat into an error in x0_hat amplified by
-      sqrt((1 - abar_T) / abar_T) ~ 200; measured here, epsilon-prediction put the decoded mean and
-      std off by 30-100% where v-prediction matched (``"epsilon"`` is kept for comparison).
-
-    The observation normaliser (``obs_mean``/``obs_std`` buffers, float32 [D]) is fixed when the
-    decoder is fit, so later changes of the encoder's running normaliser do not move a frozen decoder.
-
-    Args:
-        obs_dim: D >= 1.  action_dim: A >= 1.  kind: ``"flow"`` or ``"diffusion"``.
-        hidden: MLP widths (each >= 1).  steps: sampling (and, for diffusion, training) steps >= 1.
-        time_dim: width of the time embedding, even and >= 2.
-        prediction: diffusion target, ``"v_prediction"`` or ``"epsilon"`` (ignored by flow).
-    Raises:
-        ValueError: an unknown kind or prediction (the known ones listed), or a bad size (named).
-    """
-
-    def __init__(self, obs_dim: int, action_dim: int, kind: str = "flow", hidden: Sequence[int] = (64, 64, 64, 64),
-                 steps: int = 10, time_dim: int = 8, prediction: str = "v_prediction"):
-        super().__init__()
-        if kind not in DECODERS:
-            raise ValueError(f"unknown decoder {kind!r}; known: {', '.join(DECODERS)}")
-        if prediction not in DIFFUSION_PREDICTIONS:
-            raise ValueError(f"unknown diffusion prediction {prediction!r}; known: {', '.join(DIFFUSION_PREDICTIONS)}")
-        self.prediction = prediction
-        if int(steps) < 1:
-            raise ValueError(f"decoder steps must be >= 1, got {steps!r}")
-        if check_int("time_dim", time_dim, 2) % 2:
-            raise ValueError(f"time_dim must be even (sin/cos pairs), got {time_dim!r}")
-        self.kind = kind
-        self.obs_dim, self.action_dim, self.steps, self.time_dim = (
-            check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1), int(steps), int(time_dim))
-        self.hidden = [int(h) for h in hidden]
-        self.net = mlp(self.obs_dim + self.action_dim + self.time_dim, self.hidden, self.action_dim)
-        self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
-        self.register_buffer("obs_std", torch.ones(self.obs_dim))
-        self._scheduler = self._make_scheduler()
-
-    def export_config(self) -> dict:
-        """The constructor's arguments as a JSON-ready dict (``GenerativeDecoder(**cfg)`` rebuilds it)."""
-        return {"kind": self.kind, "obs_dim": self.obs_dim, "action_dim": self.action_dim, "hidden": self.hidden,
-                "steps": self.steps, "time_dim": self.time_dim, "prediction": self.prediction}
-
-    def _make_scheduler(self):
-        if self.kind == "flow":
-            from diffusers import FlowMatchEulerDiscreteScheduler
-
-            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
-        from diffusers import DDIMScheduler
-
-        return DDIMScheduler(num_train_timesteps=self.steps, beta_schedule="squaredcos_cap_v2", clip_sample=False,
-                             prediction_type=self.prediction, set_alpha_to_one=True)
-
-    def __deepcopy__(self, memo):
-        new = GenerativeDecoder(**{k: v for k, v in self.export_config().items()})
-        new.load_state_dict(self.state_dict())
-        return new.to(self.obs_mean.device)
-
-    def _net(self, obs: torch.Tensor, x: torch.Tensor, t01: torch.Tensor) -> torch.Tensor:
-        s = ((obs - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0)
-        return self.net(torch.cat([s, x, time_embedding(t01, self.time_dim)], dim=-1))
-
-    def loss(self, obs: torch.Tensor, action: torch.Tensor, noise: torch.Tensor, t_unit: torch.Tensor) -> torch.Tensor:
-        """Generative loss on (s, u) pairs with fresh noise (not the latents that produced u).
-
-        Args:
-            obs: float32 [N, D] raw states.  action: float32 [N, A] pre-tanh actions u.
-            noise: float32 [N, A] ~ N(0, I).  t_unit: float32 [N] ~ U(0, 1) (flow time, or the
-                diffusion step index as floor(t_unit * steps)).
-        Returns:
-            scalar MSE: flow ||v_phi(x_t, t) - (eps - u)||^2; diffusion ||eps_phi(x_k, k) - eps||^2.
-        """
-        if self.kind == "flow":
-            t = t_unit[:, None]
-            x_t = t * noise + (1.0 - t) * action
-            return F.mse_loss(self._net(obs, x_t, t_unit), noise - action)
-        k = (t_unit * self.steps).long().clamp(0, self.steps - 1)
-        x_k = self._scheduler.add_noise(action, noise, k)
-        target = noise if self.prediction == "epsilon" else self._scheduler.get_velocity(action, noise, k)
-        return F.mse_loss(self._net(obs, x_k, k.float() / self.steps), target)
-
-    def forward(self, obs: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """Deterministic sampling from the latent: obs float32 [B, D] (raw), latent float32 [B, A]
-        -> pre-tanh action u float32 [B, A]. ``steps`` network evaluations."""
-        sched = self._scheduler
-        x = latent
-        if self.kind == "flow":
-            sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, self.steps + 1)[:-1].tolist(), device=x.device)
-            for i, t in enumerate(sched.timesteps):
-                sigma = sched.sigmas[i].to(x.device, torch.float32).expand(x.shape[0])
-                v = self._net(obs, x, sigma)
-                x = sched.step(v, t, x).prev_sample
-            return x
-        sched.set_timesteps(self.steps, device=x.device)
-        for k in sched.timesteps:
-            kk = torch.full((x.shape[0],), float(k) / self.steps, device=x.device)
-            eps_hat = self._net(obs, x, kk)
-            x = sched.step(eps_hat, int(k), x, eta=0.0).prev_sample
-        return x
-
-
-def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Tensor, *, epochs: int = 50,
-                batch_size: int = 8192, lr: float = 3e-4, noise_samples: int = 8, val_fraction: float = 0.1,
-                patience: int = 20, generator: torch.Generator | None = None) -> dict[str, float]:
-    """Supervised refit of g_phi on (s, u) pairs with fresh eps ~ N(0, I) (GoRL phase 2).
-
-    Args:
-        decoder: the decoder to train in place (its obs normaliser is set from ``obs``).
-        obs: float32 [N, D] raw states.  action: float32 [N, A] pre-tanh actions u.
-        epochs, batch_size, lr: Adam training; ``noise_samples`` (eps, t) draws per pair and step
-            (authors: 8). ``val_fraction`` of the pairs is held out; training stops after
-            ``patience`` epochs without a better validation loss and the best weights are kept.
-        generator: torch RNG for the split, batches and noise (reproducible fits).
-    Returns:
-        {"decoder_train_loss", "decoder_val_loss", "decoder_epochs", "decoder_pairs"}.
-    Raises:
-        ValueError: mismatched shapes, fewer than 10 pairs, NaN/inf in the data, a non-finite loss,
-            or a setting out of range (epochs, batch_size, noise_samples, patience >= 1; lr > 0;
-            val_fraction in (0, 1)).
-    """
-    for key, v in (("epochs", epochs), ("batch_size", batch_size), ("noise_samples", noise_samples),
-                   ("patience", patience)):
-        check_int(key, v, 1)
-    check_float("lr", lr, 0.0, low_open=True)
-    check_float("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
-    if obs.ndim != 2 or action.ndim != 2 or obs.shape[0] != action.shape[0]:
-        raise ValueError(f"fit_decoder wants obs [N, D] and action [N, A] with equal N, got {tuple(obs.shape)} and {tuple(action.shape)}")
-    if obs.shape[1] != decoder.obs_dim or action.shape[1] != decoder.action_dim:
-        raise ValueError(f"decoder expects D={decoder.obs_dim}, A={decoder.action_dim}; got D={obs.shape[1]}, A={action.shape[1]}")
-    n = obs.shape[0]
-    if n < 10:
-        raise ValueError(f"fit_decoder needs at least 10 (s, u) pairs, got {n}")
-    if not (torch.isfinite(obs).all() and torch.isfinite(action).all()):
-        raise ValueError("fit_decoder: the (s, u) data contain NaN or inf")
-    dev = decoder.obs_mean.device
-    obs, action = obs.to(dev, torch.float32), action.to(dev, torch.float32)
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        decoder.obs_mean.copy_(obs.mean(0))
-        decoder.obs_std.copy_(obs.std(0).clamp_min(1e-3) if n > 1 else torch.ones_like(decoder.obs_std))
-    perm = torch.randperm(n, generator=g).to(dev)
-    n_val = max(1, int(round(val_fraction * n)))
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
-    opt = torch.optim.Adam(decoder.net.parameters(), lr=lr)
-    # A fixed validation noise draw so validation losses are comparable between epochs.
-    k = int(noise_samples)
-    vo, va = obs[val_idx].repeat(k, 1), action[val_idx].repeat(k, 1)
-    v_noise = torch.randn(vo.shape[0], action.shape[1], generator=g).to(dev)
-    v_t = torch.rand(vo.shape[0], generator=g).to(dev)
-    best, best_state, bad, train_loss, epoch = math.inf, None, 0, math.nan, 0
-    for epoch in range(1, int(epochs) + 1):
-        decoder.train()
-        order = tr_idx[torch.randperm(tr_idx.shape[0], generator=g).to(dev)]
-        losses = []
-        for i in range(0, order.shape[0], int(batch_size)):
-            b = order[i:i + int(batch_size)]
-            bo, ba = obs[b].repeat(k, 1), action[b].repeat(k, 1)
-            noise = torch.randn(bo.shape[0], action.shape[1], generator=g).to(dev)
-            t = torch.rand(bo.shape[0], generator=g).to(dev)
-            loss = decoder.loss(bo, ba, noise, t)
-            if not torch.isfinite(loss):
-                raise ValueError(f"decoder loss became {loss.item()} at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        train_loss = float(np.mean(losses))
-        decoder.eval()
-        with torch.no_grad():
-            val = decoder.loss(vo, va, v_noise, v_t).item()
-        if val < best - 1e-6:
-            best, bad = val, 0
-            best_state = {kk: v.detach().clone() for kk, v in decoder.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= int(patience):
-                break
-    if best_state is not None:
-        decoder.load_state_dict(best_state)
-    decoder.eval()
-    return {"decoder_train_loss": train_loss, "decoder_val_loss": best, "decoder_epochs": float(epoch),
-            "decoder_pairs": float(n)}
-
-
-# =================================================================================================
-# The learner
-# =================================================================================================
 
 def _staged(value, stage: int) -> float:
     """A hyper-parameter given per stage: a scalar, or a list whose last entry repeats -> float."""
@@ -383,113 +145,170 @@ def _staged(value, stage: int) -> float:
     return float(value)
 
 
-class GoRL(Learner):
-    """GoRL learner (see the module docstring for the algorithm and the choices made).
+def _per_stage(key: str, value, low_open: bool):
+    """A per-stage hyper-parameter checked and normalised: a number -> float, a list -> tuple of floats.
 
-    Built by ``hydra.utils.instantiate(cfg.learner, obs_dim=, action_dim=, num_envs=, seed=, device=)``
-    from ``configs/learner/gorl.yaml``.
+    Raises:
+        ValueError: an empty list, or an entry that is not a finite number >= 0 (> 0 when ``low_open``).
+    """
+    is_seq = isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str))
+    seq = list(value) if is_seq else [value]
+    if not seq:
+        raise ValueError(f"{key} must be a number or a non-empty per-stage list, got {value!r}")
+    checked = [check_float(key, x, 0.0, low_open=low_open) for x in seq]
+    return tuple(checked) if is_seq else checked[0]
+
+
+@dataclasses.dataclass
+class GoRLConfig(LearnerConfig):
+    """GoRL's hyper-parameters (``configs/learner/gorl.yaml``; the authors' values in brackets);
+    ``make(obs_dim=, action_dim=, num_envs=, seed=, device=)`` builds the :class:`GoRL` learner (no
+    offline data).
+
+    Raises (at construction; ``make`` for the minibatch count):
+        ValueError: an unknown decoder, decoder prediction or prior penalty (the known ones listed),
+            a value outside its range (named, with what is allowed), or ``num_steps * num_envs``
+            smaller than ``num_minibatches``.
+    """
+
+    name: ClassVar[str] = "gorl"
+
+    decoder: str = "flow"
+    """Decoder g_phi: "flow" (Euler ODE) or "diffusion" (DDIM)."""
+    decoder_steps: int = 10
+    """Decoder sampling steps, >= 1."""
+    decoder_hidden: Sequence[int] = (64, 64, 64, 64)
+    """Decoder MLP widths, each >= 1 [4 x 64]."""
+    decoder_prediction: str = "v_prediction"
+    """Diffusion target: "v_prediction" or "epsilon" [epsilon]; see :class:`GenerativeDecoder`."""
+    stage_steps: Sequence[float] = (40_000, 60_000)
+    """Env steps of encoder training per stage, each > 0 (``[inf]``: one stage, plain Gaussian PPO);
+    every stage but the last ends with a collection phase and a decoder refit [60M, 60M, 30M, 30M]."""
+    collect_steps: int = 10_000
+    """Env steps (all envs together) of decoder-data collection after a stage, >= 0; counted."""
+    decoder_dataset_size: int = 10_000
+    """The refit uses the most recent this-many (s, u) pairs, >= 1."""
+    decoder_epochs: int = 50
+    """Refit epochs, >= 1 [50]."""
+    decoder_batch_size: int = 256
+    """Refit batch size, >= 1 [8192 with ~10M pairs; small data needs small batches]."""
+    decoder_lr: float = 3e-4
+    """Refit Adam lr, > 0 [3e-4]."""
+    decoder_noise_samples: int = 8
+    """(eps, t) draws per pair in the refit, >= 1 [8]."""
+    decoder_patience: int = 20
+    """Refit early-stopping patience in epochs, >= 1 [20]."""
+    decoder_reinit: bool = True
+    """Refit from a fresh initialisation [True] instead of the previous decoder."""
+    reinit_encoder: bool = True
+    """Fresh encoder at each new stage [True]."""
+    reinit_critic: bool = False
+    """Fresh critic at each new stage [True]."""
+    encoder_hidden: Sequence[int] = (32, 32, 32, 32)
+    """Encoder MLP widths, each >= 1 [4 x 32]."""
+    critic_hidden: Sequence[int] = (256, 256, 256)
+    """Critic MLP widths, each >= 1 [5 x 256]."""
+    num_steps: int = 256
+    """Rollout length per env between PPO updates, >= 1."""
+    update_epochs: int = 10
+    """PPO passes over a rollout, >= 1."""
+    num_minibatches: int = 8
+    """PPO minibatches per pass, >= 1 and <= num_steps * num_envs."""
+    gamma: float = 0.99
+    """Discount, in (0, 1]."""
+    gae_lambda: float = 0.95
+    """GAE lambda, in [0, 1]."""
+    lr: float = 3e-4
+    """Adam lr of the encoder and critic, > 0."""
+    vf_coef: float = 0.25
+    """Value loss weight, >= 0 [0.25]."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight (finite)."""
+    clip_eps: float | Sequence[float] = (0.15, 0.3)
+    """PPO clip epsilon, > 0: a number or per-stage list (last repeats) [0.15, then 0.3]."""
+    max_grad_norm: float | Sequence[float] = (0.5, 1.0)
+    """Gradient-norm clip, > 0: a number or per-stage list [0.5, then 1.0]."""
+    prior_coef: float | Sequence[float] = (5e-4, 1e-3)
+    """Weight of the pull toward N(0, I), >= 0: a number or per-stage list [5e-4, then 1e-3]."""
+    prior_penalty: str = "kl"
+    """"kl" (true KL to N(0, I)) or "l2" (the authors' mean(mu^2) + mean(sigma^2))."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this (> 0) before GAE (Playground's DMC PPO: 10)."""
+    normalize_obs: bool = True
+    """Running observation normalisation for the encoder and critic."""
+
+    def __post_init__(self):
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; known: {', '.join(DECODERS)}")
+        if self.prior_penalty not in PRIOR_PENALTIES:
+            raise ValueError(f"unknown prior_penalty {self.prior_penalty!r}; known: {', '.join(PRIOR_PENALTIES)}")
+        for key in ("num_steps", "update_epochs", "num_minibatches", "decoder_steps", "decoder_dataset_size",
+                    "decoder_batch_size", "decoder_epochs", "decoder_noise_samples", "decoder_patience"):
+            setattr(self, key, check_int(key, getattr(self, key), 1))
+        for key in ("decoder_hidden", "encoder_hidden", "critic_hidden"):
+            setattr(self, key, tuple(check_int(f"{key} width", h, 1) for h in getattr(self, key)))
+        for key in ("lr", "decoder_lr", "reward_scale"):
+            setattr(self, key, check_float(key, getattr(self, key), 0.0, low_open=True))
+        self.gamma = check_float("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        self.gae_lambda = check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        self.vf_coef = check_float("vf_coef", self.vf_coef, 0.0)
+        self.ent_coef = check_float("ent_coef", self.ent_coef)
+        for key, low_open in (("clip_eps", True), ("max_grad_norm", True), ("prior_coef", False)):
+            setattr(self, key, _per_stage(key, getattr(self, key), low_open))
+        stage_steps = [float(s) for s in self.stage_steps]
+        if not stage_steps or any(not s > 0 for s in stage_steps):
+            raise ValueError(f"stage_steps must be a non-empty list of positive step counts, got {stage_steps}")
+        self.stage_steps = tuple(stage_steps)
+        if int(self.collect_steps) < 0:
+            raise ValueError(f"collect_steps must be >= 0, got {self.collect_steps!r}")
+        self.collect_steps = int(self.collect_steps)
+        if self.decoder_prediction not in DIFFUSION_PREDICTIONS:
+            raise ValueError(f"unknown decoder_prediction {self.decoder_prediction!r}; known: "
+                             f"{', '.join(DIFFUSION_PREDICTIONS)}")
+        for key in ("decoder_reinit", "reinit_encoder", "reinit_critic", "normalize_obs"):
+            setattr(self, key, bool(getattr(self, key)))
+
+    def check_num_envs(self, num_envs: int) -> None:
+        """Raises ValueError when ``num_steps * num_envs`` is smaller than ``num_minibatches``."""
+        if self.num_steps * num_envs < self.num_minibatches:
+            raise ValueError(f"num_steps*num_envs = {self.num_steps * num_envs} is smaller than "
+                             f"num_minibatches = {self.num_minibatches}")
+
+    def build(self, obs_dim: int, action_dim: int, num_envs: int, seed: int, device, offline_data: list[str]) -> "GoRL":
+        return GoRL(self, obs_dim, action_dim, num_envs, seed, device)
+
+
+class GoRL(Learner):
+    """GoRL learner (see the module docstring for the algorithm and the choices made), built by
+    :meth:`GoRLConfig.make` (``configs/learner/gorl.yaml``); the constructor trusts its config.
 
     Args:
+        config: the hyper-parameters (:class:`GoRLConfig`, checked there).
         obs_dim, action_dim, num_envs, seed, device: from the training loop.
-        decoder: ``"flow"`` (Euler ODE) or ``"diffusion"`` (DDIM); ``decoder_steps`` sampling steps.
-        decoder_hidden: decoder MLP widths (authors: 4 x 64).
-        decoder_prediction: diffusion target, ``"v_prediction"`` (default) or ``"epsilon"`` (authors);
-            see :class:`GenerativeDecoder`.
-        stage_steps: env steps of encoder training per stage, e.g. ``[60e6, 60e6, 30e6, 30e6]``; every
-            stage but the last ends with a collection phase and a decoder refit; the last stage runs
-            until the loop stops. ``[inf]`` (one stage) is plain Gaussian PPO.
-        collect_steps: env steps (all envs together) of decoder-data collection after a stage, with
-            the encoder frozen; counted like any other step.
-        decoder_dataset_size: the refit uses the most recent this-many (s, u) pairs (the collection
-            phase's, plus the end of the encoder stage when ``collect_steps`` is smaller).
-        decoder_epochs, decoder_batch_size, decoder_lr, decoder_noise_samples, decoder_patience:
-            refit settings (authors: 50, 8192, 3e-4, 8, 20 with ~10M pairs; with
-            small data use small batches: the refit needs ~1000+ gradient steps). ``decoder_reinit``: refit from a fresh
-            initialisation (authors) instead of the previous decoder.
-        reinit_encoder, reinit_critic: re-initialise the encoder / critic at each new stage.
-        encoder_hidden, critic_hidden: MLP widths (authors: 32 x 4 and 256 x 5).
-        num_steps: rollout length per env between PPO updates; ``update_epochs``, ``num_minibatches``.
-        gamma, gae_lambda, lr, vf_coef, ent_coef: PPO; ``clip_eps``, ``max_grad_norm``,
-            ``prior_coef``: scalars or per-stage lists (authors: clip 0.15 then 0.3, grad norm 0.5
-            then 1.0, prior 5e-4 then 1e-3).
-        prior_penalty: ``"kl"`` (default) or ``"l2"`` (authors' code).
-        reward_scale: rewards are multiplied by this (> 0) before GAE (Playground's DMC PPO: 10).
-        normalize_obs: running observation normalisation for the encoder and critic.
-    Ranges: sizes, epochs, patience and noise samples >= 1 (``collect_steps`` >= 0); ``lr``,
-    ``decoder_lr``, ``clip_eps``, ``max_grad_norm``, ``reward_scale`` finite and > 0; ``prior_coef``,
-    ``vf_coef`` >= 0; ``gamma`` in (0, 1]; ``gae_lambda`` in [0, 1]; ``ent_coef`` finite.
-    Raises:
-        ValueError: an unknown decoder, decoder prediction or prior penalty (the known ones listed),
-            or a value outside its range (named, with what is allowed).
     """
 
     name = "gorl"
 
-    def __init__(self, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0, device: str = "cpu", *,
-                 decoder: str = "flow", decoder_steps: int = 10, decoder_hidden: Sequence[int] = (64, 64, 64, 64),
-                 decoder_prediction: str = "v_prediction",
-                 stage_steps: Sequence[float] = (40_000, 60_000), collect_steps: int = 10_000,
-                 decoder_dataset_size: int = 10_000, decoder_epochs: int = 50, decoder_batch_size: int = 256,
-                 decoder_lr: float = 3e-4, decoder_noise_samples: int = 8, decoder_patience: int = 20,
-                 decoder_reinit: bool = True, reinit_encoder: bool = True, reinit_critic: bool = False,
-                 encoder_hidden: Sequence[int] = (32, 32, 32, 32), critic_hidden: Sequence[int] = (256, 256, 256),
-                 num_steps: int = 256, update_epochs: int = 10, num_minibatches: int = 8, gamma: float = 0.99,
-                 gae_lambda: float = 0.95, lr: float = 3e-4, vf_coef: float = 0.25, ent_coef: float = 0.0,
-                 clip_eps=(0.15, 0.3), max_grad_norm=(0.5, 1.0), prior_coef=(5e-4, 1e-3), prior_penalty: str = "kl",
-                 reward_scale: float = 1.0, normalize_obs: bool = True):
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
-        if prior_penalty not in PRIOR_PENALTIES:
-            raise ValueError(f"unknown prior_penalty {prior_penalty!r}; known: {', '.join(PRIOR_PENALTIES)}")
-        for key, v in dict(obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, num_steps=num_steps,
-                           update_epochs=update_epochs, num_minibatches=num_minibatches, decoder_steps=decoder_steps,
-                           decoder_dataset_size=decoder_dataset_size, decoder_batch_size=decoder_batch_size,
-                           decoder_epochs=decoder_epochs, decoder_noise_samples=decoder_noise_samples,
-                           decoder_patience=decoder_patience).items():
-            check_int(key, v, 1)
-        for key, widths in (("decoder_hidden", decoder_hidden), ("encoder_hidden", encoder_hidden),
-                            ("critic_hidden", critic_hidden)):
-            for h in widths:
-                check_int(f"{key} width", h, 1)
-        for key, v in (("lr", lr), ("decoder_lr", decoder_lr), ("reward_scale", reward_scale)):
-            check_float(key, v, 0.0, low_open=True)
-        check_float("gamma", gamma, 0.0, 1.0, low_open=True)
-        check_float("gae_lambda", gae_lambda, 0.0, 1.0)
-        check_float("vf_coef", vf_coef, 0.0)
-        check_float("ent_coef", ent_coef)
-        for key, v, low_open in (("clip_eps", clip_eps, True), ("max_grad_norm", max_grad_norm, True),
-                                 ("prior_coef", prior_coef, False)):
-            seq = list(v) if isinstance(v, (list, tuple)) or (hasattr(v, "__len__") and not isinstance(v, str)) else [v]
-            if not seq:
-                raise ValueError(f"{key} must be a number or a non-empty per-stage list, got {v!r}")
-            for x in seq:
-                check_float(key, x, 0.0, low_open=low_open)
-        stage_steps = [float(s) for s in stage_steps]
-        if not stage_steps or any(not s > 0 for s in stage_steps):
-            raise ValueError(f"stage_steps must be a non-empty list of positive step counts, got {stage_steps}")
-        if int(collect_steps) < 0:
-            raise ValueError(f"collect_steps must be >= 0, got {collect_steps!r}")
-        if num_steps * num_envs < num_minibatches:
-            raise ValueError(f"num_steps*num_envs = {num_steps * num_envs} is smaller than num_minibatches = {num_minibatches}")
+    def __init__(self, config: GoRLConfig, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0,
+                 device: str = "cpu"):
+        c = self.config = config
         self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
         self.device = torch.device(device)
         self.seed = int(seed)
-        self.decoder_kind, self.decoder_steps = decoder, int(decoder_steps)
-        self.decoder_hidden = [int(h) for h in decoder_hidden]
-        if decoder_prediction not in DIFFUSION_PREDICTIONS:
-            raise ValueError(f"unknown decoder_prediction {decoder_prediction!r}; known: {', '.join(DIFFUSION_PREDICTIONS)}")
-        self.decoder_prediction = decoder_prediction
-        self.stage_steps, self.collect_steps = stage_steps, int(collect_steps)
-        self.decoder_dataset_size = int(decoder_dataset_size)
-        self.decoder_fit = dict(epochs=int(decoder_epochs), batch_size=int(decoder_batch_size), lr=float(decoder_lr),
-                                noise_samples=int(decoder_noise_samples), patience=int(decoder_patience))
-        self.decoder_reinit, self.reinit_encoder, self.reinit_critic = bool(decoder_reinit), bool(reinit_encoder), bool(reinit_critic)
-        self.encoder_hidden, self.critic_hidden = [int(h) for h in encoder_hidden], [int(h) for h in critic_hidden]
-        self.num_steps, self.update_epochs, self.num_minibatches = int(num_steps), int(update_epochs), int(num_minibatches)
-        self.gamma, self.gae_lambda, self.lr = float(gamma), float(gae_lambda), float(lr)
-        self.vf_coef, self.ent_coef = float(vf_coef), float(ent_coef)
-        self.clip_eps, self.max_grad_norm, self.prior_coef = clip_eps, max_grad_norm, prior_coef
-        self.prior_penalty, self.reward_scale, self.normalize_obs = prior_penalty, float(reward_scale), bool(normalize_obs)
+        self.decoder_kind, self.decoder_steps = c.decoder, c.decoder_steps
+        self.decoder_hidden = list(c.decoder_hidden)
+        self.decoder_prediction = c.decoder_prediction
+        self.stage_steps, self.collect_steps = list(c.stage_steps), c.collect_steps
+        self.decoder_dataset_size = c.decoder_dataset_size
+        self.decoder_fit = dict(epochs=c.decoder_epochs, batch_size=c.decoder_batch_size, lr=c.decoder_lr,
+                                noise_samples=c.decoder_noise_samples, patience=c.decoder_patience)
+        self.decoder_reinit, self.reinit_encoder, self.reinit_critic = c.decoder_reinit, c.reinit_encoder, c.reinit_critic
+        self.encoder_hidden, self.critic_hidden = list(c.encoder_hidden), list(c.critic_hidden)
+        self.num_steps, self.update_epochs, self.num_minibatches = c.num_steps, c.update_epochs, c.num_minibatches
+        self.gamma, self.gae_lambda, self.lr = c.gamma, c.gae_lambda, c.lr
+        self.vf_coef, self.ent_coef = c.vf_coef, c.ent_coef
+        self.clip_eps, self.max_grad_norm, self.prior_coef = c.clip_eps, c.max_grad_norm, c.prior_coef
+        self.prior_penalty, self.reward_scale, self.normalize_obs = c.prior_penalty, c.reward_scale, c.normalize_obs
 
         self.gen = torch.Generator(device="cpu").manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
@@ -840,13 +659,7 @@ class GoRL(Learner):
         return self.obs_norm.export()
 
 
-def _register_policy_kind():
-    from control.export import register_kind
-
-    return register_kind("gorl")
-
-
-@_register_policy_kind()
+@register_kind("gorl")
 class GoRLPolicy(nn.Module):
     """Deployment module: ``forward(state_norm float32 [B, D], images=None) -> float32 [B, 1, A]`` in [-1, 1].
 

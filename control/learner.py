@@ -1,8 +1,11 @@
-"""The Learner contract every learner in ``control/`` follows (SAC, PPO, GoRL, EXPO, QARL).
+"""The Learner contract every learner in ``control/`` follows (SAC, PPO, GoRL, EXPO), and the base
+of their typed configs.
 
-A learner is built by Hydra from ``configs/learner/<name>.yaml`` (``_target_`` = its class)
-with the keyword arguments ``obs_dim``, ``action_dim``, ``num_envs``, ``seed`` and ``device``
-supplied by the training loop, plus the hyper-parameters of the YAML file.
+A learner is built in two steps: Hydra instantiates its typed config from
+``configs/learner/<name>.yaml`` (``_target_`` = the :class:`LearnerConfig` subclass, e.g.
+``control.sac.SACConfig``; the config checks every hyper-parameter once, in ``__post_init__``), then
+``config.make(obs_dim=, action_dim=, num_envs=, seed=, device=, offline_data=None)`` builds the
+learner with the sizes the training loop supplies. The learner's constructor trusts its config.
 
 The training loop (``control/train.py``) is the only driver::
 
@@ -13,19 +16,22 @@ The training loop (``control/train.py``) is the only driver::
 
 Actions are normalised to [-1, 1] per dimension (the env maps them onto actuator ranges).
 
-The learners validate their configuration with :func:`check_int` and :func:`check_float` and their
-``act``/``observe`` inputs with :func:`check_states` / :func:`check_transition`, so a bad value is
-refused with a ``ValueError`` that names it and says what is allowed.
+Bad values are refused with a ``ValueError`` that names them and says what is allowed: the
+hyper-parameters by the config (:func:`basics.checks.check_int` / :func:`basics.checks.check_float`),
+the sizes by :meth:`LearnerConfig.make`, and ``act``/``observe`` inputs by
+:func:`basics.checks.check_states` / :func:`check_transition`.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
-from basics.checks import check_states
+from basics.checks import check_int, check_states
 
 
 @dataclasses.dataclass
@@ -80,6 +86,50 @@ class Learner(abc.ABC):
     def extra_env_steps(self) -> int:
         """Environment steps the learner spent outside the loop's own counting (0 for most)."""
         return 0
+
+
+@dataclasses.dataclass
+class LearnerConfig:
+    """Base of the learners' typed configs (``SACConfig``, ``PPOConfig``, ``GoRLConfig``, ``EXPOConfig``).
+
+    Subclasses are dataclasses whose fields are the learner's hyper-parameters (one docstring line
+    each), check their ranges in ``__post_init__`` and implement :meth:`build`. Class attributes:
+    ``name`` (the learner's name, e.g. ``"sac"``) and ``takes_offline_data`` (whether ``make``
+    accepts episode files). Every learner config has a ``gamma`` field (its discount).
+    """
+
+    name: ClassVar[str] = "learner"
+    takes_offline_data: ClassVar[bool] = False
+
+    def make(self, *, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0, device="cpu",
+             offline_data: Sequence[str] | None = None) -> "Learner":
+        """Build the learner for an env with states of size ``obs_dim``, actions of size ``action_dim``
+        and ``num_envs`` parallel envs.
+
+        Args:
+            obs_dim: D >= 1.  action_dim: A >= 1.  num_envs: B >= 1.
+            seed: seeds the learner's initialisation and its generators.  device: torch device.
+            offline_data: episode files (``dopa demos``) for learners that take them; None or empty for none.
+        Raises:
+            ValueError: a size < 1, a size that does not fit the config (e.g. PPO's minibatches), or
+                ``offline_data`` given to a learner that takes none ("offline_data was given but
+                learner <name> takes no offline_data").
+        """
+        obs_dim, action_dim = check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1)
+        num_envs = check_int("num_envs", num_envs, 1)
+        offline = [str(p) for p in (offline_data or [])]
+        if offline and not self.takes_offline_data:
+            raise ValueError(f"offline_data was given but learner {self.name} takes no offline_data")
+        self.check_num_envs(num_envs)
+        return self.build(obs_dim, action_dim, num_envs, int(seed), device, offline)
+
+    def check_num_envs(self, num_envs: int) -> None:
+        """Checks that need the number of envs (none by default). Raises ValueError."""
+
+    def build(self, obs_dim: int, action_dim: int, num_envs: int, seed: int, device, offline_data: list[str]
+              ) -> "Learner":
+        """The learner, from checked sizes (``offline_data`` is empty unless ``takes_offline_data``)."""
+        raise NotImplementedError
 
 
 def check_transition(tr: Transition, obs_dim: int, action_dim: int, batch: int | None = None) -> int:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from control.export import _ACTIVATIONS, MLPPolicy
 from basics.checks import check_float, check_int
+from control.export import _ACTIVATIONS, MLPPolicy
 
 ACTIVATIONS = tuple(_ACTIVATIONS)
 
@@ -183,32 +184,86 @@ def export_mlp_policy(actor: _MLPActor, normalizer: RunningMeanStd | None) -> tu
 
 
 class CriticEnsemble(nn.Module):
-    """E independent Q networks ``Q_i(s, a)`` (:class:`MLP` on [s, a], LayerNorm by default), as
-    RLPD/REDQ. SAC's critic; EXPO has its own batched ensemble (:class:`control.expo.CriticEnsemble`).
+    """E independent Q networks ``Q_i(s, a)``, i = 1..E, evaluated in one batched pass (RLPD/REDQ):
+    the critic ensemble of SAC and of EXPO.
 
-    ``forward(obs float32 [B, D], action float32 [B, A]) -> q float32 [E, B]``. The TD target of SAC
-    uses the minimum over all E (clipped double Q for E = 2, Fujimoto et al. 2018) or over a random
-    subset of ``k`` members (REDQ, Chen et al. 2021): :meth:`min_over_subset`.
+    Each member is an MLP on [s, a]: (Linear -> LayerNorm -> activation) per hidden width, then
+    Linear(1), as RLPD's ``MLP(use_layer_norm=True)``. The members' weights are stacked ``[E, in, out]``
+    (``weights``, ``biases``, ``ln_weights``, ``ln_biases``) and applied with ``torch.baddbmm``.
+    Initialisation is torch's default for ``nn.Linear``; ``init_order`` fixes the order of the RNG
+    draws: ``"member"`` (every layer of member 1, then of member 2, ...: SAC) or ``"layer"`` (layer 1 of
+    every member, then layer 2, ...: EXPO).
+
+    ``forward(obs [B, D], action [B, A], members=None) -> q float32 [E', B]``: ``members`` (long
+    [E']) evaluates only those members (REDQ's random subset), None all E. The TD targets take the
+    minimum over members: all E (clipped double Q for E = 2, Fujimoto et al. 2018), a random subset
+    of ``k`` of the computed rows (:meth:`min_over_subset`, SAC) or over the evaluated subset
+    (:meth:`min_q`, EXPO's target and on-the-fly policy).
 
     Raises:
-        ValueError: ``num_critics`` < 1, a size < 1, or an unknown activation.
+        ValueError: ``num_critics`` < 1, a size < 1, an unknown activation or ``init_order``.
     """
 
+    INIT_ORDERS = ("member", "layer")
+
     def __init__(self, obs_dim: int, action_dim: int, num_critics: int = 2, hidden=(256, 256),
-                 layer_norm: bool = True, activation: str = "relu"):
+                 layer_norm: bool = True, activation: str = "relu", init_order: str = "member"):
         super().__init__()
         self.num_critics = check_int("num_critics", num_critics, 1)
         obs_dim, action_dim = check_int("obs_dim", obs_dim, 1), check_int("action_dim", action_dim, 1)
-        self.members = nn.ModuleList(
-            MLP(obs_dim + action_dim, 1, hidden, layer_norm, activation) for _ in range(self.num_critics))
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(_ACTIVATIONS)}")
+        if init_order not in self.INIT_ORDERS:
+            raise ValueError(f"unknown init_order {init_order!r}; known: {', '.join(self.INIT_ORDERS)}")
+        hidden = [int(h) for h in hidden]
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden widths must be a non-empty list of ints >= 1, got {hidden}")
+        self.layer_norm = bool(layer_norm)
+        self.act = _ACTIVATIONS[activation]()
+        widths = [obs_dim + action_dim, *hidden, 1]
+        pairs = list(zip(widths[:-1], widths[1:], strict=True))
+        e = self.num_critics
+        layers = [[None] * len(pairs) for _ in range(e)]  # torch's default init per member and layer
+        for i, m in ([(i, m) for m in range(e) for i in range(len(pairs))] if init_order == "member"
+                     else [(i, m) for i in range(len(pairs)) for m in range(e)]):
+            layers[m][i] = nn.Linear(*pairs[i])
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        self.ln_weights, self.ln_biases = nn.ParameterList(), nn.ParameterList()
+        for i, (_, w_out) in enumerate(pairs):
+            self.weights.append(nn.Parameter(torch.stack([layers[m][i].weight.detach().T for m in range(e)])))
+            self.biases.append(nn.Parameter(torch.stack([layers[m][i].bias.detach()[None] for m in range(e)])))
+            if i < len(pairs) - 1 and self.layer_norm:
+                self.ln_weights.append(nn.Parameter(torch.ones(e, 1, w_out)))
+                self.ln_biases.append(nn.Parameter(torch.zeros(e, 1, w_out)))
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """obs float32 ``[B, D]``, action float32 ``[B, A]`` -> Q values float32 ``[E, B]``."""
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """obs float32 [B, D], action float32 [B, A], members long [E'] or None -> Q float32 [E', B]."""
         x = torch.cat([obs, action], dim=-1)
-        return torch.stack([m(x).squeeze(-1) for m in self.members])
+        e = self.num_critics if members is None else len(members)
+        x = x.unsqueeze(0).expand(e, *x.shape)
+        n = len(self.weights)
+        for i in range(n):
+            w, b = self.weights[i], self.biases[i]
+            if members is not None:
+                w, b = w[members], b[members]
+            x = torch.baddbmm(b, x, w)
+            if i < n - 1:
+                if self.layer_norm:
+                    g, beta = self.ln_weights[i], self.ln_biases[i]
+                    if members is not None:
+                        g, beta = g[members], beta[members]
+                    x = F.layer_norm(x, x.shape[-1:]) * g + beta
+                x = self.act(x)
+        return x.squeeze(-1)
+
+    def min_q(self, obs: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """min_{j in members} Q_j(s, a): obs float32 [B, D], action [B, A], members long [E'] or None
+        (all) -> float32 [B]. Only the chosen members are evaluated (EXPO's subset-min)."""
+        return self(obs, action, members).min(0).values
 
     def min_over_subset(self, q: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Minimum over a random subset of ``k`` of the E rows of ``q [E, B]`` -> ``[B]``.
+        """Minimum over a random subset of ``k`` of the E rows of ``q [E, B]`` -> ``[B]`` (REDQ); k = E
+        takes all rows and draws nothing from ``generator``.
 
         Raises:
             ValueError: k outside [1, E].
@@ -219,6 +274,15 @@ class CriticEnsemble(nn.Module):
             return q.min(dim=0).values
         idx = torch.randperm(self.num_critics, generator=generator)[: int(k)]
         return q[idx.to(q.device)].min(dim=0).values
+
+    @torch.no_grad()
+    def load_members(self, source: "CriticEnsemble", members: torch.Tensor) -> None:
+        """Copy members ``members`` (long [E], E = this ensemble's size) of ``source`` (same widths)
+        into this ensemble, in that order (EXPO's deployed policy keeps one subset)."""
+        for dst_list, src_list in ((self.weights, source.weights), (self.biases, source.biases),
+                                   (self.ln_weights, source.ln_weights), (self.ln_biases, source.ln_biases)):
+            for d, s in zip(dst_list, src_list, strict=True):
+                d.copy_(s[members])
 
 
 class RunningMeanStd(nn.Module):

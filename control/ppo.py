@@ -15,13 +15,17 @@ rollout buffer.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from control.buffers import RolloutBuffer
 from basics.checks import check_float, check_int, check_states
-from control.learner import Learner, Transition, check_transition
-from control.networks import MLP, GaussianActor, RunningMeanStd, export_mlp_policy
+from control.buffers import RolloutBuffer
+from control.learner import Learner, LearnerConfig, Transition, check_transition
+from control.networks import ACTIVATIONS, MLP, GaussianActor, RunningMeanStd, export_mlp_policy
 
 
 def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor,
@@ -46,70 +50,124 @@ def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: 
     return loss, {"approx_kl": float(approx_kl), "clipfrac": float(clipfrac)}
 
 
+@dataclasses.dataclass
+class PPOConfig(LearnerConfig):
+    """PPO's hyper-parameters (``configs/learner/ppo.yaml``); ``make(obs_dim=, action_dim=, num_envs=,
+    seed=, device=)`` builds the :class:`PPO` learner (no offline data).
+
+    Raises (at construction; ``make`` for the minibatch division):
+        ValueError: a value outside its range, named with what is allowed; an unknown activation
+            (the known ones listed); ``num_steps * num_envs`` not divisible by ``num_minibatches``.
+    """
+
+    name: ClassVar[str] = "ppo"
+
+    num_steps: int = 256
+    """Rollout length T >= 1 per env (an update every ``num_steps`` loop steps)."""
+    gamma: float = 0.99
+    """Discount, in (0, 1]."""
+    gae_lambda: float = 0.95
+    """GAE lambda, in [0, 1]."""
+    update_epochs: int = 10
+    """Passes over the rollout, >= 1."""
+    num_minibatches: int = 8
+    """Minibatches per pass, >= 1, dividing ``num_steps * num_envs``."""
+    clip_coef: float = 0.2
+    """Surrogate clip epsilon, > 0."""
+    clip_vloss: bool = False
+    """Clip the value loss too."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight (finite)."""
+    vf_coef: float = 0.5
+    """Value loss weight, >= 0."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip, > 0."""
+    learning_rate: float = 3e-4
+    """Adam step size, > 0."""
+    anneal_lr: bool = False
+    """Linear decay of the learning rate to 0 over ``total_steps``."""
+    total_steps: int = 1_000_000
+    """Env steps of the run (only for ``anneal_lr``; then >= 1)."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    obs_normalization: bool = True
+    """Running state statistics (frozen during a rollout and its update)."""
+    hidden: Sequence[int] = (64, 64)
+    """Hidden widths of the actor and the critic."""
+    layer_norm: bool = False
+    """LayerNorm after each hidden layer."""
+    activation: str = "tanh"
+    """Hidden activation: relu, elu, tanh, silu or gelu."""
+    init_log_std: float = 0.0
+    """Initial log sigma of the Gaussian policy (finite)."""
+    target_kl: float | None = None
+    """Stop the epoch loop early when the approximate KL exceeds it (None: never; else > 0)."""
+
+    def __post_init__(self):
+        for key in ("num_steps", "update_epochs", "num_minibatches"):
+            setattr(self, key, check_int(key, getattr(self, key), 1))
+        if self.anneal_lr:
+            check_int("total_steps", self.total_steps, 1)
+        self.total_steps = int(self.total_steps)
+        self.gamma = check_float("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        self.gae_lambda = check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        for key in ("clip_coef", "max_grad_norm", "learning_rate"):
+            setattr(self, key, check_float(key, getattr(self, key), 0.0, low_open=True))
+        self.ent_coef = check_float("ent_coef", self.ent_coef)
+        self.vf_coef = check_float("vf_coef", self.vf_coef, 0.0)
+        if self.target_kl is not None:
+            self.target_kl = check_float("target_kl", self.target_kl, 0.0, low_open=True)
+        self.init_log_std = check_float("init_log_std", self.init_log_std)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        for key in ("clip_vloss", "anneal_lr", "norm_adv", "obs_normalization", "layer_norm"):
+            setattr(self, key, bool(getattr(self, key)))
+
+    def check_num_envs(self, num_envs: int) -> None:
+        """Raises ValueError when ``num_steps * num_envs`` is not divisible by ``num_minibatches``."""
+        batch = self.num_steps * int(num_envs)
+        if batch % self.num_minibatches:
+            raise ValueError(f"num_steps * num_envs = {batch} must be divisible by num_minibatches = {self.num_minibatches}")
+
+    def build(self, obs_dim: int, action_dim: int, num_envs: int, seed: int, device, offline_data: list[str]) -> "PPO":
+        return PPO(self, obs_dim, action_dim, num_envs, seed, device)
+
+
 class PPO(Learner):
-    """PPO learner (see the module docstring). Built by Hydra from ``configs/learner/ppo.yaml``.
+    """PPO learner (see the module docstring), built by :meth:`PPOConfig.make`
+    (``configs/learner/ppo.yaml``); the constructor trusts its config.
 
     Args:
-        obs_dim: D >= 1.  action_dim: A >= 1.  num_envs: B >= 1.  seed: seeds the network
-            initialisation (torch's global RNG, forked) and the learner's own generator (seed + 1).
+        config: the hyper-parameters (:class:`PPOConfig`, checked there).
+        obs_dim: D.  action_dim: A.  num_envs: B (``num_steps * num_envs`` divisible by
+            ``num_minibatches``, checked by ``make``).  seed: seeds the network initialisation
+            (torch's global RNG, forked) and the learner's own generator (seed + 1).
         device: torch device string.
-        num_steps: rollout length T >= 1 per env (an update every ``num_steps`` loop steps).
-        gamma, gae_lambda: discount in (0, 1] and GAE lambda in [0, 1].
-        update_epochs: passes over the rollout, >= 1.  num_minibatches: minibatches per pass, >= 1,
-            dividing ``num_steps * num_envs``.
-        clip_coef: surrogate clip epsilon > 0.  clip_vloss: clip the value loss too.
-        ent_coef, vf_coef: loss weights (finite; vf_coef >= 0).  max_grad_norm: global gradient-norm clip > 0.
-        learning_rate: Adam step size, finite and > 0.  anneal_lr: linear decay to 0 over ``total_steps``.
-        total_steps: env steps of the run (only for ``anneal_lr``; then >= 1).
-        norm_adv: normalise advantages per minibatch.  obs_normalization: running state statistics.
-        hidden, layer_norm, activation: actor and critic shape.  init_log_std: initial log sigma (finite).
-        target_kl: stop the epoch loop early when the approximate KL exceeds it (None: never; else > 0).
-    Raises:
-        ValueError: any value outside the ranges above, named with what is allowed; an unknown
-            activation (the known ones listed).
     """
 
     name = "ppo"
 
-    def __init__(self, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0, device: str = "cpu",
-                 num_steps: int = 256, gamma: float = 0.99, gae_lambda: float = 0.95, update_epochs: int = 10,
-                 num_minibatches: int = 8, clip_coef: float = 0.2, clip_vloss: bool = False,
-                 ent_coef: float = 0.0, vf_coef: float = 0.5, max_grad_norm: float = 0.5,
-                 learning_rate: float = 3e-4, anneal_lr: bool = False, total_steps: int = 1_000_000,
-                 norm_adv: bool = True, obs_normalization: bool = True, hidden=(64, 64), layer_norm: bool = False,
-                 activation: str = "tanh", init_log_std: float = 0.0, target_kl: float | None = None):
-        for key, v in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_envs", num_envs),
-                       ("num_steps", num_steps), ("update_epochs", update_epochs), ("num_minibatches", num_minibatches)):
-            check_int(key, v, 1)
-        if anneal_lr:
-            check_int("total_steps", total_steps, 1)
-        check_float("gamma", gamma, 0.0, 1.0, low_open=True)
-        check_float("gae_lambda", gae_lambda, 0.0, 1.0)
-        for key, v in (("clip_coef", clip_coef), ("max_grad_norm", max_grad_norm), ("learning_rate", learning_rate)):
-            check_float(key, v, 0.0, low_open=True)
-        check_float("ent_coef", ent_coef)
-        check_float("vf_coef", vf_coef, 0.0)
-        if target_kl is not None:
-            check_float("target_kl", target_kl, 0.0, low_open=True)
-        batch = int(num_steps) * int(num_envs)
-        if batch % int(num_minibatches):
-            raise ValueError(f"num_steps * num_envs = {batch} must be divisible by num_minibatches = {num_minibatches}")
+    def __init__(self, config: PPOConfig, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0,
+                 device: str = "cpu"):
+        c = self.config = config
         self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
         self.device = torch.device(device)
-        self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
-        self.update_epochs, self.num_minibatches = int(update_epochs), int(num_minibatches)
-        self.clip_coef, self.clip_vloss = float(clip_coef), bool(clip_vloss)
-        self.ent_coef, self.vf_coef, self.max_grad_norm = float(ent_coef), float(vf_coef), float(max_grad_norm)
-        self.learning_rate, self.anneal_lr, self.total_steps = float(learning_rate), bool(anneal_lr), int(total_steps)
-        self.norm_adv, self.target_kl = bool(norm_adv), target_kl
+        self.gamma, self.gae_lambda = c.gamma, c.gae_lambda
+        self.update_epochs, self.num_minibatches = c.update_epochs, c.num_minibatches
+        self.clip_coef, self.clip_vloss = c.clip_coef, c.clip_vloss
+        self.ent_coef, self.vf_coef, self.max_grad_norm = c.ent_coef, c.vf_coef, c.max_grad_norm
+        self.learning_rate, self.anneal_lr, self.total_steps = c.learning_rate, c.anneal_lr, c.total_steps
+        self.norm_adv, self.target_kl = c.norm_adv, c.target_kl
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            self.actor = GaussianActor(obs_dim, action_dim, hidden, layer_norm, activation, init_log_std).to(self.device)
-            self.critic = MLP(obs_dim, 1, hidden, layer_norm, activation).to(self.device)
+            self.actor = GaussianActor(obs_dim, action_dim, c.hidden, c.layer_norm, c.activation,
+                                       c.init_log_std).to(self.device)
+            self.critic = MLP(obs_dim, 1, c.hidden, c.layer_norm, c.activation).to(self.device)
         self.optimizer = torch.optim.Adam(list(self.actor.parameters()) + list(self.critic.parameters()),
                                           lr=self.learning_rate, eps=1e-5, fused=True)
-        self.normalizer = RunningMeanStd(obs_dim).to(self.device) if obs_normalization else None
-        self.buffer = RolloutBuffer(num_steps, num_envs, obs_dim, action_dim, self.device)
+        self.normalizer = RunningMeanStd(obs_dim).to(self.device) if c.obs_normalization else None
+        self.buffer = RolloutBuffer(c.num_steps, num_envs, obs_dim, action_dim, self.device)
         self.generator = torch.Generator().manual_seed(int(seed) + 1)
         self.env_steps, self.updates = 0, 0
 

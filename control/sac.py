@@ -11,20 +11,32 @@ Equations (paper numbering of arXiv 1812.05905):
 Time-limit truncations bootstrap (only ``terminated`` zeroes the target). All randomness (random
 warm-up actions, policy noise, minibatches, critic subsets) comes from the learner's own
 ``torch.Generator``, saved in ``state_dict``, so a resumed run repeats an uninterrupted one.
-EXPO reuses :func:`critic_target`, :class:`control.networks.CriticEnsemble` and the buffer.
+The critic ensemble (:class:`control.networks.CriticEnsemble`) and the replay buffer
+(:class:`control.buffers.ReplayBuffer`) are the ones EXPO (:mod:`control.expo`) uses too; the
+soft TD target (:func:`critic_target`, with an entropy term) is SAC's own.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from control.buffers import ReplayBuffer
 from basics.checks import check_float, check_int, check_states
-from control.learner import Learner, Transition, check_transition
-from control.networks import CriticEnsemble, RunningMeanStd, TanhGaussianActor, export_mlp_policy, soft_update
+from control.buffers import ReplayBuffer
+from control.learner import Learner, LearnerConfig, Transition, check_transition
+from control.networks import (
+    ACTIVATIONS,
+    CriticEnsemble,
+    RunningMeanStd,
+    TanhGaussianActor,
+    export_mlp_policy,
+    soft_update,
+)
 
 
 def critic_target(critic_target_net: CriticEnsemble, next_obs: torch.Tensor, next_action: torch.Tensor,
@@ -52,72 +64,116 @@ def critic_target(critic_target_net: CriticEnsemble, next_obs: torch.Tensor, nex
         return reward + gamma * (1.0 - terminated.float()) * (q_min - alpha * next_log_prob)
 
 
+@dataclasses.dataclass
+class SACConfig(LearnerConfig):
+    """SAC's hyper-parameters (``configs/learner/sac.yaml``); ``make(obs_dim=, action_dim=, num_envs=,
+    seed=, device=)`` builds the :class:`SAC` learner (no offline data).
+
+    Raises (at construction):
+        ValueError: a value outside its range, named with what is allowed; an unknown activation
+            (the known ones listed).
+    """
+
+    name: ClassVar[str] = "sac"
+
+    gamma: float = 0.99
+    """Discount, in (0, 1]."""
+    tau: float = 0.005
+    """Polyak rate of the target critics, in (0, 1]."""
+    actor_lr: float = 3e-4
+    """Adam lr of the actor, > 0."""
+    critic_lr: float = 3e-4
+    """Adam lr of the critics, > 0."""
+    alpha_lr: float = 3e-4
+    """Adam lr of the temperature, > 0."""
+    batch_size: int = 256
+    """Minibatch size, >= 1."""
+    buffer_size: int = 1_000_000
+    """Replay capacity (transitions), >= 1."""
+    learning_starts: int = 5000
+    """Env steps (all envs together) of uniform random actions before updates, >= 0."""
+    utd_ratio: float = 1.0
+    """Gradient steps per environment step (all envs together), > 0, e.g. 1 or 20."""
+    num_critics: int = 2
+    """Critic ensemble size E, >= 1."""
+    critic_subset: int = 2
+    """Members in the TD target's min, in [1, E]."""
+    hidden: Sequence[int] = (256, 256)
+    """Hidden widths of the actor and of each critic."""
+    layer_norm: bool = True
+    """LayerNorm after each hidden layer (actor and critics)."""
+    activation: str = "relu"
+    """Hidden activation: relu, elu, tanh, silu or gelu."""
+    init_temperature: float = 0.1
+    """Initial alpha, > 0."""
+    autotune: bool = True
+    """Learn alpha (eq. 18)."""
+    target_entropy: float | None = None
+    """Entropy target in nats (finite); None: -A."""
+    obs_normalization: bool = False
+    """Normalise states with running statistics (frozen during updates)."""
+    actor_update_every: int = 1
+    """Actor/temperature update every k >= 1 critic updates."""
+
+    def __post_init__(self):
+        for key, low in (("batch_size", 1), ("buffer_size", 1), ("learning_starts", 0), ("num_critics", 1),
+                         ("actor_update_every", 1)):
+            setattr(self, key, check_int(key, getattr(self, key), low))
+        self.gamma = check_float("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        self.tau = check_float("tau", self.tau, 0.0, 1.0, low_open=True)
+        for key in ("actor_lr", "critic_lr", "alpha_lr", "utd_ratio", "init_temperature"):
+            setattr(self, key, check_float(key, getattr(self, key), 0.0, low_open=True))
+        if self.target_entropy is not None:
+            self.target_entropy = check_float("target_entropy", self.target_entropy)
+        if not (check_int("critic_subset", self.critic_subset, 1) <= self.num_critics):
+            raise ValueError(f"critic_subset must be in [1, num_critics={self.num_critics}], got {self.critic_subset}")
+        self.critic_subset = int(self.critic_subset)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.layer_norm, self.autotune = bool(self.layer_norm), bool(self.autotune)
+        self.obs_normalization = bool(self.obs_normalization)
+
+    def build(self, obs_dim: int, action_dim: int, num_envs: int, seed: int, device, offline_data: list[str]) -> "SAC":
+        return SAC(self, obs_dim, action_dim, num_envs, seed, device)
+
+
 class SAC(Learner):
-    """SAC learner (see the module docstring). Built by Hydra from ``configs/learner/sac.yaml``.
+    """SAC learner (see the module docstring), built by :meth:`SACConfig.make`
+    (``configs/learner/sac.yaml``); the constructor trusts its config.
 
     Args:
-        obs_dim: D >= 1.  action_dim: A >= 1.  num_envs: B >= 1.  seed: seeds the network
-            initialisation (torch's global RNG, forked) and the learner's own generator (seed + 1).
+        config: the hyper-parameters (:class:`SACConfig`, checked there).
+        obs_dim: D.  action_dim: A.  num_envs: B.  seed: seeds the network initialisation (torch's
+            global RNG, forked) and the learner's own generator (seed + 1).
         device: torch device string.
-        gamma: discount in (0, 1].  tau: Polyak rate of the target critics, in (0, 1].
-        actor_lr, critic_lr, alpha_lr: Adam learning rates, finite and > 0.
-        batch_size: minibatch size >= 1.  buffer_size: replay capacity (transitions) >= 1.
-        learning_starts: env steps (all envs together) of uniform random actions before updates, >= 0.
-        utd_ratio: gradient steps per environment step (all envs together), > 0, e.g. 1 or 20.
-        num_critics: ensemble size E >= 1.  critic_subset: members in the target's min, in [1, E].
-        hidden, layer_norm, activation: network shape (critics always follow ``layer_norm``).
-        init_temperature: initial alpha, finite and > 0.  autotune: learn alpha (eq. 18).
-        target_entropy: finite, default -A (nats).
-        obs_normalization: normalise states with running statistics (frozen during updates).
-        actor_update_every: actor/temperature update every k >= 1 critic updates.
-    Raises:
-        ValueError: any value outside the ranges above, named with what is allowed; an unknown
-            activation (the known ones listed).
     """
 
     name = "sac"
 
-    def __init__(self, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0, device: str = "cpu",
-                 gamma: float = 0.99, tau: float = 0.005, actor_lr: float = 3e-4, critic_lr: float = 3e-4,
-                 alpha_lr: float = 3e-4, batch_size: int = 256, buffer_size: int = 1_000_000,
-                 learning_starts: int = 5000, utd_ratio: float = 1.0, num_critics: int = 2,
-                 critic_subset: int = 2, hidden=(256, 256), layer_norm: bool = True, activation: str = "relu",
-                 init_temperature: float = 0.1, autotune: bool = True, target_entropy: float | None = None,
-                 obs_normalization: bool = False, actor_update_every: int = 1):
-        for key, v, low in (("obs_dim", obs_dim, 1), ("action_dim", action_dim, 1), ("num_envs", num_envs, 1),
-                            ("batch_size", batch_size, 1), ("buffer_size", buffer_size, 1),
-                            ("learning_starts", learning_starts, 0), ("num_critics", num_critics, 1),
-                            ("actor_update_every", actor_update_every, 1)):
-            check_int(key, v, low)
-        check_float("gamma", gamma, 0.0, 1.0, low_open=True)
-        check_float("tau", tau, 0.0, 1.0, low_open=True)
-        for key, v in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("alpha_lr", alpha_lr),
-                       ("utd_ratio", utd_ratio), ("init_temperature", init_temperature)):
-            check_float(key, v, 0.0, low_open=True)
-        if target_entropy is not None:
-            check_float("target_entropy", target_entropy)
-        if not (check_int("critic_subset", critic_subset, 1) <= int(num_critics)):
-            raise ValueError(f"critic_subset must be in [1, num_critics={num_critics}], got {critic_subset}")
+    def __init__(self, config: SACConfig, obs_dim: int, action_dim: int, num_envs: int = 1, seed: int = 0,
+                 device: str = "cpu"):
+        c = self.config = config
         self.obs_dim, self.action_dim, self.num_envs = int(obs_dim), int(action_dim), int(num_envs)
         self.device = torch.device(device)
-        self.gamma, self.tau, self.batch_size = float(gamma), float(tau), int(batch_size)
-        self.learning_starts, self.utd_ratio = int(learning_starts), float(utd_ratio)
-        self.critic_subset, self.autotune = int(critic_subset), bool(autotune)
-        self.actor_update_every = int(actor_update_every)
-        self.target_entropy = float(-self.action_dim if target_entropy is None else target_entropy)
+        self.gamma, self.tau, self.batch_size = c.gamma, c.tau, c.batch_size
+        self.learning_starts, self.utd_ratio = c.learning_starts, c.utd_ratio
+        self.critic_subset, self.autotune = c.critic_subset, c.autotune
+        self.actor_update_every = c.actor_update_every
+        self.target_entropy = float(-self.action_dim if c.target_entropy is None else c.target_entropy)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            self.actor = TanhGaussianActor(obs_dim, action_dim, hidden, layer_norm, activation).to(self.device)
-            self.critic = CriticEnsemble(obs_dim, action_dim, num_critics, hidden, True if layer_norm else False,
-                                         activation).to(self.device)
+            self.actor = TanhGaussianActor(obs_dim, action_dim, c.hidden, c.layer_norm, c.activation).to(self.device)
+            self.critic = CriticEnsemble(obs_dim, action_dim, c.num_critics, c.hidden, c.layer_norm,
+                                         c.activation).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.tensor(float(init_temperature), device=self.device).log().requires_grad_(True)
+        self.log_alpha = torch.tensor(c.init_temperature, device=self.device).log().requires_grad_(True)
         # fused Adam: one kernel per step instead of one per tensor (~20% faster SAC steps on CPU)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, fused=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, fused=True)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr, fused=True)
-        self.normalizer = RunningMeanStd(obs_dim).to(self.device) if obs_normalization else None
-        self.buffer = ReplayBuffer(buffer_size, obs_dim, action_dim, self.device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, fused=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr, fused=True)
+        self.normalizer = RunningMeanStd(obs_dim).to(self.device) if c.obs_normalization else None
+        self.buffer = ReplayBuffer(c.buffer_size, obs_dim, action_dim, self.device)
         self.generator = torch.Generator().manual_seed(int(seed) + 1)
         self.env_steps, self.grad_steps = 0, 0
         self._update_credit = 0.0

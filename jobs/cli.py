@@ -170,7 +170,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
     from hydra.errors import InstantiationException
     from omegaconf.errors import MissingMandatoryValue
 
-    from sim.render import RenderingError
+    from sim.render import RenderingError  # lazy: sim loads MuJoCo; `dopa --help` does not
 
     user_types = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
                   NotADirectoryError, PermissionError, RenderingError, MissingMandatoryValue)
@@ -271,12 +271,18 @@ INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "check
                 "episodes": 1, "eval.episodes": 1, "eval.every": 0, "eval.seed": 0}
 
 
+#: Config nodes built from a typed config (``_target_`` names its class); each is checked by
+#: instantiating that config before the job runs (:func:`jobs.build.check_config`).
+TYPED_KEYS = ("env", "learner", "reward.potential")
+
+
 def check_common(cfg, default) -> None:
     """The checks every job gets before it runs: value types against the defaults
     (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``image_size`` and the
     video sizes in [8, 1024],
-    ``device`` a torch device this machine has, the tracker's ``fusion`` (``reward.fusion``,
-    ``reward.potential.fusion``) a known one, ``reward.checkpoint`` a GRM checkpoint when the
+    ``device`` a torch device this machine has, the typed configs of :data:`TYPED_KEYS` (env,
+    learner, potential: their own range rules, e.g. ``reward.potential.fusion``), the tracker's
+    ``fusion`` / ``reward.fusion`` a known one, ``reward.checkpoint`` a GRM checkpoint when the
     potential loads it, output paths writable (:func:`check_output_path`, :data:`OUTPUT_KEYS`).
 
     Raises:
@@ -296,7 +302,7 @@ def check_common(cfg, default) -> None:
             raise ValueError(f"{key} must be an int in [8, 1024], got {size!r}")
     device = cfg.get("device")
     if device is not None and str(device) != "cpu":
-        import torch
+        import torch  # third-party, imported only when a device is named
 
         try:
             dev = torch.device(str(device))
@@ -307,18 +313,24 @@ def check_common(cfg, default) -> None:
         if not ok:
             have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
             raise ValueError(f"device={str(device)!r} is not available here; available: {', '.join(have)}")
+    # the typed configs validate their own values (sim.EnvConfig, control.<x>Config, the potential's)
+    # lazy: jobs.build loads torch and the simulator; `dopa --help` needs neither
+    from jobs.build import check_config
+
+    for key in TYPED_KEYS:
+        check_config(OmegaConf.select(cfg, key, default=None), key)
     absent = object()
-    for key in ("fusion", "reward.fusion", "reward.potential.fusion"):  # the tracker's (reward-*, deploy, train)
+    for key in ("fusion", "reward.fusion"):  # the tracker's, in configs without a typed potential (reward-*, deploy)
         fusion = OmegaConf.select(cfg, key, default=absent)
         if fusion is not absent:
-            from reward_models.tracker import FUSION_CHOICES
+            # lazy: the tracker loads torch; `dopa --help` does not
+            from reward_models.tracker import check_fusion
 
-            if not isinstance(fusion, str) or fusion not in FUSION_CHOICES:
-                raise ValueError(f"{key} must be one of {', '.join(FUSION_CHOICES)}, got {fusion!r}")
+            check_fusion(fusion, key)
     # train reward=grm|naive: the potential loads ${reward.checkpoint} (a custom potential may not)
     grm = OmegaConf.select(cfg, "reward.potential.checkpoint", default=None)
     if isinstance(grm, str) and grm and grm == OmegaConf.select(cfg, "reward.checkpoint", default=None):
-        from reward_models.evaluate import check_grm_checkpoint
+        from reward_models.grm import check_grm_checkpoint  # lazy: the GRM module loads torch
 
         check_grm_checkpoint(grm, key="reward.checkpoint")
     for key in OUTPUT_KEYS:

@@ -8,8 +8,44 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from basics.checks import check_float, check_int
+from reward_models.grm import check_grm_checkpoint
+from reward_models.tracker import GRMPotentialConfig
+from ros.policy_core import achieved_rate, check_deploy_config, latency_stats
+from ros.robot import Robot
+
+ROBOT_TARGET = "ros.robot.Robot"
+
+
+def build_robot(cfg) -> Robot:
+    """The :class:`ros.robot.Robot` of a robot config (``configs/robot/<name>.yaml``), built with
+    ``hydra.utils.instantiate`` (its ``_target_``, :data:`ROBOT_TARGET` when the config names none).
+
+    Raises:
+        ValueError: the robot's own one-line message (bad limits, unknown field, ...), or a missing
+            or unknown key of the config.
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {"_target_": ROBOT_TARGET, **dict(cfg)}
+    for key in ("name", "joints", "topics"):
+        if key not in cfg:
+            raise ValueError(f"robot config lacks {key!r}")
+    try:
+        return instantiate(cfg, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ValueError):
+            raise cause from None
+        if isinstance(cause, TypeError):
+            raise ValueError(f"robot config {cfg.get('name', '?')!r}: {cause}") from None
+        raise
 
 
 def _discovery(robot) -> None:
@@ -115,8 +151,6 @@ def policy_path(checkpoint) -> str:
         FileNotFoundError: nothing there; a GRM checkpoint (it belongs in ``reward.checkpoint``);
             a folder holding none of those.
     """
-    from pathlib import Path
-
     p = Path(str(checkpoint))
     if not p.exists():
         raise FileNotFoundError(f"checkpoint={str(checkpoint)!r} does not exist")
@@ -159,12 +193,8 @@ def _check_ros_names(cfg: DictConfig) -> None:
 def _check_deploy(cfg: DictConfig) -> None:
     """Input checks of ``dopa deploy`` that need no ROS: warmup, the reward node's values and
     checkpoint."""
-    from basics.checks import check_float, check_int
-
     check_int("warmup", cfg.warmup, 0)
     if cfg.get("reward") and cfg.reward.get("checkpoint"):
-        from reward_models.evaluate import check_grm_checkpoint
-
         check_float("reward.rate_hz", cfg.reward.rate_hz, low=0.0, low_open=True)
         check_float("reward.max_age", cfg.reward.max_age, low=0.0, low_open=True)
         check_grm_checkpoint(cfg.reward.checkpoint, key="reward.checkpoint")
@@ -181,21 +211,18 @@ def run_deploy(cfg: DictConfig) -> int:
     cfg.checkpoint = policy_path(cfg.checkpoint)
     _check_deploy(cfg)
     _check_ros_names(cfg)
-    from ros.policy_node import check_deploy_config
-    from ros.robot import robot_from_config
-
-    robot = robot_from_config(cfg.robot)
+    robot = build_robot(cfg.robot)
     dcfg = OmegaConf.to_container(cfg, resolve=True)
     check_deploy_config(dcfg, robot)  # the node's own rules for rate, safety, watchdog, periods
     import rclpy
 
-    from ros.policy_node import achieved_rate, latency_stats, make_policy_node
+    from ros.policy_node import PolicyNode  # lazy: rclpy is imported only once the checks have passed
     _discovery(robot)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     nodes = []
     try:
-        node = make_policy_node(dcfg, robot, context=ctx, node_name=str(cfg.node_name), namespace=str(cfg.namespace))
+        node = PolicyNode(dcfg, robot, context=ctx, node_name=str(cfg.node_name), namespace=str(cfg.namespace))
         nodes.append(node)
         if cfg.autostart:
             if node.trigger_configure().to_label() != "transition_success":
@@ -207,14 +234,12 @@ def run_deploy(cfg: DictConfig) -> int:
                 node.get_logger().warning("armed at start (arm=true): use only with the simulated stand-in")
                 node.armed = True
         if cfg.get("reward") and cfg.reward.get("checkpoint"):
-            from reward_models.tracker import GRMPotential
-            from ros.reward_node import make_reward_node
+            from ros.reward_node import RewardNode  # lazy: rclpy
 
-            pot = GRMPotential(str(cfg.reward.checkpoint), task_text=cfg.reward.get("task_text"),
-                               fusion=str(cfg.reward.get("fusion", "auto")))
-            nodes.append(make_reward_node(pot, dict(robot.topics.get("images") or {}),
-                                          rate_hz=float(cfg.reward.rate_hz), max_age=float(cfg.reward.max_age),
-                                          context=ctx))
+            pot = GRMPotentialConfig(str(cfg.reward.checkpoint), task_text=cfg.reward.get("task_text"),
+                                     fusion=str(cfg.reward.get("fusion", "auto"))).make(num_envs=1)
+            nodes.append(RewardNode(pot, dict(robot.topics.get("images") or {}), rate_hz=float(cfg.reward.rate_hz),
+                                    max_age=float(cfg.reward.max_age), context=ctx))
         spinner = _spin(nodes, ctx, cfg.duration_s)
         core = node.core  # kept for the summary; shutdown releases it
         if node.active:
@@ -242,17 +267,16 @@ def run_sim_robot(cfg: DictConfig) -> int:
         raise ValueError(f"camera_rate_hz must be <= rate_hz ({rate}), got {cam}")
     import rclpy
 
-    from ros.robot import robot_from_config
-    from ros.sim_robot import make_sim_robot_node
+    from ros.sim_robot import SimRobotNode  # lazy: rclpy (and the simulator) only when the job runs
 
-    robot = robot_from_config(cfg.robot)
+    robot = build_robot(cfg.robot)
     _discovery(robot)
     scfg = OmegaConf.to_container(cfg, resolve=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = None
     try:
-        node = make_sim_robot_node(robot, scfg, context=ctx, node_name=str(cfg.node_name))
+        node = SimRobotNode(robot, scfg, context=ctx, node_name=str(cfg.node_name))
         print(f"dopa sim-robot: {robot.name} as {node.arm.task!r}; joint states on {robot.topics['joint_states']}, "
               f"commands on {robot.topics['joint_trajectory' if cfg.command == 'trajectory' else 'forward_command']}, "
               f"views {list(cfg.views)}")

@@ -1,2 +1,88 @@
-"""``dopa eval`` (moving here from control/evaluate.py)."""
-from control.evaluate import run  # noqa: F401
+"""``dopa eval checkpoint=<dir>``: evaluate a checkpoint with the routine training uses
+(:func:`control.evaluate.evaluate`), on a fixed list of seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from basics.artefacts import GRM_CHECKPOINT, what_is
+from basics.atomic import check_json_path, write_json
+from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint, load_networks
+from control.evaluate import deploy_policy, evaluate, format_result, learner_policy
+from control.export import load_policy
+from jobs.build import build_env, build_learner
+
+
+def _open_checkpoint(path):
+    """The policy checkpoint at ``path``; a GRM checkpoint is named as such.
+
+    Raises:
+        FileNotFoundError: not a checkpoint or run folder (the loader's message), or a GRM checkpoint.
+    """
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        if what_is(path) != GRM_CHECKPOINT:
+            raise FileNotFoundError(str(exc)) from None
+        raise FileNotFoundError(f"checkpoint={str(path)!r} is a GRM (reward model) checkpoint, not a policy "
+                                "checkpoint or run; dopa reward-eval checkpoint=... data=[...] evaluates it") from None
+
+
+def _learner_fn(ckpt, env):
+    """The checkpoint's learner rebuilt from its stored config, its weights loaded."""
+    stored = OmegaConf.create(ckpt.config)
+    learner = build_learner(stored.learner, env, seed=int(stored.seed), device="cpu",
+                            offline_data=list(stored.get("offline_data") or []))
+    if hasattr(learner, "networks"):
+        load_networks(learner, ckpt.networks(), str(ckpt.path))
+    else:
+        learner.load_state_dict(ckpt.training_state("learner"))
+    return learner_policy(learner)
+
+
+def run(cfg: DictConfig) -> int:
+    """Evaluate a checkpoint on a fixed list of seeds (the same routine as training's evaluation).
+
+    Config (``configs/eval.yaml``): ``checkpoint`` (a checkpoint or run folder), ``policy``
+    (``deploy``: the exported deployment policy; ``learner``: rebuild the learner), ``episodes``,
+    ``seed``, ``video``, ``video_view``, ``out`` (JSON path, its folders created; default
+    ``<checkpoint>/eval.json``),
+    ``env`` overrides of the checkpoint's env config (``null``: the checkpoint's own).
+
+    Raises:
+        IsADirectoryError: ``out`` is a folder (checked before any episode runs).
+        FileNotFoundError: ``checkpoint`` is not a checkpoint or run folder; a GRM checkpoint is
+            named as such (``dopa reward-eval`` takes it).
+    """
+    if cfg.checkpoint is None:
+        raise SystemExit("dopa eval: set checkpoint=<checkpoint or run folder>")
+    if cfg.get("out"):
+        check_json_path(cfg.out, key="out")  # before any episode runs
+    ckpt = _open_checkpoint(cfg.checkpoint)
+    out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
+    check_json_path(out, key="out")
+    env_cfg = ckpt.config["env"]
+    if cfg.get("env") is not None:  # deep merge: +env.kwargs.max_episode_steps=100 keeps the other kwargs
+        env_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(env_cfg), cfg.env), resolve=True)
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    if cfg.policy not in ("deploy", "learner"):
+        raise SystemExit(f"dopa eval: unknown policy {cfg.policy!r}; known: deploy, learner")
+    pol = load_policy(ckpt.path / "deploy") if cfg.policy == "deploy" else None
+    if int(cfg.episodes) < 1:
+        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    env = build_env(env_cfg, num_envs=int(cfg.episodes), views=pol.views if pol else (), seed=int(cfg.seed))
+    try:
+        check_env_compatible(ckpt, env)
+        fn = deploy_policy(pol) if pol is not None else _learner_fn(ckpt, env)
+        video = (ckpt.path / "eval.mp4") if cfg.video else None
+        result = evaluate(env, fn, int(cfg.seed), video_path=video, video_view=cfg.get("video_view"),
+                          video_size=cfg.get("video_size"))
+    finally:
+        env.close()
+    result.update(checkpoint=str(ckpt.path), policy=cfg.policy, step=ckpt.info.get("env_steps"))
+    write_json(out, result)
+    print(f"dopa eval {ckpt.path}: {format_result(result)} -> {out}")
+    return 0

@@ -5,13 +5,13 @@ EXPO on robosuite Lift with a reward shaped by a GRM pretrained on other tasks a
 from one demonstration. Three kinds of prerequisite are prepared here, each under
 ``prepare.data_dir`` (default ``data/``, relative to the working directory):
 
-1. **demonstrations** (``sim.demos.run``, the ``dopa demos`` job): the training task's scripted
+1. **demonstrations** (``jobs.demos.run``, the ``dopa demos`` job): the training task's scripted
    episodes (EXPO's ``offline_data``; episode ``prepare.adapt.demo_index`` adapts the GRM) and
    ``prepare.grm.episodes`` episodes of each task in ``prepare.grm.tasks``
    -> ``<data_dir>/demos/<task>-<hash>.hdf5``;
-2. **pretrained GRM** (``reward_models.train.run``, ``dopa reward-train``) on the other tasks'
+2. **pretrained GRM** (``jobs.reward.run_train``, ``dopa reward-train``) on the other tasks'
    demonstrations -> ``<data_dir>/grm/pretrain-<hash>/`` (TensorBoard in ``..._tb``);
-3. **adapted GRM** (``reward_models.adapt.run``, ``dopa reward-adapt``) from ONE demonstration of
+3. **adapted GRM** (``jobs.reward.run_adapt``, ``dopa reward-adapt``) from ONE demonstration of
    the training task -> ``<data_dir>/grm/<task>-adapted-<hash>/checkpoint``.
 
 ``<hash>`` is the first 10 hex digits of the SHA-256 of the artefact's settings (its inputs'
@@ -31,12 +31,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-__all__ = ["prepare", "settings_hash", "find_or_build"]
+from omegaconf import OmegaConf, open_dict
 
-GRM_TARGET = "reward_models.tracker.GRMPotential"
+import sim
+from basics.atomic import write_json
+from basics.checks import check_int
+from control.checkpoint import CheckpointError, load_checkpoint
+from jobs.build import takes_offline_data
+from jobs.cli import compose
+from jobs.demos import run as run_demos
+from jobs.reward import run_adapt as run_reward_adapt
+from jobs.reward import run_train as run_reward_train
+from reward_models.shaping import MODES
+from sim.experts import EXPERT_TASKS
+from sim.render import OFFSCREEN_SAMPLES
+
+__all__ = ["prepare", "settings_hash", "find_or_build", "is_grm_potential"]
+
+#: ``reward.potential._target_`` values that load a GRM checkpoint (the potential or its typed config).
+GRM_TARGETS = ("reward_models.tracker.GRMPotential", "reward_models.tracker.GRMPotentialConfig")
+
+
+def is_grm_potential(pot) -> bool:
+    """Whether the ``reward.potential`` node builds the GRM progress tracker (it loads ``reward.checkpoint``)."""
+    return pot is not None and pot.get("_target_") in GRM_TARGETS
 
 
 def settings_hash(settings: dict) -> str:
@@ -50,8 +70,6 @@ def _check_counts(p, needs_grm: bool) -> None:
     int >= 1 (``demos.n``; with a GRM to build also ``grm.episodes``, ``grm.steps``,
     ``grm.batch_size``, ``adapt.steps``, ``adapt.batch_size``), and ``adapt.demo_index`` in
     [0, ``demos.n``). Raises ValueError naming the key, the value and what is allowed."""
-    from basics.checks import check_int
-
     keys = [("demos", "n")]
     if needs_grm:
         keys += [("grm", "episodes"), ("grm", "steps"), ("grm", "batch_size"), ("adapt", "steps"),
@@ -79,10 +97,7 @@ def _recorded(path: Path) -> dict | None:
 
 
 def _record(path: Path, settings: dict) -> None:
-    side = _sidecar(path)
-    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, side)
+    write_json(_sidecar(path), json.loads(json.dumps(settings, sort_keys=True, default=str)))
 
 
 def find_or_build(what: str, path: Path, settings: dict, build) -> Path:
@@ -114,10 +129,6 @@ def find_or_build(what: str, path: Path, settings: dict, build) -> Path:
 
 def _job_cfg(config: str, values: dict):
     """The job's default config (``configs/<config>.yaml``) with ``values`` merged in."""
-    from omegaconf import OmegaConf
-
-    from jobs.cli import compose
-
     cfg = compose(config, [])
     OmegaConf.set_struct(cfg, False)
     return OmegaConf.merge(cfg, OmegaConf.create(values))
@@ -134,13 +145,9 @@ def _count(n: int, word: str) -> str:
 
 def _demos(data_dir: Path, task: str, n: int, views: list, image_size: int, controller: str,
            seed: int) -> Path:
-    from sim.demos import run as run_demos
-
     settings = {"kind": "demos", "task": task, "n": int(n), "views": list(views), "image_size": int(image_size),
                 "controller": controller, "seed": int(seed)}
     if views:  # frames rendered with other settings are other data
-        from sim.render import OFFSCREEN_SAMPLES
-
         settings["offscreen_samples"] = OFFSCREEN_SAMPLES
     path = data_dir / "demos" / f"{task}-{settings_hash(settings)}.hdf5"
     what = (f"{task} demos ({_count(n, 'episode')}, {_count(len(views), 'view')}, {image_size} px, "
@@ -155,8 +162,6 @@ def _demos(data_dir: Path, task: str, n: int, views: list, image_size: int, cont
 
 
 def _pretrain(data_dir: Path, demo_files: dict, demo_settings: dict, views: list, g) -> Path:
-    from reward_models.train import run as run_reward_train
-
     pairs = _job_cfg("reward_train", {}).pairs  # how training pairs are made is part of what is built
     settings = {"kind": "grm-pretrain", "demos": demo_settings, "views": list(views), "steps": int(g.steps),
                 "batch_size": int(g.batch_size), "seed": 0, "goal_pair_prob": float(pairs.goal_pair_prob),
@@ -174,8 +179,6 @@ def _pretrain(data_dir: Path, demo_files: dict, demo_settings: dict, views: list
 
 
 def _adapt(data_dir: Path, task: str, pretrained: Path, pretrain_hash: str, demo: Path, demo_hash: str, a) -> Path:
-    from reward_models.adapt import run as run_reward_adapt
-
     settings = {"kind": "grm-adapt", "task": task, "pretrained": pretrain_hash, "demo": demo_hash,
                 "demo_index": int(a.demo_index), "steps": int(a.steps), "batch_size": int(a.batch_size), "seed": 0}
     folder = data_dir / "grm" / f"{task}-adapted-{settings_hash(settings)}"
@@ -200,10 +203,6 @@ def _checkpoint_texts(checkpoint: str) -> list[str]:
 
 def _from_resume(cfg):
     """On resume, the prepared files are the ones the checkpoint was trained with."""
-    from omegaconf import OmegaConf, open_dict
-
-    from control.checkpoint import CheckpointError, load_checkpoint
-
     try:
         old = load_checkpoint(cfg.resume).config
     except CheckpointError:
@@ -243,15 +242,10 @@ def prepare(cfg):
             the training task; a count below 1 or ``adapt.demo_index`` outside [0, ``demos.n``)
             (named, before anything is built). RuntimeError: a preparation job failed.
     """
-    from omegaconf import OmegaConf, open_dict
-
-    from control.train import _accepts
-    from reward_models.shaping import MODES
-
     p = cfg.get("prepare")
     if p is None or not p.get("enabled", False):
         pot = cfg.reward.get("potential") if cfg.get("reward") is not None else None
-        if pot is not None and pot.get("_target_") == GRM_TARGET and OmegaConf.is_missing(cfg.reward, "checkpoint"):
+        if is_grm_potential(pot) and OmegaConf.is_missing(cfg.reward, "checkpoint"):
             raise ValueError(f"reward={cfg.reward.get('name')} needs reward.checkpoint=<GRM checkpoint folder>; "
                              f"with preset=none (prepare.enabled=false) nothing is built for you")
         return cfg
@@ -262,15 +256,11 @@ def prepare(cfg):
     if cfg.get("resume"):
         return _from_resume(cfg)
 
-    import sim
-    from sim.experts import EXPERT_TASKS
-
     task = str(cfg.env.name)
     pot = cfg.reward.get("potential")
-    grm_reward = pot is not None and pot.get("_target_") == GRM_TARGET
+    grm_reward = is_grm_potential(pot)
     needs_grm = grm_reward and OmegaConf.is_missing(cfg.reward, "checkpoint")
-    target = cfg.learner.get("_target_")
-    needs_demos = (not cfg.get("offline_data") and target is not None and _accepts(target, "offline_data")
+    needs_demos = (not cfg.get("offline_data") and takes_offline_data(cfg.learner)
                    and task in EXPERT_TASKS)
     if needs_grm and task not in EXPERT_TASKS:
         raise ValueError(f"reward={cfg.reward.get('name')} needs a GRM checkpoint and task {task!r} has no scripted "

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
 from omegaconf import DictConfig
+
+from basics.atomic import atomic_file
+from sim import TASKS, get_task, make_env
 
 
 def run_tasks(cfg: DictConfig) -> int:
@@ -10,8 +17,6 @@ def run_tasks(cfg: DictConfig) -> int:
     state layout and action size; with ``render=true``, save a PNG of every view after reset
     (``[image_size, n_views * image_size, 3] uint8``, written to a temp file beside ``out`` and
     renamed onto it, so ``out`` is never half-written)."""
-    from sim import TASKS, get_task, make_env
-
     if cfg.task is None:
         print(f"{'task':<18} {'family':<10} {'steps':>5}  {'views':<26} text")
         for spec in TASKS.values():
@@ -31,13 +36,6 @@ def run_tasks(cfg: DictConfig) -> int:
             start += size
         print("views: " + ", ".join(f"{v} -> camera '{c}'" for v, c in spec.cameras.items()))
         if cfg.render:
-            from pathlib import Path
-
-            import imageio.v3 as iio
-            import numpy as np
-
-            from basics.atomic import atomic_file
-
             frames = env.render(tuple(spec.cameras), image_size=int(cfg.image_size))
             grid = np.concatenate([frames[v][0].numpy() for v in spec.cameras], axis=1)
             out = Path(str(cfg.out))

@@ -1,4 +1,4 @@
-"""``dopa reward-eval``: how well a GRM tracks progress on episode files.
+"""How well a GRM tracks progress on episode files (``dopa reward-eval`` reports these).
 
     dopa reward-eval checkpoint=runs/grm data=[data/lift_test.hdf5] out=runs/grm_eval
 
@@ -12,16 +12,18 @@ Plots of tracked vs true progress per episode (imperfect ones included) go to ``
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from basics.atomic import atomic_file
+from reward_models.grm import check_grm_checkpoint  # noqa: F401  (its old home; it lives in grm.py)
 from reward_models.tracker import GRMBackend, ProgressTracker, reference_from_episodes, resolve_fusion
 
-__all__ = ["voc", "track_episodes", "evaluate_episodes", "plot_curves", "run"]
+__all__ = ["voc", "track_episodes", "evaluate_episodes", "evaluate_checkpoint", "plot_curves", "print_table",
+           "task_references"]
 
 
 def voc(progress) -> float:
@@ -117,11 +119,9 @@ def plot_curves(path: str | os.PathLike, episodes, curves, title: str, max_plots
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -158,61 +158,8 @@ def evaluate_checkpoint(model, meta, episodes, fusion="auto", completion_thresho
 
 
 def print_table(results: dict) -> None:
+    """Print one row per task: episodes, successful ones, VOC, completion accuracy, MAE."""
     print(f"{'task':<16} {'episodes':>8} {'success':>7} {'VOC':>7} {'complete acc':>12} {'MAE':>7}")
     for task, r in results.items():
         print(f"{task:<16} {r['episodes']:>8} {r['successful']:>7} {r['voc']:>7.3f} "
               f"{r['completion_accuracy']:>12.3f} {r['mae']:>7.3f}")
-
-
-def check_grm_checkpoint(path, key: str = "checkpoint") -> Path:
-    """``path`` as a GRM checkpoint folder (``config.json`` + ``model.safetensors``), checked before
-    anything is loaded.
-
-    Raises:
-        FileNotFoundError: nothing at ``path``, or a folder without those files; the message says
-            when it is a policy checkpoint, run or deployment policy instead (``dopa eval`` /
-            ``dopa deploy`` take those).
-    """
-    p = Path(str(path))
-    if not p.exists():
-        raise FileNotFoundError(f"{key}={str(path)!r} does not exist (a GRM checkpoint folder from "
-                                "dopa reward-train or reward-adapt)")
-    if p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
-        return p
-    if (p / "pretrained_model").is_dir() or (p / "checkpoints").is_dir() or (p / "policy.json").is_file():
-        raise FileNotFoundError(f"{key}={str(path)!r} is a policy checkpoint or run, not a GRM checkpoint "
-                                "(config.json + model.safetensors, from dopa reward-train)")
-    raise FileNotFoundError(f"{key}={str(path)!r} is not a GRM checkpoint: it needs config.json and "
-                            "model.safetensors (from dopa reward-train or reward-adapt)")
-
-
-def run(cfg) -> int:
-    """Per-task table of VOC, completion accuracy and progress MAE of a GRM checkpoint on episode
-    files; saves tracked-vs-true progress plots (PNG) and a metrics JSON into ``out``."""
-    from basics.checks import check_float, check_int
-    from reward_models.grm import load_checkpoint
-    from reward_models.train import load_episodes
-
-    paths = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data or [])
-    if not paths:
-        raise ValueError("data=[...] must name at least one episode file, e.g. data=[data/lift.hdf5]")
-    check_int("stride", cfg.stride, 1)
-    check_float("completion_threshold", cfg.completion_threshold, 0.0, 1.0, low_open=True)
-    if Path(str(cfg.out)).exists() and not Path(str(cfg.out)).is_dir():
-        raise NotADirectoryError(f"out={str(cfg.out)!r} is a file; out is the folder to write into")
-    fusion = resolve_fusion(str(cfg.fusion), has_distribution=True)  # a GRM checkpoint: it has one
-    check_grm_checkpoint(cfg.checkpoint)
-    torch.set_num_threads(int(cfg.threads))
-    model, meta = load_checkpoint(str(cfg.checkpoint))
-    episodes = load_episodes(paths, views=model.views, image_size=model.config.image_size, stride=int(cfg.stride))
-    results = evaluate_checkpoint(model, meta, episodes, fusion, float(cfg.completion_threshold), cfg.out)
-    print(f"fusion: {fusion}" + (" (auto)" if str(cfg.fusion) == "auto" else ""))
-    print_table(results)
-    out = Path(str(cfg.out))
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {t: {k: v for k, v in r.items() if k != "curves"} for t, r in results.items()}
-    tmp = out / f".metrics.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "metrics.json")
-    print(f"plots and metrics.json in {out}")
-    return 0

@@ -17,7 +17,10 @@ Checkpoint folder (written atomically: a temporary folder beside it, then ``os.r
         config.json           GRMConfig (views, image size, text dim, architecture) + training info
         model.safetensors     the weights
         references.safetensors   per-task reference start/goal frames (uint8 [V, H, W, 3]) + text embeddings
-        training_state/       optimizer + step + RNG, for resuming (optional)
+        training_state/       optimizer + step + RNG, for resuming (optional; :mod:`reward_models.training_state`)
+
+:func:`check_grm_checkpoint` tells a GRM checkpoint folder from the other artefacts
+(:func:`basics.artefacts.what_is`) before anything is loaded.
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from basics.artefacts import DEPLOY_POLICY, GRM_CHECKPOINT, MISSING, POLICY_CHECKPOINT, RUN_FOLDER, what_is
 from basics.atomic import atomic_folder
 from reward_models.text import TEXT_DIM
+from reward_models.training_state import has_training_state, load_training_state, write_training_state
 
-__all__ = ["GRMConfig", "GRM", "HopOutput", "check_views", "save_checkpoint", "load_checkpoint"]
+__all__ = ["GRMConfig", "GRM", "HopOutput", "check_views", "save_checkpoint", "load_checkpoint",
+           "check_grm_checkpoint"]
 
 ROLES = ("cls", "text", "start", "goal", "before", "after", "delta")
 
@@ -291,16 +298,16 @@ def save_checkpoint(folder: str | os.PathLike, model: GRM, references: dict | No
     Layout: ``config.json`` ({"grm": GRMConfig, "info": ...}), ``model.safetensors``,
     ``references.safetensors`` (per task: ``<task>/start``, ``<task>/goal`` uint8 [V, H, W, 3] in
     the model's view order, ``<task>/text_emb`` float32 [text_dim]; the task texts live in
-    config.json under ``tasks``), and ``training_state/state.pt`` (optimizer, step, RNG) when
-    given. An existing folder is replaced only once the new one is complete.
+    config.json under ``tasks``), and ``training_state/`` (state.json + state.safetensors,
+    :func:`reward_models.training_state.write_training_state`; no pickle) when given. An existing
+    folder is replaced only once the new one is complete.
 
     Args:
         references: ``{task: {"text": str, "start": uint8 [V,H,W,3], "goal": ..., "text_emb": [D]}}``.
+        training_state: a nested dict of tensors, arrays and scalars (e.g. step, optimizer state).
     Returns:
         the folder's Path.
     """
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     with atomic_folder(folder, marker="config.json") as tmp:
         tasks = {}
@@ -318,7 +325,7 @@ def save_checkpoint(folder: str | os.PathLike, model: GRM, references: dict | No
             save_file(tensors, str(tmp / "references.safetensors"))
         if training_state is not None:
             (tmp / "training_state").mkdir()
-            torch.save(training_state, tmp / "training_state" / "state.pt")
+            write_training_state(tmp / "training_state", training_state)
     return folder
 
 
@@ -329,13 +336,14 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu", views=None) 
         views: optional views the caller will feed; must equal the checkpoint's views.
     Returns:
         (model in eval mode, meta) where meta holds ``config`` (the JSON), ``references``
-        ({task: {"text", "start", "goal", "text_emb"}}) and ``training_state`` (dict or None).
+        ({task: {"text", "start", "goal", "text_emb"}}) and ``training_state`` (dict or None, read
+        by :func:`reward_models.training_state.load_training_state`: no pickle).
     Raises:
         FileNotFoundError: no such folder or a missing ``config.json`` / ``model.safetensors``.
-        ValueError: a checkpoint of another format, or trained with other views than ``views``.
+        ValueError: a checkpoint of another format, trained with other views than ``views``, or
+            holding a corrupt training state or an old ``training_state/state.pt`` that is more
+            than plain tensors (named).
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     for f in ("config.json", "model.safetensors"):
         if not (folder / f).is_file():
@@ -356,7 +364,32 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu", views=None) 
         for task, text in cfg.get("tasks", {}).items():
             refs[task] = {"text": text, "start": t[f"{task}/start"], "goal": t[f"{task}/goal"],
                           "text_emb": t[f"{task}/text_emb"]}
-    ts = None
-    if (folder / "training_state" / "state.pt").is_file():
-        ts = torch.load(folder / "training_state" / "state.pt", map_location="cpu", weights_only=False)
+    ts = load_training_state(folder) if has_training_state(folder) else None
     return model, {"config": cfg, "references": refs, "training_state": ts}
+
+
+def check_grm_checkpoint(path, key: str = "checkpoint") -> Path:
+    """``path`` as a GRM checkpoint folder (``config.json`` + ``model.safetensors``), checked with
+    :func:`basics.artefacts.what_is` before anything is loaded.
+
+    Args:
+        path: the folder.  key: the config key named in the messages (``reward.checkpoint``).
+    Returns:
+        ``path`` as a Path.
+    Raises:
+        FileNotFoundError: nothing at ``path``, or something other than a GRM checkpoint; the
+            message says when it is a policy checkpoint, run or deployment policy instead
+            (``dopa eval`` / ``dopa deploy`` take those).
+    """
+    p = Path(str(path))
+    kind = what_is(p)
+    if kind == GRM_CHECKPOINT:
+        return p
+    if kind == MISSING:
+        raise FileNotFoundError(f"{key}={str(path)!r} does not exist (a GRM checkpoint folder from "
+                                "dopa reward-train or reward-adapt)")
+    if kind in (POLICY_CHECKPOINT, RUN_FOLDER, DEPLOY_POLICY):
+        raise FileNotFoundError(f"{key}={str(path)!r} is a policy checkpoint or run, not a GRM checkpoint "
+                                "(config.json + model.safetensors, from dopa reward-train)")
+    raise FileNotFoundError(f"{key}={str(path)!r} is not a GRM checkpoint: it needs config.json and "
+                            "model.safetensors (from dopa reward-train or reward-adapt)")

@@ -18,6 +18,7 @@ of the GRM fusion) keeps per-env state and must forget it in ``reset``; it may a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
@@ -89,16 +90,11 @@ class StateFeaturePotential(StatePotential):
     """Phi(s) = clip((s[index] - low) / (high - low), 0, 1): progress read off one state entry.
 
     E.g. cartpole's pole cosine (state index 1, low -1, high 1) is 0 hanging down, 1 upright.
-
-    Raises:
-        ValueError: ``high <= low`` or a negative index.
+    Built from :class:`StateFeaturePotentialConfig`, which checks the values (``high > low``,
+    ``index >= 0``); the constructor trusts them.
     """
 
     def __init__(self, index: int, low: float, high: float, complete_at: float = 0.95):
-        if not high > low:
-            raise ValueError(f"need high > low, got low={low} high={high}")
-        if int(index) < 0:
-            raise ValueError(f"index must be >= 0, got {index}")
         self.index, self.low, self.high = int(index), float(low), float(high)
 
         def fn(state: torch.Tensor) -> torch.Tensor:
@@ -107,6 +103,35 @@ class StateFeaturePotential(StatePotential):
             return ((state[:, self.index] - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
 
         super().__init__(fn, complete_at)
+
+
+@dataclasses.dataclass
+class StateFeaturePotentialConfig:
+    """A state-feature potential as configured (``reward.potential`` of ``configs/reward/state.yaml``);
+    :meth:`make` builds the :class:`StateFeaturePotential`.
+
+    Raises:
+        ValueError: ``need high > low, got low=1.0 high=1.0`` or ``index must be >= 0, got -1``.
+    """
+
+    index: int = 1
+    """Entry of the state vector progress is read from (cartpole's pole cosine: 1)."""
+    low: float = -1.0
+    """Value of that entry at progress 0."""
+    high: float = 1.0
+    """Value of that entry at progress 1 (> low)."""
+    complete_at: float = 0.95
+    """Complete (the gold signal) when progress >= this."""
+
+    def __post_init__(self):
+        if not self.high > self.low:
+            raise ValueError(f"need high > low, got low={self.low} high={self.high}")
+        if int(self.index) < 0:
+            raise ValueError(f"index must be >= 0, got {self.index}")
+
+    def make(self, task: str | None = None, num_envs: int = 1) -> StateFeaturePotential:
+        """The potential (stateless: ``task`` and ``num_envs`` are the common signature, unused)."""
+        return StateFeaturePotential(int(self.index), float(self.low), float(self.high), float(self.complete_at))
 
 
 class StateDistancePotential(StatePotential):

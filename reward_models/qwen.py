@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reward_models.grm import check_images, check_views
+from reward_models.text import check_task_text
+
 __all__ = ["PROMPT", "SLOTS", "ScoreParseError", "parse_score", "parse_score_strict", "default_slots",
            "QwenGRMBackend"]
 
@@ -139,7 +142,7 @@ class QwenGRMBackend:
                  image_processor=None, views=("front", "wrist"), image_size: int = 64, slots=None,
                  device: str = "cpu", dtype=None, max_new_tokens: int = 24, batch_size: int = 8,
                  prompt: str = PROMPT, generate_kwargs: dict | None = None):
-        if model_path is not None:
+        if model_path is not None:  # lazy: transformers is optional (pip install -e .[qwen]) and heavy
             from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -179,8 +182,6 @@ class QwenGRMBackend:
     # ---- prompt --------------------------------------------------------------------------------
     def chat_text(self, task: str) -> str:
         """The chat-formatted prompt of one query (image placeholders not yet expanded)."""
-        from reward_models.text import check_task_text
-
         body = self.prompt.replace("{task}", check_task_text(task)).replace("<image>", IMAGE)
         return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -224,8 +225,6 @@ class QwenGRMBackend:
             ref_start, ref_goal: uint8 [B, H, W, 3] front-camera reference frames.
             before, after: {view: uint8 [B, H, W, 3]} holding the backend's views.
         """
-        from reward_models.grm import check_images, check_views
-
         rs = check_images(ref_start, "ref_start", self.image_size)
         rg = check_images(ref_goal, "ref_goal", self.image_size, rs.shape[0])
         b = check_views(before, self.views, "before", self.image_size, rs.shape[0])
@@ -236,19 +235,13 @@ class QwenGRMBackend:
 
     # ---- the tracker's backend interface ----------------------------------------------------------
     def encode_text(self, text: str) -> str:
-        from reward_models.text import check_task_text
-
         return check_task_text(text)
 
     def encode_reference(self, image) -> torch.Tensor:
-        from reward_models.grm import check_images
-
         return check_images(image, "reference", self.image_size)
 
     def encode_views(self, images: dict) -> torch.Tensor:
         """{view: uint8 [B, H, W, 3]} -> uint8 [B, V, H, W, 3] (images are kept, not encoded)."""
-        from reward_models.grm import check_views
-
         imgs = check_views(images, self.views, "images", self.image_size)
         return torch.stack([imgs[v] for v in self.views], 1)
 

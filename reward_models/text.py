@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from basics.atomic import atomic_file
+
 #: Width of all-MiniLM-L6-v2 sentence embeddings.
 TEXT_DIM = 384
 
@@ -82,9 +84,8 @@ def embed_texts(texts: list[str], cache_dir: str | os.PathLike | None = None) ->
             if cdir is not None:
                 cdir.mkdir(parents=True, exist_ok=True)
                 f = cdir / (hashlib.sha256(t.encode()).hexdigest()[:32] + ".npy")
-                tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp.npy")
-                np.save(tmp, e)
-                os.replace(tmp, f)
+                with atomic_file(f, suffix=".npy") as tmp:
+                    np.save(tmp, e)
         for i in missing:
             out[i] = _CACHE[texts[i]]
     return out
@@ -93,3 +94,15 @@ def embed_texts(texts: list[str], cache_dir: str | os.PathLike | None = None) ->
 def embed_text(text: str, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """One task text -> float32 [384] (see :func:`embed_texts`)."""
     return embed_texts([text], cache_dir)[0]
+
+
+def text_embeddings(texts, cache_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """``{text: float32 [384]}`` for the distinct texts of ``texts`` (see :func:`embed_texts`),
+    the form the pair builder (:class:`reward_models.pairs.HopData`) and checkpoint references take.
+
+    Raises:
+        ValueError: an empty or non-string text.
+    """
+    texts = sorted(set(texts))
+    emb = embed_texts(texts, cache_dir)
+    return {t: emb[i] for i, t in enumerate(texts)}

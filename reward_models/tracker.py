@@ -34,18 +34,39 @@ back to the incremental mode alone for that environment; ``anchors_ok`` says whe
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from basics.checks import check_float
 from reward_models.grm import GRM, check_images, check_views, load_checkpoint
+from reward_models.qwen import QwenGRMBackend
+from reward_models.text import check_task_text, embed_text
+from sim.episodes import read_episodes
 
 FUSIONS = ("mean", "damped", "incremental", "forward", "backward", "precision")
 FUSION_CHOICES = ("auto", *FUSIONS)  # what a config may name: the concrete ones and auto (resolve_fusion)
 
-__all__ = ["FUSIONS", "FUSION_CHOICES", "GRMBackend", "ProgressTracker", "GRMPotential", "reference_from_episodes", "resolve_fusion"]
+__all__ = ["FUSIONS", "FUSION_CHOICES", "GRMBackend", "ProgressTracker", "GRMPotential", "GRMPotentialConfig",
+           "reference_from_episodes", "resolve_fusion", "check_fusion"]
+
+
+def check_fusion(fusion, key: str = "fusion") -> str:
+    """``fusion`` when it is one a config may name (:data:`FUSION_CHOICES`): the one check of a
+    configured fusion (``reward.potential.fusion``, ``reward-eval``/``reward-adapt fusion=``,
+    ``deploy reward.fusion=``).
+
+    Raises:
+        ValueError: ``"<key> must be one of auto, mean, ..., got 'max'"``.
+    """
+    if not isinstance(fusion, str) or fusion not in FUSION_CHOICES:
+        raise ValueError(f"{key} must be one of {', '.join(FUSION_CHOICES)}, got {fusion!r}")
+    return fusion
 
 
 def resolve_fusion(fusion: str, has_distribution: bool) -> str:
@@ -87,8 +108,6 @@ class GRMBackend:
 
     @torch.inference_mode()
     def encode_text(self, text: str) -> torch.Tensor:
-        from reward_models.text import check_task_text, embed_text
-
         text = check_task_text(text)
         emb = self._text_emb.get(text)
         if emb is None:
@@ -145,8 +164,6 @@ class ProgressTracker:
     def __init__(self, backend, task_text: str, ref_start: dict, ref_goal: dict, num_envs: int,
                  fusion: str = "auto", damping_alpha: float = 20.0, completion_threshold: float = 0.95,
                  collapse_pixel: float = 0.01, collapse_hop: float = 0.5):
-        from reward_models.text import check_task_text
-
         fusion = resolve_fusion(fusion, hasattr(backend, "hop_dist_encoded"))
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -324,9 +341,6 @@ def reference_from_episodes(episodes, views: tuple[str, ...]) -> tuple[dict, dic
 
 
 def _is_qwen_checkpoint(folder) -> bool:
-    import json
-    from pathlib import Path
-
     f = Path(folder) / "config.json"
     if not f.is_file():
         return False
@@ -338,7 +352,8 @@ def _is_qwen_checkpoint(folder) -> bool:
 
 
 class GRMPotential:
-    """The GRM progress tracker as a shaping potential (``reward_models.potential.Potential``).
+    """The GRM progress tracker as a shaping potential (``reward_models.potential.Potential``);
+    configured and built through :class:`GRMPotentialConfig`.
 
     Args:
         checkpoint: GRM checkpoint folder (:func:`reward_models.grm.save_checkpoint`), or a local
@@ -375,9 +390,7 @@ class GRMPotential:
         refs = meta["references"]
         text_emb = {r["text"]: r["text_emb"] for r in refs.values()}
         if reference is not None:
-            from reward_models.train import load_episodes
-
-            eps = load_episodes([reference], views=self.views, image_size=model.config.image_size)
+            eps = read_episodes(reference, views=self.views, image_size=model.config.image_size)
             if task_text is None:
                 task_text = eps[0].task_text
             self.ref_start, self.ref_goal = reference_from_episodes(eps, self.views)
@@ -405,10 +418,9 @@ class GRMPotential:
         if reference is None:
             raise ValueError(f"{checkpoint!r} is a Qwen2.5-VL GRM: pass reference=<episode file> for its "
                              f"views, image size and reference frames")
-        from reward_models.qwen import QwenGRMBackend
-        from reward_models.train import load_episodes
-
-        eps = load_episodes([reference])
+        eps = read_episodes(reference)
+        if not eps:
+            raise ValueError(f"no episodes in reference={reference!r}")
         self.views = tuple(eps[0].frames)
         size = int(eps[0].frames[self.views[0]].shape[1])
         self.task_text = task_text or eps[0].task_text
@@ -439,3 +451,47 @@ class GRMPotential:
         if not math.isfinite(float(phi.sum())):
             raise FloatingPointError("GRM potential produced a non-finite progress")
         return phi, done
+
+
+@dataclasses.dataclass
+class GRMPotentialConfig:
+    """The GRM progress tracker as a shaping potential, as configured (``reward.potential`` of
+    ``configs/reward/grm.yaml`` and ``naive.yaml``); :meth:`make` builds the :class:`GRMPotential`.
+
+    Raises:
+        ValueError: ``reward.potential.fusion must be one of auto, mean, ..., got 'max'``, or a
+            completion threshold outside (0, 1].
+    """
+
+    checkpoint: str
+    """GRM checkpoint folder (``dopa reward-train`` / ``reward-adapt``), or a local Qwen2.5-VL GRM folder."""
+    task_text: str | None = None
+    """The task instruction; default: the reference file's task text, else the checkpoint's only task."""
+    reference: str | None = None
+    """Episode file whose first successful episode gives the reference start/goal frames (default: the checkpoint's)."""
+    fusion: str = "auto"
+    """auto (precision for a GRM, mean for the Qwen GRM) | mean (Eq. 8) | damped (Eqs. 9-11) | precision | incremental | forward | backward."""
+    damping_alpha: float = 20.0
+    """Alpha of the consistency weight w = exp(-alpha d^2) (fusion=damped, Eq. 10); 20 in the paper."""
+    completion_threshold: float = 0.95
+    """Complete (the gold signal) when progress >= this, in (0, 1]."""
+    device: str = "cpu"
+    """Torch device of the model."""
+
+    def __post_init__(self):
+        check_fusion(self.fusion, "reward.potential.fusion")
+        check_float("reward.potential.completion_threshold", self.completion_threshold, 0.0, 1.0, low_open=True)
+
+    def make(self, task: str | None = None, num_envs: int = 1) -> GRMPotential:
+        """The potential (loads the checkpoint).
+
+        Args:
+            task, num_envs: the common potential signature; the GRM potential takes its task from
+                ``task_text`` / ``reference`` / the checkpoint, and sizes its tracker to the batch
+                of observations at ``reset``.
+        Raises:
+            FileNotFoundError / ValueError: see :class:`GRMPotential`.
+        """
+        return GRMPotential(str(self.checkpoint), task_text=self.task_text, reference=self.reference,
+                            fusion=self.fusion, damping_alpha=float(self.damping_alpha),
+                            completion_threshold=float(self.completion_threshold), device=str(self.device))

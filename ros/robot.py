@@ -1,9 +1,11 @@
-"""Robot descriptions (``configs/robot/<name>.yaml``) as checked Python objects.
+"""Robot descriptions (``configs/robot/<name>.yaml``, ``_target_: ros.robot.Robot``) as checked objects.
 
 A robot config names the arm's joints with their limits, the optional gripper, the ROS topics of
 its ros2_control controllers and cameras, how the policy's proprioceptive state keys are read
 from ``sensor_msgs/JointState`` (``state_from_joints``), and, for the MuJoCo stand-in, which
-simulator joints play which robot joints (``sim``).
+simulator joints play which robot joints (``sim``). The deploy jobs build it from the config's
+``_target_`` (``jobs.deploy.build_robot``); every rule is checked once, in the dataclasses'
+``__post_init__``.
 """
 
 from __future__ import annotations
@@ -17,28 +19,68 @@ from ros.safety import JointLimits
 
 FIELDS = ("position", "velocity")
 FNS = ("identity", "cos", "sin")
+GROUPS = ("arm", "gripper")
 DISCOVERY_RANGES = ("LOCALHOST", "SUBNET", "SYSTEM_DEFAULT", "OFF")
 
 
 @dataclasses.dataclass(frozen=True)
 class StateFromJoints:
-    """How one policy state key is read from JointState: ``joints`` (``arm`` | ``gripper``),
-    ``field`` (``position`` rad | ``velocity`` rad/s), ``fn`` applied elementwise, ``sign`` per joint
-    (maps the robot's convention to the one the policy was trained in)."""
+    """How one policy state key is read from JointState.
+
+    Raises:
+        ValueError: an unknown joint group, field or fn (allowed values listed).
+    """
 
     key: str
+    """The policy state key (robosuite's name, e.g. ``robot0_joint_pos``)."""
     joints: str
-    field: str
+    """Which joints: ``arm`` | ``gripper``."""
+    field: str = "position"
+    """Which JointState field: ``position`` (rad, m) | ``velocity`` (rad/s, m/s)."""
     fn: str = "identity"
+    """Applied elementwise: ``identity`` | ``cos`` | ``sin``."""
     sign: tuple[float, ...] | None = None
+    """Per-joint factor mapping the robot's convention to the one the policy was trained in."""
+
+    def __post_init__(self):
+        key = self.key
+        object.__setattr__(self, "joints", str(self.joints))
+        object.__setattr__(self, "field", str(self.field))
+        object.__setattr__(self, "fn", str(self.fn))
+        if self.sign is not None:
+            object.__setattr__(self, "sign", tuple(float(x) for x in self.sign))
+        if self.joints not in GROUPS:
+            raise ValueError(f"state_from_joints.{key}.joints must be 'arm' or 'gripper', got {self.joints!r}")
+        if self.field not in FIELDS:
+            raise ValueError(f"state_from_joints.{key}.field {self.field!r} unknown; allowed: {', '.join(FIELDS)}")
+        if self.fn not in FNS:
+            raise ValueError(f"state_from_joints.{key}.fn {self.fn!r} unknown; allowed: {', '.join(FNS)}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Gripper:
+    """A parallel gripper commanded by one finger position.
+
+    Raises:
+        ValueError: equal open and closed positions.
+    """
+
     joints: tuple[str, ...]
-    command_topic: str  # std_msgs/Float64MultiArray, one finger position (m)
-    open: float  # finger position (m) for action -1
-    closed: float  # finger position (m) for action +1
+    """The finger joints, as JointState names them."""
+    command_topic: str
+    """``std_msgs/Float64MultiArray`` topic taking one finger position (m)."""
+    open: float
+    """Finger position (m) for action -1."""
+    closed: float
+    """Finger position (m) for action +1."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "joints", tuple(str(j) for j in self.joints))
+        object.__setattr__(self, "command_topic", str(self.command_topic))
+        object.__setattr__(self, "open", float(self.open))
+        object.__setattr__(self, "closed", float(self.closed))
+        if self.open == self.closed:
+            raise ValueError("gripper open and closed positions must differ")
 
     def action_to_position(self, a: np.ndarray) -> np.ndarray:
         """Gripper action in [-1, 1] (-1 open, +1 closed) -> finger position (m), clipped to the range."""
@@ -53,13 +95,59 @@ class Gripper:
 
 @dataclasses.dataclass(frozen=True)
 class Robot:
+    """One arm as ros2_control exposes it (the fields are the keys of ``configs/robot/<name>.yaml``).
+
+    Mappings are accepted for ``gripper`` and the values of ``state_from_joints`` and turned into
+    :class:`Gripper` / :class:`StateFromJoints`; ``limits`` is derived from ``joints``.
+
+    Raises:
+        ValueError: bad limits, an unknown field/fn/joint group, a gripper key on a robot without a
+            gripper, a sign of the wrong length, or an unknown discovery range (allowed values listed).
+    """
+
     name: str
-    limits: JointLimits
-    gripper: Gripper | None
+    """The robot's name (``panda``), used in messages."""
+    joints: tuple[Mapping[str, Any], ...]
+    """The arm joints in command order: ``{name, lower, upper, velocity}`` (rad, rad/s)."""
     topics: dict[str, Any]
-    state_from_joints: dict[str, StateFromJoints]
-    discovery_range: str
-    sim: dict[str, Any] | None
+    """ROS topics: ``joint_states``, ``joint_trajectory``, ``forward_command``, ``task_state``,
+    ``images: {view: topic}``."""
+    gripper: Gripper | None = None
+    """The gripper, or None for an arm without one."""
+    state_from_joints: dict[str, StateFromJoints] = dataclasses.field(default_factory=dict)
+    """Policy state key -> how it is read from JointState; other keys come from ``topics.task_state``."""
+    discovery_range: str = "LOCALHOST"
+    """ROS 2 DDS discovery range: LOCALHOST | SUBNET | SYSTEM_DEFAULT | OFF."""
+    sim: dict[str, Any] | None = None
+    """The MuJoCo stand-in: ``task``, ``joint_map`` (simulator joint -> robot joint), ``gripper_sign``."""
+    limits: JointLimits = dataclasses.field(init=False, repr=False, compare=False)
+    """The arm's joint limits, from ``joints``."""
+
+    def __post_init__(self):
+        def set_(name: str, value) -> None:  # frozen: the fields are normalised once, here
+            object.__setattr__(self, name, value)
+
+        set_("name", str(self.name))
+        set_("joints", tuple(dict(j) for j in self.joints))
+        set_("limits", JointLimits.from_config(self.joints))
+        set_("topics", dict(self.topics))
+        if self.gripper is not None and not isinstance(self.gripper, Gripper):
+            set_("gripper", Gripper(**self.gripper) if self.gripper else None)
+        sfj = {}
+        for key, spec in (self.state_from_joints or {}).items():
+            s = spec if isinstance(spec, StateFromJoints) else StateFromJoints(str(key), **spec)
+            if s.joints == "gripper" and self.gripper is None:
+                raise ValueError(f"state_from_joints.{key} reads gripper joints but the robot has no gripper")
+            n = self.joint_count(s.joints)
+            if s.sign is not None and len(s.sign) != n:
+                raise ValueError(f"state_from_joints.{key}.sign has {len(s.sign)} entries for {n} joints")
+            sfj[str(key)] = s
+        set_("state_from_joints", sfj)
+        rng = str(self.discovery_range).upper()
+        if rng not in DISCOVERY_RANGES:
+            raise ValueError(f"discovery_range {rng!r} unknown; allowed: {', '.join(DISCOVERY_RANGES)}")
+        set_("discovery_range", rng)
+        set_("sim", dict(self.sim) if self.sim else None)
 
     @property
     def arm_joints(self) -> tuple[str, ...]:
@@ -79,48 +167,3 @@ class Robot:
             raise ValueError(f"robot {self.name!r} has no camera topic for view {view!r}; "
                              f"configured views: {', '.join(images) or '(none)'}")
         return str(images[view])
-
-
-def robot_from_config(cfg: Mapping) -> Robot:
-    """Build a :class:`Robot` from a robot config mapping (an OmegaConf node or a dict).
-
-    Raises:
-        ValueError: missing sections, bad limits, unknown field/fn/joint group, a sign of the wrong
-            length, or an unknown discovery range (allowed values listed).
-    """
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = dict(cfg)
-    for key in ("name", "joints", "topics"):
-        if key not in cfg:
-            raise ValueError(f"robot config lacks {key!r}")
-    limits = JointLimits.from_config(cfg["joints"])
-    gripper = None
-    if cfg.get("gripper"):
-        g = cfg["gripper"]
-        gripper = Gripper(tuple(g["joints"]), str(g["command_topic"]), float(g["open"]), float(g["closed"]))
-        if gripper.open == gripper.closed:
-            raise ValueError("gripper open and closed positions must differ")
-    sfj = {}
-    for key, spec in (cfg.get("state_from_joints") or {}).items():
-        s = StateFromJoints(key, str(spec["joints"]), str(spec.get("field", "position")),
-                            str(spec.get("fn", "identity")),
-                            tuple(float(x) for x in spec["sign"]) if spec.get("sign") is not None else None)
-        if s.joints not in ("arm", "gripper"):
-            raise ValueError(f"state_from_joints.{key}.joints must be 'arm' or 'gripper', got {s.joints!r}")
-        if s.joints == "gripper" and gripper is None:
-            raise ValueError(f"state_from_joints.{key} reads gripper joints but the robot has no gripper")
-        if s.field not in FIELDS:
-            raise ValueError(f"state_from_joints.{key}.field {s.field!r} unknown; allowed: {', '.join(FIELDS)}")
-        if s.fn not in FNS:
-            raise ValueError(f"state_from_joints.{key}.fn {s.fn!r} unknown; allowed: {', '.join(FNS)}")
-        n = len(limits.names) if s.joints == "arm" else len(gripper.joints)
-        if s.sign is not None and len(s.sign) != n:
-            raise ValueError(f"state_from_joints.{key}.sign has {len(s.sign)} entries for {n} joints")
-        sfj[key] = s
-    rng = str(cfg.get("discovery_range", "LOCALHOST")).upper()
-    if rng not in DISCOVERY_RANGES:
-        raise ValueError(f"discovery_range {rng!r} unknown; allowed: {', '.join(DISCOVERY_RANGES)}")
-    return Robot(str(cfg["name"]), limits, gripper, dict(cfg["topics"]), sfj, rng, cfg.get("sim"))

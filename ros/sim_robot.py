@@ -18,15 +18,28 @@ The simulator is ``sim.make_env(task, controller="joint_position")`` (robosuite 
 control). Each step its joint servo aims at where the commanded trajectory will be one control
 period ahead: the action is ``clip((q_target - q) / joint_step, -1, 1)``, so a policy's chunk
 replayed through the node reproduces the training env's actions.
+
+The node (:class:`SimRobotNode`) imports rclpy at the top of this module; :class:`SimArm` is the
+simulator side without ROS I/O.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 
+import mujoco
 import numpy as np
+import torch
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
 
+import sim
 from ros.messages import (
     MessageError,
     joint_trajectory_to_arrays,
@@ -57,10 +70,6 @@ class SimArm:
 
     def __init__(self, robot: Robot, task: str | None = None, views=(), image_size: int = 64, seed: int = 0,
                  joint_step: float = 0.05, lookahead: float = 0.05):
-        import mujoco
-
-        import sim
-
         if not robot.sim:
             raise ValueError(f"robot {robot.name!r} has no 'sim' section: no MuJoCo stand-in is configured for it")
         self.robot = robot
@@ -173,8 +182,6 @@ class SimArm:
 
     def step(self, now: float) -> None:
         """Advance the simulator one control step (1/20 s of simulated time) toward the command."""
-        import torch
-
         with self.lock:
             q = self.joint_positions()[: self.n_arm]
             a = np.clip((self.target(now + self.lookahead) - q) / self.joint_step, -1.0, 1.0)
@@ -190,152 +197,144 @@ class SimArm:
         self.env.close()
 
 
-def make_sim_robot_node(robot: Robot, cfg, context=None, node_name: str = "dopa_sim_robot", namespace: str = ""):
-    """Create the stand-in robot node (it starts stepping at once).
+class SimRobotNode(Node):
+    """The stand-in robot node (it starts stepping at once).
 
     Args:
         robot: robot description with a ``sim`` section.
-        cfg: ``configs/sim_robot.yaml`` fields: ``task``, ``seed``, ``rate_hz``, ``views``,
-            ``image_size``, ``camera_rate_hz``, ``publish_task_state``, ``command``.
+        cfg: ``configs/sim_robot.yaml`` fields as a plain mapping: ``task``, ``seed``, ``rate_hz``,
+            ``views``, ``image_size``, ``camera_rate_hz``, ``publish_task_state``, ``command``.
         context: an ``rclpy.Context`` (None: the global one).
-    Returns:
-        an ``rclpy.node.Node`` with ``.arm`` (:class:`SimArm`), ``.rejected`` (count of malformed
-        commands) and ``.cameras_on``.
+        node_name, namespace: the ROS 2 node name and namespace.
+    Attributes: ``arm`` (:class:`SimArm`), ``rejected`` (count of malformed commands) and
+    ``cameras_on``.
     Raises:
         ValueError: unknown ``command`` (allowed listed), a view with no topic, bad rates.
     """
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Bool, Float64MultiArray
-    from std_srvs.srv import SetBool, Trigger
-    from trajectory_msgs.msg import JointTrajectory
 
-    command = str(cfg.get("command", "trajectory"))
-    if command not in COMMANDS:
-        raise ValueError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
-    rate = float(cfg.get("rate_hz", 20.0))
-    cam_rate = float(cfg.get("camera_rate_hz", rate))
-    if not (math.isfinite(rate) and rate > 0 and math.isfinite(cam_rate) and 0 < cam_rate):
-        raise ValueError(f"rate_hz and camera_rate_hz must be > 0, got {rate}, {cam_rate}")
-    views = tuple(cfg.get("views") or ())
-    topics = {v: robot.image_topic(v) for v in views}
+    def __init__(self, robot: Robot, cfg, context=None, node_name: str = "dopa_sim_robot", namespace: str = ""):
+        command = str(cfg.get("command", "trajectory"))
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
+        rate = float(cfg.get("rate_hz", 20.0))
+        cam_rate = float(cfg.get("camera_rate_hz", rate))
+        if not (math.isfinite(rate) and rate > 0 and math.isfinite(cam_rate) and 0 < cam_rate):
+            raise ValueError(f"rate_hz and camera_rate_hz must be > 0, got {rate}, {cam_rate}")
+        views = tuple(cfg.get("views") or ())
+        topics = {v: robot.image_topic(v) for v in views}
+        super().__init__(node_name, namespace=namespace, context=context)
+        self.robot = robot
+        self._period = 1.0 / rate
+        self._stop = threading.Event()
+        self._thread = None
+        self.arm = SimArm(robot, cfg.get("task"), views, int(cfg.get("image_size", 64)), int(cfg.get("seed", 0)),
+                          lookahead=1.0 / rate)
+        self.rejected = 0
+        self.last_reject = ""
+        self.cameras_on = True
+        self.js_pub = self.create_publisher(JointState, robot.topics["joint_states"], 10)
+        self.img_pubs = {v: self.create_publisher(Image, t, qos_profile_sensor_data) for v, t in topics.items()}
+        self.task_pub = None
+        if cfg.get("publish_task_state", True) and robot.topics.get("task_state"):
+            self.task_pub = self.create_publisher(JointState, robot.topics["task_state"], 10)
+        self.success_pub = self.create_publisher(Bool, "~/success", 10)
+        reliable = QoSProfile(depth=10)
+        if command == "trajectory":
+            self.create_subscription(JointTrajectory, robot.topics["joint_trajectory"], self._on_traj, reliable)
+        else:
+            self.create_subscription(Float64MultiArray, robot.topics["forward_command"], self._on_forward, reliable)
+        if robot.gripper is not None:
+            self.create_subscription(Float64MultiArray, robot.gripper.command_topic, self._on_gripper, reliable)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(SetBool, "~/set_cameras", self._on_cameras)
+        self._cam_period = 1.0 / cam_rate
+        self._last_cam = -math.inf
+        # Stepping, rendering and state publishing run in one dedicated thread: an EGL context is
+        # current in one thread only, and executor callbacks may run in any thread of a pool.
+        self._thread = threading.Thread(target=self._loop, name=f"{node_name}-sim", daemon=True)
+        self._thread.start()
 
-    class _SimRobotNode(Node):
-        def __init__(self):
-            super().__init__(node_name, namespace=namespace, context=context)
-            self._stop = threading.Event()
-            self._thread = None
-            self.arm = SimArm(robot, cfg.get("task"), views, int(cfg.get("image_size", 64)), int(cfg.get("seed", 0)),
-                              lookahead=1.0 / rate)
-            self.rejected = 0
-            self.last_reject = ""
-            self.cameras_on = True
-            self.js_pub = self.create_publisher(JointState, robot.topics["joint_states"], 10)
-            self.img_pubs = {v: self.create_publisher(Image, t, qos_profile_sensor_data) for v, t in topics.items()}
-            self.task_pub = None
-            if cfg.get("publish_task_state", True) and robot.topics.get("task_state"):
-                self.task_pub = self.create_publisher(JointState, robot.topics["task_state"], 10)
-            self.success_pub = self.create_publisher(Bool, "~/success", 10)
-            reliable = QoSProfile(depth=10)
-            if command == "trajectory":
-                self.create_subscription(JointTrajectory, robot.topics["joint_trajectory"], self._on_traj, reliable)
-            else:
-                self.create_subscription(Float64MultiArray, robot.topics["forward_command"], self._on_forward, reliable)
-            if robot.gripper is not None:
-                self.create_subscription(Float64MultiArray, robot.gripper.command_topic, self._on_gripper, reliable)
-            self.create_service(Trigger, "~/reset", self._on_reset)
-            self.create_service(SetBool, "~/set_cameras", self._on_cameras)
-            self._cam_period = 1.0 / cam_rate
-            self._last_cam = -math.inf
-            # Stepping, rendering and state publishing run in one dedicated thread: an EGL context is
-            # current in one thread only, and executor callbacks may run in any thread of a pool.
-            self._thread = threading.Thread(target=self._loop, name=f"{node_name}-sim", daemon=True)
-            self._thread.start()
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
 
-        def now(self) -> float:
-            return self.get_clock().now().nanoseconds * 1e-9
+    def _reject(self, what: str, exc: Exception) -> None:
+        self.rejected += 1
+        self.last_reject = f"{what}: {exc}"
+        self.get_logger().warning(f"rejected {self.last_reject}", throttle_duration_sec=1.0)
 
-        def _reject(self, what: str, exc: Exception) -> None:
-            self.rejected += 1
-            self.last_reject = f"{what}: {exc}"
-            self.get_logger().warning(f"rejected {self.last_reject}", throttle_duration_sec=1.0)
+    def _on_traj(self, msg) -> None:
+        try:
+            times, pos, stamp = joint_trajectory_to_arrays(msg, self.robot.arm_joints)
+        except MessageError as exc:
+            self._reject("JointTrajectory", exc)
+            return
+        self.arm.set_trajectory(self.now(), stamp, times, pos)
 
-        def _on_traj(self, msg) -> None:
-            try:
-                times, pos, stamp = joint_trajectory_to_arrays(msg, robot.arm_joints)
-            except MessageError as exc:
-                self._reject("JointTrajectory", exc)
-                return
-            self.arm.set_trajectory(self.now(), stamp, times, pos)
+    def _on_forward(self, msg) -> None:
+        v = np.asarray(msg.data, dtype=np.float64)
+        names = self.robot.arm_joints
+        if v.shape != (len(names),) or not np.isfinite(v).all():
+            self._reject("Float64MultiArray", MessageError(
+                f"need {len(names)} finite positions for {list(names)}, got {v.tolist()}"))
+            return
+        self.arm.set_forward(v)
 
-        def _on_forward(self, msg) -> None:
-            v = np.asarray(msg.data, dtype=np.float64)
-            if v.shape != (len(robot.arm_joints),) or not np.isfinite(v).all():
-                self._reject("Float64MultiArray", MessageError(
-                    f"need {len(robot.arm_joints)} finite positions for {list(robot.arm_joints)}, got {v.tolist()}"))
-                return
-            self.arm.set_forward(v)
+    def _on_gripper(self, msg) -> None:
+        v = np.asarray(msg.data, dtype=np.float64)
+        if v.size < 1 or not np.isfinite(v[0]):
+            self._reject("gripper command", MessageError(f"need one finite finger position, got {v.tolist()}"))
+            return
+        self.arm.set_gripper(float(v[0]))
 
-        def _on_gripper(self, msg) -> None:
-            v = np.asarray(msg.data, dtype=np.float64)
-            if v.size < 1 or not np.isfinite(v[0]):
-                self._reject("gripper command", MessageError(f"need one finite finger position, got {v.tolist()}"))
-                return
-            self.arm.set_gripper(float(v[0]))
+    def _on_reset(self, req, resp):
+        self.arm.reset()
+        resp.success, resp.message = True, "episode reset"
+        return resp
 
-        def _on_reset(self, req, resp):
-            self.arm.reset()
-            resp.success, resp.message = True, "episode reset"
-            return resp
+    def _on_cameras(self, req, resp):
+        self.cameras_on = bool(req.data)
+        resp.success, resp.message = True, f"cameras {'on' if self.cameras_on else 'off'}"
+        self.get_logger().info(resp.message)
+        return resp
 
-        def _on_cameras(self, req, resp):
-            self.cameras_on = bool(req.data)
-            resp.success, resp.message = True, f"cameras {'on' if self.cameras_on else 'off'}"
-            self.get_logger().info(resp.message)
-            return resp
+    def _publish(self, stamp: float) -> None:
+        arm = self.arm
+        self.js_pub.publish(make_joint_state(self.robot.all_joints, arm.joint_positions(), arm.joint_velocities(),
+                                             stamp))
+        if self.task_pub is not None:
+            self.task_pub.publish(make_task_state(arm.task_state(), stamp))
+        self.success_pub.publish(Bool(data=arm.success))
+        if self.img_pubs and self.cameras_on and stamp - self._last_cam >= self._cam_period - 1e-3:
+            self._last_cam = stamp
+            for v, img in arm.render().items():
+                self.img_pubs[v].publish(rgb_to_image(img, stamp, frame_id=f"camera_{v}"))
 
-        def _publish(self, stamp: float) -> None:
-            arm = self.arm
-            self.js_pub.publish(make_joint_state(robot.all_joints, arm.joint_positions(), arm.joint_velocities(), stamp))
-            if self.task_pub is not None:
-                self.task_pub.publish(make_task_state(arm.task_state(), stamp))
-            self.success_pub.publish(Bool(data=arm.success))
-            if self.img_pubs and self.cameras_on and stamp - self._last_cam >= self._cam_period - 1e-3:
-                self._last_cam = stamp
-                for v, img in arm.render().items():
-                    self.img_pubs[v].publish(rgb_to_image(img, stamp, frame_id=f"camera_{v}"))
-
-        def _loop(self) -> None:
-            import time
-
-            period = 1.0 / rate
-            try:
+    def _loop(self) -> None:
+        period = self._period
+        try:
+            self._publish(self.now())
+            next_t = time.monotonic() + period
+            while not self._stop.is_set():
+                delay = next_t - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                next_t = max(next_t + period, time.monotonic() - period)  # no burst after a stall
+                self.arm.step(self.now())
                 self._publish(self.now())
-                next_t = time.monotonic() + period
-                while not self._stop.is_set():
-                    delay = next_t - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
-                        break
-                    next_t = max(next_t + period, time.monotonic() - period)  # no burst after a stall
-                    self.arm.step(self.now())
-                    self._publish(self.now())
-            except Exception as exc:  # the context went away during shutdown, or the simulator failed
-                if not self._stop.is_set():
-                    self.get_logger().error(f"simulation loop stopped: {type(exc).__name__}: {exc}")
-            finally:
-                self.arm.tenv.close()  # the renderer belongs to this thread
+        except Exception as exc:  # the context went away during shutdown, or the simulator failed
+            if not self._stop.is_set():
+                self.get_logger().error(f"simulation loop stopped: {type(exc).__name__}: {exc}")
+        finally:
+            self.arm.tenv.close()  # the renderer belongs to this thread
 
-        def stop(self) -> None:
-            """Stop stepping (joins the simulation thread)."""
-            self._stop.set()
-            if self._thread is not None and self._thread.is_alive():
-                self._thread.join(timeout=10.0)
+    def stop(self) -> None:
+        """Stop stepping (joins the simulation thread)."""
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=10.0)
 
-        def destroy_node(self):
-            self.stop()
-            if getattr(self, "arm", None) is not None:
-                self.arm.close()
-            return super().destroy_node()
-
-    return _SimRobotNode()
+    def destroy_node(self):
+        self.stop()
+        if getattr(self, "arm", None) is not None:
+            self.arm.close()
+        return super().destroy_node()

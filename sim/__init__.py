@@ -1,22 +1,82 @@
-"""Simulation: every task behind one batched API, ``sim.make_env``.
+"""Simulation: every task behind one batched API, ``sim.make_env``, and its typed config, ``sim.EnvConfig``.
 
     >>> env = sim.make_env("lift", num_envs=2, views=("front", "wrist"), image_size=64, seed=0)
     >>> obs, info = env.reset()
     >>> obs["state"].shape, obs["images"]["front"].shape     # float32 [2, D], uint8 [2, 64, 64, 3]
     >>> obs, reward, terminated, truncated, info = env.step(torch.zeros(2, env.action_dim))
+
+    >>> cfg = sim.EnvConfig("cartpole-swingup", kwargs={"max_episode_steps": 100})   # validated here
+    >>> env = cfg.make(num_envs=4, seed=0)                                          # THE env builder
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports MuJoCo
 
-from sim.tasks import TASKS, TaskSpec, check_seed, get_task, task_text  # noqa: E402
+import dataclasses  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
+
+from sim.render import check_mujoco_gl, gl_guard  # noqa: E402
+from sim.tasks import CONTROLLERS, TASKS, TaskSpec, check_seed, get_task, task_text  # noqa: E402
+from sim.vector import VECTORIZATIONS, BatchedEnv  # noqa: E402
+from sim.warp_env import OPTIONS as WARP_OPTIONS  # noqa: E402
+from sim.warp_env import WarpEnv, supported_tasks  # noqa: E402
 
 BACKENDS = ("cpu", "warp")
 
-__all__ = ["make_env", "TASKS", "TaskSpec", "get_task", "task_text", "BACKENDS"]
+__all__ = ["make_env", "EnvConfig", "TASKS", "TaskSpec", "get_task", "task_text", "BACKENDS", "VECTORIZATIONS",
+           "CONTROLLERS", "check_image_size"]
+
+
+def check_image_size(value, name: str = "image_size") -> int:
+    """Pixels per side of a rendered view: an int in [8, 1024] (the one rule for rendered sizes).
+
+    Raises:
+        ValueError: ``"{name} must be an int in [8, 1024], got {value!r}"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 1024:
+        raise ValueError(f"{name} must be an int in [8, 1024], got {value!r}")
+    return int(value)
+
+
+def _import_mujoco() -> None:
+    """Check ``MUJOCO_GL`` and import MuJoCo under :func:`sim.render.gl_guard`, so a broken GL setup
+    gives one :class:`sim.render.RenderingError` (MuJoCo loads its GL backend at import)."""
+    check_mujoco_gl()
+    with gl_guard():
+        import mujoco  # noqa: F401  (lazy: MuJoCo loads its GL backend at import; checked just above)
+
+
+def _check_choices(backend, vectorization) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if vectorization not in VECTORIZATIONS:
+        raise ValueError(f"unknown vectorization {vectorization!r}; known: {', '.join(VECTORIZATIONS)}")
+
+
+def _check_warp(name: str, views: tuple, task_kwargs: Mapping) -> None:
+    """Backend ``"warp"``: a supported dm_control task, no views, only Warp's options."""
+    _import_mujoco()  # supported_tasks() reads sim.dmc_rewards, which imports MuJoCo
+    if name not in supported_tasks():
+        raise ValueError(f"task {name!r} is not supported by backend 'warp'; supported: "
+                         f"{', '.join(supported_tasks())} (use backend='cpu' for the others)")
+    if views:
+        raise ValueError(f"backend 'warp' renders no images (views {list(views)} asked for); "
+                         "use backend='cpu' for camera views")
+    for k in task_kwargs:
+        if k not in WARP_OPTIONS:
+            raise ValueError(f"unknown option {k!r} for backend 'warp'; known: {', '.join(WARP_OPTIONS)}")
+
+
+def _check_controller(spec: TaskSpec, task_kwargs: Mapping) -> None:
+    if "controller" in task_kwargs and spec.family != "robosuite":
+        raise ValueError(f"task {spec.name!r} has no controller option (only robosuite tasks do)")
+    if spec.family == "robosuite":
+        ctrl = task_kwargs.get("controller", "osc_pose")
+        if ctrl not in CONTROLLERS:
+            raise ValueError(f"unknown controller {ctrl!r}; known: {', '.join(CONTROLLERS)}")
 
 
 def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed: int = 0,
@@ -42,27 +102,18 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
             ``reward_shaping``, ``terminate_on_success``; dm_control: the suite's task kwargs.
 
     Returns:
-        sim.vector.BatchedEnv
+        sim.vector.BatchedEnv (``sim.warp_env.WarpEnv`` for ``backend="warp"``)
     Raises:
         ValueError: unknown task, view, backend or vectorization; bad num_envs, image_size or seed.
             Messages list the allowed values.
+        sim.render.RenderingError: ``MUJOCO_GL`` names no working GL backend.
     """
     spec = get_task(name)
-    from sim.render import check_mujoco_gl, gl_guard
-
-    check_mujoco_gl()
-    with gl_guard():  # MuJoCo loads its GL backend at import
-        import mujoco  # noqa: F401
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    from sim.vector import VECTORIZATIONS, BatchedEnv
-
-    if vectorization not in VECTORIZATIONS:
-        raise ValueError(f"unknown vectorization {vectorization!r}; known: {', '.join(VECTORIZATIONS)}")
+    _import_mujoco()
+    _check_choices(backend, vectorization)
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 1024:
-        raise ValueError(f"image_size must be an int in [8, 1024], got {image_size!r}")
+    check_image_size(image_size)
     seed = check_seed(seed)
     views = (views,) if isinstance(views, str) else tuple(views)
     for v in views:
@@ -71,26 +122,106 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
     if len(set(views)) != len(views):
         raise ValueError(f"views repeat a name: {list(views)}")
     if backend == "warp":
-        from sim.warp_env import OPTIONS, WarpEnv, supported_tasks
-
-        if name not in supported_tasks():
-            raise ValueError(f"task {name!r} is not supported by backend 'warp'; supported: "
-                             f"{', '.join(supported_tasks())} (use backend='cpu' for the others)")
-        if views:
-            raise ValueError(f"backend 'warp' renders no images (views {list(views)} asked for); "
-                             "use backend='cpu' for camera views")
-        for k in task_kwargs:
-            if k not in OPTIONS:
-                raise ValueError(f"unknown option {k!r} for backend 'warp'; known: {', '.join(OPTIONS)}")
+        _check_warp(name, views, task_kwargs)
         return WarpEnv(spec, num_envs, seed=seed, device=device, image_size=image_size, **task_kwargs)
     if device not in (None, "cpu"):
         raise ValueError(f"device {device!r} needs backend='warp'; backend {backend!r} runs on the CPU")
-    if "controller" in task_kwargs and spec.family != "robosuite":
-        raise ValueError(f"task {name!r} has no controller option (only robosuite tasks do)")
-    if spec.family == "robosuite":
-        from sim.robosuite_env import CONTROLLERS
-
-        ctrl = task_kwargs.get("controller", "osc_pose")
-        if ctrl not in CONTROLLERS:
-            raise ValueError(f"unknown controller {ctrl!r}; known: {', '.join(CONTROLLERS)}")
+    _check_controller(spec, task_kwargs)
     return BatchedEnv(spec, num_envs, views, image_size, seed, vectorization, **task_kwargs)
+
+
+def _plain(value):
+    """Mappings -> dict and sequences -> list, recursively (a config loader's containers -> Python's)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
+
+
+#: make_env's own parameters: set by EnvConfig's fields or by ``make(...)``, never through ``kwargs``
+_NOT_TASK_KWARGS = ("name", "num_envs", "views", "image_size", "seed", "backend", "vectorization", "device")
+
+
+@dataclasses.dataclass
+class EnvConfig:
+    """The typed env config (``configs/env/<task>.yaml``, ``_target_: sim.EnvConfig``): what a run's
+    env is, validated once here; :meth:`make` is the one env builder.
+
+    One rule for the backend: ``backend``, ``vectorization`` (fields) and ``device`` (an argument of
+    :meth:`make`, the learner's device) choose where the env runs; ``kwargs`` are the task's own
+    options only and may not hold any of them.
+
+    Raises (``__post_init__``, the messages of :func:`make_env`):
+        ValueError: unknown task name, backend, vectorization or controller; image_size outside
+            [8, 1024]; a task without a controller given one; backend ``"warp"`` with a task it does
+            not support or an option it does not know; ``kwargs`` naming one of make_env's own
+            parameters.
+    """
+
+    name: str
+    """task name (``sim.TASKS``), e.g. ``"lift"``, ``"cartpole-swingup"``"""
+    image_size: int = 64
+    """pixels per side of rendered views (square), in [8, 1024]"""
+    backend: str = "cpu"
+    """``"cpu"`` (MuJoCo through dm_control / robosuite) or ``"warp"`` (MuJoCo Warp: all envs as worlds on the
+    device given to :meth:`make`; dm_control tasks of ``sim.warp_env.supported_tasks()``, state only)"""
+    vectorization: str = "sync"
+    """``"sync"`` (sub-envs stepped in this process) or ``"async"`` (a worker process per sub-env; backend cpu)"""
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    """the task's options, passed to :func:`make_env`: ``max_episode_steps`` (control steps), ``max_force``
+    (N), ``max_torque`` (N m); robosuite: ``controller`` (``osc_pose`` | ``joint_position``),
+    ``reward_shaping``, ``terminate_on_success``; dm_control: the suite's task kwargs"""
+
+    def __post_init__(self):
+        spec = get_task(self.name)
+        _check_choices(self.backend, self.vectorization)
+        check_image_size(self.image_size)
+        if not isinstance(self.kwargs, Mapping):
+            raise ValueError(f"kwargs must be a mapping of task options, got {self.kwargs!r}")
+        self.kwargs = _plain(self.kwargs)
+        for k in _NOT_TASK_KWARGS:
+            if k in self.kwargs:
+                raise ValueError(f"kwargs.{k} is not a task option: {k} is "
+                                 + (f"a field of the env config (env.{k}=...)" if k in ("name", "image_size",
+                                    "backend", "vectorization") else "given when the env is built"))
+        if self.backend == "warp":
+            _check_warp(self.name, (), self.kwargs)
+        else:
+            _check_controller(spec, self.kwargs)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> EnvConfig:
+        """The config from a plain mapping, e.g. the ``env`` part of a run's stored config (a
+        ``_target_`` key is ignored; a checkpoint written before ``_target_`` existed has none).
+
+        Raises:
+            ValueError: a key that is not a field (lists the fields), or the checks of ``__post_init__``.
+        """
+        fields = [f.name for f in dataclasses.fields(cls)]
+        d = {k: v for k, v in _plain(d).items() if k != "_target_"}
+        for k in d:
+            if k not in fields:
+                raise ValueError(f"unknown env config key {k!r}; known: {', '.join(fields)}")
+        return cls(**d)
+
+    def make(self, num_envs: int = 1, views=(), seed: int = 0, device: str | None = None):
+        """Build the env: :func:`make_env` with this config.
+
+        Args:
+            num_envs: batch size B >= 1.
+            views: camera views returned in every observation (``()``: state only).
+            seed: non-negative int; sub-env ``i`` is seeded with ``seed + i``.
+            device: the learner's device (``"cpu"``, ``"cuda"``, ``"cuda:N"``); backend ``"warp"``
+                places its worlds there (``None``: CUDA when available), backend ``"cpu"`` ignores it
+                (MuJoCo runs on the CPU; observations are CPU tensors).
+        Returns:
+            sim.vector.BatchedEnv, or sim.warp_env.WarpEnv for backend ``"warp"``.
+        Raises:
+            ValueError: bad num_envs, views or seed (messages of :func:`make_env`).
+        """
+        kwargs = dict(self.kwargs)
+        if self.backend == "warp":
+            kwargs["device"] = device
+        return make_env(self.name, num_envs=num_envs, views=tuple(views), image_size=self.image_size, seed=seed,
+                        backend=self.backend, vectorization=self.vectorization, **kwargs)

@@ -1,7 +1,7 @@
-"""The ``dopa demos`` job: record scripted demonstrations (some of them imperfect) to an HDF5 file.
+"""Scripted demonstrations (some of them imperfect) recorded to an HDF5 episode file: what the
+``dopa demos`` job (jobs/demos.py) runs.
 
-    dopa demos task=lift n=50 views=[front,wrist] image_size=64 out=data/lift.hdf5
-    dopa demos task=door n=20 controller=joint_position video=true
+    >>> record_demos("lift", 50, "data/lift.hdf5", views=("front", "wrist"), image_size=64)
 
 Episode ``i`` uses env seed ``seed + i``. Its imperfection is drawn from ``imperfections`` (weights;
 the counts are rounded to whole episodes and shuffled with ``seed``). Recording stops
@@ -11,14 +11,19 @@ progress, ``stop_steps`` after a stopped one stops, or at the time limit.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from basics.checks import check_float, check_int
+from sim import make_env
 from sim.episodes import Episode, EpisodeWriter
 from sim.experts import EXPERT_TASKS, IMPERFECTIONS, ScriptedExpert
+from sim.tasks import get_task
+from sim.video import write_episode_video
 
 log = logging.getLogger(__name__)
 
@@ -116,74 +121,75 @@ def record_episode(env, expert: ScriptedExpert, seed: int, imperfection: str = "
         imperfection=imperfection, seed=int(seed), task=env.task, task_text=env.spec.text)
 
 
-def run(cfg) -> int:
-    """Record scripted demonstrations (some imperfect) of a robosuite task to an HDF5 file (robomimic
-    layout, written atomically), with optional MP4 videos (views side by side, keyframes marked).
+#: weights of the imperfections when none are given (configs/demos.yaml's defaults)
+DEFAULT_IMPERFECTIONS = {"none": 0.7, "noise": 0.1, "stop": 0.1, "regress": 0.1}
 
-    Config keys: task, n, views, image_size, out, seed, controller, imperfections (weights of
-    none/noise/stop/regress), noise_std, max_episode_steps (null: the task's limit, doubled for
-    joint_position), post_success_steps, undo_steps, stop_steps, video, video_dir, fps.
+
+def record_demos(task: str, n: int, out, *, views: Sequence[str] = (), image_size: int = 64, seed: int = 0,
+                 controller: str = "osc_pose", imperfections: Mapping[str, float] | None = None,
+                 noise_std: float = 0.3, max_episode_steps: int | None = None, post_success_steps: int = 10,
+                 undo_steps: int = 25, stop_steps: int = 20, video_dir=None, fps: int = 20) -> dict[str, list[bool]]:
+    """Record ``n`` scripted demonstrations (some imperfect) of a robosuite task to the HDF5 file ``out``
+    (robomimic layout, :class:`sim.episodes.EpisodeWriter`: written atomically), with one MP4 per
+    episode in ``video_dir`` (views side by side, keyframes marked) when given.
+
+    Args:
+        task: a task with a scripted expert (:data:`sim.experts.EXPERT_TASKS`).
+        n: episodes (>= 1); episode ``i`` uses env seed ``seed + i``.
+        out: the ``.hdf5`` file to write (not a folder).
+        views: camera views stored per frame (``()``: state only); image_size: their pixels per side.
+        seed: env seed of episode 0; also shuffles the imperfection plan and seeds the expert's noise.
+        controller: ``osc_pose`` | ``joint_position``.
+        imperfections: weights of ``none/noise/stop/regress`` (default :data:`DEFAULT_IMPERFECTIONS`);
+            counts are rounded to whole episodes (:func:`allocate_imperfections`).
+        noise_std: Gaussian action noise of ``noise`` episodes (action units, >= 0).
+        max_episode_steps: most actions per episode (``None``: the task's time limit, doubled for
+            ``joint_position``).
+        post_success_steps / undo_steps / stop_steps: steps kept after success / after a ``regress``
+            episode starts undoing / after a ``stop`` episode stops (>= 0).
+        video_dir: folder of the MP4s (``None``: no videos); needs at least one view. fps: their frame rate.
+    Returns:
+        ``{imperfection: [success of each of its episodes]}`` in recording order.
+    Raises:
+        ValueError: no expert for ``task``; a bad count, weight, step limit or noise; ``out`` is a
+            folder; videos without views; the messages of :func:`sim.make_env`.
     """
-    from omegaconf import OmegaConf
-    from tqdm import tqdm
-
-    import sim
-
-    task = str(cfg.task)
     if task not in EXPERT_TASKS:
-        raise SystemExit(f"dopa demos: no scripted expert for task {task!r}; experts exist for: "
-                         f"{', '.join(EXPERT_TASKS)}")
-    from basics.checks import check_float, check_int
-
-    n = check_int("n", cfg.n, 1)
-    views = [str(v) for v in (cfg.views or [])]
-    spec = sim.get_task(task)
-    limit = cfg.max_episode_steps
+        raise ValueError(f"no scripted expert for task {task!r}; experts exist for: {', '.join(EXPERT_TASKS)}")
+    n = check_int("n", n, 1)
+    views = [str(v) for v in views]
+    spec = get_task(task)
+    limit = max_episode_steps
     if limit is None:
-        limit = spec.max_episode_steps * (2 if cfg.controller == "joint_position" else 1)
+        limit = spec.max_episode_steps * (2 if controller == "joint_position" else 1)
     limit = check_int("max_episode_steps", limit, 1)
-    check_float("noise_std", cfg.noise_std, low=0.0)
-    for key in ("post_success_steps", "undo_steps", "stop_steps"):
-        check_int(key, cfg[key], 0)
-    if cfg.video:
-        check_int("fps", cfg.fps, 1)
-    if os.path.isdir(str(cfg.out)):
-        raise ValueError(f"out={str(cfg.out)!r} is a folder; out is the .hdf5 file to write")
-    weights = OmegaConf.to_container(cfg.imperfections, resolve=True)
-    plan = allocate_imperfections(n, weights, int(cfg.seed))
-    env_kwargs = {"controller": str(cfg.controller), "max_episode_steps": limit + 1,
-                  "terminate_on_success": False}
-    env = sim.make_env(task, num_envs=1, views=tuple(views), image_size=int(cfg.image_size),
-                       seed=int(cfg.seed), **env_kwargs)
-    expert = ScriptedExpert(env, seed=int(cfg.seed), noise_std=float(cfg.noise_std))
-    out = str(cfg.out)
-    video_dir = None
-    if cfg.video:
+    check_float("noise_std", noise_std, low=0.0)
+    steps = {key: check_int(key, value, 0) for key, value in
+             (("post_success_steps", post_success_steps), ("undo_steps", undo_steps), ("stop_steps", stop_steps))}
+    if video_dir is not None:
+        check_int("fps", fps, 1)
         if not views:
-            raise SystemExit("dopa demos: video=true needs at least one view (views=[front])")
-        video_dir = str(cfg.video_dir) if cfg.video_dir else os.path.splitext(out)[0] + "_videos"
-    from sim.video import write_episode_video
-
+            raise ValueError("videos need at least one view")
+    out = os.fspath(out)
+    if os.path.isdir(out):
+        raise ValueError(f"out={out!r} is a folder; out is the .hdf5 file to write")
+    plan = allocate_imperfections(n, DEFAULT_IMPERFECTIONS if imperfections is None else imperfections, int(seed))
+    env_kwargs = {"controller": str(controller), "max_episode_steps": limit + 1, "terminate_on_success": False}
+    env = make_env(task, num_envs=1, views=tuple(views), image_size=int(image_size), seed=int(seed), **env_kwargs)
     successes = {k: [] for k in IMPERFECTIONS}
     try:
-        with EpisodeWriter(out, task, env_kwargs, views, int(cfg.image_size)) as writer:
+        expert = ScriptedExpert(env, seed=int(seed), noise_std=float(noise_std))
+        with EpisodeWriter(out, task, env_kwargs, views, int(image_size)) as writer:
             bar = tqdm(range(n), desc=f"demos {task}", unit="ep")
             for i in bar:
-                ep = record_episode(env, expert, seed=int(cfg.seed) + i, imperfection=plan[i], max_steps=limit,
-                                    post_success_steps=int(cfg.post_success_steps),
-                                    undo_steps=int(cfg.undo_steps), stop_steps=int(cfg.stop_steps))
-                name = writer.add(ep)
-                ep.name = name
+                ep = record_episode(env, expert, seed=int(seed) + i, imperfection=plan[i], max_steps=limit, **steps)
+                ep.name = writer.add(ep)
                 successes[ep.imperfection].append(ep.success)
-                if video_dir:
-                    write_episode_video(ep, os.path.join(video_dir, f"{name}.mp4"), subtasks=spec.subtasks,
-                                        fps=int(cfg.fps))
+                if video_dir is not None:
+                    write_episode_video(ep, os.path.join(os.fspath(video_dir), f"{ep.name}.mp4"),
+                                        subtasks=spec.subtasks, fps=int(fps))
                 clean = successes["none"]
                 bar.set_postfix(T=ep.num_steps, ok=f"{sum(clean)}/{len(clean)}")
     finally:
         env.close()
-    summary = {k: f"{sum(v)}/{len(v)}" for k, v in successes.items() if v}
-    print(f"wrote {n} episodes of {task!r} to {out}; success by imperfection: {json.dumps(summary)}")
-    if video_dir:
-        print(f"videos in {video_dir}/")
-    return 0
+    return successes

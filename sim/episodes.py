@@ -37,7 +37,8 @@ from collections.abc import Iterator, Sequence
 import h5py
 import numpy as np
 
-from sim.experts import IMPERFECTIONS
+from basics.atomic import AtomicFile
+from sim.tasks import IMPERFECTIONS, get_task
 
 DOPA_FORMAT = 1
 
@@ -173,8 +174,6 @@ class EpisodeWriter:
     """
 
     def __init__(self, path, task: str, env_kwargs: dict, views: Sequence[str], image_size: int):
-        from sim.tasks import get_task
-
         self.spec = get_task(task)
         self.views = tuple(views)
         for v in self.views:
@@ -188,10 +187,8 @@ class EpisodeWriter:
             self._env_kwargs_json = json.dumps(self.env_kwargs, sort_keys=True)
         except TypeError as exc:
             raise ValueError(f"env_kwargs must be JSON-serialisable: {exc}") from None
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        base = os.path.basename(self.path)
-        self.tmp_path = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
+        self._file = AtomicFile(self.path, ".hdf5")  # renamed onto path by close(), removed by abort()
+        self.tmp_path = self._file.tmp
         self._h5: h5py.File | None = h5py.File(self.tmp_path, "w")
         self._data = self._h5.create_group("data")
         self.count = 0
@@ -269,7 +266,7 @@ class EpisodeWriter:
         self._h5.flush()
         self._h5.close()
         self._h5 = None
-        os.replace(self.tmp_path, self.path)
+        self._file.commit()
         return self.path
 
     def abort(self) -> None:
@@ -279,8 +276,7 @@ class EpisodeWriter:
                 self._h5.close()
             finally:
                 self._h5 = None
-        if os.path.exists(self.tmp_path):
-            os.remove(self.tmp_path)
+        self._file.discard()
 
     def __enter__(self):
         return self
@@ -358,7 +354,6 @@ class EpisodeFile:
         fmt = int(self._attr(h, "dopa_format"))
         if fmt != DOPA_FORMAT:
             raise _fail(self.path, "", "@dopa_format", f"is {fmt}; this reader reads format {DOPA_FORMAT}")
-        from sim.tasks import get_task
 
         self.task = str(self._attr(h, "env_name"))
         try:
@@ -433,6 +428,18 @@ class EpisodeFile:
             raise KeyError(f"{self.path}: no demo {demo!r}; has {len(self.demos)}: {shown}")
         return str(demo)
 
+    def check_views(self, views=None) -> tuple[str, ...]:
+        """``views`` (a name, a sequence, or ``None`` for all stored) as a tuple of stored views.
+
+        Raises:
+            ValueError: a view this file does not store (lists the stored ones).
+        """
+        views = self.views if views is None else ((views,) if isinstance(views, str) else tuple(views))
+        for v in views:
+            if v not in self.views:
+                raise ValueError(f"{self.path}: unknown view {v!r}; stored views: {', '.join(self.views) or '(none)'}")
+        return views
+
     def _read(self, demo: str, key: str) -> np.ndarray:
         ds = self._get(demo, key)
         try:
@@ -459,10 +466,7 @@ class EpisodeFile:
             EpisodeFileError: corrupt or inconsistent data.
         """
         name = self._demo_name(demo)
-        views = self.views if views is None else ((views,) if isinstance(views, str) else tuple(views))
-        for v in views:
-            if v not in self.views:
-                raise ValueError(f"{self.path}: unknown view {v!r}; stored views: {', '.join(self.views) or '(none)'}")
+        views = self.check_views(views)
         if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
             raise ValueError(f"stride must be an int >= 1, got {stride!r}")
         g = self._h5["data"][name]
@@ -519,17 +523,40 @@ def subsample(ep: Episode, stride: int) -> Episode:
         rewards=rewards, dones=dones, progress=ep.progress[idx], keyframes=kf, frame_index=base[idx])
 
 
-def read_episodes(path, views=None, stride: int = 1, demos=None) -> list[Episode]:
-    """Read and validate episodes from ``path`` (see :class:`EpisodeFile` and :meth:`EpisodeFile.read`).
+def read_episodes(path, views=None, stride: int = 1, demos=None, image_size: int | None = None) -> list[Episode]:
+    """Read and validate episodes from one episode file or several: THE episode reader (see
+    :class:`EpisodeFile` and :meth:`EpisodeFile.read`).
 
     Args:
-        path: an episode file.
-        views: views to load (default: all stored).
+        path: an episode file, or a list of them (read in order, their episodes concatenated).
+        views: views to load, each stored in every file (default: all stored; ``()``: states only,
+            no image is read).
         stride: frame subsampling (final frame always kept).
-        demos: names or positions to read (default: all, in index order).
+        demos: names or positions to read in every file (default: all, in index order).
+        image_size: when given, the loaded views must have this many pixels per side.
     Returns:
-        list of :class:`Episode`.
+        list of :class:`Episode` (``frames[view]`` uint8 [T+1, H, W, 3], ``states`` float32 [T+1, D],
+        ``actions`` float32 [T, A], T >= 1).
+    Raises:
+        FileNotFoundError: a missing file (all missing files named).
+        ValueError: a view not stored in a file (lists the stored ones); frames of another size
+            (``"<path>: frames are 32x32 px, expected 64x64"``); a bad stride.
+        EpisodeFileError: an unreadable, corrupt or inconsistent file (names path, demo and key).
+        KeyError / IndexError: an unknown demo.
     """
-    with EpisodeFile(path) as f:
-        names = f.demos if demos is None else list(demos)
-        return [f.read(d, views=views, stride=stride) for d in names]
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    missing = [os.fspath(p) for p in paths if not os.path.exists(p)]
+    if len(missing) == 1:
+        raise FileNotFoundError(f"no episode file at {missing[0]}")
+    if missing:
+        raise FileNotFoundError(f"no episode files at {missing}")
+    out: list[Episode] = []
+    for p in paths:
+        with EpisodeFile(p) as f:
+            names = f.demos if demos is None else list(demos)
+            loaded = f.check_views(views)
+            if image_size is not None and loaded and f.image_size != image_size:
+                raise ValueError(f"{f.path}: frames are {f.image_size}x{f.image_size} px, expected "
+                                 f"{image_size}x{image_size}")
+            out += [f.read(d, views=views, stride=stride) for d in names]
+    return out

@@ -44,10 +44,9 @@ import mujoco
 import numpy as np
 import torch
 
-from sim.tasks import get_task
+from sim.tasks import IMPERFECTIONS, get_task
 
 EXPERT_TASKS = ("lift", "stack", "pick-place-can", "door")
-IMPERFECTIONS = ("none", "noise", "stop", "regress")
 
 _OSC_POS_SCALE = 0.05  # m per unit action (robosuite OSC_POSE output_max)
 _OSC_ROT_SCALE = 0.5  # rad per unit action

@@ -24,9 +24,7 @@ import numpy as np
 
 from sim.base import TaskEnv
 from sim.render import gl_guard
-from sim.tasks import TaskSpec
-
-CONTROLLERS = ("osc_pose", "joint_position")
+from sim.tasks import CONTROLLERS, TaskSpec
 
 
 def controller_config(controller: str) -> dict:

@@ -27,6 +27,14 @@ _DMC_THRESHOLD_DOC = (
     "per-step reward (in [0, 1]) is at least `success_threshold`."
 )
 
+#: arm controllers of the robosuite tasks (``sim.make_env(..., controller=...)``): end-effector
+#: pose (OSC, 7-D action) or joint position deltas (8-D: 7 joints + gripper).
+CONTROLLERS = ("osc_pose", "joint_position")
+
+#: kinds of recorded demonstration (sim.experts.ScriptedExpert; an episode file's ``imperfection``):
+#: clean, Gaussian action noise, stopped after a random sub-task, progress undone with real physics.
+IMPERFECTIONS = ("none", "noise", "stop", "regress")
+
 _ROBOSUITE_CAMERAS = {
     "front": "agentview",
     "wrist": "robot0_eye_in_hand",

@@ -22,9 +22,11 @@ VECTORIZATIONS = ("sync", "async")
 
 def _make_single(spec: TaskSpec, views, image_size, seed, env_index, kwargs):
     if spec.family == "dmc":
+        # lazy: dm_control and MuJoCo load their GL backend at import; only the family asked for is imported
         from sim.dmc import DMCEnv
 
         return DMCEnv(spec, views=views, image_size=image_size, seed=seed, env_index=env_index, **kwargs)
+    # lazy: robosuite and MuJoCo load their GL backend at import; only the family asked for is imported
     from sim.robosuite_env import RobosuiteEnv
 
     return RobosuiteEnv(spec, views=views, image_size=image_size, seed=seed, env_index=env_index, **kwargs)

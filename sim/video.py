@@ -19,6 +19,9 @@ import cv2
 import imageio.v2 as imageio
 import numpy as np
 
+from basics.atomic import atomic_file
+from sim.episodes import EpisodeFile
+
 # RGB colours, one per sub-task (cycled)
 _COLOURS = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (213, 94, 0), (204, 121, 167)]
 _STRIP = 44  # pixels of the information strip under the views
@@ -106,26 +109,17 @@ def write_episode_video(episode, path, views: Sequence[str] | None = None, subta
         raise ValueError(f"fps must be >= 1, got {fps}")
     frames = render_frames(episode, views, subtasks, min_height=min_height)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.mp4")
-    try:
+    with atomic_file(path, ".mp4") as tmp:
         with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=int(fps), codec="libx264",
                                 macro_block_size=16, quality=8, ffmpeg_log_level="error") as w:
             for f in frames:
                 w.append_data(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
 def episode_file_video(h5_path, demo, out_path, views: Sequence[str] | None = None, stride: int = 1,
                        fps: int = 20) -> str:
     """Turn a stored episode (``demo`` name or position in an episode file) into an MP4 at ``out_path``."""
-    from sim.episodes import EpisodeFile
-
     with EpisodeFile(h5_path) as f:
         ep = f.read(demo, views=views, stride=stride)
         subtasks = f.subtasks

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
+from sim.render import gl_guard
 from sim.tasks import TaskSpec, check_seed
 
 OPTIONS = ("max_episode_steps", "max_force", "max_torque", "nconmax", "njmax", "cuda_graph", "on_divergence")
@@ -43,6 +44,7 @@ def _import_warp():
 
 def supported_tasks() -> tuple[str, ...]:
     """Names of the tasks the MuJoCo Warp backend supports."""
+    # lazy: sim.dmc_rewards imports MuJoCo, which loads its GL backend at import (sim.make_env checks MUJOCO_GL first)
     from sim.dmc_rewards import SUITE_TASKS
 
     return tuple(SUITE_TASKS)
@@ -96,6 +98,7 @@ class WarpEnv:
                  max_episode_steps: int | None = None, max_force: float = 50.0, max_torque: float = 10.0,
                  nconmax: int | None = None, njmax: int | None = None, cuda_graph: bool = True,
                  image_size: int = 64, on_divergence: str = "raise"):
+        # lazy: sim.dmc_rewards imports MuJoCo, which loads its GL backend at import (after sim.make_env's check)
         from sim.dmc_rewards import DeviceState, make_suite_task
 
         if spec.name not in supported_tasks():
@@ -134,8 +137,6 @@ class WarpEnv:
         self.on_divergence = on_divergence
 
         # The host model and the suite's own spaces, from dm_control itself.
-        from sim.render import gl_guard
-
         with gl_guard():
             from dm_control import suite
         import mujoco

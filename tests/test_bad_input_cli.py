@@ -87,7 +87,7 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
     folder = out.parent
     try:
         for _ in range(600):  # until the temporary file exists (recording has started)
-            if folder.is_dir() and any(p.name.startswith(".lift.hdf5.tmp") for p in folder.iterdir()):
+            if folder.is_dir() and any(p.name.startswith(".lift.hdf5.") for p in folder.iterdir()):
                 break
             if proc.poll() is not None:
                 break

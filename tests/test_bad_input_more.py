@@ -61,10 +61,10 @@ def test_deploy_config_check_is_the_nodes_check():
     """The node (PolicyCore at configure) refuses what the job refuses: one function, one rule set."""
     from omegaconf import OmegaConf
 
-    from ros.policy_node import check_deploy_config, loop_config
-    from ros.robot import robot_from_config
+    from jobs.deploy import build_robot
+    from ros.policy_core import check_deploy_config, loop_config
 
-    robot = robot_from_config(OmegaConf.load("configs/robot/panda.yaml"))
+    robot = build_robot(OmegaConf.load("configs/robot/panda.yaml"))
     cfg = OmegaConf.to_container(OmegaConf.load("configs/deploy.yaml"))
     check_deploy_config(cfg, robot)  # the shipped defaults pass
     period, step, safety, (max_age, max_future) = loop_config(cfg, robot)

@@ -18,7 +18,7 @@ TINY = ["env=cartpole-swingup", "env.kwargs.max_episode_steps=25", "reward=state
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny SAC run of 100 env steps on cartpole with checkpoints at 50 and 100."""
-    from control.train import train
+    from jobs.train import train_from_config as train
 
     d = tmp_path_factory.mktemp("ck") / "run"
     train(compose("train", [*TINY, "total_steps=100", f"run_dir={d}"]))
@@ -100,7 +100,7 @@ def test_resume_continues_the_run_as_configured(run_dir, tmp_path, monkeypatch, 
 
 
 def test_resume_refuses_changes_of_fixed_keys_in_one_line(run_dir, capsys):
-    from control.train import compose_config
+    from jobs.train import compose_config
 
     ck = run_dir / "checkpoints" / "step_000000100"
     for over, detail in ((["learner.batch_size=16"], "learner.batch_size: 8 -> 16"),
@@ -114,7 +114,7 @@ def test_resume_refuses_changes_of_fixed_keys_in_one_line(run_dir, capsys):
     cfg = compose_config([*TINY, f"resume={ck}", "total_steps=100", "eval.every=50", "log_every=10"])
     stored = json.loads((run_dir / "config.json").read_text())
     assert cfg.eval.every == 50 and cfg.log_every == 10 and cfg.learner.batch_size == 8
-    assert cfg.learner._target_ == stored["learner"]["_target_"] == "control.sac.SAC"
+    assert cfg.learner._target_ == stored["learner"]["_target_"] == "control.sac.SACConfig"
     # no overrides: exactly the stored config (but resume)
     from omegaconf import OmegaConf
 
@@ -123,7 +123,7 @@ def test_resume_refuses_changes_of_fixed_keys_in_one_line(run_dir, capsys):
 
 
 def test_resume_config_rules():
-    from control.train import given_keys, resume_config
+    from jobs.train import given_keys, resume_config
 
     stored = {"total_steps": 100, "seed": 0, "learner": {"total_steps": 100, "lr": 1e-3}, "eval": {"every": 10}}
     given = {"total_steps": 200, "seed": 5, "learner": {"lr": 3e-4}, "eval": {"every": 20}}

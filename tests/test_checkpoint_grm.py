@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from reward_models.train import load_training_state, save_training_state
+from reward_models.training_state import load_training_state, save_training_state
 
 
 def _trained_optimizer(steps=3, seed=0):
@@ -88,22 +88,22 @@ def test_reward_train_resumes_from_new_and_old_states(tmp_path, capsys):
     from test_grm import write_lift_episodes
 
     from jobs.cli import compose
-    from reward_models import train
+    from jobs.reward import run_train
 
     data = write_lift_episodes(tmp_path / "lift.hdf5", seeds=[1, 2], steps_per_phase=3)
     out = tmp_path / "grm"
     over = [f"data=[{data}]", f"out={out}", "batch_size=4", "save_every=2", "threads=1", f"text_cache={tmp_path / 'tc'}",
             "model.channels=[8,16,16,16]", "model.width=32", "model.depth=1", "model.heads=2", "model.hop_bins=21"]
-    assert train.run(compose("reward_train", [*over, "steps=2"])) == 0
+    assert run_train(compose("reward_train", [*over, "steps=2"])) == 0
     assert not (out / "training_state" / "state.pt").exists() and load_training_state(out)["step"] == 2
-    assert train.run(compose("reward_train", [*over, "steps=4"])) == 0
+    assert run_train(compose("reward_train", [*over, "steps=4"])) == 0
     assert "resuming" in capsys.readouterr().out and load_training_state(out)["step"] == 4
     # an older checkpoint with a torch-saved state resumes and is rewritten in the new format
     state = load_training_state(out)
     for p in (out / "training_state").iterdir():
         p.unlink()
     torch.save(state, out / "training_state" / "state.pt")
-    assert train.run(compose("reward_train", [*over, "steps=6"])) == 0
+    assert run_train(compose("reward_train", [*over, "steps=6"])) == 0
     assert "at step 4" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "training_state").iterdir()) == ["state.json", "state.safetensors"]
     assert load_training_state(out)["step"] == 6
@@ -116,6 +116,7 @@ def test_reward_train_resume_after_an_interruption_is_bit_exact(tmp_path, monkey
     from test_grm import write_lift_episodes
 
     from jobs.cli import compose
+    from jobs.reward import run_train
     from reward_models import train
 
     data = write_lift_episodes(tmp_path / "lift.hdf5", seeds=[1, 2], steps_per_phase=3)
@@ -125,7 +126,7 @@ def test_reward_train_resume_after_an_interruption_is_bit_exact(tmp_path, monkey
                 f"text_cache={tmp_path / 'tc'}", "model.channels=[8,16,16,16]", "model.width=32", "model.depth=1",
                 "model.heads=2", "model.hop_bins=21", "shift=2"]
 
-    assert train.run(compose("reward_train", over(tmp_path / "straight"))) == 0
+    assert run_train(compose("reward_train", over(tmp_path / "straight"))) == 0
     real_save = train.save_training_state
 
     def save_then_stop(*args, **kwargs):
@@ -134,10 +135,10 @@ def test_reward_train_resume_after_an_interruption_is_bit_exact(tmp_path, monkey
 
     monkeypatch.setattr(train, "save_training_state", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        train.run(compose("reward_train", over(tmp_path / "resumed")))
+        run_train(compose("reward_train", over(tmp_path / "resumed")))
     monkeypatch.setattr(train, "save_training_state", real_save)
     assert load_training_state(tmp_path / "resumed")["step"] == 2
-    assert train.run(compose("reward_train", over(tmp_path / "resumed"))) == 0
+    assert run_train(compose("reward_train", over(tmp_path / "resumed"))) == 0
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -15,8 +15,8 @@ from test_ros_nodes import PANDA, Recorder, call, deploy_cfg, ros_session, wait_
 from control.checkpoint import load_checkpoint
 from jobs.cli import compose, main
 from jobs.prepare import prepare, settings_hash
-from ros.policy_node import make_policy_node
-from ros.sim_robot import make_sim_robot_node
+from ros.policy_node import PolicyNode
+from ros.sim_robot import SimRobotNode
 
 TINY = ["preset=quick", "prepare.demos.n=2", "prepare.grm.tasks=[door]", "prepare.grm.episodes=1",
         "prepare.grm.steps=12", "prepare.grm.batch_size=8", "prepare.adapt.steps=6", "prepare.adapt.batch_size=8",
@@ -29,7 +29,7 @@ TINY = ["preset=quick", "prepare.demos.n=2", "prepare.grm.tasks=[door]", "prepar
 @pytest.fixture(scope="module")
 def main_job(tmp_path_factory):
     """Runs ``dopa train`` (the job function) once on the quick preset, shrunk further."""
-    from control.train import run
+    from jobs.train import run
 
     tmp = tmp_path_factory.mktemp("e2e")
     overrides = [*TINY, f"prepare.data_dir={tmp / 'data'}", f"run_dir={tmp / 'run'}"]
@@ -57,7 +57,7 @@ def test_prepared_artefacts_and_shaped_training(main_job, capsys):
     assert cfg["offline_data"] == [str(next(p for p in demos if p.name.startswith("lift")))]
     assert cfg["reward"]["checkpoint"] == str(adapted / "checkpoint")
     assert cfg["reward"]["potential"]["task_text"] == "lift the red cube"
-    assert cfg["learner"]["_target_"] == "control.expo.EXPO"
+    assert cfg["learner"]["_target_"] == "control.expo.EXPOConfig"
     ckpt = load_checkpoint(tmp / "run")
     assert ckpt.step == 160 and ckpt.path.name == "step_000000160" and (ckpt.path / "deploy").is_dir()
 
@@ -94,9 +94,9 @@ def test_eval_then_deploy_to_stand_in_robot(main_job):
     with ros_session() as (add, ctx):
         rec = Recorder(ctx)
         add(rec.node)
-        sim_node = add(make_sim_robot_node(PANDA, {"views": [], "rate_hz": 20.0, "seed": 3}, context=ctx))
+        sim_node = add(SimRobotNode(PANDA, {"views": [], "rate_hz": 20.0, "seed": 3}, context=ctx))
         q0 = sim_node.arm.joint_positions().copy()
-        node = add(make_policy_node(deploy_cfg(ckpt.path, rate_hz=20.0), PANDA, context=ctx))
+        node = add(PolicyNode(deploy_cfg(ckpt.path, rate_hz=20.0), PANDA, context=ctx))
         assert node.trigger_configure().to_label() == "transition_success"
         assert node.trigger_activate().to_label() == "transition_success"
         assert wait_for(lambda: node.core.joint_stamp is not None, 10.0)

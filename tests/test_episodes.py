@@ -163,6 +163,15 @@ def test_views_and_stride(recorded):
         assert s.frame_index[k_new] >= k_old and s.frame_index[k_new] - k_old < 3
     with pytest.raises(ValueError, match="stride must be an int >= 1"):
         read_episodes(path, stride=0)
+    # several files, states only or at a checked image size
+    both = read_episodes([path, str(path)], views=())
+    assert len(both) == 2 * len(eps) and all(e.frames == {} for e in both)
+    np.testing.assert_array_equal(both[len(eps)].states, eps[0].states)
+    assert len(read_episodes([path], views=["front"], image_size=32)) == len(eps)
+    with pytest.raises(ValueError, match=r"frames are 32x32 px, expected 64x64"):
+        read_episodes([path], image_size=64)
+    with pytest.raises(FileNotFoundError, match="no episode files at"):
+        read_episodes([path, path.parent / "a.hdf5", path.parent / "b.hdf5"])
     with pytest.raises(ValueError, match="merges keyframes"):
         subsample(ep, T)
 

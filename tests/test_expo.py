@@ -14,11 +14,12 @@ from control.expo import (
     CriticEnsemble,
     DiffusionBasePolicy,
     EditPolicy,
+    EXPOConfig,
     episodes_to_transitions,
     on_the_fly,
-    read_h5_episodes,
 )
 from control.learner import Transition
+from sim.episodes import Episode, EpisodeWriter, read_episodes
 
 # Small networks so the suite runs on two busy cores; the algorithm is the same at any size.
 TINY = dict(base_hidden_dim=32, base_num_blocks=1, time_dim=16, edit_hidden_dims=(32, 32),
@@ -26,8 +27,14 @@ TINY = dict(base_hidden_dim=32, base_num_blocks=1, time_dim=16, edit_hidden_dims
             batch_size=32, utd_ratio=2, start_training=8, diffusion_steps=5)
 
 
+def build(config_cls, obs_dim, action_dim, num_envs=1, seed=0, device="cpu", offline_data=None, **hyper):
+    """A learner through its typed config (``config_cls(**hyper).make(...)``), as the training job builds it."""
+    return config_cls(**hyper).make(obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, seed=seed,
+                                    device=device, offline_data=offline_data)
+
+
 def tiny(obs_dim=3, action_dim=2, **kw) -> EXPO:
-    return EXPO(obs_dim, action_dim, **{**TINY, **kw})
+    return build(EXPOConfig, obs_dim, action_dim, **{**TINY, **kw})
 
 
 def transition(obs, action, reward, next_obs, terminated=None, truncated=None) -> Transition:
@@ -182,7 +189,7 @@ def test_chunked_acting_stores_chunk_transitions():
     # env 1's episode ends after two steps: its partial chunk is stored
     learner.observe(transition(obs + 1, a1, [2.0, 2.0], obs + 2, terminated=torch.tensor([False, True])))
     assert len(learner.online) == 1
-    d = learner.online.data
+    d = {f: getattr(learner.online, f) for f in learner.online.FIELDS}
     assert torch.allclose(d["reward"][0], torch.tensor(1.0 + 0.5 * 2.0))
     assert d["discount"][0] == 0.0 and torch.equal(d["obs"][0], obs[1])
     assert torch.equal(d["action"][0].view(3, 2)[:2], torch.stack([a0[1], a1[1]]))
@@ -197,14 +204,14 @@ def test_chunked_acting_stores_chunk_transitions():
 
 
 def _write_demo_file(path, episodes):
-    import h5py
-
-    with h5py.File(path, "w") as f:
-        for i, ep in enumerate(episodes):
-            g = f.create_group(f"data/demo_{i}")
-            for k in ("states", "actions", "rewards", "dones"):
-                g.create_dataset(k, data=getattr(ep, k))
-            g.attrs["success"] = ep.success
+    """An episode file in the project's format (sim.episodes), states only (no views)."""
+    with EpisodeWriter(path, "lift", {"controller": "osc_pose"}, views=(), image_size=0) as w:
+        for ep in episodes:
+            t = ep.actions.shape[0]
+            w.add(Episode(frames={}, states=ep.states, actions=ep.actions, rewards=ep.rewards,
+                          dones=np.asarray(ep.dones, np.uint8), progress=np.zeros(t + 1, np.float32),
+                          keyframes=np.zeros(0, np.int64), keyframe_names=[], success=bool(ep.success),
+                          imperfection="none", seed=0))
 
 
 def _bandit_episodes(n, rng, noise=0.3):
@@ -226,16 +233,15 @@ def _bandit_reward(s, a):
     return (-np.square(a - _best_action(s)).sum(-1)).astype(np.float32)
 
 
-def test_offline_file_pretraining(tmp_path, monkeypatch):
+def test_offline_file_pretraining(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "demos.hdf5"
     _write_demo_file(path, _bandit_episodes(200, rng, noise=0.05))
-    eps = read_h5_episodes(str(path))
+    eps = read_episodes(str(path), views=())
     assert len(eps) == 200 and eps[0].states.shape == (2, 3)
-    monkeypatch.setattr("control.expo.load_episodes", read_h5_episodes)
     learner = tiny(offline_data=[str(path)], pretrain_steps=150, offline_done_is_terminal=True,
                    base_lr=3e-3, batch_size=64)
-    assert len(learner.offline) == 200 and learner.offline.data["discount"].max() == 0.0
+    assert len(learner.offline) == 200 and learner.offline.discount.max() == 0.0
     s = rng.uniform(-1, 1, (256, 3)).astype(np.float32)
     before = learner.base.sample(torch.from_numpy(s), torch.Generator().manual_seed(0))
     metrics = learner.pretrain()
@@ -302,8 +308,9 @@ def test_hydra_config_instantiates():
     lc = cfg.learner
     assert lc.num_qs == 10 and lc.num_min_qs == 2 and lc.utd_ratio == 20 and lc.num_samples == 8
     assert lc.edit_scale == 0.05 and lc.diffusion_steps == 10 and lc.offline_ratio == 0.5
-    learner = instantiate(lc, obs_dim=3, action_dim=2, num_envs=1, seed=0, device="cpu",
-                          base_hidden_dim=16, critic_hidden_dims=[16], edit_hidden_dims=[16])
+    config = instantiate(lc, base_hidden_dim=16, critic_hidden_dims=[16], edit_hidden_dims=[16])
+    assert isinstance(config, EXPOConfig) and config.name == "expo" and config.gamma == 0.99
+    learner = config.make(obs_dim=3, action_dim=2, num_envs=1, seed=0, device="cpu")
     assert isinstance(learner, EXPO) and learner.act(torch.zeros(1, 3)).shape == (1, 2)
 
 
@@ -333,7 +340,7 @@ def test_real_lift_env_steps_and_updates():
 
     env = sim.make_env("lift", num_envs=2, seed=0, max_episode_steps=6)
     obs, _ = env.reset(seed=0)
-    learner = EXPO(obs["state"].shape[1], env.action_dim, num_envs=2, **{**TINY, "start_training": 4, "horizon": 2})
+    learner = build(EXPOConfig, obs["state"].shape[1], env.action_dim, num_envs=2, **{**TINY, "start_training": 4, "horizon": 2})
     metrics = {}
     for _ in range(8):
         action = learner.act(obs["state"])
@@ -353,9 +360,9 @@ def test_offline_start_from_dopa_demos_file(tmp_path):
 
     path = tmp_path / "lift.hdf5"
     assert main(["demos", "task=lift", "n=1", "views=[]", f"out={path}"]) == 0
-    learner = EXPO(60, 7, offline_data=[str(path)], pretrain_steps=3, obs_normalization=True,
+    learner = build(EXPOConfig, 60, 7, offline_data=[str(path)], pretrain_steps=3, obs_normalization=True,
                    **{**TINY, "batch_size": 16})
     n = len(learner.offline)
-    assert n > 20 and learner.offline.data["reward"][:n].max() == 1.0  # the demo reaches success
+    assert n > 20 and learner.offline.reward[:n].max() == 1.0  # the demo reaches success
     assert learner.act(torch.zeros(1, 60)).shape == (1, 7) and learner.pretrained
     assert learner.normalizer.count > n  # statistics seeded by the demonstrations

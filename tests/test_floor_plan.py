@@ -77,7 +77,7 @@ def test_project_imports_inside_functions_are_marked_lazy():
     optional dependency (rclpy, transformers, warp, ...) must stay lazy, and the line says so
     with a comment containing "lazy" (on the import's line or the line above)."""
     bad = []
-    for pkg, path in _modules():
+    for _, path in _modules():
         lines = path.read_text().splitlines()
         for line, top, module, inside in _imports(path):
             if not inside or top not in FLOORS:
@@ -90,7 +90,7 @@ def test_project_imports_inside_functions_are_marked_lazy():
 
 def test_no_circles_between_modules():
     graph: dict[str, set[str]] = {}
-    for pkg, path in _modules():
+    for _, path in _modules():
         rel = path.relative_to(ROOT).with_suffix("")
         name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
         graph[name] = {m for _, top, m, _ in _imports(path) if top in FLOORS}

@@ -8,8 +8,14 @@ import math
 import pytest
 import torch
 
-from control.gorl import GenerativeDecoder, GoRL, fit_decoder, prior_penalty
+from control.gorl import GenerativeDecoder, GoRL, GoRLConfig, fit_decoder, prior_penalty
 from control.learner import Transition
+
+
+def build(config_cls, obs_dim, action_dim, num_envs=1, seed=0, device="cpu", offline_data=None, **hyper):
+    """A learner through its typed config (``config_cls(**hyper).make(...)``), as the training job builds it."""
+    return config_cls(**hyper).make(obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, seed=seed,
+                                    device=device, offline_data=offline_data)
 
 
 def _step(learner: GoRL, obs: torch.Tensor, reward_fn) -> torch.Tensor:
@@ -24,7 +30,7 @@ def _step(learner: GoRL, obs: torch.Tensor, reward_fn) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------
 def test_identity_decoder_returns_latent_exactly():
-    L = GoRL(obs_dim=3, action_dim=2, num_envs=5, seed=0)
+    L = build(GoRLConfig, obs_dim=3, action_dim=2, num_envs=5, seed=0)
     obs = torch.randn(5, 3)
     z = torch.randn(5, 2) * 3
     assert torch.equal(L.decode(obs, z), z)
@@ -55,7 +61,7 @@ def test_refit_reproduces_action_distribution(kind):
     s = torch.rand(n, 2, generator=g) * 2 - 1
     std = torch.tensor([0.3, 0.5])
     u = torch.stack([1.5 * s[:, 0], -s[:, 1]], 1) + std * torch.randn(n, 2, generator=g)
-    L = GoRL(obs_dim=2, action_dim=2, num_envs=1, seed=0, decoder=kind, decoder_epochs=60, decoder_batch_size=128,
+    L = build(GoRLConfig, obs_dim=2, action_dim=2, num_envs=1, seed=0, decoder=kind, decoder_epochs=60, decoder_batch_size=128,
              decoder_lr=1e-3, decoder_patience=10)
     fit = L.refit_decoder(s, u)
     assert math.isfinite(fit["decoder_val_loss"])
@@ -89,7 +95,7 @@ def test_fit_decoder_rejects_bad_data():
     with pytest.raises(ValueError, match="unknown decoder 'gan'"):
         GenerativeDecoder(2, 1, "gan")
     with pytest.raises(ValueError, match="unknown decoder 'vae'; known: flow, diffusion"):
-        GoRL(obs_dim=2, action_dim=1, decoder="vae")
+        build(GoRLConfig, obs_dim=2, action_dim=1, decoder="vae")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,19 +119,19 @@ def test_bimodal_gorl_keeps_both_modes_gaussian_ppo_cannot():
     the bandit. GoRL keeps both modes with a high return; Gaussian PPO (the project's control.ppo,
     same steps) ends unimodal or spread over the bad midpoint. The prior pull is strong here
     (KL weight 1.0) because with two equally good optima any latent drift toward one is as good."""
-    from control.ppo import PPO
+    from control.ppo import PPOConfig
 
     B, T, updates = 64, 8, 20
     torch.manual_seed(0)
     n = 2000
     sign = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
     u = torch.atanh(sign * MODE + 0.05 * torch.randn(n)).unsqueeze(-1)
-    g = GoRL(obs_dim=1, action_dim=1, num_envs=B, seed=0, stage_steps=[1e12], num_steps=T, num_minibatches=4,
+    g = build(GoRLConfig, obs_dim=1, action_dim=1, num_envs=B, seed=0, stage_steps=[1e12], num_steps=T, num_minibatches=4,
              update_epochs=4, lr=1e-3, critic_hidden=[32], normalize_obs=False, clip_eps=0.2, max_grad_norm=1.0,
              prior_coef=1.0, decoder="flow", decoder_epochs=40, decoder_batch_size=128, decoder_lr=3e-3,
              decoder_patience=10)
     g.refit_decoder(torch.zeros(n, 1), u)
-    ppo = PPO(1, 1, num_envs=B, seed=0, num_steps=T, num_minibatches=4, update_epochs=4, learning_rate=1e-3,
+    ppo = build(PPOConfig, 1, 1, num_envs=B, seed=0, num_steps=T, num_minibatches=4, update_epochs=4, learning_rate=1e-3,
               obs_normalization=False)
     obs = torch.zeros(B, 1)
     for _ in range(updates * T):
@@ -152,7 +158,7 @@ def test_learning_through_a_full_stage_cycle():
     """Stage 0 (Gaussian PPO) learns, the decoder refit keeps the policy, stage 1 keeps learning;
     every env step (collection included) is counted."""
     B, T = 32, 8
-    L = GoRL(obs_dim=2, action_dim=2, num_envs=B, seed=0, stage_steps=[B * T * 25, 1e12], collect_steps=B * T * 8,
+    L = build(GoRLConfig, obs_dim=2, action_dim=2, num_envs=B, seed=0, stage_steps=[B * T * 25, 1e12], collect_steps=B * T * 8,
              decoder_dataset_size=B * T * 8, num_steps=T, num_minibatches=4, update_epochs=4, lr=1e-3,
              critic_hidden=[64], decoder="flow", decoder_epochs=30, decoder_batch_size=256, decoder_lr=1e-3,
              decoder_patience=8)
@@ -196,7 +202,7 @@ def test_real_task_cycle_counts_steps_checkpoints_and_exports(tmp_path):
     kw = dict(num_envs=B, seed=0, stage_steps=[B * T * 2, 1e12], collect_steps=B * 100, decoder_dataset_size=B * 100,
               num_steps=T, num_minibatches=2, update_epochs=2, decoder="diffusion", decoder_epochs=3,
               decoder_batch_size=256)
-    L = GoRL(env.state_dim, env.action_dim, **kw)
+    L = build(GoRLConfig, env.state_dim, env.action_dim, **kw)
     obs, _ = env.reset()
     loop_steps, refit = 0, None
     while loop_steps < B * (T * 3 + 100):
@@ -217,7 +223,7 @@ def test_real_task_cycle_counts_steps_checkpoints_and_exports(tmp_path):
     assert refit["gorl/decoder_data_early_frac"] > 0.05
     o = obs["state"]
 
-    L2 = GoRL(env.state_dim, env.action_dim, **kw)
+    L2 = build(GoRLConfig, env.state_dim, env.action_dim, **kw)
     L2.load_state_dict(L.state_dict())
     assert torch.equal(L.act(o, deterministic=True), L2.act(o, deterministic=True))
     assert L2.stage == 1 and L2.env_steps == L.env_steps
@@ -231,7 +237,7 @@ def test_real_task_cycle_counts_steps_checkpoints_and_exports(tmp_path):
 
 
 def test_observe_without_latent_is_an_error():
-    L = GoRL(obs_dim=2, action_dim=1, num_envs=2)
+    L = build(GoRLConfig, obs_dim=2, action_dim=1, num_envs=2)
     z = torch.zeros(2, 2)
     tr = Transition(z, torch.zeros(2, 1), torch.zeros(2), z, torch.zeros(2, dtype=torch.bool),
                     torch.zeros(2, dtype=torch.bool))
@@ -261,7 +267,7 @@ def _train_cfg(tmp, *overrides):
                                     ["reward=grm", *_RENDERED], ["reward=naive", *_RENDERED]],
                          ids=["dense", "sparse", "state", "grm", "naive"])
 def test_dopa_train_gorl_with_every_reward_mode(tmp_path, reward):
-    from control.train import train
+    from jobs.train import train_from_config as train
 
     out = train(_train_cfg(tmp_path, *reward, "total_steps=60", "checkpoint_every=60"))
     L = out["learner"]
@@ -273,7 +279,7 @@ def test_dopa_train_gorl_with_every_reward_mode(tmp_path, reward):
 def test_train_resume_across_a_decoder_refit_equals_uninterrupted_run(tmp_path):
     """The checkpoint at step 50 is in stage 1 (decoder refit at step 40): resuming from it gives
     the same encoder, critic and decoder as a run without interruption."""
-    from control.train import train
+    from jobs.train import train_from_config as train
 
     common = ["reward=state", "checkpoint_every=50"]
     full = train(_train_cfg(tmp_path / "full", *common, "total_steps=100"))

@@ -164,7 +164,7 @@ def _cfg(name, **over):
 
 def test_load_episodes_and_bad_input(lift_files, tmp_path):
     from reward_models.text import embed_texts
-    from reward_models.train import load_episodes
+    from sim.episodes import read_episodes as load_episodes
 
     eps = load_episodes([lift_files[0]], views=VIEWS, image_size=SIZE)
     assert len(eps) == 4 and eps[0].frames["front"].shape == (13, SIZE, SIZE, 3)
@@ -194,7 +194,8 @@ def test_load_episodes_and_bad_input(lift_files, tmp_path):
 
 def test_train_eval_adapt_jobs(lift_files, tmp_path):
     """reward-train (with resume), reward-eval and reward-adapt end to end on rendered episodes."""
-    from reward_models import adapt, evaluate, train
+    from jobs.reward import run_adapt, run_eval, run_train
+    from reward_models.training_state import load_training_state
 
     train_file, test_file = lift_files
     out = tmp_path / "grm"
@@ -202,18 +203,19 @@ def test_train_eval_adapt_jobs(lift_files, tmp_path):
                   "model.hop_bins": 21}
     cfg = _cfg("reward_train", data=f"[{train_file}]", out=out, steps=40, batch_size=16, save_every=20, lr=3e-3,
                threads=1, text_cache=tmp_path / "tc", **model_over)
-    assert train.run(cfg) == 0
+    assert run_train(cfg) == 0
     model, meta = load_checkpoint(out)
-    assert train.load_training_state(out)["step"] == 40 and model.views == VIEWS
+    assert load_training_state(out)["step"] == 40 and model.views == VIEWS
     assert list((tmp_path / "grm_tb").glob("events.out.tfevents.*"))
     # resume continues at step 40 up to 60
     cfg2 = _cfg("reward_train", data=f"[{train_file}]", out=out, steps=60, batch_size=16, save_every=100, lr=3e-3,
                 threads=1, text_cache=tmp_path / "tc", **model_over)
-    assert train.run(cfg2) == 0
-    assert train.load_training_state(out)["step"] == 60
+    assert run_train(cfg2) == 0
+    assert load_training_state(out)["step"] == 60
 
     # training lowered the loss (two-hot cross-entropy + hop MSE) on the training pairs
-    from reward_models.train import HopData, load_episodes
+    from reward_models.pairs import HopData
+    from sim.episodes import read_episodes as load_episodes
 
     eps = load_episodes([train_file])
     data = HopData(eps, VIEWS, "front", {eps[0].task_text: meta["references"]["lift"]["text_emb"].numpy()}, seed=5)
@@ -228,7 +230,7 @@ def test_train_eval_adapt_jobs(lift_files, tmp_path):
     assert loss_trained < 0.92 * loss_fresh, (loss_trained, loss_fresh)
 
     ev = tmp_path / "eval"
-    assert evaluate.run(_cfg("reward_eval", checkpoint=out, data=f"[{test_file}]", out=ev, threads=1)) == 0
+    assert run_eval(_cfg("reward_eval", checkpoint=out, data=f"[{test_file}]", out=ev, threads=1)) == 0
     metrics = json.loads((ev / "metrics.json").read_text())["lift"]
     assert metrics["episodes"] == 3 and metrics["successful"] == 2 and metrics["fusion"] == "precision"  # auto
     assert -1 <= metrics["voc"] <= 1 and 0 <= metrics["completion_accuracy"] <= 1 and 0 <= metrics["mae"] <= 1
@@ -237,7 +239,7 @@ def test_train_eval_adapt_jobs(lift_files, tmp_path):
     ad = tmp_path / "adapt"
     cfg3 = _cfg("reward_adapt", checkpoint=out, demo=train_file, eval_data=f"[{test_file}]", out=ad, steps=10,
                 batch_size=8, threads=1, text_cache=tmp_path / "tc", task="'raise the cube'", fusion="mean")
-    assert adapt.run(cfg3) == 0
+    assert run_adapt(cfg3) == 0
     summary = json.loads((ad / "adapt.json").read_text())
     assert summary["eval_episodes"] == 3 and summary["fusion"] == "mean" and summary["steps"] == 10
     assert -1 <= summary["voc_before"] <= 1 and -1 <= summary["voc_after"] <= 1

@@ -109,7 +109,7 @@ def test_sampler_needs_pairs():
 def _coded_episodes():
     """Three 9-frame episodes whose pixels encode (episode, frame): red = episode, green = frame,
     and blue = 0 in the front view, 1 in the wrist view. Episode 1 fails (its progress falls)."""
-    from reward_models.train import Episode
+    from sim.episodes import Episode
 
     eps = []
     for k, success in enumerate((True, False, True)):
@@ -121,14 +121,17 @@ def _coded_episodes():
             frames[v] = x
         prog = np.linspace(0, 1, 9) if success else np.concatenate([np.linspace(0, 0.5, 5), np.linspace(0.5, 0.2, 5)[1:]])
         kf = [4, 8] if success else [4]
-        eps.append(Episode("t", "do it", frames, prog.astype(np.float32), np.asarray(kf), success))
+        eps.append(Episode(frames=frames, states=np.zeros((9, 1), np.float32), actions=np.zeros((8, 1), np.float32),
+                           rewards=np.zeros(8, np.float32), dones=np.eye(1, 8, 7, dtype=np.uint8)[0],
+                           progress=prog.astype(np.float32), keyframes=np.asarray(kf), keyframe_names=["a", "b"][:len(kf)],
+                           success=success, imperfection="none", seed=-1, task="t", task_text="do it"))
     return eps
 
 
 def test_anchored_pairs_take_a_successful_goal_frame_or_the_start_and_eq2_labels():
     import torch
 
-    from reward_models.train import HopData
+    from reward_models.pairs import HopData
 
     eps = _coded_episodes()
     data = HopData(eps, ("front", "wrist"), "front", {"do it": np.zeros(384, np.float32)}, seed=3,

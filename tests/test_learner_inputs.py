@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from control.buffers import ReplayBuffer, RolloutBuffer
-from control.expo import EXPO
-from control.gorl import GenerativeDecoder, GoRL, fit_decoder
 from basics.checks import check_float, check_int, check_states
+from control.buffers import ReplayBuffer, RolloutBuffer
+from control.expo import EXPOConfig
+from control.gorl import GenerativeDecoder, GoRLConfig, fit_decoder
 from control.learner import Transition, check_transition
 from control.networks import (
     MLP,
@@ -21,11 +21,17 @@ from control.networks import (
     mlp_trunk,
     soft_update,
 )
-from control.ppo import PPO
-from control.sac import SAC
+from control.ppo import PPOConfig
+from control.sac import SACConfig
 
 NAN, INF = float("nan"), float("inf")
 D, A, B = 3, 2, 2
+
+
+def build(config_cls, obs_dim, action_dim, num_envs=1, seed=0, device="cpu", offline_data=None, **hyper):
+    """A learner through its typed config (``config_cls(**hyper).make(...)``), as the training job builds it."""
+    return config_cls(**hyper).make(obs_dim=obs_dim, action_dim=action_dim, num_envs=num_envs, seed=seed,
+                                    device=device, offline_data=offline_data)
 
 
 def _transition(b=B, d=D, a=A, reward_shape=None):
@@ -77,11 +83,11 @@ def test_check_helpers_name_the_value_and_the_allowed_range():
 ])
 def test_sac_refuses_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        SAC(D, A, num_envs=B, hidden=(8,), buffer_size=kw.pop("buffer_size", 16), **kw)
+        build(SACConfig, D, A, num_envs=B, hidden=(8,), buffer_size=kw.pop("buffer_size", 16), **kw)
 
 
 def test_sac_refuses_bad_batches():
-    sac = SAC(D, A, num_envs=B, hidden=(8,), buffer_size=16, learning_starts=0)
+    sac = build(SACConfig, D, A, num_envs=B, hidden=(8,), buffer_size=16, learning_starts=0)
     with pytest.raises(ValueError, match=r"obs has shape \(2, 4\), expected \[B, 3\]"):
         sac.act(torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"obs contains NaN or inf \(row 1\)"):
@@ -110,11 +116,11 @@ def test_sac_refuses_bad_batches():
 ])
 def test_ppo_refuses_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        PPO(D, A, num_envs=B, **{"num_steps": 4, "num_minibatches": 2, **kw})
+        build(PPOConfig, D, A, num_envs=B, **{"num_steps": 4, "num_minibatches": 2, **kw})
 
 
 def test_ppo_refuses_bad_batches():
-    ppo = PPO(D, A, num_envs=B, num_steps=4, num_minibatches=2, hidden=(8,))
+    ppo = build(PPOConfig, D, A, num_envs=B, num_steps=4, num_minibatches=2, hidden=(8,))
     with pytest.raises(ValueError, match=r"obs has shape \(2,\), expected \[B, 3\]"):
         ppo.act(torch.zeros(2))
     with pytest.raises(ValueError, match=r"transition.obs has shape \(3, 3\), expected \[2, 3\]"):
@@ -143,11 +149,11 @@ def test_ppo_refuses_bad_batches():
 ])
 def test_gorl_refuses_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        GoRL(obs_dim=D, action_dim=A, num_envs=B, **kw)
+        build(GoRLConfig, obs_dim=D, action_dim=A, num_envs=B, **kw)
 
 
 def test_gorl_observe_refuses_bad_batches():
-    g = GoRL(obs_dim=D, action_dim=A, num_envs=B, num_steps=4, num_minibatches=2)
+    g = build(GoRLConfig, obs_dim=D, action_dim=A, num_envs=B, num_steps=4, num_minibatches=2)
     obs = torch.zeros(B, D)
     a = g.act(obs)
     with pytest.raises(ValueError, match=r"transition.action has shape \(2, 3\), expected \[2, 2\]"):
@@ -202,18 +208,18 @@ EXPO_TINY = dict(num_envs=1, base_hidden_dim=8, base_num_blocks=1, time_dim=4, n
 ])
 def test_expo_refuses_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        EXPO(D, A, **{**EXPO_TINY, **kw})
+        build(EXPOConfig, D, A, **{**EXPO_TINY, **kw})
 
 
 def test_expo_observe_refuses_bad_batches_and_stores_nothing():
-    learner = EXPO(D, A, **EXPO_TINY)
+    learner = build(EXPOConfig, D, A, **EXPO_TINY)
     with pytest.raises(ValueError, match=r"next_obs has shape \(2, 3\), expected \[1, 3\]"):
         learner.observe(Transition(torch.zeros(1, D), torch.zeros(1, A), torch.zeros(1), torch.zeros(2, D),
                                    torch.zeros(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)))
     with pytest.raises(ValueError, match=r"transition.action contains NaN or inf"):
         learner.observe(Transition(torch.zeros(1, D), torch.full((1, A), NAN), torch.zeros(1), torch.zeros(1, D),
                                    torch.zeros(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)))
-    chunked = EXPO(D, A, **{**EXPO_TINY, "horizon": 2, "obs_normalization": True})
+    chunked = build(EXPOConfig, D, A, **{**EXPO_TINY, "horizon": 2, "obs_normalization": True})
     with pytest.raises(ValueError, match=r"chunked observe\(\) must follow act\(deterministic=False\)"):
         chunked.observe(_transition(b=1))
     for lr in (learner, chunked):
@@ -222,7 +228,7 @@ def test_expo_observe_refuses_bad_batches_and_stores_nothing():
 
 
 def test_expo_accepts_integral_floats_from_configs():
-    learner = EXPO(D, A, **{**EXPO_TINY, "start_training": 5e3, "buffer_size": 16.0})
+    learner = build(EXPOConfig, D, A, **{**EXPO_TINY, "start_training": 5e3, "buffer_size": 16.0})
     assert learner.start_training == 5000 and learner.online.capacity == 16
 
 
@@ -309,9 +315,9 @@ def test_prepare_refuses_bad_counts_before_building(tmp_path, override, msg):
 def test_nan_never_reaches_the_networks():
     """A NaN state is refused at act() by every learner, before any network sees it."""
     bad = torch.tensor([[0.0, math.nan, 0.0]])
-    for learner in (SAC(D, A, num_envs=1, hidden=(8,), buffer_size=8, learning_starts=0),
-                    PPO(D, A, num_envs=1, num_steps=2, num_minibatches=1, hidden=(8,)),
-                    GoRL(obs_dim=D, action_dim=A, num_envs=1, num_steps=2, num_minibatches=1),
-                    EXPO(D, A, **EXPO_TINY)):
+    for learner in (build(SACConfig, D, A, num_envs=1, hidden=(8,), buffer_size=8, learning_starts=0),
+                    build(PPOConfig, D, A, num_envs=1, num_steps=2, num_minibatches=1, hidden=(8,)),
+                    build(GoRLConfig, obs_dim=D, action_dim=A, num_envs=1, num_steps=2, num_minibatches=1),
+                    build(EXPOConfig, D, A, **EXPO_TINY)):
         with pytest.raises(ValueError, match=r"obs contains NaN or inf \(row 0\)"):
             learner.act(bad)

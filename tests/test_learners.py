@@ -89,9 +89,9 @@ EVAL_EPISODES, EVAL_SEED, T = 4, 100, 200
 
 def _random_and_trained(tmp_path, overrides):
     import sim
-    from jobs.cli import compose
     from control.evaluate import evaluate, learner_policy
-    from control.train import train
+    from jobs.cli import compose
+    from jobs.train import train_from_config as train
 
     cfg = compose("train", ["env=cartpole-swingup", f"env.kwargs.max_episode_steps={T}", "reward=dense",
                             "progress=false", "eval.every=0", f"run_dir={tmp_path}", *overrides])

@@ -155,7 +155,7 @@ def test_grm_potential_loads_a_qwen_checkpoint(tiny_qwen, tmp_path_factory):
     from test_grm import lift_episode_files
 
     from reward_models.tracker import GRMPotential
-    from reward_models.train import load_episodes
+    from sim.episodes import read_episodes as load_episodes
 
     train_file, _ = lift_episode_files(tmp_path_factory)
     with pytest.raises(ValueError, match="reference=<episode file>"):

@@ -24,13 +24,12 @@ from torch import nn
 from trajectory_msgs.msg import JointTrajectory
 
 from control.export import MLPPolicy, policy_meta, register_kind, save_policy
-from jobs.deploy import NodeSpinner
+from jobs.deploy import NodeSpinner, build_robot
 from ros.messages import make_joint_state, rgb_to_image, sec_to_stamp, stamp_to_sec
-from ros.policy_node import make_policy_node
-from ros.robot import robot_from_config
-from ros.sim_robot import make_sim_robot_node
+from ros.policy_node import PolicyNode
+from ros.sim_robot import SimRobotNode
 
-PANDA = robot_from_config(OmegaConf.load("configs/robot/panda.yaml"))
+PANDA = build_robot(OmegaConf.load("configs/robot/panda.yaml"))
 INIT_Q = [0, np.pi / 16, 0, -np.pi / 2 - np.pi / 3, 0, np.pi - 0.2, np.pi / 4]  # robosuite's Panda start
 
 
@@ -233,8 +232,8 @@ def test_full_loop_scripted_policy_lifts_the_cube(tmp_path, lift_meta):
     with ros_session() as (add, ctx):
         rec = Recorder(ctx)
         add(rec.node)
-        sim_node = add(make_sim_robot_node(PANDA, {"views": [], "rate_hz": 20.0, "seed": 1}, context=ctx))
-        node = add(make_policy_node(deploy_cfg(folder, rate_hz=20.0), PANDA, context=ctx))
+        sim_node = add(SimRobotNode(PANDA, {"views": [], "rate_hz": 20.0, "seed": 1}, context=ctx))
+        node = add(PolicyNode(deploy_cfg(folder, rate_hz=20.0), PANDA, context=ctx))
         assert node.trigger_configure().to_label() == "transition_success"
         assert node.trigger_activate().to_label() == "transition_success"
         assert wait_for(lambda: node.core.joint_stamp is not None, 10.0)
@@ -268,8 +267,8 @@ def running_loop(tmp_path_factory, lift_meta):
         rec = Recorder(ctx)
         add(rec.node)
         cam = Camera(rec.node, ctx, frame, rate=20.0)
-        sim_node = add(make_sim_robot_node(PANDA, {"views": [], "rate_hz": 20.0}, context=ctx))
-        node = add(make_policy_node(deploy_cfg(folder, rate_hz=20.0, watchdog={"max_age": 0.14}), PANDA, context=ctx))
+        sim_node = add(SimRobotNode(PANDA, {"views": [], "rate_hz": 20.0}, context=ctx))
+        node = add(PolicyNode(deploy_cfg(folder, rate_hz=20.0, watchdog={"max_age": 0.14}), PANDA, context=ctx))
         assert node.trigger_configure().to_label() == "transition_success"
         assert node.trigger_activate().to_label() == "transition_success"
         yield dict(rec=rec, cam=cam, sim=sim_node, node=node)
@@ -383,12 +382,12 @@ def test_configure_fails_cleanly_for_a_robot_the_policy_does_not_fit(tmp_path, l
     meta = lift_meta[0]
     folder = tmp_path / "p"
     save_policy(folder, MLPPolicy(meta["state_dim"], meta["action_dim"], hidden=[8]), meta)
-    ur5e = robot_from_config(OmegaConf.load("configs/robot/ur5e.yaml"))
+    ur5e = build_robot(OmegaConf.load("configs/robot/ur5e.yaml"))
     with ros_session() as (add, ctx):
-        node = add(make_policy_node(deploy_cfg(folder), ur5e, context=ctx))
+        node = add(PolicyNode(deploy_cfg(folder), ur5e, context=ctx))
         assert node.trigger_configure().to_label() == "transition_failure"
         assert node.core is None
-        node2 = add(make_policy_node(deploy_cfg(tmp_path / "missing"), PANDA, context=ctx, node_name="p2"))
+        node2 = add(PolicyNode(deploy_cfg(tmp_path / "missing"), PANDA, context=ctx, node_name="p2"))
         assert node2.trigger_configure().to_label() == "transition_failure"
 
 
@@ -402,8 +401,8 @@ def test_forward_command_mode_moves_the_stand_in(tmp_path, lift_meta):
         add(rec)
         got = []
         rec.create_subscription(Float64MultiArray, PANDA.topics["forward_command"], lambda m: got.append(m), 10)
-        sim_node = add(make_sim_robot_node(PANDA, {"views": [], "command": "forward"}, context=ctx))
-        node = add(make_policy_node(deploy_cfg(folder, output="forward"), PANDA, context=ctx))
+        sim_node = add(SimRobotNode(PANDA, {"views": [], "command": "forward"}, context=ctx))
+        node = add(PolicyNode(deploy_cfg(folder, output="forward"), PANDA, context=ctx))
         q0 = sim_node.arm.joint_positions()[:7].copy()
         # the lifecycle services, over DDS, as a launch system or `ros2 lifecycle set` would use them
         for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
@@ -429,7 +428,7 @@ def test_deploy_job_commands_the_stand_in_and_stops_its_threads(tmp_path, lift_m
     with ros_session() as (add, ctx):
         rec = Recorder(ctx)
         add(rec.node)
-        sim_node = add(make_sim_robot_node(PANDA, {"views": []}, context=ctx))
+        sim_node = add(SimRobotNode(PANDA, {"views": []}, context=ctx))
         assert main(["deploy", f"checkpoint={folder}", "arm=true", "duration_s=4"]) == 0
         out = capsys.readouterr().out
         assert wait_for(lambda: rec.traj and _is_hold(rec.traj[-1][1]), 5.0), "deploy ends with a hold"
@@ -446,7 +445,7 @@ def test_deploy_job_commands_the_stand_in_and_stops_its_threads(tmp_path, lift_m
 def test_reward_node_publishes_progress_from_stand_in_cameras(tmp_path):
     from reward_models.grm import GRM, GRMConfig, save_checkpoint
     from reward_models.tracker import GRMPotential
-    from ros.reward_node import make_reward_node
+    from ros.reward_node import RewardNode
 
     torch.manual_seed(0)
     cfg = GRMConfig(views=("front",), image_size=32, channels=(8, 8), width=32, depth=1, heads=2)
@@ -463,9 +462,9 @@ def test_reward_node_publishes_progress_from_stand_in_cameras(tmp_path):
         progress, complete = [], []
         rec.create_subscription(Float32, "/dopa_reward/progress", lambda m: progress.append(m.data), 10)
         rec.create_subscription(Bool, "/dopa_reward/complete", lambda m: complete.append(m.data), 10)
-        sim_node = add(make_sim_robot_node(PANDA, {"views": ["front"], "image_size": 32, "camera_rate_hz": 4.0},
+        sim_node = add(SimRobotNode(PANDA, {"views": ["front"], "image_size": 32, "camera_rate_hz": 4.0},
                                            context=ctx))
-        node = add(make_reward_node(potential, {"front": PANDA.topics["images"]["front"]}, rate_hz=4.0,
+        node = add(RewardNode(potential, {"front": PANDA.topics["images"]["front"]}, rate_hz=4.0,
                                     max_age=2.0, context=ctx))
         assert wait_for(lambda: len(progress) >= 3, 30.0), f"progress messages: {progress}"
         assert all(0.0 <= p <= 1.0 for p in progress) and len(complete) >= 1

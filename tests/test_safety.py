@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from sensor_msgs.msg import Image, JointState
 
+from jobs.deploy import build_robot
 from ros.messages import (
     MessageError,
     image_to_rgb,
@@ -23,10 +24,9 @@ from ros.messages import (
     sec_to_stamp,
     task_state_to_dict,
 )
-from ros.robot import robot_from_config
 from ros.safety import JointLimits, SafetyError, SafetyFilter, Watchdog
 
-PANDA = robot_from_config(OmegaConf.load("configs/robot/panda.yaml"))
+PANDA = build_robot(OmegaConf.load("configs/robot/panda.yaml"))
 
 
 def _limits():
@@ -218,7 +218,7 @@ def core_factory(tmp_path_factory):
     import torch
 
     from control.export import MLPPolicy, load_policy, save_policy
-    from ros.policy_node import PolicyCore
+    from ros.policy_core import PolicyCore
 
     layout = [["robot0_joint_pos", 7], ["robot0_joint_pos_cos", 7], ["robot0_joint_vel", 7],
               ["robot0_gripper_qpos", 2], ["cube_pos", 3]]
@@ -349,10 +349,10 @@ def test_core_refuses_with_a_reason_and_resumes(core_factory):
 
 
 def test_core_rejects_policies_that_do_not_fit_the_robot(core_factory):
-    from ros.policy_node import PolicyCore
+    from ros.policy_core import PolicyCore
 
     policy = core_factory().policy
-    ur5e = robot_from_config(OmegaConf.load("configs/robot/ur5e.yaml"))
+    ur5e = build_robot(OmegaConf.load("configs/robot/ur5e.yaml"))
     cfg = {"action_period": 0.05, "joint_step": 0.05, "safety": {}, "watchdog": {"max_age": 0.2}}
     with pytest.raises(ValueError, match="action_dim 8 does not fit robot 'ur5e'"):
         PolicyCore(policy, ur5e, cfg)

@@ -186,7 +186,7 @@ def test_sparse_and_dense_modes():
 
 
 def test_state_potentials_values_and_bad_input():
-    from reward_models.potential import StateDistancePotential
+    from reward_models.potential import StateDistancePotential, StateFeaturePotentialConfig
 
     pot = StateDistancePotential([1, 2], scale=0.5)
     phi, complete = pot({"state": torch.tensor([[9.0, 0.3, 0.4], [9.0, 0.0, 0.01], [9.0, 3.0, 0.0]])})
@@ -198,6 +198,6 @@ def test_state_potentials_values_and_bad_input():
     with pytest.raises(ValueError, match="scale must be > 0, got 0"):
         StateDistancePotential([0], scale=0)
     with pytest.raises(ValueError, match="need high > low"):
-        StateFeaturePotential(0, 1.0, 1.0)
+        StateFeaturePotentialConfig(0, 1.0, 1.0)
     with pytest.raises(ValueError, match="state has 2 entries; potential reads indices \\[1, 2\\]"):
         pot({"state": torch.zeros(1, 2)})

@@ -3,6 +3,7 @@ perturbations and bad input. Small on purpose: 32 px images, a handful of steps.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -306,6 +307,48 @@ def test_unknown_task_view_backend():
     with pytest.raises(ValueError, match="image_size must be positive, got 0"):
         env.render(("front",), image_size=0)
     env.close()
+
+
+def test_env_config_checks_with_make_env_messages_and_builds():
+    """sim.EnvConfig (configs/env/*.yaml's _target_) refuses what make_env refuses, with its messages,
+    and .make() is make_env with the config's fields; env.backend is the one backend switch."""
+    from hydra.utils import instantiate
+
+    from jobs.cli import compose
+
+    bad = [(dict(name="lfit"), r"unknown task 'lfit'.*known: .*lift"),
+           (dict(name="lift", backend="gpu"), r"unknown backend 'gpu'.*known: cpu"),
+           (dict(name="lift", vectorization="threads"), r"unknown vectorization 'threads'; known: sync, async"),
+           (dict(name="lift", image_size=7), r"image_size must be an int in \[8, 1024\], got 7"),
+           (dict(name="lift", kwargs={"controller": "osc"}), r"unknown controller 'osc'.*osc_pose, joint_position"),
+           (dict(name="cartpole-swingup", kwargs={"controller": "osc_pose"}), "has no controller option"),
+           (dict(name="cartpole-swingup", kwargs={"backend": "warp"}),
+            r"kwargs.backend is not a task option: backend is a field of the env config \(env.backend=...\)"),
+           (dict(name="lift", backend="warp"), "task 'lift' is not supported by backend 'warp'")]
+    for fields, message in bad:
+        with pytest.raises(ValueError, match=message):
+            sim.EnvConfig(**fields)
+    for name in sorted(os.listdir(os.path.join(os.path.dirname(sim.__file__), "..", "configs", "env"))):
+        cfg = instantiate(compose("train", [f"env={name[:-5]}"]).env)
+        assert isinstance(cfg, sim.EnvConfig) and type(cfg.kwargs) is dict, name
+    cfg = instantiate(compose("train", ["env=cartpole-swingup", "env.kwargs.max_episode_steps=3",
+                                        "env.image_size=16"]).env)
+    assert cfg == sim.EnvConfig("cartpole-swingup", image_size=16, kwargs={"max_episode_steps": 3})
+    assert sim.EnvConfig.from_dict({"_target_": "sim.EnvConfig", **dataclasses.asdict(cfg)}) == cfg
+    with pytest.raises(ValueError, match="unknown env config key 'num_envs'; known: name, image_size"):
+        sim.EnvConfig.from_dict({"name": "lift", "num_envs": 2})
+    env = cfg.make(num_envs=2, views=("front",), seed=4, device="cuda")  # backend cpu ignores the device
+    try:
+        assert (env.num_envs, env.views, env.image_size, env.seed, env.vectorization) == (2, ("front",), 16, 4, "sync")
+        obs, _ = env.reset()
+        assert obs["images"]["front"].shape == (2, 16, 16, 3)
+        for _ in range(3):
+            *_, truncated, _ = env.step(torch.zeros(2, env.action_dim))
+        assert truncated.all()  # kwargs reach the task
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="num_envs must be an int >= 1, got 0"):
+        cfg.make(num_envs=0)
 
 
 def test_bad_actions_seeds_bodies_scales(env):

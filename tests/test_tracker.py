@@ -196,12 +196,15 @@ def grm_checkpoint(tmp_path_factory):
     """A real (briefly trained) GRM checkpoint and episode files of rendered Lift frames."""
     from test_grm import lift_episode_files, tiny_config
 
+    from reward_models.fit import fit
     from reward_models.grm import GRM, save_checkpoint
-    from reward_models.train import HopData, _text_embeddings, build_references, fit, load_episodes
+    from reward_models.pairs import HopData, build_references
+    from reward_models.text import text_embeddings
+    from sim.episodes import read_episodes as load_episodes
 
     train_file, test_file = lift_episode_files(tmp_path_factory)
     eps = load_episodes([train_file])
-    te = _text_embeddings([e.task_text for e in eps], tmp_path_factory.getbasetemp() / "tc")
+    te = text_embeddings([e.task_text for e in eps], tmp_path_factory.getbasetemp() / "tc")
     torch.manual_seed(0)
     model = GRM(tiny_config())
     data = HopData(eps, VIEWS, "front", te, seed=0)
@@ -216,7 +219,7 @@ def test_grm_potential_on_rendered_frames(grm_checkpoint):
     from omegaconf import OmegaConf
 
     from reward_models.potential import Potential
-    from reward_models.train import load_episodes
+    from sim.episodes import read_episodes as load_episodes
 
     ck, train_file, test_file = grm_checkpoint
     pot = instantiate(OmegaConf.create({"_target_": "reward_models.tracker.GRMPotential", "checkpoint": str(ck),

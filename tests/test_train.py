@@ -10,7 +10,7 @@ import torch
 
 from control.checkpoint import CheckpointError, load_checkpoint
 from jobs.cli import compose
-from control.train import train
+from jobs.train import train_from_config as train
 
 TINY = ["env=cartpole-swingup", "env.kwargs.max_episode_steps=25", "reward=dense", "progress=false", "log_every=25"]
 SAC_TINY = ["learner=sac", "learner.learning_starts=20", "learner.hidden=[16,16]", "learner.batch_size=8",
@@ -61,7 +61,7 @@ def test_checkpoint_layout_tensorboard_terms_and_eval_job(tmp_path):
                 "deploy/policy.safetensors", "deploy/policy.json"):
         assert (ck / rel).is_file(), rel
     info = json.loads((ck / "pretrained_model" / "config.json").read_text())
-    assert info["env"]["state_dim"] == 5 and info["config"]["learner"]["_target_"] == "control.sac.SAC"
+    assert info["env"]["state_dim"] == 5 and info["config"]["learner"]["_target_"] == "control.sac.SACConfig"
     assert not list((tmp_path / "run" / "checkpoints").glob(".*"))  # no temp folders left behind
 
     # the evaluation video: one frame per step of the first 25-step episode, at eval.video_size

@@ -1,0 +1,144 @@
+"""EXPO's base policy pi_b(a | s): a DDPM (Ho et al. 2020) over actions in [-1, 1]^A with an
+MLP-ResNet noise predictor, as the authors' code (``pd-perry/EXPO``, after IDQL).
+
+- :class:`Denoiser`: eps_theta(s, a_t, t) -- learnable Fourier features of t, then
+  [s, a_t, time embedding] -> MLP-ResNet blocks -> the predicted noise.
+- :class:`DiffusionBasePolicy`: diffusers' ``DDPMScheduler`` around the denoiser; ``loss`` is the
+  imitation loss L_b = E_{t, eps} || eps - eps_theta(s, sqrt(abar_t) a + sqrt(1 - abar_t) eps, t) ||^2
+  (Ho et al. eq. 14, the "simple" loss) and ``sample`` is ancestral sampling (Ho et al., Algorithm 2).
+
+Used by :mod:`control.expo` (the learner) and :class:`control.expo_policy.EXPOPolicy` (deployment).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FourierFeatures", "MLPResNetBlock", "Denoiser", "DiffusionBasePolicy", "BETA_SCHEDULES"]
+
+BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear", "sigmoid")
+
+
+class FourierFeatures(nn.Module):
+    """Learnable Fourier features of the diffusion step: t [B, 1] float -> [B, dim] (cos, sin).
+
+    As the authors' ``FourierFeatures(learnable=True)``: f = 2 pi t W^T with W ~ N(0, 0.2^2).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time_dim must be even, got {dim}")
+        self.weight = nn.Parameter(torch.randn(dim // 2, 1) * 0.2)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """float32 [B, 1] -> float32 [B, dim] = [cos(2 pi t W^T), sin(2 pi t W^T)]."""
+        f = 2.0 * math.pi * t @ self.weight.T
+        return torch.cat([torch.cos(f), torch.sin(f)], dim=-1)
+
+
+class MLPResNetBlock(nn.Module):
+    """x + W2 swish(W1 LayerNorm(x)), widths h -> 4h -> h (IDQL / EXPO ``MLPResNetBlock``)."""
+
+    def __init__(self, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.fc1 = nn.Linear(hidden, 4 * hidden)
+        self.fc2 = nn.Linear(4 * hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 [B, hidden] -> float32 [B, hidden] (residual)."""
+        return x + self.fc2(F.silu(self.fc1(self.norm(self.dropout(x)))))
+
+
+class Denoiser(nn.Module):
+    """The DDPM noise predictor eps_theta(s, a_t, t) of the base policy.
+
+    Time t -> learnable Fourier features -> MLP (2 time_dim, 2 time_dim, swish); then
+    [s, a_t, time embedding] -> Linear(hidden) -> ``num_blocks`` MLP-ResNet blocks -> swish -> Linear(A).
+
+    Shapes: obs float32 [B, D], noisy_action float32 [B, A], t [B] (int or float step index) ->
+    float32 [B, A].
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int = 256, num_blocks: int = 3,
+                 time_dim: int = 128, dropout: float = 0.0):
+        super().__init__()
+        self.time_features = FourierFeatures(time_dim)
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.SiLU(),
+                                      nn.Linear(2 * time_dim, 2 * time_dim))
+        self.inp = nn.Linear(obs_dim + action_dim + 2 * time_dim, hidden_dim)
+        self.blocks = nn.Sequential(*[MLPResNetBlock(hidden_dim, dropout) for _ in range(num_blocks)])
+        self.out = nn.Linear(hidden_dim, action_dim)
+
+    def forward(self, obs: torch.Tensor, noisy_action: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predicted noise eps_theta(s, a_t, t): obs float32 [B, D], noisy_action float32 [B, A],
+        t [B] or a scalar (step index, int or float) -> float32 [B, A]."""
+        t = t.to(obs.dtype).reshape(-1, 1).expand(obs.shape[0], 1)
+        emb = self.time_mlp(self.time_features(t))
+        x = self.inp(torch.cat([obs, noisy_action, emb], dim=-1))
+        return self.out(F.silu(self.blocks(x)))
+
+
+class DiffusionBasePolicy(nn.Module):
+    """DDPM base policy pi_b(a | s) over actions in [-1, 1]^A, schedule from diffusers.
+
+    Uses ``diffusers.DDPMScheduler`` (``num_train_timesteps = T``, epsilon prediction, predicted
+    x_0 clipped to [-1, 1], fixed-small variance): ``add_noise`` for training (Ho et al. 2020,
+    eq. 4) and ``step`` for ancestral sampling (Ho et al., Algorithm 2).
+
+    Args:
+        obs_dim: D.  action_dim: A (h * A for chunks).  diffusion_steps: T >= 1.
+        beta_schedule: one of squaredcos_cap_v2, linear, scaled_linear, sigmoid.
+        hidden_dim, num_blocks, time_dim, dropout: the :class:`Denoiser`.
+    Raises:
+        ValueError: an unknown ``beta_schedule`` (the known ones listed) or ``diffusion_steps`` < 1.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, diffusion_steps: int = 10,
+                 beta_schedule: str = "squaredcos_cap_v2", hidden_dim: int = 256, num_blocks: int = 3,
+                 time_dim: int = 128, dropout: float = 0.0):
+        super().__init__()
+        from diffusers import DDPMScheduler  # third-party, heavy: imported when a base policy is built
+
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"unknown beta_schedule {beta_schedule!r}; known: {', '.join(BETA_SCHEDULES)}")
+        if int(diffusion_steps) < 1:
+            raise ValueError(f"diffusion_steps must be >= 1, got {diffusion_steps!r}")
+        self.action_dim = int(action_dim)
+        self.denoiser = Denoiser(obs_dim, action_dim, hidden_dim, num_blocks, time_dim, dropout)
+        self.scheduler = DDPMScheduler(num_train_timesteps=int(diffusion_steps), beta_schedule=beta_schedule,
+                                       prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0,
+                                       variance_type="fixed_small")
+        self.scheduler.set_timesteps(int(diffusion_steps))
+
+    def loss(self, obs: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Imitation loss: mean over the batch of ||eps - eps_theta(s, a_t, t)||^2 summed over A.
+
+        Args: obs float32 [B, D]; action float32 [B, A] in [-1, 1]. Returns a scalar tensor.
+        """
+        b = action.shape[0]
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator,
+                          device=action.device)
+        noise = torch.randn(action.shape, generator=generator, device=action.device, dtype=action.dtype)
+        noisy = self.scheduler.add_noise(action, noise, t)
+        return ((self.denoiser(obs, noisy, t) - noise) ** 2).sum(-1).mean()
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None,
+               denoiser: nn.Module | None = None) -> torch.Tensor:
+        """Draw one action per row: obs float32 [B, D] -> float32 [B, A] in [-1, 1].
+
+        ``denoiser`` overrides the online network (the EMA copy for acting).
+        """
+        net = self.denoiser if denoiser is None else denoiser
+        x = torch.randn((obs.shape[0], self.action_dim), generator=generator, device=obs.device, dtype=obs.dtype)
+        for t in self.scheduler.timesteps:
+            eps = net(obs, x, t.to(obs.device))
+            x = self.scheduler.step(eps, int(t), x, generator=generator).prev_sample
+        return x.clamp(-1.0, 1.0)

@@ -1,0 +1,190 @@
+"""Config -> objects: the one place ``dopa train``, ``dopa eval`` and the benchmarks build their
+env, learner and reward shaper from a Hydra config (``hydra.utils.instantiate`` of the
+``_target_`` in the YAML, as diffusion_policy does).
+
+Each ``_target_`` names a typed config (validated when instantiated) whose ``make(...)`` builds
+the object:
+
+- env: ``configs/env/<task>.yaml`` -> :class:`sim.EnvConfig`;
+  ``.make(num_envs=, views=, seed=, device=)`` (the one env builder);
+- learner: ``configs/learner/<name>.yaml`` -> ``control.<module>.<Name>Config``;
+  ``.make(obs_dim=, action_dim=, num_envs=, seed=, device=, offline_data=)``;
+- potential: ``reward.potential`` -> its config's ``.make(task=, num_envs=)``, or (a target that
+  is the potential class itself, e.g. a test's) the class called with ``task`` / ``num_envs``
+  where it takes them;
+- reward shaper: :class:`reward_models.shaping.RewardShaper` from ``reward.{mode, gold,
+  gold_scale, query_every}`` with the learner's discount.
+
+A stored run config written before the typed configs existed (``_target_: control.sac.SAC``, no
+env ``_target_``) still builds: the class's ``<Name>Config`` is used with the same keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+import numpy as np
+import torch
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from reward_models.shaping import RewardShaper
+from sim import EnvConfig
+
+
+def seed_everything(seed: int, threads: int = 1) -> None:
+    """torch CPU threads, then the torch, numpy and python global seeds (before anything is built)."""
+    torch.set_num_threads(int(threads))
+    torch.manual_seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    random.seed(int(seed))
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def env_config(env) -> EnvConfig:
+    """The typed env config of a config's ``env`` node (a DictConfig with ``_target_``, or a plain
+    dict such as a checkpoint's stored ``config["env"]``).
+
+    Raises:
+        ValueError: a bad name, image size, backend, vectorization or task option (named).
+    """
+    if isinstance(env, EnvConfig):
+        return env
+    if isinstance(env, DictConfig) and env.get("_target_"):
+        return instantiate(env)
+    return EnvConfig.from_dict(_plain(env))
+
+
+def build_env(env, *, num_envs: int = 1, views=(), seed: int = 0, device: str | None = None):
+    """``env_config(env).make(num_envs=, views=, seed=, device=)``: a :class:`sim.vector.BatchedEnv`
+    (or the Warp env for ``backend: warp``, its worlds on ``device``)."""
+    return env_config(env).make(num_envs=int(num_envs), views=tuple(views), seed=int(seed), device=device)
+
+
+def _accepts(target, name: str) -> bool:
+    """Whether the callable ``target`` (object or dotted path) takes keyword ``name``."""
+    try:
+        sig = inspect.signature(get_object(target) if isinstance(target, str) else target)
+    except (ValueError, TypeError):
+        return False
+    return name in sig.parameters or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def _typed_target(node) -> str | None:
+    """The dotted path of the typed config (a class with ``make``) to instantiate for ``node``, or
+    None when its ``_target_`` is a plain callable to call (a legacy or test target)."""
+    target = node.get("_target_") if node is not None else None
+    if not target:
+        return None
+    if hasattr(get_object(target), "make"):
+        return target
+    try:  # a run stored before the typed configs: control.sac.SAC -> control.sac.SACConfig
+        if hasattr(get_object(target + "Config"), "make"):
+            return target + "Config"
+    except (ImportError, AttributeError, ValueError):
+        pass
+    return None
+
+
+def _instantiate_as(node, target: str):
+    if node.get("_target_") == target and isinstance(node, DictConfig):
+        return instantiate(node)
+    plain = _plain(node)
+    plain["_target_"] = target
+    return instantiate(OmegaConf.create(plain))
+
+
+def takes_offline_data(learner) -> bool:
+    """Whether the learner config ``learner`` (the ``learner`` node) takes ``offline_data``."""
+    target = learner.get("_target_") if learner is not None else None
+    if not target:
+        return False
+    typed = _typed_target(learner)
+    if typed is not None:
+        return bool(getattr(get_object(typed), "takes_offline_data", False))
+    return _accepts(target, "offline_data")
+
+
+def build_learner(learner, env, *, seed: int, device: str = "cpu", offline_data=()):
+    """The learner of config node ``learner`` for ``env`` (obs/action sizes, num_envs).
+
+    Raises:
+        ValueError: bad learner values (the config's messages); ``offline_data`` for a learner
+            that takes none ("offline_data was given but learner <name> takes no offline_data").
+    """
+    kw = dict(obs_dim=int(env.state_dim), action_dim=int(env.action_dim), num_envs=int(env.num_envs),
+              seed=int(seed), device=device)
+    offline = [str(p) for p in (offline_data or [])]
+    typed = _typed_target(learner)
+    if typed is not None:
+        return _instantiate_as(learner, typed).make(**kw, offline_data=offline or None)
+    if offline:
+        if not _accepts(learner._target_, "offline_data"):
+            raise ValueError(f"offline_data was given but learner {learner._target_} takes no offline_data")
+        kw["offline_data"] = offline
+    return instantiate(learner, **kw)
+
+
+def build_potential(reward, env):
+    """The potential of ``reward.potential`` for ``env`` (its task and number of envs)."""
+    pot = reward.potential
+    typed = _typed_target(pot)
+    if typed is not None:
+        return _instantiate_as(pot, typed).make(task=env.task, num_envs=int(env.num_envs))
+    extra = {}
+    for key, val in (("task", env.task), ("num_envs", env.num_envs)):
+        if key not in pot and _accepts(pot._target_, key):
+            extra[key] = val
+    return instantiate(pot, **extra)
+
+
+def build_shaper(reward, env, learner) -> RewardShaper:
+    """The reward shaper of config node ``reward``; gamma = the learner's discount (``learner.gamma``,
+    else ``reward.gamma``, else 0.99); the potential only when the mode or the gold signal uses it.
+
+    Raises:
+        ValueError: an unknown mode or gold, a bad ``query_every`` (the shaper's messages).
+    """
+    gamma = getattr(learner, "gamma", None) or reward.get("gamma") or 0.99
+    potential = None
+    if reward.get("potential") is not None and (reward.mode in ("potential", "naive") or reward.gold == "potential"):
+        potential = build_potential(reward, env)
+    return RewardShaper(reward.mode, float(gamma), potential, gold=reward.gold,
+                        gold_scale=float(reward.get("gold_scale", 1.0)), query_every=int(reward.get("query_every", 1)))
+
+
+def check_config(node, key: str) -> None:
+    """Validate the config node at ``key`` (``env``, ``learner``, ``reward.potential``) by
+    instantiating its typed config, before anything is built; a value left open (``???``, or an
+    interpolation to one) is passed as None. Nothing is checked for a plain (untyped) target.
+
+    Raises:
+        ValueError: the typed config's one-line message (``reward.potential.fusion must be one of
+            ..., got 'max'``).
+    """
+    if not isinstance(node, DictConfig) or not node.get("_target_"):
+        return
+    try:
+        typed = _typed_target(node)
+    except (ImportError, AttributeError, ValueError):  # an unknown target: building it names it
+        return
+    if typed is None:
+        return
+    values = {}
+    for k in node:
+        if k == "_target_":
+            continue
+        try:
+            v = node[k]
+        except OmegaConfBaseException:  # ??? or an interpolation to it: filled in later (jobs.prepare)
+            v = None
+        values[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+    try:
+        get_object(typed)(**values)
+    except TypeError as exc:  # a key the config does not have
+        raise ValueError(f"{key}: {exc}") from None
