@@ -52,6 +52,10 @@ def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
         raise
 
 
+_UMASK = os.umask(0o022)  # read the process umask (os.umask sets and returns it), then put it back
+os.umask(_UMASK)
+
+
 class AtomicFile:
     """A temporary file beside ``path`` (missing parent folders created) that becomes ``path`` only
     on :meth:`commit`; :meth:`discard` removes it and leaves ``path`` as it was. For writers that
@@ -66,6 +70,7 @@ class AtomicFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=self.path.parent)
         os.close(fd)
+        os.chmod(self.tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets a new file's usual mode
 
     def commit(self) -> Path:
         """Rename the temporary file onto ``path`` (``os.replace``: atomic on one file system)."""

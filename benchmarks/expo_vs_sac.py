@@ -44,11 +44,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,6 +59,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sim  # noqa: E402
+from basics.atomic import write_json  # noqa: E402
+from benchmarks.common import save_figure  # noqa: E402
 from control.buffers import ReplayBuffer  # noqa: E402
 from control.callbacks import Callback  # noqa: E402
 from control.evaluate import evaluate_learner  # noqa: E402
@@ -250,11 +250,7 @@ def plot(results: dict, path: Path, p: dict) -> None:
     ax.set_title(f"Lift from state, {p['demos']} demos, UTD {p['utd']}")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120, format="png")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv=None) -> int:
@@ -319,11 +315,7 @@ def main(argv=None) -> int:
            "command": " ".join(["python", "benchmarks/expo_vs_sac.py", *(sys.argv[1:] if argv is None else argv)]),
            "preset": args.preset, "settings": p, "both_reached_80_all_seeds": both_reached, "note": note,
            "metrics": metrics, "targets": targets, "met": met}
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    write_json(out, doc)
     plot(results, out.with_suffix(".png"), p)
     log(f"EXPO steps to 80%: {metrics['expo_steps_to_80']}  SAC: {metrics['sac_steps_to_80']}  "
         f"ratio SAC/EXPO = {'not measured' if ratio is None else f'{ratio:.2f}'} (target >= 2)  [{metrics['total_wall_s']:.0f} s] -> {out}")

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS, write_result  # noqa: E402
+from basics.atomic import write_json  # noqa: E402
+from benchmarks.common import RESULTS, save_figure, write_result  # noqa: E402
 from jobs.cli import compose  # noqa: E402
 from jobs.train import train_from_config  # noqa: E402
 
@@ -147,9 +148,7 @@ def main(argv=None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "gorl_vs_ppo.json"
         payload = {"benchmark": "gorl_vs_ppo", "metrics": metrics, "targets": targets, "met": met}
-        tmp_path = path.with_suffix(".json.tmp")
-        tmp_path.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp_path, path)
+        write_json(path, payload)
     else:
         path = write_result("gorl_vs_ppo", metrics, targets, met)
     plot(runs, out_dir / "gorl_vs_ppo.png", args)
@@ -181,9 +180,7 @@ def plot(runs: dict, path: Path, args) -> None:
         ax.set_ylabel("eval return (deterministic)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -70,7 +70,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -85,6 +84,7 @@ import numpy as np  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from benchmarks.common import save_figure  # noqa: E402
 from control.evaluate import wilson_interval  # noqa: E402
 from jobs.cli import compose  # noqa: E402
 from jobs.demos import run as run_demos  # noqa: E402
@@ -290,12 +290,8 @@ def plot(runs: dict, path: Path, title: str) -> None:
     bx.set_ylabel("mean learning reward per env step")
     bx.set_title("reward the learner received", fontsize=9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120, format="png")
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def plot_title(p: dict) -> str:
