@@ -5,7 +5,10 @@ MLP-ResNet noise predictor, as the authors' code (``pd-perry/EXPO``, after IDQL)
   [s, a_t, time embedding] -> MLP-ResNet blocks -> the predicted noise.
 - :class:`DiffusionBasePolicy`: diffusers' ``DDPMScheduler`` around the denoiser; ``loss`` is the
   imitation loss L_b = E_{t, eps} || eps - eps_theta(s, sqrt(abar_t) a + sqrt(1 - abar_t) eps, t) ||^2
-  (Ho et al. eq. 14, the "simple" loss) and ``sample`` is ancestral sampling (Ho et al., Algorithm 2).
+  (Ho et al. eq. 14, the "simple" loss) and ``sample`` is ancestral sampling (Ho et al., Algorithm 2)
+  over all T steps (``sampler="ddpm"``, the authors'), or deterministic DDIM (Song et al. 2021,
+  eq. 12 with eta = 0; diffusers' ``DDIMScheduler``, "trailing" spacing) over ``sample_steps`` <= T
+  steps of the same trained model (``sampler="ddim"``: fewer denoiser passes per action).
 
 Used by :mod:`control.expo` (the learner) and :class:`control.expo_policy.EXPOPolicy` (deployment).
 """
@@ -18,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FourierFeatures", "MLPResNetBlock", "Denoiser", "DiffusionBasePolicy", "BETA_SCHEDULES"]
+__all__ = ["FourierFeatures", "MLPResNetBlock", "Denoiser", "DiffusionBasePolicy", "BETA_SCHEDULES", "SAMPLERS"]
 
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear", "sigmoid")
+SAMPLERS = ("ddpm", "ddim")
 
 
 class FourierFeatures(nn.Module):
@@ -62,8 +66,8 @@ class Denoiser(nn.Module):
     Time t -> learnable Fourier features -> MLP (2 time_dim, 2 time_dim, swish); then
     [s, a_t, time embedding] -> Linear(hidden) -> ``num_blocks`` MLP-ResNet blocks -> swish -> Linear(A).
 
-    Shapes: obs float32 [B, D], noisy_action float32 [B, A], t [B] (int or float step index) ->
-    float32 [B, A].
+    Shapes: obs float32 [B, D], noisy_action float32 [B, A], t [B] or one step shared by all rows
+    (a scalar or [1]; its time embedding is then computed once) -> float32 [B, A].
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int = 256, num_blocks: int = 3,
@@ -79,8 +83,8 @@ class Denoiser(nn.Module):
     def forward(self, obs: torch.Tensor, noisy_action: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Predicted noise eps_theta(s, a_t, t): obs float32 [B, D], noisy_action float32 [B, A],
         t [B] or a scalar (step index, int or float) -> float32 [B, A]."""
-        t = t.to(obs.dtype).reshape(-1, 1).expand(obs.shape[0], 1)
-        emb = self.time_mlp(self.time_features(t))
+        t = t.to(obs.dtype).reshape(-1, 1)
+        emb = self.time_mlp(self.time_features(t)).expand(obs.shape[0], -1)
         x = self.inp(torch.cat([obs, noisy_action, emb], dim=-1))
         return self.out(F.silu(self.blocks(x)))
 
@@ -96,13 +100,15 @@ class DiffusionBasePolicy(nn.Module):
         obs_dim: D.  action_dim: A (h * A for chunks).  diffusion_steps: T >= 1.
         beta_schedule: one of squaredcos_cap_v2, linear, scaled_linear, sigmoid.
         hidden_dim, num_blocks, time_dim, dropout: the :class:`Denoiser`.
+        sampler, sample_steps: how :meth:`sample` draws (:meth:`set_sampler`).
     Raises:
-        ValueError: an unknown ``beta_schedule`` (the known ones listed) or ``diffusion_steps`` < 1.
+        ValueError: an unknown ``beta_schedule`` or ``sampler`` (the known ones listed),
+            ``diffusion_steps`` < 1, or ``sample_steps`` outside what the sampler allows.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, diffusion_steps: int = 10,
                  beta_schedule: str = "squaredcos_cap_v2", hidden_dim: int = 256, num_blocks: int = 3,
-                 time_dim: int = 128, dropout: float = 0.0):
+                 time_dim: int = 128, dropout: float = 0.0, sampler: str = "ddpm", sample_steps: int | None = None):
         super().__init__()
         from diffusers import DDPMScheduler  # third-party, heavy: imported when a base policy is built
 
@@ -116,6 +122,37 @@ class DiffusionBasePolicy(nn.Module):
                                        prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0,
                                        variance_type="fixed_small")
         self.scheduler.set_timesteps(int(diffusion_steps))
+        self.set_sampler(sampler, sample_steps)
+
+    def set_sampler(self, sampler: str = "ddpm", sample_steps: int | None = None) -> None:
+        """Choose how :meth:`sample` draws: ``"ddpm"`` (ancestral, all T steps; ``sample_steps`` None
+        or T) or ``"ddim"`` (deterministic DDIM, eta = 0, on ``sample_steps`` in [1, T] timesteps with
+        "trailing" spacing, so the first step starts at t = T - 1; None: T). Training is unchanged.
+
+        Raises:
+            ValueError: an unknown sampler (the known ones listed) or ``sample_steps`` out of range.
+        """
+        from diffusers import DDIMScheduler  # lazy: third-party, heavy (as DDPMScheduler above)
+
+        big_t = int(self.scheduler.config.num_train_timesteps)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        steps = big_t if sample_steps is None else int(sample_steps)
+        if sampler == "ddpm" and steps != big_t:
+            raise ValueError(f"sampler ddpm runs all diffusion_steps={big_t} steps, got sample_steps={sample_steps!r}; "
+                             f"use sampler ddim for fewer")
+        if not 1 <= steps <= big_t:
+            raise ValueError(f"sample_steps must be in [1, diffusion_steps={big_t}], got {sample_steps!r}")
+        self.sampler, self.sample_steps = sampler, steps
+        if sampler == "ddpm":
+            self.sample_scheduler, self._step_kwargs = self.scheduler, {}
+            return
+        c = self.scheduler.config
+        self.sample_scheduler = DDIMScheduler(num_train_timesteps=big_t, beta_schedule=c.beta_schedule,
+                                              prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0,
+                                              set_alpha_to_one=True, timestep_spacing="trailing")
+        self.sample_scheduler.set_timesteps(steps)
+        self._step_kwargs = {"eta": 1.0, "use_clipped_model_output": True}
 
     def loss(self, obs: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Imitation loss: mean over the batch of ||eps - eps_theta(s, a_t, t)||^2 summed over A.
@@ -132,13 +169,15 @@ class DiffusionBasePolicy(nn.Module):
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None,
                denoiser: nn.Module | None = None) -> torch.Tensor:
-        """Draw one action per row: obs float32 [B, D] -> float32 [B, A] in [-1, 1].
+        """Draw one action per row: obs float32 [B, D] -> float32 [B, A] in [-1, 1], all rows in one
+        batched pass per denoising step (``sample_steps`` passes; see :meth:`set_sampler`).
 
         ``denoiser`` overrides the online network (the EMA copy for acting).
         """
         net = self.denoiser if denoiser is None else denoiser
+        sched = self.sample_scheduler
         x = torch.randn((obs.shape[0], self.action_dim), generator=generator, device=obs.device, dtype=obs.dtype)
-        for t in self.scheduler.timesteps:
+        for t in sched.timesteps:
             eps = net(obs, x, t.to(obs.device))
-            x = self.scheduler.step(eps, int(t), x, generator=generator).prev_sample
+            x = sched.step(eps, int(t), x, generator=generator, **self._step_kwargs).prev_sample
         return x.clamp(-1.0, 1.0)

@@ -37,10 +37,13 @@ The pieces, top to bottom, with the paper's names (and where each lives):
 Deviations from the authors' code, on purpose:
   - Candidates are clipped to [-1, 1] before Q scores them (the learner contract and the env clip
     anyway, so Q judges the action that is executed). The authors leave edited actions unclipped.
-  - ``adjust_target_entropy`` (an option in the authors' code, off there) is on by default: the
-    target entropy is that of the *edited* action, -|A|/2 + |A| log beta. With the authors'
-    default (-|A|/2) the target is out of reach whenever beta < e^{-1/2}/2 ~ 0.30 (a tanh edit
-    scaled by beta has entropy at most |A| log(2 beta)), so the temperature grows without bound.
+  - ``adjust_target_entropy`` (an option in the authors' code, off there; on by default here, the
+    setting the main job was measured with, until a pilot A/B decides): true makes the target the entropy of the *edited* action,
+    -|A|/2 + |A| log beta. With the authors' default (-|A|/2) the target is out of reach whenever
+    beta < e^{-1/2}/2 ~ 0.30 (a tanh edit scaled by beta has entropy at most |A| log(2 beta)), so
+    the temperature keeps growing and the edits become as random as beta allows.
+  - ``obs_normalization`` (off by default, as the authors' code, which normalises nothing) uses
+    statistics frozen after the offline start (``obs_stats: frozen``), not running ones that drift.
   - The DDPM noise schedule is diffusers' ``squaredcos_cap_v2`` (cosine; the authors' "vp"
     schedule is not a diffusers schedule; their "cosine" option is this one).
 """
@@ -60,7 +63,7 @@ from tqdm import trange
 
 from basics.checks import check_float, check_int, check_states
 from control.buffers import ReplayBuffer
-from control.diffusion import BETA_SCHEDULES, Denoiser, DiffusionBasePolicy
+from control.diffusion import BETA_SCHEDULES, SAMPLERS, Denoiser, DiffusionBasePolicy
 from control.expo_data import episodes_to_transitions, read_offline_data
 from control.expo_policy import EditPolicy, EXPOPolicy, on_the_fly
 from control.learner import Learner, LearnerConfig, Transition
@@ -96,6 +99,11 @@ class EXPOConfig(LearnerConfig):
     """DDPM steps T, >= 1 [10]."""
     beta_schedule: str = "squaredcos_cap_v2"
     """diffusers noise schedule: squaredcos_cap_v2, linear, scaled_linear or sigmoid."""
+    sampler: str = "ddpm"
+    """How base samples are drawn for acting and for the TD target: ``ddpm`` (ancestral, all T
+    steps [authors']) or ``ddim`` (deterministic DDIM over ``sample_steps``; same training)."""
+    sample_steps: int | None = None
+    """Denoising steps per sample, in [1, diffusion_steps]; None: diffusion_steps (ddpm needs all)."""
     base_hidden_dim: int = 256
     """Width of the MLP-ResNet denoiser, >= 1 [256]."""
     base_num_blocks: int = 3
@@ -155,9 +163,16 @@ class EXPOConfig(LearnerConfig):
     horizon: int = 1
     """Action chunk length h, >= 1 [1; 4 in the authors' robomimic script]."""
     obs_normalization: bool = False
-    """Feed the networks clip((s - mean) / std, -10, 10) with running statistics of the offline states
-    and of every observed state (``control.networks.RunningMeanStd``); buffers keep raw states; the
-    exported policy carries the statistics as ``obs_normalizer``."""
+    """Feed the networks clip((s - mean) / std, -10, 10) with the statistics of ``obs_stats``
+    (``control.networks.RunningMeanStd``); buffers keep raw states; the exported policy carries the
+    statistics as ``obs_normalizer``. The authors normalise nothing."""
+    obs_stats: str = "frozen"
+    """With ``obs_normalization``: ``frozen`` -- the offline data's states, fixed after the offline
+    start (without offline data: the states observed before ``start_training``), so the base
+    policy, critics and edit policy see the same inputs throughout; ``running`` -- also every
+    online state."""
+
+    OBS_STATS: ClassVar[tuple[str, ...]] = ("frozen", "running")
 
     def __post_init__(self):
         for key, low in (("num_samples", 1), ("num_edit_samples", 0), ("num_qs", 1), ("batch_size", 1),
@@ -191,6 +206,16 @@ class EXPOConfig(LearnerConfig):
         if not 0.0 <= float(self.gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
         self.edit_scale, self.offline_ratio, self.gamma = float(self.edit_scale), float(self.offline_ratio), float(self.gamma)
+        if self.obs_stats not in self.OBS_STATS:
+            raise ValueError(f"unknown obs_stats {self.obs_stats!r}; known: {', '.join(self.OBS_STATS)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+        if self.sample_steps is not None:
+            self.sample_steps = check_int("sample_steps", self.sample_steps, 1)
+            if self.sample_steps > self.diffusion_steps or (self.sampler == "ddpm" and self.sample_steps != self.diffusion_steps):
+                allowed = (f"diffusion_steps={self.diffusion_steps} (or null) with sampler ddpm" if self.sampler == "ddpm"
+                           else f"in [1, diffusion_steps={self.diffusion_steps}]")
+                raise ValueError(f"sample_steps must be {allowed}, got {self.sample_steps}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"unknown beta_schedule {self.beta_schedule!r}; known: {', '.join(BETA_SCHEDULES)}")
         for key in ("adjust_target_entropy", "critic_layer_norm", "offline_done_is_terminal", "pretrain_critic",
@@ -231,14 +256,15 @@ class EXPO(Learner):
         self.num_samples, self.num_edit_samples, self.edit_scale = c.num_samples, c.num_edit_samples, c.edit_scale
         self.num_qs, self.num_min_qs = c.num_qs, c.num_min_qs
         self.batch_size, self.utd_ratio, self.start_training = c.batch_size, c.utd_ratio, c.start_training
-        self.offline_ratio = c.offline_ratio
+        self.offline_ratio, self.obs_stats = c.offline_ratio, c.obs_stats
         self.pretrain_steps, self.pretrain_critic, self.pretrain_edit = c.pretrain_steps, c.pretrain_critic, c.pretrain_edit
         a = self.action_dim
         target_entropy = c.target_entropy
         if target_entropy is None:
             target_entropy = -a / 2 + (a * math.log(self.edit_scale) if c.adjust_target_entropy else 0.0)
         self.target_entropy = float(target_entropy)
-        self._arch = dict(diffusion_steps=c.diffusion_steps, beta_schedule=c.beta_schedule,
+        self._arch = dict(diffusion_steps=c.diffusion_steps, beta_schedule=c.beta_schedule, sampler=c.sampler,
+                          sample_steps=c.sample_steps,
                           base_hidden_dim=c.base_hidden_dim, base_num_blocks=c.base_num_blocks,
                           time_dim=c.time_dim, edit_hidden_dims=list(c.edit_hidden_dims),
                           critic_hidden_dims=list(c.critic_hidden_dims),
@@ -272,7 +298,8 @@ class EXPO(Learner):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.base = DiffusionBasePolicy(self.obs_dim, a, c.diffusion_steps, c.beta_schedule, c.base_hidden_dim,
-                                            c.base_num_blocks, c.time_dim).to(self.device)
+                                            c.base_num_blocks, c.time_dim, sampler=c.sampler,
+                                            sample_steps=c.sample_steps).to(self.device)
             self.edit_policy = EditPolicy(self.obs_dim, a, c.edit_hidden_dims, c.edit_dropout).to(self.device)
             self.critic_ensemble = CriticEnsemble(self.obs_dim, a, c.num_qs, c.critic_hidden_dims,
                                                   c.critic_layer_norm, init_order="layer").to(self.device)
@@ -309,8 +336,15 @@ class EXPO(Learner):
         self.offline = ReplayBuffer(tr["obs"].shape[0], self.obs_dim, self.action_dim, self.device, discount=True)
         self.offline.add(**tr)
         if self.normalizer is not None:
+            if self.obs_stats == "frozen":  # the statistics of these states alone
+                self.normalizer.load_state_dict(RunningMeanStd(self.obs_dim).state_dict())
             self.normalizer.update(torch.cat([tr["obs"], tr["next_obs"]]).to(self.device))
         return len(self.offline)
+
+    def _stats_frozen(self) -> bool:
+        """Whether observed states no longer change the normaliser (``obs_stats: frozen`` once there
+        is offline data or updates have begun)."""
+        return self.obs_stats == "frozen" and (self.offline is not None or self.env_steps >= self.start_training)
 
     # ---------------------------------------------------------------------------------------------
     # acting
@@ -327,6 +361,13 @@ class EXPO(Learner):
         return on_the_fly(obs, self.base, denoiser, self.edit_policy, self.target_critic.module, self._subset(),
                           self.num_samples, self.num_edit_samples, self.edit_scale, self.generator)
 
+    def _act_otf(self, obs: torch.Tensor) -> torch.Tensor:
+        """The OTF policy's choice for raw states float32 [B, D] -> float32 [B, hA], computed under
+        ``torch.inference_mode`` (no autograd bookkeeping) and returned as an ordinary tensor."""
+        with torch.inference_mode():
+            best = self.otf(self._norm(obs))[0]
+        return best.clone()
+
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions for a batch: float32 [B, D] -> float32 [B, A] in [-1, 1] (the OTF policy).
 
@@ -342,13 +383,13 @@ class EXPO(Learner):
         obs = self._check_obs(obs)
         self._ensure_pretrained()
         if self.horizon == 1 or deterministic:
-            return self.otf(self._norm(obs))[0].view(-1, self.horizon, self.step_action_dim)[:, 0]
+            return self._act_otf(obs).view(-1, self.horizon, self.step_action_dim)[:, 0]
         if obs.shape[0] != self.num_envs:
             raise ValueError(f"chunked acting needs B == num_envs ({self.num_envs}), got {obs.shape[0]}")
         need = self._plan_step >= self.horizon
         if need.any():
             idx = need.nonzero().squeeze(1).to(self.device)
-            self._plan[idx] = self.otf(self._norm(obs[idx]))[0].view(-1, self.horizon, self.step_action_dim)
+            self._plan[idx] = self._act_otf(obs[idx]).view(-1, self.horizon, self.step_action_dim)
             self._chunk_obs[idx] = obs[idx]
             self._chunk_reward[idx] = 0.0
             self._chunk_discount[idx] = 1.0
@@ -409,10 +450,10 @@ class EXPO(Learner):
             raise ValueError(f"non-finite reward: {reward.tolist()}")
         if self.horizon > 1 and (b != self.num_envs or bool((self._plan_step >= self.horizon).any())):
             raise ValueError("chunked observe() must follow act(deterministic=False) on all num_envs envs")
+        if self.normalizer is not None and not self._stats_frozen():
+            self.normalizer.update(obs)
         self.env_steps += b
         self.pending_steps += b
-        if self.normalizer is not None:
-            self.normalizer.update(obs)
         if self.horizon == 1:
             self.online.add(obs=obs, action=action, reward=reward, next_obs=next_obs,
                             discount=self.gamma * (~terminated).float())

@@ -1,4 +1,5 @@
-"""EXPO's offline data: episode files -> (chunk) transitions for :class:`control.buffers.ReplayBuffer`.
+"""Offline data of EXPO (:mod:`control.expo`) and RLPD (:class:`control.sac.RLPDConfig`): episode
+files -> (chunk) transitions for :class:`control.buffers.ReplayBuffer`.
 
 Episode files are the ones ``dopa demos`` writes, read with the project's one reader,
 :func:`sim.episodes.read_episodes` (states only).

@@ -66,8 +66,9 @@ class EXPOPolicy(nn.Module):
     """The EXPO on-the-fly policy for deployment (export kind ``"expo"``): no optimizers, buffers
     or training code.
 
-    ``forward(state float32 [B, D], images=None) -> float32 [B, h, A]`` in [-1, 1]: N samples of
-    the (EMA) base policy, n_edit of them edited by pi_e, and the candidate with the highest
+    ``forward(state float32 [B, D], images=None) -> float32 [B, h, A]`` in [-1, 1] (under
+    ``torch.inference_mode``): N samples of the (EMA) base policy (``sampler``/``sample_steps``: see
+    :meth:`control.diffusion.DiffusionBasePolicy.set_sampler`), n_edit of them edited by pi_e, and the candidate with the highest
     minimum over the kept critic members is returned (a chunk of h actions; h = 1 without chunks).
     ``critic`` holds only the ``num_min_qs`` members used for the argmax. Sampling uses the policy's
     own ``torch.Generator`` seeded by ``seed``, so a freshly loaded policy repeats its actions for
@@ -76,7 +77,7 @@ class EXPOPolicy(nn.Module):
 
     def __init__(self, state_dim: int, action_dim: int, action_horizon: int = 1, diffusion_steps: int = 10,
                  beta_schedule: str = "squaredcos_cap_v2", base_hidden_dim: int = 256, base_num_blocks: int = 3,
-                 time_dim: int = 128, edit_hidden_dims: Sequence[int] = (256, 256, 256),
+                 time_dim: int = 128, sampler: str = "ddpm", sample_steps: int | None = None, edit_hidden_dims: Sequence[int] = (256, 256, 256),
                  critic_hidden_dims: Sequence[int] = (256, 256, 256), critic_layer_norm: bool = True,
                  num_min_qs: int = 2, num_samples: int = 8, num_edit_samples: int = 8, edit_scale: float = 0.05,
                  seed: int = 0):
@@ -84,14 +85,15 @@ class EXPOPolicy(nn.Module):
         self.config = dict(state_dim=int(state_dim), action_dim=int(action_dim), action_horizon=int(action_horizon),
                            diffusion_steps=int(diffusion_steps), beta_schedule=str(beta_schedule),
                            base_hidden_dim=int(base_hidden_dim), base_num_blocks=int(base_num_blocks),
-                           time_dim=int(time_dim), edit_hidden_dims=[int(h) for h in edit_hidden_dims],
+                           time_dim=int(time_dim), sampler=str(sampler),
+                           sample_steps=None if sample_steps is None else int(sample_steps), edit_hidden_dims=[int(h) for h in edit_hidden_dims],
                            critic_hidden_dims=[int(h) for h in critic_hidden_dims],
                            critic_layer_norm=bool(critic_layer_norm), num_min_qs=int(num_min_qs),
                            num_samples=int(num_samples), num_edit_samples=int(num_edit_samples),
                            edit_scale=float(edit_scale), seed=int(seed))
         a = int(action_dim) * int(action_horizon)
         self.base = DiffusionBasePolicy(state_dim, a, diffusion_steps, beta_schedule, base_hidden_dim,
-                                        base_num_blocks, time_dim)
+                                        base_num_blocks, time_dim, sampler=sampler, sample_steps=sample_steps)
         self.edit_policy = EditPolicy(state_dim, a, edit_hidden_dims)
         self.critic = CriticEnsemble(state_dim, a, num_min_qs, critic_hidden_dims, critic_layer_norm, init_order="layer")
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -100,7 +102,7 @@ class EXPOPolicy(nn.Module):
         """The constructor's arguments (``EXPOPolicy(**cfg)`` rebuilds it)."""
         return dict(self.config)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
         """States float32 [B, D] (normalised as in training) -> action chunks float32 [B, h, A] in
         [-1, 1]; ``images`` unused. Raises ValueError when ``state`` is not [B, D]."""

@@ -125,6 +125,54 @@ def test_base_loss_falls_on_fixed_batch():
     assert err < 0.3
 
 
+
+def _sliced_w1(x: torch.Tensor, y: torch.Tensor, n_dirs: int = 16) -> float:
+    """Sliced 1-Wasserstein distance between two equal-size samples [N, A] (sorted projections)."""
+    d = torch.randn(n_dirs, x.shape[1], generator=torch.Generator().manual_seed(0))
+    d = d / d.norm(dim=1, keepdim=True)
+    return float((torch.sort(x @ d.T, 0).values - torch.sort(y @ d.T, 0).values).abs().mean())
+
+
+def test_ddim_sampler_draws_from_the_reference_distribution():
+    """The fast sampler (diffusers' DDIM, eta 1) against the reference DDPM ancestral sampler: with
+    all T steps the same distribution (distance at the level of two DDPM seeds, any weights); with
+    T/2 steps on a briefly trained model, close and with both modes kept."""
+    torch.manual_seed(0)
+    pol = DiffusionBasePolicy(2, 2, 10, hidden_dim=32, num_blocks=1, time_dim=8)
+    s = torch.full((3000, 2), 0.2)
+
+    def draw(sampler, steps, seed):
+        pol.set_sampler(sampler, steps)
+        return pol.sample(s, torch.Generator().manual_seed(seed))
+
+    def distances():
+        ref = draw("ddpm", None, 1)
+        return ref, _sliced_w1(ref, draw("ddpm", None, 2))
+
+    ref, noise = distances()
+    full = draw("ddim", 10, 3)
+    assert _sliced_w1(ref, full) < 2 * noise + 0.01, (_sliced_w1(ref, full), noise)
+
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(pol.parameters(), lr=3e-3)
+    for _ in range(300):  # two modes, a = +-(0.5, -0.5) + 0.3 s + noise
+        obs = torch.rand(256, 2, generator=g) * 2 - 1
+        mode = (torch.rand(256, 1, generator=g) < 0.5).float() * 2 - 1
+        act = (0.5 * mode * torch.tensor([1.0, -1.0]) + 0.3 * obs + 0.08 * torch.randn(256, 2, generator=g)).clamp(-1, 1)
+        loss = pol.loss(obs, act, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ref, noise = distances()
+    for steps, tol in ((10, 2 * noise + 0.01), (5, 0.1)):
+        fast = draw("ddim", steps, 3)
+        assert _sliced_w1(ref, fast) < tol, (steps, _sliced_w1(ref, fast), noise)
+        share = lambda x: float((x[:, 0] > 0.06).float().mean())  # noqa: E731  (upper mode's share)
+        assert abs(share(fast) - share(ref)) < 0.1 and 0.2 < share(fast) < 0.8
+    learner = tiny(sampler="ddim", sample_steps=3)
+    assert learner.base.sample_steps == 3 and learner.policy().base.sample_steps == 3
+    assert learner.act(torch.zeros(2, 3)).shape == (2, 2)
+
 def test_sampling_deterministic_under_seed():
     obs = torch.randn(4, 3)
     a1, a2, a3 = tiny(seed=7).act(obs), tiny(seed=7).act(obs), tiny(seed=8).act(obs)
@@ -252,6 +300,45 @@ def test_offline_file_pretraining(tmp_path):
     with pytest.raises(FileNotFoundError, match="do not exist"):
         tiny(offline_data=[str(tmp_path / "missing.hdf5")])
 
+
+
+def test_obs_statistics_frozen_after_the_offline_start():
+    """obs_stats=frozen (default): the normaliser holds the offline states' statistics and online
+    states never change them; running: they do; no offline data: the warm-up states', then fixed."""
+    from control.networks import RunningMeanStd
+
+    eps = _bandit_episodes(50, np.random.default_rng(0))
+    far = torch.full((1, 3), 50.0)
+
+    def feed(learner, n, obs):
+        for _ in range(n):
+            learner.observe(transition(obs, learner.act(obs), torch.zeros(1), obs))
+            learner.update()
+
+    learner = tiny(obs_normalization=True, start_training=0)
+    learner.set_offline_episodes(eps)
+    ref = RunningMeanStd(3)
+    ref.update(torch.cat([learner.offline.obs, learner.offline.next_obs]))
+    before = {k: v.clone() for k, v in learner.normalizer.state_dict().items()}
+    torch.testing.assert_close(before["mean"], ref.mean)
+    torch.testing.assert_close(before["var"], ref.var)
+    feed(learner, 4, far)
+    assert learner.grad_steps > 0
+    assert all(torch.equal(v, before[k]) for k, v in learner.normalizer.state_dict().items())
+
+    running = tiny(obs_normalization=True, start_training=0, obs_stats="running")
+    running.set_offline_episodes(eps)
+    feed(running, 4, far)
+    assert float(running.normalizer.mean.min()) > float(before["mean"].max()) + 1.0
+
+    warm = tiny(obs_normalization=True, start_training=3)
+    feed(warm, 3, torch.ones(1, 3))
+    fixed = {k: v.clone() for k, v in warm.normalizer.state_dict().items()}
+    assert float(fixed["count"]) == pytest.approx(3, abs=1e-3)
+    feed(warm, 3, far)
+    assert all(torch.equal(v, fixed[k]) for k, v in warm.normalizer.state_dict().items())
+    with pytest.raises(ValueError, match="unknown obs_stats 'drift'; known: frozen, running"):
+        tiny(obs_stats="drift")
 
 def test_learning_on_contextual_bandit():
     """Offline demonstrations are noisy; online EXPO learns Q and its argmax beats the base policy."""

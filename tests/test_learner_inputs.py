@@ -22,7 +22,7 @@ from control.networks import (
     soft_update,
 )
 from control.ppo import PPOConfig
-from control.sac import SACConfig
+from control.sac import RLPDConfig, SACConfig
 
 NAN, INF = float("nan"), float("inf")
 D, A, B = 3, 2, 2
@@ -80,10 +80,24 @@ def test_check_helpers_name_the_value_and_the_allowed_range():
     ({"critic_subset": 3}, r"critic_subset must be in \[1, num_critics=2\], got 3"),
     ({"target_entropy": NAN}, r"target_entropy must be a finite number, got nan"),
     ({"activation": "relu6"}, r"unknown activation 'relu6'; known: relu, elu, tanh, silu, gelu"),
+    ({"actor_q": "max"}, r"unknown actor_q 'max'; known: min, mean"),
+    ({"obs_stats": "drift"}, r"unknown obs_stats 'drift'; known: running, frozen"),
 ])
 def test_sac_refuses_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
         build(SACConfig, D, A, num_envs=B, hidden=(8,), buffer_size=kw.pop("buffer_size", 16), **kw)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"offline_ratio": 1.5}, r"offline_ratio must be a finite number in \[0, 1\], got 1.5"),
+    ({"num_critics": 1}, r"critic_subset must be in \[1, num_critics=1\], got 2"),
+    ({"actor_update_every": 0}, r"actor_update_every must be an int >= 1, got 0"),
+])
+def test_rlpd_refuses_bad_config(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        build(RLPDConfig, D, A, hidden=(8,), **kw)
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        build(RLPDConfig, D, A, hidden=(8,), offline_data=["/nonexistent/demos.hdf5"])
 
 
 def test_sac_refuses_bad_batches():
@@ -205,6 +219,10 @@ EXPO_TINY = dict(num_envs=1, base_hidden_dim=8, base_num_blocks=1, time_dim=4, n
     ({"critic_hidden_dims": (8, -1)}, r"critic_hidden_dims width must be an int >= 1, got -1"),
     ({"base_decay_steps": -5}, r"base_decay_steps must be an int >= 0, got -5"),
     ({"diffusion_steps": 0}, r"diffusion_steps must be an int >= 1, got 0"),
+    ({"sampler": "euler"}, r"unknown sampler 'euler'; known: ddpm, ddim"),
+    ({"sample_steps": 3}, r"sample_steps must be diffusion_steps=\d+ \(or null\) with sampler ddpm, got 3"),
+    ({"sampler": "ddim", "sample_steps": 99}, r"sample_steps must be in \[1, diffusion_steps=\d+\], got 99"),
+    ({"obs_stats": "drift"}, r"unknown obs_stats 'drift'; known: frozen, running"),
 ])
 def test_expo_refuses_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
