@@ -157,6 +157,7 @@ def train_config(method: str, p: dict, seed: int, run_dir: Path):
               f"+env.kwargs.max_episode_steps={p['episode_steps']}", f"total_steps={p['max_steps']}",
               f"checkpoint_every={p['max_steps']}", f"eval.every={p['eval_every']}",
               f"eval.episodes={p['eval_episodes']}", f"eval.seed={1_000_000 + seed}", "progress=false",
+              "eval.at_start=false",  # run() evaluates before the first env step itself
               f"log_every={p['eval_every']}", f"run_dir={run_dir}"]
     hidden = "[" + ",".join(str(h) for h in p["critic_hidden"]) + "]"
     if method == "expo":

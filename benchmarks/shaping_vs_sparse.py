@@ -160,7 +160,7 @@ def train_config(mode: str, seed: int, p: dict, grm: str | None, run_dir: Path, 
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     ov = [f"env={p['task']}", f"learner={p['learner']}", f"seed={seed}", f"total_steps={p['total_steps']}",
           f"checkpoint_every={p['total_steps']}", f"eval.every={p['eval_every']}",
-          f"eval.episodes={p['eval_episodes']}", "eval.seed=1000000", "progress=false",
+          f"eval.episodes={p['eval_episodes']}", "eval.seed=1000000", "eval.at_start=false", "progress=false",
           f"log_every={p['eval_every']}", f"run_dir={run_dir}", f"env.image_size={image_size}",
           f"+env.kwargs.max_episode_steps={p['episode_steps']}", "env.kwargs.terminate_on_success=true",
           *p["learner_overrides"]]

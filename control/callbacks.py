@@ -83,6 +83,12 @@ class TensorBoard(Callback):
     the loop's scalars under their own tags and each evaluation's success rate and return with
     their intervals (``eval/success_rate``, ``eval/success_ci_low``, ... ``eval/return_ci_high``).
 
+    What online learning added: the evaluation before the first env step (env step 0, after any
+    behaviour cloning; ``Schedule.eval_at_start``) is logged like the others at step 0 and as the
+    text ``eval/before_online``; each later evaluation adds ``eval/success_gain`` and
+    ``eval/return_gain`` (its figure minus the step-0 one), and the text ``eval/online_learning``
+    holds both lines (before / after) at the last evaluation's step.
+
     Args:
         log_dir: the event folder (``<run>/tb``).
         config: the resolved run config (plain dict; flattened for the hparams table).
@@ -92,9 +98,13 @@ class TensorBoard(Callback):
     def __init__(self, log_dir, config: dict, config_text: str | None = None):
         self.log_dir, self.config, self.config_text = Path(log_dir), config, config_text
         self.writer = None
+        self.before: dict | None = None  # the evaluation at env step 0 (before online learning)
 
     def on_start(self, run: Run) -> None:
         from torch.utils.tensorboard import SummaryWriter
+
+        if run.history and run.history[0]["env_steps"] == 0:
+            self.before = run.history[0]
 
         self.writer = SummaryWriter(str(self.log_dir), purge_step=run.env_steps if run.resumed else None)
         if not run.resumed:
@@ -116,6 +126,14 @@ class TensorBoard(Callback):
         w.add_scalar("eval/return_mean", result["return_mean"], env_steps)
         w.add_scalar("eval/return_ci_low", result["return_ci"][0], env_steps)
         w.add_scalar("eval/return_ci_high", result["return_ci"][1], env_steps)
+        if env_steps == 0:
+            self.before = result
+            w.add_text("eval/before_online", "before online learning (env step 0): " + _line(result), 0)
+        elif self.before is not None:
+            w.add_scalar("eval/success_gain", result["success_rate"] - self.before["success_rate"], env_steps)
+            w.add_scalar("eval/return_gain", result["return_mean"] - self.before["return_mean"], env_steps)
+            w.add_text("eval/online_learning", f"before online learning (env step 0): {_line(self.before)}  \n"
+                                               f"after online learning (env step {env_steps}): {_line(result)}", env_steps)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -198,6 +216,12 @@ class Checkpoints(Callback):
             for old in sorted(folder.glob("step_*"))[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return path
+
+
+def _line(r: dict) -> str:
+    """One evaluation as one line (:func:`control.evaluate.format_result`; a history entry written
+    before entries held ``episodes`` prints without the count)."""
+    return format_result({"episodes": "?", **r})
 
 
 def flat_config(d, prefix: str = "") -> dict:

@@ -7,7 +7,9 @@ takes the pieces built (``dopa train``, :mod:`jobs.train`, builds them from its 
 - ``env``: a :class:`sim.vector.BatchedEnv` (B = ``env.num_envs``). When the shaper's potential
   reads camera views and ``query_every = 1`` the env must return them with every observation
   (build it with ``views=`` :func:`step_views`); otherwise ``env.render(views)`` runs on query
-  steps and when an episode ends, and the shaper holds Phi in between;
+  steps and when an episode ends, and the shaper holds Phi in between. When the potential reads
+  the simulator's ground-truth progress (``shaper.needs_progress``, the oracle potential) the env
+  must report ``obs["progress"]`` (build it with ``progress=True``);
 - ``learner``: a :class:`control.learner.Learner`;
 - ``shaper``: the reward shaper (``reward_models.shaping.RewardShaper``; used through ``views``,
   ``uses_potential``, ``query_every``, ``query_due()``, ``start``, ``resume``, ``step``,
@@ -24,6 +26,10 @@ Per step: ``act -> env.step -> shaping -> observe -> update``. Reported to the c
 the recent episodes' return and success and the throughput (``train/*``); periodic evaluation
 (:func:`control.evaluate.evaluate_learner`: success rate with its Wilson interval, return with
 its t interval) is appended to ``<run_dir>/eval.jsonl`` (videos in ``<run_dir>/videos``).
+With ``schedule.eval_at_start`` a new run is also evaluated before its first env step (env step
+0), after the learner's offline pre-training (EXPO's behaviour cloning), by the same routine on the
+same seeds: the figure before online learning, which the loop returns as ``first_eval`` beside the
+last evaluation (``last_eval``), so a run shows what online learning added.
 
 Checkpoints and exact resume: every ``checkpoint_every`` env steps (and at the end) the loop cuts
 all episodes (a running episode counts as *truncated*, so learners bootstrap through the cut),
@@ -36,7 +42,11 @@ bit for bit: the weights after N steps equal those of an uninterrupted run with 
 What the loop uses from a learner, beyond the :class:`control.learner.Learner` contract (all
 optional): ``networks() -> {name: nn.Module}`` (weights restored from ``Start.networks``);
 ``torch.Generator`` attributes (their states are restored after each evaluation so evaluating
-never changes training); ``extra_env_steps()`` (reported with the loop's own count).
+never changes training); ``extra_env_steps()`` (reported with the loop's own count);
+``pretrain()`` (no arguments: offline pre-training that would otherwise run at the first ``act``,
+such as EXPO's behaviour cloning; called once before the evaluation at the start, so that
+evaluation sees the pre-trained policy and pre-training consumes the random streams exactly as it
+would at the first step; its metrics are logged with the first report).
 """
 
 from __future__ import annotations
@@ -77,6 +87,9 @@ class Schedule:
     """Camera view of the videos (None: the task's first view)."""
     video_size: int | None = 256
     """Video frames' pixels per side (None: the env's image_size)."""
+    eval_at_start: bool = False
+    """Also evaluate a new run before its first env step (env step 0, after ``learner.pretrain()``),
+    when ``eval_every > 0``: the policy before online learning (not repeated on resume)."""
     log_every: int = 1000
     """Env steps between reports to the callbacks' ``on_log``."""
     checkpoint_keep: int = 0
@@ -240,9 +253,28 @@ def _first_obs(run: Run, views) -> dict:
     if not run.resumed or shaper.uses_potential:
         first = obs
         if views and "images" not in obs:
-            first = {"state": obs["state"], "images": env.render(views)}
+            first = {**obs, "images": env.render(views)}
         shaper.start(first) if not run.resumed else shaper.resume(first)
     return obs
+
+
+def _history_entry(result: dict) -> dict:
+    """What :attr:`Run.history` (and each checkpoint) keeps of an evaluation."""
+    return {k: result[k] for k in ("env_steps", "episodes", "success_rate", "success_ci", "return_mean", "return_ci")}
+
+
+def _evaluate_at_start(run: Run, evaluation: _Evaluation, cbs, stats: _Stats) -> tuple[dict, bool]:
+    """The evaluation before the first env step: the learner's ``pretrain()`` first (its metrics
+    go to the first report), then :class:`_Evaluation` at env step 0 and the callbacks' ``on_eval``.
+    Returns the result and whether a callback asked the loop to stop."""
+    pretrain = getattr(run.learner, "pretrain", None)
+    if callable(pretrain):
+        metrics = pretrain()
+        if metrics:
+            stats.metrics = dict(metrics)
+    result = evaluation(run)
+    run.history.append(_history_entry(result))
+    return result, any([bool(cb.on_eval(run.env_steps, result)) for cb in cbs])
 
 
 def _step(run: Run, obs: dict, views, render_each_step: bool, boundary: bool, stats: _Stats) -> dict:
@@ -259,8 +291,8 @@ def _step(run: Run, obs: dict, views, render_each_step: bool, boundary: bool, st
     hold = None
     if views and not render_each_step and (shaper.query_due() or bool(done.any())):
         imgs = env.render(views)  # current states: s' for running envs, first states for reset ones
-        final = {"state": final["state"], "images": imgs}
-        next_obs = {"state": next_obs["state"], "images": imgs}
+        final = {**final, "images": imgs}
+        next_obs = {**next_obs, "images": imgs}
         hold = done.clone()  # their final frames were not rendered: hold Phi for them
     reward, terms = shaper.step(reward_env, final, terminated, truncated, info["success"],
                                 reset_obs=next_obs, hold=hold)
@@ -284,8 +316,10 @@ def train(env, learner, shaper, run_dir, schedule: Schedule, *, eval_env=None, c
             is added first when ``schedule.progress``).
         start: a continued run's :class:`Start` (None: a new run).
     Returns:
-        ``{"run_dir", "steps" (loop steps), "env_steps", "extra_env_steps", "last_eval" (dict or
-        None), "checkpoints" (folders written), "learner"}``.
+        ``{"run_dir", "steps" (loop steps), "env_steps", "extra_env_steps", "first_eval" (the
+        evaluation at env step 0, before online learning: a dict, None without one), "last_eval"
+        (dict or None), "checkpoints" (folders written), "learner"}``. A resumed run's
+        ``first_eval`` is the run's own step-0 entry of its history (fewer keys) when it has one.
     Raises:
         ValueError: evaluations scheduled without an ``eval_env``; checkpoint weights that do not
             fit the learner.
@@ -306,6 +340,7 @@ def train(env, learner, shaper, run_dir, schedule: Schedule, *, eval_env=None, c
     eval_every = schedule.every(schedule.eval_every, B) if schedule.eval_every else 0
     evaluation = _Evaluation(eval_env, schedule, run.run_dir)
     last_eval = run.history[-1] if run.history else None
+    first_eval = run.history[0] if run.history and run.history[0]["env_steps"] == 0 else None
     checkpoints: list[str] = []
     try:
         for cb in cbs:
@@ -313,6 +348,9 @@ def train(env, learner, shaper, run_dir, schedule: Schedule, *, eval_env=None, c
         obs = _first_obs(run, views)
         stats = _Stats(B, run.step)
         stop = False
+        if eval_every and schedule.eval_at_start and not run.resumed and run.step == 0:
+            first_eval, stop = _evaluate_at_start(run, evaluation, cbs, stats)
+            last_eval = first_eval
         while run.step < loop_steps and not stop:
             run.step += 1
             boundary = run.step % ckpt_every == 0 or run.step == loop_steps
@@ -328,8 +366,7 @@ def train(env, learner, shaper, run_dir, schedule: Schedule, *, eval_env=None, c
                 checkpoints += [str(p) for p in written if p is not None]
             if eval_every and (run.step % eval_every == 0 or run.step == loop_steps):
                 last_eval = evaluation(run)
-                run.history.append({k: last_eval[k] for k in ("env_steps", "success_rate", "success_ci",
-                                                             "return_mean", "return_ci")})
+                run.history.append(_history_entry(last_eval))
                 stop = any([bool(cb.on_eval(run.env_steps, last_eval)) for cb in cbs])
     finally:
         for cb in cbs:
@@ -337,5 +374,5 @@ def train(env, learner, shaper, run_dir, schedule: Schedule, *, eval_env=None, c
         env.close()
         evaluation.close()
     return {"run_dir": str(run.run_dir), "steps": run.step, "env_steps": run.env_steps,
-            "extra_env_steps": int(learner.extra_env_steps()), "last_eval": last_eval,
+            "extra_env_steps": int(learner.extra_env_steps()), "first_eval": first_eval, "last_eval": last_eval,
             "checkpoints": checkpoints, "learner": learner}

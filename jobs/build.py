@@ -13,7 +13,7 @@ the object:
   is the potential class itself, e.g. a test's) the class called with ``task`` / ``num_envs``
   where it takes them;
 - reward shaper: :class:`reward_models.shaping.RewardShaper` from ``reward.{mode, gold,
-  gold_scale, query_every}`` with the learner's discount.
+  gold_scale, query_every, scale}`` with the learner's discount.
 
 A stored run config written before the typed configs existed (``_target_: control.sac.SAC``, no
 env ``_target_``) still builds: the class's ``<Name>Config`` is used with the same keys.
@@ -60,10 +60,12 @@ def env_config(env) -> EnvConfig:
     return EnvConfig.from_dict(_plain(env))
 
 
-def build_env(env, *, num_envs: int = 1, views=(), seed: int = 0, device: str | None = None):
-    """``env_config(env).make(num_envs=, views=, seed=, device=)``: a :class:`sim.vector.BatchedEnv`
-    (or the Warp env for ``backend: warp``, its worlds on ``device``)."""
-    return env_config(env).make(num_envs=int(num_envs), views=tuple(views), seed=int(seed), device=device)
+def build_env(env, *, num_envs: int = 1, views=(), seed: int = 0, device: str | None = None, progress: bool = False):
+    """``env_config(env).make(num_envs=, views=, seed=, device=, progress=)``: a
+    :class:`sim.vector.BatchedEnv` (or the Warp env for ``backend: warp``, its worlds on ``device``);
+    ``progress=True`` adds the simulator's ground-truth progress to its observations (``reward=oracle``)."""
+    return env_config(env).make(num_envs=int(num_envs), views=tuple(views), seed=int(seed), device=device,
+                                progress=bool(progress))
 
 
 def _accepts(target, name: str) -> bool:
@@ -155,7 +157,8 @@ def build_shaper(reward, env, learner) -> RewardShaper:
     if reward.get("potential") is not None and (reward.mode in ("potential", "naive") or reward.gold == "potential"):
         potential = build_potential(reward, env)
     return RewardShaper(reward.mode, float(gamma), potential, gold=reward.gold,
-                        gold_scale=float(reward.get("gold_scale", 1.0)), query_every=int(reward.get("query_every", 1)))
+                        gold_scale=float(reward.get("gold_scale", 1.0)), query_every=int(reward.get("query_every", 1)),
+                        scale=reward.get("scale", 1.0))
 
 
 def check_config(node, key: str) -> None:

@@ -42,7 +42,7 @@ class Job:
 #: The one place where jobs register. Keep the summaries to one line.
 JOBS: dict[str, Job] = {
     "train": Job("jobs.train:run", "train",
-                 "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive).",
+                 "Train a policy in simulation (env=, learner=, reward=sparse|dense|grm|naive|state|oracle).",
                  composer="jobs.train:compose_config"),
     "eval": Job("jobs.evaluate:run", "eval",
                 "Evaluate a checkpoint on a fixed list of seeds (success rate with Wilson CI)."),
@@ -276,6 +276,32 @@ INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "check
 TYPED_KEYS = ("env", "learner", "reward.potential")
 
 
+#: the typed potential config of ``reward=oracle``: it exists only for tasks whose simulator reports progress
+ORACLE_TARGET = "reward_models.potential.OraclePotentialConfig"
+
+
+def _check_reward(cfg) -> None:
+    """``reward.scale`` a finite number > 0, and ``reward=oracle`` only with a task whose simulator
+    reports its ground-truth progress (before the main job prepares anything).
+
+    Raises:
+        ValueError: ``reward.scale must be a finite number > 0, got -1``; ``task 'cartpole-swingup'
+            has no ground-truth progress; tasks with it: lift, stack, pick-place-can, door``.
+    """
+    from omegaconf import OmegaConf
+
+    from basics.checks import check_float  # lazy: basics.checks imports torch; `dopa --help` does not
+
+    scale = OmegaConf.select(cfg, "reward.scale", default=None)
+    if scale is not None:
+        check_float("reward.scale", scale, 0.0, None, low_open=True)
+    task = OmegaConf.select(cfg, "env.name", default=None)
+    if OmegaConf.select(cfg, "reward.potential._target_", default=None) == ORACLE_TARGET and isinstance(task, str):
+        from sim import check_has_progress  # lazy: sim imports MuJoCo; `dopa --help` needs neither
+
+        check_has_progress(task, OmegaConf.select(cfg, "env.backend", default="cpu"))
+
+
 def check_common(cfg, default) -> None:
     """The checks every job gets before it runs: value types against the defaults
     (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``image_size`` and the
@@ -333,6 +359,7 @@ def check_common(cfg, default) -> None:
         from reward_models.grm import check_grm_checkpoint  # lazy: the GRM module loads torch
 
         check_grm_checkpoint(grm, key="reward.checkpoint")
+    _check_reward(cfg)
     for key in OUTPUT_KEYS:
         if key == "out" and cfg.get("render") is False:  # dopa tasks writes out only when rendering
             continue

@@ -1,4 +1,4 @@
-"""``dopa train env=... learner=... reward=sparse|dense|grm|naive``: build the pieces, run the loop.
+"""``dopa train env=... learner=... reward=sparse|dense|grm|naive|state|oracle``: build and run the loop.
 
 The job composes ``configs/train.yaml`` (:func:`compose_config`), prepares the main job's files
 (:func:`jobs.prepare.prepare`), builds the env, learner and reward shaper (:mod:`jobs.build`) and
@@ -187,6 +187,7 @@ def schedule_of(cfg: DictConfig) -> Schedule:
     ev = cfg.get("eval") or {}
     return Schedule(total_steps=cfg.get("total_steps"), checkpoint_every=cfg.get("checkpoint_every"),
                     eval_every=ev.get("every") or 0, eval_seed=ev.get("seed", 1_000_000),
+                    eval_at_start=bool(ev.get("at_start", False)),
                     eval_video=bool(ev.get("video", False)), video_view=ev.get("video_view"),
                     video_size=ev.get("video_size"), log_every=cfg.get("log_every", 1000),
                     checkpoint_keep=cfg.get("checkpoint_keep", 0) or 0, seed=cfg.seed,
@@ -221,7 +222,8 @@ class Setup:
 
 def _build_pieces(cfg: DictConfig, ckpt, config: dict):
     """Env (built first without views, as a probe), learner and shaper; the env is rebuilt with the
-    potential's views when it is queried every step. Closes what it built when something fails."""
+    potential's views when it is queried every step, and with the simulator's ground-truth progress
+    when the potential reads it (``reward=oracle``). Closes what it built when something fails."""
     device = cfg.get("device", "cpu")
     num_envs, seed = int(cfg.num_envs), int(cfg.seed)
     probe = build_env(cfg.env, num_envs=num_envs, seed=seed, device=device)
@@ -235,11 +237,12 @@ def _build_pieces(cfg: DictConfig, ckpt, config: dict):
     except BaseException:
         probe.close()
         raise
-    views = step_views(shaper)
-    if not views:
+    views, progress = step_views(shaper), shaper.needs_progress
+    if not views and not progress:
         return probe, learner, shaper
     probe.close()
-    return build_env(cfg.env, num_envs=num_envs, views=views, seed=seed, device=device), learner, shaper
+    return (build_env(cfg.env, num_envs=num_envs, views=views, seed=seed, device=device, progress=progress),
+            learner, shaper)
 
 
 def setup(cfg: DictConfig) -> Setup:
@@ -287,8 +290,34 @@ def train_from_config(cfg: DictConfig, callbacks=()) -> dict:
     return setup(cfg).train(callbacks)
 
 
+def report(out: dict) -> None:
+    """Print where the run went and its figures: the evaluation before online learning (env step 0,
+    after any behaviour cloning) and the last one, each with its 95 % intervals (or the last alone
+    when the run has no step-0 evaluation).
+
+    Args:
+        out: the loop's summary (:func:`control.train.train`).
+    """
+    run_dir = Path(out["run_dir"])
+    print(f"dopa train: {out['env_steps']} env steps -> {run_dir}")
+    if out["checkpoints"]:
+        newest = Path(out["checkpoints"][-1])
+        deploy = f"; deployment policy {newest / 'deploy'}" if (newest / "deploy").is_dir() else ""
+        print(f"  checkpoints: {run_dir / 'checkpoints'} (newest {newest.name}{deploy})")
+    print(f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    videos = sorted((run_dir / "videos").glob("*.mp4"))
+    print(f"  videos: {run_dir / 'videos'} ({len(videos)} MP4)" if videos else "  videos: none (eval.video=true records them)")
+    first, last = out.get("first_eval"), out["last_eval"]
+    if first and last and last["env_steps"] > 0:  # what online learning added, same routine and seeds
+        print(f"before online learning (env step 0, after any behaviour cloning): "
+              f"{format_result({'episodes': '?', **first})}")
+        print(f"after online learning (env step {last['env_steps']}): {format_result(last)}")
+    elif last and "episodes" in last:
+        print(f"last evaluation: {format_result(last)}")
+
+
 def run(cfg: DictConfig) -> int:
-    """Train a policy in simulation: ``dopa train env=<task> learner=<sac|ppo|...> reward=<sparse|dense|grm|naive>``.
+    """Train a policy in simulation: ``dopa train env=<task> learner=<sac|ppo|...> reward=<sparse|dense|grm|naive|state|oracle>``.
 
     With no overrides: the main job (EXPO on Lift, reward shaped by a GRM pretrained on other tasks
     and adapted to Lift from one demonstration); ``preset=default|quick|none`` sets its size, and
@@ -305,15 +334,5 @@ def run(cfg: DictConfig) -> int:
         out = train_from_config(cfg)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"dopa train: {exc}") from None
-    run_dir = Path(out["run_dir"])
-    print(f"dopa train: {out['env_steps']} env steps -> {run_dir}")
-    if out["checkpoints"]:
-        newest = Path(out["checkpoints"][-1])
-        deploy = f"; deployment policy {newest / 'deploy'}" if (newest / "deploy").is_dir() else ""
-        print(f"  checkpoints: {run_dir / 'checkpoints'} (newest {newest.name}{deploy})")
-    print(f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
-    videos = sorted((run_dir / "videos").glob("*.mp4"))
-    print(f"  videos: {run_dir / 'videos'} ({len(videos)} MP4)" if videos else "  videos: none (eval.video=true records them)")
-    if out["last_eval"] and "episodes" in out["last_eval"]:
-        print(f"last evaluation: {format_result(out['last_eval'])}")
+    report(out)
     return 0

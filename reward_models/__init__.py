@@ -36,6 +36,8 @@ gamma Phi*(s') - Phi*(s), r_gold = 1[Phi* >= 1 - delta]     ``RewardShaper`` (``
                                                             ``GRMPotentialConfig``; ``potential.py``:
                                                             ``Potential``, ``StateFeaturePotentialConfig``
 Proof A.2, the "semantic trap" (naive progress difference)  ``shaping.py``: ``mode="naive"``
+Ground-truth step-wise progress as the potential (ours:     ``potential.py``: ``OraclePotential``,
+the upper bound of a learned Phi*; Eq. 1's sub-tasks)       ``OraclePotentialConfig``
 §3.2.1 one-shot adaptation, Eq. 12 (MSE on hops of one     ``adapt.py``: ``adapt``; ``fit.py``:
 demonstration)                                              ``fit(loss="mse")``
 Table 1 VOC (GVL's value-order correlation), Table 2        ``evaluate.py``: ``voc``, ``evaluate_episodes``,

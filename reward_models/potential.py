@@ -2,18 +2,22 @@
 
 A potential Phi maps a batch of observations to progress in [0, 1] plus a completion flag. The
 GRM progress tracker (``reward_models.tracker.GRMPotential``) is one; :class:`StatePotential` and
-:class:`StateFeaturePotential` are state-only ones for tests and baselines.
+:class:`StateFeaturePotential` are state-only ones for tests and baselines; :class:`OraclePotential`
+is the simulator's ground-truth progress (the upper bound of a learned potential).
 
 Contract (:class:`Potential`)::
 
     potential.views                              # camera views it needs; () = state only
-    potential.reset(env_ids, obs)                # start of episode for envs ``env_ids``
+    potential.completion_threshold               # complete (the gold signal) when phi >= this
+    potential.reset(env_ids, obs)                # start of episode for envs ``env_ids``; None or phi [K]
     phi, complete = potential(obs)               # float32 [B] in [0, 1], bool [B]
 
 ``obs = {"state": float32 [B, D], "images": {view: uint8 [B, H, W, 3]}}`` always holds all B rows;
 ``reset`` uses only rows ``env_ids`` (int64 [K]). A potential with history (the incremental mode
-of the GRM fusion) keeps per-env state and must forget it in ``reset``; it may also expose
-``state_dict()`` / ``load_state_dict()`` (its statistics are then saved in checkpoints).
+of the GRM fusion) keeps per-env state and must forget it in ``reset``, and must return Phi of the
+reset rows' first states from ``reset``: a call advances every row, so the shaper calls it only on
+its query schedule (a stateless potential may return None and is then queried on ``obs``). It may
+also expose ``state_dict()`` / ``load_state_dict()`` (its statistics are then saved in checkpoints).
 """
 
 from __future__ import annotations
@@ -23,18 +27,22 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
+from basics.checks import check_float
+from sim import check_has_progress
+
 
 @runtime_checkable
 class Potential(Protocol):
     """What reward shaping needs from a progress model (see the module docstring)."""
 
     views: tuple[str, ...]
+    completion_threshold: float
 
-    def reset(self, env_ids: torch.Tensor, obs: dict) -> None:
+    def reset(self, env_ids: torch.Tensor, obs: dict) -> torch.Tensor | None:
         """Start of a new episode for envs ``env_ids`` (int64 [K]); ``obs`` holds all rows.
 
-        May return float32 [K], Phi of those rows' first states, to save the shaper a query;
-        returning None (the usual case) makes the shaper call the potential on ``obs``.
+        Returns float32 [K], Phi of those rows' first states (required of a potential with
+        history), or None (a stateless potential), which makes the shaper call it on ``obs``.
         """
 
     def __call__(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +73,8 @@ class StatePotential:
 
     Args:
         fn: ``float32 [B, D] -> float32 [B]`` in [0, 1] (values outside are an error at call time).
-        complete_at: ``complete = phi >= complete_at`` (the paper's gold signal uses 0.95).
+        complete_at: ``complete = phi >= complete_at`` (the paper's gold signal uses 0.95); kept as
+            ``completion_threshold``.
     """
 
     views: tuple[str, ...] = ()
@@ -74,7 +83,7 @@ class StatePotential:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self.complete_at = float(complete_at)
+        self.completion_threshold = float(complete_at)
 
     def reset(self, env_ids: torch.Tensor, obs: dict) -> None:
         return None
@@ -83,7 +92,7 @@ class StatePotential:
         state = obs["state"]
         phi = torch.as_tensor(self.fn(state), dtype=torch.float32)
         phi, _ = check_potential_output(phi, torch.zeros_like(phi, dtype=torch.bool), state.shape[0])
-        return phi, phi >= self.complete_at
+        return phi, phi >= self.completion_threshold
 
 
 class StateFeaturePotential(StatePotential):
@@ -157,3 +166,80 @@ class StateDistancePotential(StatePotential):
             return (1.0 - state[:, self.indices].norm(dim=1) / self.scale).clamp(0.0, 1.0)
 
         super().__init__(fn, complete_at)
+
+
+class OraclePotential:
+    """Phi(s) = the simulator's ground-truth step-wise progress of s (``reward=oracle``): what the
+    demonstrations record as ``progress`` (:class:`sim.experts.ProgressFunction`: N sub-tasks of
+    1/N each, measured physically inside the current one, exactly 1 on success). No rendering, no
+    model: the upper bound any learned potential can reach, and a cheap way to find budgets where
+    shaping can matter at all.
+
+    It reads ``obs["progress"]`` (float32 [B] in [0, 1]), which the env reports when built with
+    ``progress=True`` (:func:`sim.make_env`; ``needs_progress`` tells the job to). The simulator
+    computes it in each sub-environment, also for the final state of an ended episode
+    (``info["final_obs"]``), so Phi(s') of a last transition is exact. It is privileged state kept
+    out of ``obs["state"]``: the policy never sees it. Stateless (a function of the current
+    simulator state and the episode's reset references), so ``reset`` just reports Phi(s_0).
+
+    Args:
+        completion_threshold: complete when Phi >= this, in (0, 1]; 1.0 (the default) is exactly
+            the task's success.
+    Raises:
+        ValueError (at call time): observations without ``"progress"`` (naming how to get it), or
+            with the wrong shape.
+    """
+
+    views: tuple[str, ...] = ()
+    needs_progress = True
+
+    def __init__(self, completion_threshold: float = 1.0):
+        self.completion_threshold = float(completion_threshold)
+
+    @staticmethod
+    def _progress(obs: dict) -> torch.Tensor:
+        if not isinstance(obs, dict) or "progress" not in obs:
+            raise ValueError("the oracle potential needs obs['progress'] (the simulator's ground-truth progress); "
+                             "build the env with progress=True (sim.make_env / EnvConfig.make)")
+        p = torch.as_tensor(obs["progress"], dtype=torch.float32)
+        b = obs["state"].shape[0]
+        if tuple(p.shape) != (b,):
+            raise ValueError(f"obs['progress'] must have shape ({b},), got {tuple(p.shape)}")
+        return p
+
+    def reset(self, env_ids: torch.Tensor, obs: dict) -> torch.Tensor:
+        """Phi of the first states of envs ``env_ids`` (int64 [K]): float32 [K]."""
+        return self._progress(obs)[torch.as_tensor(env_ids, dtype=torch.long)]
+
+    def __call__(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Progress float32 [B] in [0, 1] and completion bool [B]."""
+        phi = self._progress(obs)
+        phi, _ = check_potential_output(phi, torch.zeros_like(phi, dtype=torch.bool), phi.shape[0])
+        return phi, phi >= self.completion_threshold
+
+
+@dataclasses.dataclass
+class OraclePotentialConfig:
+    """The oracle potential as configured (``reward.potential`` of ``configs/reward/oracle.yaml``);
+    :meth:`make` builds the :class:`OraclePotential`.
+
+    Raises:
+        ValueError: ``reward.potential.completion_threshold must be in (0, 1], got 0``.
+    """
+
+    completion_threshold: float = 1.0
+    """Complete (the gold signal) when progress >= this, in (0, 1]; 1.0 is exactly the task's success."""
+
+    def __post_init__(self):
+        check_float("reward.potential.completion_threshold", self.completion_threshold, 0.0, 1.0, low_open=True)
+
+    def make(self, task: str | None = None, num_envs: int = 1) -> OraclePotential:
+        """The potential for ``task`` (``num_envs``: the common signature, unused: it is stateless).
+
+        Raises:
+            ValueError: a task without ground-truth progress (``task 'cartpole-swingup' has no
+                ground-truth progress; tasks with it: lift, stack, pick-place-can, door``).
+        """
+        if task is not None:
+            check_has_progress(task)
+        return OraclePotential(float(self.completion_threshold))

@@ -14,6 +14,12 @@ Reward modes (``configs/reward/<mode>.yaml``, chosen by ``dopa train reward=...`
   high-progress states, which can change the optimal policy (the "semantic trap"). Kept for
   comparison.
 
+Reward scale (``scale = c > 0``): the learning reward is c * r for every mode; with shaping
+c * (r_gold + gamma * Phi(s') - Phi(s)) = c * r_gold + gamma * (c Phi)(s') - (c Phi)(s), i.e. the
+gold reward and the potential scaled together, which is again potential-based (potential c Phi)
+and has the optimal policy of c * r_gold, the same as r_gold's. It only changes the reward's size
+next to a learner's own terms (SAC's entropy bonus).
+
 Querying every k steps (``query_every = k``): rendering and the reward model are the CPU
 bottleneck, so the potential can be evaluated only on steps t with t % k == 0 and *held* in between:
 Phi_t = Phi(s_{k * floor(t / k)}). This is still potential-based: the held value is a function of
@@ -23,13 +29,19 @@ argument of Ng et al. applies to the augmented MDP unchanged. Only the *amount* 
 (the signal arrives in bursts every k steps).
 
 Per-environment bookkeeping: the shaper holds the previous Phi and completion flag for every env
-and resets the potential (a tracker with history) for exactly the envs whose episode ended.
+and resets the potential (a tracker with history) for exactly the envs whose episode ended. A reset
+never moves another env's potential: a potential with history returns Phi of the new first states
+from ``reset`` (the GRM tracker: 0, its start of progress), so the shaper queries it only on its
+schedule; only a potential whose ``reset`` returns None (a stateless one) is queried on the reset
+observations, which changes nothing for the other rows. The completion flag of a first state is
+Phi >= the potential's own ``completion_threshold``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from basics.checks import check_float
 from reward_models.potential import Potential, check_potential_output
 
 MODES = ("sparse", "dense", "potential", "naive")
@@ -72,12 +84,14 @@ class RewardShaper:
             completion flag) or ``"none"``.
         gold_scale: r_gold = gold_scale * 1[gold event on this step].
         query_every: k >= 1, evaluate the potential every k loop steps and hold it in between.
+        scale: c > 0, the learning reward is c * r: r_gold and Phi scaled together (still
+            potential-based; see the module docstring).
     Raises:
-        ValueError: unknown mode or gold source, a missing potential, bad gamma or k.
+        ValueError: unknown mode or gold source, a missing potential, bad gamma, k or scale.
     """
 
     def __init__(self, mode: str, gamma: float, potential: Potential | None = None, gold: str = "env",
-                 gold_scale: float = 1.0, query_every: int = 1):
+                 gold_scale: float = 1.0, query_every: int = 1, scale: float = 1.0):
         if mode not in MODES:
             raise ValueError(f"unknown reward mode {mode!r}; known: {', '.join(MODES)}")
         if gold not in GOLDS:
@@ -93,8 +107,11 @@ class RewardShaper:
             raise ValueError("reward mode 'sparse' needs a gold source ('env' or 'potential'), got 'none'")
         self.mode, self.gamma, self.gold = mode, float(gamma), gold
         self.gold_scale, self.query_every = float(gold_scale), int(query_every)
+        self.scale = check_float("reward.scale", scale, 0.0, None, low_open=True)
         self.potential = potential if self.uses_potential else None
         self.views: tuple[str, ...] = tuple(getattr(self.potential, "views", ()) or ())
+        # the potential reads obs["progress"], the simulator's ground truth (env built with progress=True)
+        self.needs_progress = bool(getattr(self.potential, "needs_progress", False))
         self.phi: torch.Tensor | None = None  # float32 [B], Phi of the current state (held between queries)
         self.complete: torch.Tensor | None = None  # bool [B]
         self.t = 0  # loop steps taken
@@ -112,15 +129,22 @@ class RewardShaper:
         return check_potential_output(phi, complete, obs["state"].shape[0])
 
     def _reset_rows(self, env_ids: torch.Tensor, obs: dict) -> None:
+        """Reset the potential for rows ``env_ids`` (int64 [K]) and set their held Phi and completion
+        flag to those of the first states in ``obs``; the other rows' potential state is untouched."""
         if self.potential is None or env_ids.numel() == 0:
             return
         first = self.potential.reset(env_ids, obs)
-        if first is not None:
+        if first is not None:  # a potential with history: Phi(s_0) from its reset, no query of all rows
             phi0 = torch.as_tensor(first, dtype=torch.float32).reshape(-1)
             if phi0.shape[0] != env_ids.numel():
                 raise ValueError(f"potential.reset returned {phi0.shape[0]} values for {env_ids.numel()} envs")
-            complete0 = phi0 >= 0.95
-        else:
+            phi0, _ = check_potential_output(phi0, torch.zeros_like(phi0, dtype=torch.bool), env_ids.numel())
+            threshold = getattr(self.potential, "completion_threshold", None)
+            if threshold is None:
+                raise ValueError(f"{type(self.potential).__name__}.reset returned Phi but the potential has no "
+                                 "completion_threshold to judge completion by")
+            complete0 = phi0 >= float(threshold)
+        else:  # stateless: querying every row moves no other env's state
             phi_all, complete_all = self._query(obs)
             phi0, complete0 = phi_all[env_ids], complete_all[env_ids]
         self.phi[env_ids] = phi0.clamp(0.0, 1.0)
@@ -153,7 +177,8 @@ class RewardShaper:
                 passes the ended rows when their final frames were not rendered).
         Returns:
             reward float32 [B] and the terms ``{"task", "gold", "shaping", "progress", "reward"}``
-            (each float32 [B]) for logging.
+            (each float32 [B]) for logging: ``gold`` and ``shaping`` are scaled by ``scale`` (their
+            sum is the reward in the shaped modes), ``task`` and ``progress`` (Phi in [0, 1]) are not.
         Raises:
             RuntimeError: :meth:`start` was not called.  ValueError: bad potential output or views.
         """
@@ -185,8 +210,9 @@ class RewardShaper:
             gold = complete.float() * self.gold_scale
         else:
             gold = zeros
+        gold, shaping = gold * self.scale, shaping * self.scale
         if self.mode == "dense":
-            reward = reward_env.float()
+            reward = reward_env.float() * self.scale
         elif self.mode == "sparse":
             reward = gold
         else:

@@ -213,15 +213,19 @@ class ProgressTracker:
         return self.backend.hop_encoded(self._text, self._start, self._goal_ref, before, after)
 
     @torch.inference_mode()
-    def reset(self, env_ids, obs: dict) -> None:
+    def reset(self, env_ids, obs: dict) -> torch.Tensor:
         """Start new episodes for ``env_ids`` (int64 [K]); ``obs`` holds all B rows (only ``env_ids`` used).
 
         Progress of those envs is set to 0, their first frame becomes the forward anchor, and the
-        goal-looks-like-start check runs for them.
+        goal-looks-like-start check runs for them. The other envs' state is untouched.
+
+        Returns:
+            float32 [K], the progress of those envs' first frames: 0 (the start of the incremental
+            progress, Eq. 4; as :func:`reward_models.evaluate.track_episodes` reports frame 0).
         """
         ids = torch.as_tensor(env_ids, dtype=torch.long).view(-1)
         if ids.numel() == 0:
-            return
+            return torch.zeros(0)
         if (ids < 0).any() or (ids >= self.num_envs).any():
             raise ValueError(f"env_ids must be in [0, {self.num_envs}), got {ids.tolist()}")
         imgs = self._images(obs)
@@ -242,6 +246,7 @@ class ProgressTracker:
             self.anchors_ok[ids] = h >= self.collapse_hop
         else:
             self.anchors_ok[ids] = True
+        return self.progress[ids].clone()
 
     @torch.inference_mode()
     def __call__(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,6 +384,7 @@ class GRMPotential:
                              "fusion='precision' needs the hop distribution; use auto, mean or damped")
         fusion = resolve_fusion(fusion, not qwen)
         self.fusion = fusion  # resolved: never "auto"
+        self.completion_threshold = float(completion_threshold)
         if qwen:
             self._init_qwen(checkpoint, task_text, reference, device)
             self.kwargs = dict(fusion=fusion, damping_alpha=damping_alpha, completion_threshold=completion_threshold)
@@ -436,12 +442,17 @@ class GRMPotential:
                                            batch, **self.kwargs)
         return self.tracker
 
-    def reset(self, env_ids: torch.Tensor, obs: dict) -> None:
-        """Start of a new episode for envs ``env_ids`` (int64 [K]); ``obs`` holds all B rows."""
+    def reset(self, env_ids: torch.Tensor, obs: dict) -> torch.Tensor:
+        """Start of a new episode for envs ``env_ids`` (int64 [K]); ``obs`` holds all B rows.
+
+        Returns:
+            float32 [K], Phi of those envs' first frames (0; :meth:`ProgressTracker.reset`), so the
+            shaper never queries the tracker off its schedule.
+        """
         imgs = obs.get("images") if isinstance(obs, dict) else None
         if not imgs:
             raise ValueError(f"the GRM potential needs obs['images'] with views {list(self.views)}")
-        self._ensure(next(iter(imgs.values())).shape[0]).reset(env_ids, obs)
+        return self._ensure(next(iter(imgs.values())).shape[0]).reset(env_ids, obs)
 
     def __call__(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Progress float32 [B] in [0, 1] and completion bool [B] for the new observations."""

@@ -27,7 +27,7 @@ from sim.warp_env import WarpEnv, supported_tasks  # noqa: E402
 BACKENDS = ("cpu", "warp")
 
 __all__ = ["make_env", "EnvConfig", "TASKS", "TaskSpec", "get_task", "task_text", "BACKENDS", "VECTORIZATIONS",
-           "CONTROLLERS", "check_image_size"]
+           "CONTROLLERS", "check_image_size", "tasks_with_progress", "check_has_progress"]
 
 
 def check_image_size(value, name: str = "image_size") -> int:
@@ -79,8 +79,30 @@ def _check_controller(spec: TaskSpec, task_kwargs: Mapping) -> None:
             raise ValueError(f"unknown controller {ctrl!r}; known: {', '.join(CONTROLLERS)}")
 
 
+def tasks_with_progress() -> tuple[str, ...]:
+    """Tasks whose ground-truth step-wise progress the simulator can report (``make_env(progress=True)``):
+    the robosuite tasks with a scripted expert (``TaskSpec.subtasks``)."""
+    return tuple(n for n, s in TASKS.items() if s.subtasks)
+
+
+def check_has_progress(name: str, backend: str = "cpu") -> str:
+    """``name`` when the simulator reports its ground-truth progress (:func:`tasks_with_progress`).
+
+    Raises:
+        ValueError: ``"task 'cartpole-swingup' has no ground-truth progress; tasks with it: lift, ..."``,
+            or backend ``"warp"`` (no progress functions there).
+    """
+    if name not in tasks_with_progress():
+        raise ValueError(f"task {name!r} has no ground-truth progress; tasks with it: "
+                         f"{', '.join(tasks_with_progress())}")
+    if backend != "cpu":
+        raise ValueError(f"ground-truth progress needs backend 'cpu' (robosuite), got backend {backend!r}")
+    return name
+
+
 def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed: int = 0,
-             backend: str = "cpu", vectorization: str = "sync", device: str | None = None, **task_kwargs):
+             backend: str = "cpu", vectorization: str = "sync", device: str | None = None,
+             progress: bool = False, **task_kwargs):
     """Make ``num_envs`` copies of task ``name`` behind Gymnasium's vector API with torch tensors.
 
     Args:
@@ -97,6 +119,9 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
         vectorization: ``"sync"`` (a loop in this process) or ``"async"`` (a worker process per env).
         device: ``backend="warp"`` only: ``"cuda"``, ``"cuda:N"`` or ``"cpu"`` (Warp's CPU device);
             default ``"cuda"`` when available, else ``"cpu"``.
+        progress: add ``obs["progress"]`` (float32 [B] in [0, 1]), the ground-truth step-wise
+            progress of :class:`sim.experts.ProgressFunction` (robosuite tasks with a scripted
+            expert: those with ``TaskSpec.subtasks``), privileged state for the oracle potential.
         **task_kwargs: passed to the task: ``max_episode_steps``, ``max_force`` (N),
             ``max_torque`` (N m); robosuite: ``controller`` (``osc_pose`` | ``joint_position``),
             ``reward_shaping``, ``terminate_on_success``; dm_control: the suite's task kwargs.
@@ -104,11 +129,13 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
     Returns:
         sim.vector.BatchedEnv (``sim.warp_env.WarpEnv`` for ``backend="warp"``)
     Raises:
-        ValueError: unknown task, view, backend or vectorization; bad num_envs, image_size or seed.
-            Messages list the allowed values.
+        ValueError: unknown task, view, backend or vectorization; bad num_envs, image_size or seed;
+            ``progress`` for a task without ground-truth progress. Messages list the allowed values.
         sim.render.RenderingError: ``MUJOCO_GL`` names no working GL backend.
     """
     spec = get_task(name)
+    if progress:
+        check_has_progress(name, backend)
     _import_mujoco()
     _check_choices(backend, vectorization)
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -127,6 +154,8 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
     if device not in (None, "cpu"):
         raise ValueError(f"device {device!r} needs backend='warp'; backend {backend!r} runs on the CPU")
     _check_controller(spec, task_kwargs)
+    if progress:
+        task_kwargs = {**task_kwargs, "progress": True}
     return BatchedEnv(spec, num_envs, views, image_size, seed, vectorization, **task_kwargs)
 
 
@@ -140,7 +169,8 @@ def _plain(value):
 
 
 #: make_env's own parameters: set by EnvConfig's fields or by ``make(...)``, never through ``kwargs``
-_NOT_TASK_KWARGS = ("name", "num_envs", "views", "image_size", "seed", "backend", "vectorization", "device")
+_NOT_TASK_KWARGS = ("name", "num_envs", "views", "image_size", "seed", "backend", "vectorization", "device",
+                    "progress")
 
 
 @dataclasses.dataclass
@@ -205,7 +235,7 @@ class EnvConfig:
                 raise ValueError(f"unknown env config key {k!r}; known: {', '.join(fields)}")
         return cls(**d)
 
-    def make(self, num_envs: int = 1, views=(), seed: int = 0, device: str | None = None):
+    def make(self, num_envs: int = 1, views=(), seed: int = 0, device: str | None = None, progress: bool = False):
         """Build the env: :func:`make_env` with this config.
 
         Args:
@@ -215,12 +245,16 @@ class EnvConfig:
             device: the learner's device (``"cpu"``, ``"cuda"``, ``"cuda:N"``); backend ``"warp"``
                 places its worlds there (``None``: CUDA when available), backend ``"cpu"`` ignores it
                 (MuJoCo runs on the CPU; observations are CPU tensors).
+            progress: report ``obs["progress"]``, the ground-truth progress (:func:`make_env`).
         Returns:
             sim.vector.BatchedEnv, or sim.warp_env.WarpEnv for backend ``"warp"``.
         Raises:
-            ValueError: bad num_envs, views or seed (messages of :func:`make_env`).
+            ValueError: bad num_envs, views or seed, or ``progress`` for a task without it
+                (messages of :func:`make_env`).
         """
         kwargs = dict(self.kwargs)
+        if progress:
+            kwargs["progress"] = True
         if self.backend == "warp":
             kwargs["device"] = device
         return make_env(self.name, num_envs=num_envs, views=tuple(views), image_size=self.image_size, seed=seed,

@@ -13,6 +13,12 @@ then object state), each flattened; ``env.state_layout`` lists ``(key, size)``. 
 robosuite's sparse task reward (1.0 on success) unless ``reward_shaping=True``. Success is the
 task's own ``_check_success()``. Tasks do not terminate unless ``terminate_on_success=True``;
 the time limit (``max_episode_steps``) is truncation.
+
+``progress=True`` (tasks with a scripted expert: lift, stack, pick-place-can, door) adds
+``"progress"``: float32 [1] in [0, 1] to every observation, the ground-truth step-wise progress of
+:class:`sim.experts.ProgressFunction` (the same function the demonstrations record, references
+taken at each reset; exactly 1 on success). It is privileged simulator state for the oracle
+potential (``reward=oracle``), never part of ``"state"``, so no policy sees it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from sim.base import TaskEnv
+from sim.experts import ProgressFunction
 from sim.render import gl_guard
 from sim.tasks import CONTROLLERS, TaskSpec
 
@@ -59,7 +66,7 @@ class RobosuiteEnv(TaskEnv):
     def __init__(self, spec: TaskSpec, views=(), image_size=64, seed: int = 0, env_index: int = 0,
                  max_force: float = 50.0, max_torque: float = 10.0, max_episode_steps: int | None = None,
                  controller: str = "osc_pose", reward_shaping: bool = False,
-                 terminate_on_success: bool = False, **task_kwargs):
+                 terminate_on_success: bool = False, progress: bool = False, **task_kwargs):
         super().__init__(spec, views, image_size, env_index, max_force, max_torque, max_episode_steps)
         _quiet_robosuite()
         with gl_guard():
@@ -84,6 +91,9 @@ class RobosuiteEnv(TaskEnv):
         if self.views:
             spaces["images"] = gym.spaces.Dict({
                 v: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8) for v in self.views})
+        self._progress = ProgressFunction(spec.name) if progress else None
+        if self._progress is not None:
+            spaces["progress"] = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
         low, high = self._env.action_spec
         self.action_space = gym.spaces.Box(-1.0, 1.0, low.shape, np.float32)
@@ -110,7 +120,16 @@ class RobosuiteEnv(TaskEnv):
         if seed is not None:
             # robosuite's placement samplers and robot init noise hold this very Generator.
             self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
-        return self._flatten(self._env.reset())
+        state = self._flatten(self._env.reset())
+        if self._progress is not None:
+            self._progress.reset(self)  # references (initial distances, resting heights) of this episode
+        return state
+
+    def _obs(self, state: np.ndarray) -> dict:
+        obs = super()._obs(state)
+        if self._progress is not None:
+            obs["progress"] = np.array([self._progress()], dtype=np.float32)
+        return obs
 
     def _step_task(self, action):
         scaled = self._a_low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (self._a_high - self._a_low)

@@ -37,7 +37,9 @@ class BatchedEnv:
 
     ``reset(seed) -> obs, info``; ``step(action [B, A]) -> obs, reward [B], terminated [B],
     truncated [B], info``. ``obs = {"state": float32 [B, D], "images": {view: uint8 [B, H, W, 3]}}``
-    (``"images"`` only when views were requested). A sub-environment whose episode ended is reset
+    (``"images"`` only when views were requested; ``"progress"``: float32 [B], the ground-truth
+    progress of :class:`sim.experts.ProgressFunction`, only when built with ``progress=True``).
+    A sub-environment whose episode ended is reset
     in the same call (Gymnasium's ``SAME_STEP`` autoreset): ``obs`` is then its new first
     observation and ``info["final_obs"]`` (same layout, all rows; rows of unfinished envs repeat
     ``obs``) holds the observation the step ended in. ``info["success"]`` (bool [B]) is the
@@ -84,6 +86,8 @@ class BatchedEnv:
         out = {"state": torch.from_numpy(np.array(obs["state"], dtype=np.float32, copy=True))}
         if "images" in obs:
             out["images"] = {v: torch.from_numpy(np.array(x, copy=True)) for v, x in obs["images"].items()}
+        if "progress" in obs:
+            out["progress"] = torch.from_numpy(np.array(obs["progress"], dtype=np.float32).reshape(-1))
         return out
 
     def reset(self, seed: int | None = None):
@@ -139,9 +143,13 @@ class BatchedEnv:
             final_obs = {"state": np.array(obs["state"], copy=True)}
             if "images" in obs:
                 final_obs["images"] = {v: np.array(x, copy=True) for v, x in obs["images"].items()}
+            if "progress" in obs:
+                final_obs["progress"] = np.array(obs["progress"], copy=True)
             for i in np.flatnonzero(done):
                 fo = info["final_obs"][i]
                 final_obs["state"][i] = fo["state"]
+                if "progress" in final_obs:
+                    final_obs["progress"][i] = fo["progress"]
                 for v in final_obs.get("images", {}):
                     final_obs["images"][v][i] = fo["images"][v]
             out_info["final_obs"] = self._to_torch(final_obs)

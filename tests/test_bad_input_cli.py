@@ -248,6 +248,8 @@ def test_deploy_values_checked_before_ros_starts(capsys, tmp_path, overrides, me
     ("seed=-1", "seed must be an int >= 0, got -1"),
     ("eval.episodes=0", "eval.episodes must be an int >= 1, got 0"),
     ("eval.every=-1", "eval.every must be an int >= 0, got -1"),
+    ("eval.at_start=maybe", "eval.at_start must be true or false (default true), got 'maybe'"),
+    ("reward.scale=0", "reward.scale must be a finite number > 0, got 0"),
     ("device=nope", "device='nope' is not available here; available: cpu"),
     ("reward.potential.fusion=max",
      "reward.potential.fusion must be one of auto, mean, damped, incremental, forward, backward, precision, got 'max'"),
@@ -258,6 +260,13 @@ def test_train_values_checked_before_the_main_job_builds_its_data(capsys, tmp_pa
     # with the default preset these would otherwise start recording demonstrations first
     rc, err = _run(capsys, "train", f"run_dir={tmp_path}/run", override)
     assert rc == 1 and f"dopa train: error: {message}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_oracle_reward_needs_a_task_with_ground_truth_progress(capsys, tmp_path):
+    rc, err = _run(capsys, "train", f"run_dir={tmp_path}/run", "reward=oracle", "env=cartpole-swingup")
+    assert rc == 1 and ("dopa train: error: task 'cartpole-swingup' has no ground-truth progress; tasks with it: "
+                        "lift, stack, pick-place-can, door") in err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -155,6 +155,37 @@ def test_query_every_holds_phi_between_queries():
     torch.testing.assert_close(log[1][0]["shaping"], torch.tensor([(0.99 - 1) * prog[0]]))
 
 
+class FirstPhiPotential(StateFeaturePotential):
+    """A potential that reports Phi of the first states from ``reset`` (as one with history must)."""
+
+    def reset(self, env_ids, obs):
+        return self(obs)[0][env_ids]
+
+
+def test_first_state_completion_uses_the_potentials_threshold():
+    pot = FirstPhiPotential(index=0, low=0.0, high=1.0, complete_at=0.5)
+    assert pot.completion_threshold == 0.5
+    shaper = RewardShaper("sparse", 0.99, pot, gold="potential", query_every=3)
+    f = torch.tensor([False, False])
+    shaper.start({"state": torch.tensor([[0.1], [0.1]])})
+    # step 1 (no query): env 0's episode ends; its new first state has Phi 0.6 >= 0.5 (not >= 0.95)
+    shaper.step(torch.zeros(2), {"state": torch.tensor([[0.1], [0.1]])}, f, torch.tensor([True, False]), f,
+                reset_obs={"state": torch.tensor([[0.6], [0.1]])})
+    assert shaper.complete.tolist() == [True, False]
+    r, _ = shaper.step(torch.zeros(2), {"state": torch.tensor([[0.6], [0.1]])}, f, f, f)  # held: gold fires
+    torch.testing.assert_close(r, torch.tensor([1.0, 0.0]))
+
+    class NoThreshold:
+        views = ()
+
+        def reset(self, env_ids, obs):
+            return torch.zeros(env_ids.numel())
+
+    with pytest.raises(ValueError, match="NoThreshold.reset returned Phi but the potential has no "
+                                         "completion_threshold"):
+        RewardShaper("potential", 0.99, NoThreshold()).start({"state": torch.zeros(2, 1)})
+
+
 def test_shaper_bad_input():
     with pytest.raises(ValueError, match="unknown reward mode 'grmm'"):
         RewardShaper("grmm", 0.99)
@@ -172,6 +203,33 @@ def test_shaper_bad_input():
     views.views = ("front",)
     with pytest.raises(ValueError, match="needs view 'front'"):
         RewardShaper("potential", 0.99, views).start({"state": torch.zeros(2, 3)})
+
+
+def test_reward_scale_scales_gold_and_potential_together():
+    """scale c: c * (r_gold + gamma Phi(s') - Phi(s)) is potential-based shaping of c * r_gold with the
+    potential c * Phi, so it keeps the optimal policy (checked on the finite trap MDP) and the
+    shaper's terms are exactly c times the unscaled ones (Phi itself is logged unscaled)."""
+    P, R, terminal, phi = _trap_mdp()
+    gamma, c = 0.9, 4.0
+    Q = q_iteration(P, R, terminal, gamma)
+    Qc = q_iteration(P, c * shaped_R(R, phi, terminal, gamma, "potential"), terminal, gamma)
+    np.testing.assert_allclose(Qc[:-1], c * (Q[:-1] - phi[:-1, None]), atol=1e-8)
+    assert (Qc.argmax(1) == Q.argmax(1)).all()
+    pot = StateFeaturePotential(index=0, low=0.0, high=1.0)
+    one, four = (RewardShaper("potential", gamma, pot, gold="env", scale=k) for k in (1.0, c))
+    f = torch.tensor([False, False])
+    for sh in (one, four):
+        sh.start({"state": torch.tensor([[0.2], [0.5]])})
+    out = [sh.step(torch.tensor([0.3, 0.0]), {"state": torch.tensor([[0.6], [0.4]])}, f, f,
+                   torch.tensor([True, False])) for sh in (one, four)]
+    (r1, t1), (r4, t4) = out
+    torch.testing.assert_close(r4, c * r1)
+    for k in ("gold", "shaping"):
+        torch.testing.assert_close(t4[k], c * t1[k])
+    for k in ("task", "progress"):
+        torch.testing.assert_close(t4[k], t1[k])
+    with pytest.raises(ValueError, match="reward.scale must be a finite number > 0, got 0"):
+        RewardShaper("sparse", 0.99, scale=0)
 
 
 def test_sparse_and_dense_modes():
@@ -201,3 +259,53 @@ def test_state_potentials_values_and_bad_input():
         StateFeaturePotentialConfig(0, 1.0, 1.0)
     with pytest.raises(ValueError, match="state has 2 entries; potential reads indices \\[1, 2\\]"):
         pot({"state": torch.zeros(1, 2)})
+
+
+def test_oracle_potential_is_the_simulators_progress_on_lift(tmp_path):
+    """reward=oracle on real robosuite Lift (2 envs, 6-step episodes, no cameras): the env reports the
+    progress the demonstrations record (the expert's own ProgressFunction), including the final
+    state of an ended episode, and the shaper turns it into r_gold + gamma Phi(s') - Phi(s)."""
+    import sim
+    from jobs.build import build_shaper
+    from jobs.cli import compose
+    from reward_models.potential import OraclePotential, OraclePotentialConfig
+    from sim.experts import ScriptedExpert
+
+    cfg = compose("train", ["env=lift", "reward=oracle", "reward.query_every=1", "learner=sac", f"run_dir={tmp_path}"])
+    env = sim.make_env("lift", num_envs=2, seed=0, progress=True, max_episode_steps=6)
+    try:
+        obs, _ = env.reset(seed=0)
+        shaper = build_shaper(cfg.reward, env, type("L", (), {"gamma": 0.9})())
+        assert isinstance(shaper.potential, OraclePotential) and shaper.needs_progress and shaper.views == ()
+        expert = ScriptedExpert(env, seed=0)
+        expert.reset()
+        assert obs["progress"].shape == (2,) and obs["progress"].dtype == torch.float32
+        assert obs["progress"].tolist() == pytest.approx([expert.progress(i) for i in range(2)], abs=1e-6)
+        shaper.start(obs)
+        phi = obs["progress"].clone()
+        for t in range(1, 7):
+            nobs, r, term, trunc, info = env.step(expert.act())
+            final = info.get("final_obs", nobs)
+            if t < 6:  # the expert's progress (what the demonstrations record) of the same states
+                assert final["progress"].tolist() == pytest.approx([expert.progress(i) for i in range(2)], abs=1e-6)
+            reward, terms = shaper.step(r, final, term, trunc, info["success"], reset_obs=nobs)
+            torch.testing.assert_close(terms["progress"], final["progress"])
+            torch.testing.assert_close(terms["shaping"], 0.9 * final["progress"] - phi)
+            torch.testing.assert_close(reward, terms["gold"] + terms["shaping"])
+            phi = nobs["progress"].clone()  # after a reset: the new episode's first state
+            expert.observe_step(term | trunc)
+        assert bool(trunc.all())  # the episodes ended at step 6 and the shaper now holds the new first states
+        torch.testing.assert_close(shaper.phi, nobs["progress"])
+        # the expert reaches for the cube: progress rose over the episode
+        assert (terms["progress"] > obs["progress"]).all()
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="task 'cartpole-swingup' has no ground-truth progress; tasks with it: "
+                                         "lift, stack, pick-place-can, door"):
+        OraclePotentialConfig().make(task="cartpole-swingup")
+    with pytest.raises(ValueError, match="task 'cartpole-swingup' has no ground-truth progress"):
+        sim.make_env("cartpole-swingup", progress=True)
+    with pytest.raises(ValueError, match="completion_threshold must be a finite number in \\(0, 1\\], got 0"):
+        OraclePotentialConfig(completion_threshold=0)
+    with pytest.raises(ValueError, match="needs obs\\['progress'\\].*build the env with progress=True"):
+        OraclePotential()({"state": torch.zeros(2, 3)})

@@ -191,6 +191,54 @@ def test_tracker_bad_input():
         tr.reset(torch.tensor([0]), obs_of([0.0]))
 
 
+class BiasedBackend(OracleBackend):
+    """Exact hops plus 0.05: every hop moves progress, so an extra or an off-schedule hop shows."""
+
+    def hop_encoded(self, text, start, goal, before, after):
+        return (super().hop_encoded(text, start, goal, before, after) + 0.05).clamp(-1.0, 1.0)
+
+
+@pytest.mark.parametrize("fusion", ["incremental", "precision"])
+def test_shaper_reset_moves_no_other_envs_tracker(fusion):
+    """3 envs whose episodes end at different steps (on and off the query steps, k = 3): each env's
+    Phi must equal that of its own tracker fed only its own frames on the query steps and reset at
+    its own episode ends (no second hop on a frame, no update between queries)."""
+    from reward_models.shaping import RewardShaper
+
+    B, k, T, gamma = 3, 3, 16, 0.9
+    lengths = [4, 6, 5]  # env 0 ends at steps 4, 8, ... (off schedule), env 1 at 6, 12 (on schedule)
+    rng = np.random.default_rng(0)
+    final = rng.uniform(0.0, 0.8, (T + 1, B))  # progress in the frame of s' after step t (row 0: s_0)
+    first = rng.uniform(0.0, 0.3, (T + 1, B))  # first frame of an episode starting after step t
+
+    def make(n):
+        return ProgressTracker(BiasedBackend(), "lift the red cube", {"front": frame(0.0)},
+                               {v: frame(1.0) for v in VIEWS}, n, fusion=fusion)
+
+    def obs(ps):
+        return {"state": torch.zeros(len(ps), 2), **obs_of(ps)}
+
+    shaper = RewardShaper("potential", gamma, make(B), gold="potential", query_every=k)
+    refs = [make(1) for _ in range(B)]
+    shaper.start(obs(final[0]))
+    for i in range(B):
+        refs[i].reset(torch.tensor([0]), obs([final[0, i]]))
+    held = torch.zeros(B)
+    for t in range(1, T + 1):
+        ended = torch.tensor([t % n == 0 for n in lengths])
+        after = np.where(ended.numpy(), first[t], final[t])  # what the env returns: new first frames
+        _, terms = shaper.step(torch.zeros(B), obs(final[t]), torch.zeros(B, dtype=torch.bool), ended,
+                               torch.zeros(B, dtype=torch.bool), reset_obs=obs(after))
+        expect = torch.tensor([float(refs[i](obs([final[t, i]]))[0][0]) if t % k == 0 else float(held[i])
+                               for i in range(B)])
+        torch.testing.assert_close(terms["progress"], expect, atol=1e-5, rtol=0)
+        torch.testing.assert_close(terms["shaping"], gamma * expect - held, atol=1e-5, rtol=0)
+        held = expect.clone()
+        for i in torch.nonzero(ended).flatten().tolist():
+            held[i] = float(refs[i].reset(torch.tensor([0]), obs([after[i]]))[0])  # 0: the start of progress
+    assert held.tolist() == pytest.approx(shaper.phi.tolist(), abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def grm_checkpoint(tmp_path_factory):
     """A real (briefly trained) GRM checkpoint and episode files of rendered Lift frames."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from control.callbacks import Callback
 from control.checkpoint import CheckpointError, load_checkpoint
 from jobs.cli import compose
 from jobs.train import train_from_config as train
@@ -250,3 +251,59 @@ def test_evaluation_video_is_rendered_at_its_own_size(tmp_path):
     frames = iio.imread(tmp_path / "v.mp4")
     assert res["episodes"] == 2 and set(seen) == {(2, 24, 24, 3)}
     assert frames.shape[1:] == (48, 48, 3) and frames.shape[0] == 12
+
+
+class _Probe(Callback):
+    """Records, at each evaluation, whether EXPO's behaviour cloning had run."""
+
+    def __init__(self):
+        self.run, self.seen = None, []
+
+    def on_start(self, run):
+        self.run = run
+
+    def on_eval(self, env_steps, result):
+        self.seen.append((env_steps, bool(self.run.learner.pretrained)))
+
+
+def test_evaluation_before_online_learning_and_oracle_reward(tmp_path, capsys):
+    """EXPO behaviour-cloned on one scripted Lift demonstration, reward=oracle (the simulator's
+    progress: the job builds the env with it): the policy is evaluated at env step 0 after the
+    cloning, by the same routine and seeds as the last evaluation; both figures are printed with
+    their intervals and logged to TensorBoard."""
+    from jobs.cli import main
+    from jobs.train import report
+
+    demos = tmp_path / "lift.hdf5"
+    assert main(["demos", "task=lift", "n=1", "views=[]", f"out={demos}"]) == 0
+    cfg = compose("train", ["env=lift", "preset=none", "reward=oracle", "learner=expo_cpu", f"offline_data=[{demos}]",
+                            "+env.kwargs.max_episode_steps=8", "total_steps=16", "checkpoint_every=16",
+                            "eval.every=16", "eval.episodes=2", "progress=false", "log_every=8",
+                            f"run_dir={tmp_path / 'run'}", "learner.pretrain_steps=5", "learner.start_training=8",
+                            "learner.batch_size=8", "learner.num_qs=2", "learner.critic_hidden_dims=[16,16]",
+                            "learner.edit_hidden_dims=[16,16]", "learner.base_hidden_dim=16",
+                            "learner.base_num_blocks=1"])
+    assert cfg.eval.at_start is True  # the default
+    probe = _Probe()
+    out = train(cfg, callbacks=[probe])
+    assert "progress" in probe.run.env.observation_space.spaces  # built for the oracle potential
+    assert probe.seen == [(0, True), (16, True)]  # the step-0 evaluation saw the behaviour-cloned policy
+    first, last = out["first_eval"], out["last_eval"]
+    assert first["env_steps"] == 0 and last["env_steps"] == 16 and first["seeds"] == last["seeds"]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in lines] == [0, 16]
+    report(out)
+    text = capsys.readouterr().out
+    assert "before online learning (env step 0, after any behaviour cloning): success " in text
+    assert "after online learning (env step 16): success " in text and "over 2 episodes" in text
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/success_rate")] == [0, 16]
+    gain = acc.Scalars("eval/success_gain")
+    assert [e.step for e in gain] == [16]
+    assert gain[0].value == pytest.approx(last["success_rate"] - first["success_rate"])
+    assert {"eval/before_online/text_summary", "eval/online_learning/text_summary"} <= set(acc.Tags()["tensors"])
+    assert any(v.value > 0 for v in acc.Scalars("reward/progress"))  # the oracle's Phi reached the learner
