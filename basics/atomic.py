@@ -15,6 +15,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+_UMASK = os.umask(0o022)  # read the process umask (os.umask sets and returns it), then put it back
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
@@ -37,6 +40,7 @@ def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
         raise FileExistsError(f"{path} exists and is {kind}; refusing to replace it (choose another output path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the result gets a new folder's usual mode
     try:
         yield tmp
         if path.exists():
@@ -50,10 +54,6 @@ def atomic_folder(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-_UMASK = os.umask(0o022)  # read the process umask (os.umask sets and returns it), then put it back
-os.umask(_UMASK)
 
 
 class AtomicFile:

@@ -268,7 +268,7 @@ def check_output_path(key: str, path) -> None:
 #: Keys that mean the same in every job that has them, and their smallest allowed int; checked
 #: before the job runs (``dopa train num_envs=0`` fails before the main job builds its data).
 INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "checkpoint_every": 1,
-                "episodes": 1, "eval.episodes": 1, "eval.every": 0, "eval.seed": 0}
+                "episodes": 1, "eval.episodes": 1, "eval.every": 0, "eval.seed": 0, "reward.query_every": 1}
 
 
 #: Config nodes built from a typed config (``_target_`` names its class); each is checked by

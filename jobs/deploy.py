@@ -206,8 +206,7 @@ def run_deploy(cfg: DictConfig) -> int:
     service), and optionally the reward node (``reward.checkpoint``) publishing GRM progress."""
     _check_duration(cfg)
     if OmegaConf.is_missing(cfg, "checkpoint"):
-        print("dopa deploy: checkpoint=<policy folder, checkpoint with deploy/, or run folder> is required")
-        return 2
+        raise SystemExit("dopa deploy: set checkpoint=<policy folder, checkpoint with deploy/, or run folder>")
     cfg.checkpoint = policy_path(cfg.checkpoint)
     _check_deploy(cfg)
     _check_ros_names(cfg)

@@ -64,6 +64,10 @@ def run(cfg: DictConfig) -> int:
     ckpt = _open_checkpoint(cfg.checkpoint)
     out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
     check_json_path(out, key="out")
+    if not isinstance(ckpt.config, dict) or "env" not in ckpt.config:
+        raise ValueError(f"checkpoint={str(cfg.checkpoint)!r} stores no run config with an env (written by "
+                         "control.train.train with Checkpoints(config={})?); dopa eval rebuilds the env from it. "
+                         "Pass the run's config to Checkpoints(config=...) when you call the loop yourself")
     env_cfg = ckpt.config["env"]
     if cfg.get("env") is not None:  # deep merge: +env.kwargs.max_episode_steps=100 keeps the other kwargs
         env_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(env_cfg), cfg.env), resolve=True)

@@ -17,6 +17,8 @@ def run_tasks(cfg: DictConfig) -> int:
     state layout and action size; with ``render=true``, save a PNG of every view after reset
     (``[image_size, n_views * image_size, 3] uint8``, written to a temp file beside ``out`` and
     renamed onto it, so ``out`` is never half-written)."""
+    if cfg.task is None and cfg.render:
+        raise ValueError("render=true needs task=<name> (the task whose views are rendered); 'dopa tasks' lists them")
     if cfg.task is None:
         print(f"{'task':<18} {'family':<10} {'steps':>5}  {'views':<26} text")
         for spec in TASKS.values():
@@ -39,6 +41,9 @@ def run_tasks(cfg: DictConfig) -> int:
             frames = env.render(tuple(spec.cameras), image_size=int(cfg.image_size))
             grid = np.concatenate([frames[v][0].numpy() for v in spec.cameras], axis=1)
             out = Path(str(cfg.out))
+            if out.is_dir():
+                raise IsADirectoryError(f"out={str(cfg.out)!r} is a folder; give a file path for the image, "
+                                        "e.g. out=views.png")
             with atomic_file(out, out.suffix or ".png") as tmp:  # temp file beside out, then os.replace
                 iio.imwrite(tmp, grid)
             print(f"saved {cfg.out} ({', '.join(spec.cameras)}, left to right)")

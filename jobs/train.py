@@ -167,6 +167,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
         ckpt = load_checkpoint(cfg.resume)
     except CheckpointError:
         return cfg  # setup() names the bad path
+    if not isinstance(ckpt.config, dict) or "env" not in ckpt.config or "learner" not in ckpt.config:
+        raise ValueError(f"resume={str(cfg.resume)!r}: the checkpoint stores no dopa train config (written by "
+                         "control.train.train with Checkpoints(config={})?), so there is no run to continue")
     given = OmegaConf.to_container(cfg, resolve=True)
     defaults = OmegaConf.to_container(compose("train", []), resolve=True)
     merged = OmegaConf.create(resume_config(ckpt.config, given, given_keys(overrides, defaults, given)))

@@ -261,12 +261,16 @@ class EpisodeWriter:
         """Finish the file and move it to its final name. Returns the final path."""
         if self._h5 is None:
             return self.path
-        self._data.attrs["total"] = self.total
-        self._h5.attrs["num_demos"] = self.count
-        self._h5.flush()
-        self._h5.close()
-        self._h5 = None
-        self._file.commit()
+        try:
+            self._data.attrs["total"] = self.total
+            self._h5.attrs["num_demos"] = self.count
+            self._h5.flush()
+            self._h5.close()
+            self._h5 = None
+            self._file.commit()
+        except BaseException:  # an interrupt while finishing leaves no temporary file behind
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
