@@ -77,3 +77,20 @@ def check_states(name: str, x, dim: int, batch: int | None = None) -> torch.Tens
         row = int(torch.nonzero(~torch.isfinite(x).all(1))[0, 0])
         raise ValueError(f"{name} contains NaN or inf (row {row})")
     return x
+
+
+def check_widths(name: str, value) -> tuple[int, ...]:
+    """Layer widths of an MLP: a non-empty list of whole numbers >= 1 -> a tuple of ints.
+
+    Raises:
+        ValueError: ``"{name} must be a non-empty list of ints >= 1, got {value!r}"``.
+    """
+    try:
+        widths = tuple(value)
+    except TypeError:
+        widths = ()
+    ok = bool(widths) and all(isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(float(w))
+                              and float(w) == int(w) and int(w) >= 1 for w in widths)
+    if not ok:
+        raise ValueError(f"{name} must be a non-empty list of ints >= 1, got {value!r}")
+    return tuple(int(w) for w in widths)

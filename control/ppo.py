@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from basics.checks import check_float, check_int, check_states
+from basics.checks import check_float, check_int, check_states, check_widths
 from control.buffers import RolloutBuffer
 from control.learner import Learner, LearnerConfig, Transition, check_transition
 from control.networks import ACTIVATIONS, MLP, GaussianActor, RunningMeanStd, export_mlp_policy
@@ -120,7 +120,7 @@ class PPOConfig(LearnerConfig):
         self.init_log_std = check_float("init_log_std", self.init_log_std)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = check_widths("hidden", self.hidden)
         for key in ("clip_vloss", "anneal_lr", "norm_adv", "obs_normalization", "layer_norm"):
             setattr(self, key, bool(getattr(self, key)))
 

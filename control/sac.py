@@ -37,7 +37,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from basics.checks import check_float, check_int, check_states
+from basics.checks import check_float, check_int, check_states, check_widths
 from control.buffers import ReplayBuffer
 from control.expo_data import episodes_to_transitions, read_offline_data
 from control.learner import Learner, LearnerConfig, Transition, check_transition
@@ -159,7 +159,7 @@ class SACConfig(LearnerConfig):
         for key, known in (("activation", ACTIVATIONS), ("actor_q", self.ACTOR_Q), ("obs_stats", self.OBS_STATS)):
             if getattr(self, key) not in known:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}; known: {', '.join(known)}")
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = check_widths("hidden", self.hidden)
         self.layer_norm, self.autotune = bool(self.layer_norm), bool(self.autotune)
         self.actor_layer_norm = self.layer_norm if self.actor_layer_norm is None else bool(self.actor_layer_norm)
         self.obs_normalization, self.backup_entropy = bool(self.obs_normalization), bool(self.backup_entropy)

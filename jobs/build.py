@@ -191,3 +191,9 @@ def check_config(node, key: str) -> None:
         get_object(typed)(**values)
     except TypeError as exc:  # a key the config does not have
         raise ValueError(f"{key}: {exc}") from None
+    except ValueError as exc:  # name the override's full key: "utd_ratio ..." -> "learner.utd_ratio ..."
+        msg = str(exc)
+        field = msg.split(" ", 1)[0]
+        if field in values and not msg.startswith(f"{key}."):
+            raise ValueError(f"{key}.{msg}") from None
+        raise

@@ -370,3 +370,18 @@ def test_tasks_listing_does_not_check_the_render_output(capsys, tmp_path):
     assert main(["tasks", f"out={blocker}/x.png"]) == 0  # render=false: nothing is written
     rc, err = _run(capsys, "tasks", "task=lift", "render=true", f"out={blocker}/x.png")
     assert rc == 1 and "is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["train", "learner=sac", "learner.hidden=[0]"],
+     "dopa train: error: learner.hidden must be a non-empty list of ints >= 1, got [0]"),
+    (["train", "learner.utd_ratio=-1"], "dopa train: error: learner.utd_ratio must be"),
+    (["train", "env.image_size=3"], "dopa train: error: env.image_size must be an int in [8, 1024], got 3"),
+    (["train", "reward.query_every=0"], "dopa train: error: reward.query_every must be an int >= 1, got 0"),
+    (["tasks", "render=true"], "dopa tasks: error: render=true needs task=<name>"),
+])
+def test_bad_values_name_the_full_key_before_any_preparation(capsys, tmp_path, monkeypatch, argv, line):
+    monkeypatch.chdir(tmp_path)  # the main job's preparation would write under ./data: it must not start
+    rc, err = _run(capsys, *argv)
+    assert rc == 1 and line in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
