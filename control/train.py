@@ -196,6 +196,9 @@ class _Stats:
         for k, v in terms.items():
             self.term_sums[k] = self.term_sums.get(k, 0.0) + float(v.mean())
         self.term_count += 1
+        if self.ep_return.device != reward_env.device:  # envs on a GPU (MuJoCo Warp): keep the sums there
+            self.ep_return, self.ep_shaped, self.ep_success = (
+                x.to(reward_env.device) for x in (self.ep_return, self.ep_shaped, self.ep_success))
         self.ep_return += reward_env.double()
         self.ep_shaped += reward.double()
         self.ep_success |= success

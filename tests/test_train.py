@@ -307,3 +307,18 @@ def test_evaluation_before_online_learning_and_oracle_reward(tmp_path, capsys):
     assert gain[0].value == pytest.approx(last["success_rate"] - first["success_rate"])
     assert {"eval/before_online/text_summary", "eval/online_learning/text_summary"} <= set(acc.Tags()["tensors"])
     assert any(v.value > 0 for v in acc.Scalars("reward/progress"))  # the oracle's Phi reached the learner
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_loop_statistics_follow_the_env_device(device):
+    """Rewards of a GPU env (MuJoCo Warp on CUDA) stay on the GPU: the loop's episode sums follow them."""
+    from control.train import _Stats
+
+    stats = _Stats(num_envs=3, step=0)
+    r = torch.tensor([1.0, 2.0, 3.0], device=device)
+    done = torch.tensor([False, True, False], device=device)
+    success = torch.tensor([False, True, False], device=device)
+    stats.add(r, 2 * r, {"reward": 2 * r}, torch.zeros(3, dtype=torch.bool, device=device), success, {})
+    stats.add(r, 2 * r, {"reward": 2 * r}, done, success, {})
+    assert stats.recent == [(4.0, 8.0, True)]
+    assert stats.ep_return.device.type == device and stats.ep_return.tolist() == [2.0, 0.0, 6.0]

@@ -1,4 +1,5 @@
-"""The MuJoCo Warp backend against the dm_control CPU backend, on Warp's CPU device.
+"""The MuJoCo Warp backend against the dm_control CPU backend, on Warp's CPU device
+(``DOPA_WARP_DEVICE=cuda`` runs the same checks with the worlds on a GPU).
 
 One Warp env per task is shared by the module (the first step of a model compiles Warp kernels;
 they are cached afterwards). Worlds are started from the CPU env's exact state with
@@ -7,6 +8,7 @@ agree to float32 precision.
 """
 
 import math
+import os
 
 import mujoco
 import numpy as np
@@ -19,11 +21,12 @@ from sim import dmc_rewards
 pytest.importorskip("mujoco_warp")
 
 STEPS = 15
+DEVICE = os.environ.get("DOPA_WARP_DEVICE", "cpu")  # where the worlds run
 
 
 @pytest.fixture(scope="module")
 def hopper():
-    env = sim.make_env("hopper-stand", num_envs=3, backend="warp", seed=0, device="cpu", max_episode_steps=6)
+    env = sim.make_env("hopper-stand", num_envs=3, backend="warp", seed=0, device=DEVICE, max_episode_steps=6)
     yield env
     env.close()
 
@@ -68,13 +71,13 @@ def _compare(warp_env, cpu_env, actions, world=0, push_at=None, obs_atol=2e-3, r
         ow, rw, term_w, trunc_w, iw = warp_env.step(batch)
         oc, rc, _, _, ic = cpu_env.step(a[None])
         assert not term_w.any()
-        np.testing.assert_allclose(ow["state"][world].numpy(), oc["state"][0].numpy(), atol=obs_atol, rtol=0)
+        np.testing.assert_allclose(ow["state"][world].cpu().numpy(), oc["state"][0].numpy(), atol=obs_atol, rtol=0)
         assert abs(float(rw[world]) - float(rc[0])) <= rew_atol, (t, float(rw[world]), float(rc[0]))
         if abs(float(rc[0]) - warp_env.spec.success_threshold) > rew_atol:
             assert bool(iw["success"][world]) == bool(ic["success"][0])
-        diffs.append(float((ow["state"][world] - oc["state"][0]).abs().max()))
+        diffs.append(float((ow["state"][world].cpu() - oc["state"][0]).abs().max()))
         rewards.append(float(rw[world]))
-        states.append(ow["state"][world].clone())
+        states.append(ow["state"][world].cpu().clone())
     return diffs, rewards, torch.stack(states)
 
 
@@ -88,7 +91,7 @@ def test_hopper_matches_dm_control_from_the_same_state(hopper, hopper_cpu):
         qpos, qvel = _standing(hopper.mjmodel)
         obs_cpu = _set_cpu_state(hopper_cpu, qpos, qvel)
         obs = hopper.set_state(qpos, qvel, env_ids=[0])
-        torch.testing.assert_close(obs["state"][0], obs_cpu, atol=1e-5, rtol=0)
+        torch.testing.assert_close(obs["state"][0].cpu(), obs_cpu, atol=1e-5, rtol=0)
         g = torch.Generator().manual_seed(0)
         actions = torch.rand(STEPS, hopper.action_dim, generator=g) * 0.6 - 0.3
         # A 30 N push on the torso at step 5 goes through xfrc_applied on both backends.
@@ -226,7 +229,7 @@ def test_bad_input_raises_clear_errors(hopper):
 
 
 def test_cartpole_matches_dm_control():
-    warp_env = sim.make_env("cartpole-swingup", num_envs=2, backend="warp", seed=0, device="cpu")
+    warp_env = sim.make_env("cartpole-swingup", num_envs=2, backend="warp", seed=0, device=DEVICE)
     cpu_env = sim.make_env("cartpole-swingup", num_envs=1, seed=3)
     try:
         assert warp_env.state_layout == cpu_env.state_layout == [("position", 3), ("velocity", 2)]
@@ -236,7 +239,7 @@ def test_cartpole_matches_dm_control():
         qpos, qvel = np.array([0.1, 2.5]), np.array([0.5, 4.0])
         obs_cpu = _set_cpu_state(cpu_env, qpos, qvel)
         obs = warp_env.set_state(qpos, qvel, env_ids=[1])
-        torch.testing.assert_close(obs["state"][1], obs_cpu, atol=1e-5, rtol=0)
+        torch.testing.assert_close(obs["state"][1].cpu(), obs_cpu, atol=1e-5, rtol=0)
         actions = torch.rand(STEPS, 1, generator=torch.Generator().manual_seed(2)) * 2 - 1
         diffs, _, _ = _compare(warp_env, cpu_env, actions, world=1, obs_atol=3e-6, rew_atol=1e-6)
         # float32 rounding only (~1e-7 here); observations one RK4 stage stale would be off by ~5e-6
@@ -317,7 +320,7 @@ def test_suite_observations_and_rewards_equal_dm_control(name):
 def test_cheetah_settles_and_runs_as_dm_control():
     # Cheetah's initialize_episode: limited joints uniform in range, then 200 physics steps with
     # zero control (dm_control's legacy step: the first one still sees the default pose's contacts).
-    warp_env = sim.make_env("cheetah-run", num_envs=2, backend="warp", seed=0, device="cpu")
+    warp_env = sim.make_env("cheetah-run", num_envs=2, backend="warp", seed=0, device=DEVICE)
     cpu_env = sim.make_env("cheetah-run", num_envs=1, seed=0)
     try:
         start = warp_env.reset()[0]["state"]
@@ -335,7 +338,7 @@ def test_cheetah_settles_and_runs_as_dm_control():
             phys.data.time = 0
         obs_cpu = torch.as_tensor(sub._flatten(sub._env.task.get_observation(phys)), dtype=torch.float32)
         obs = warp_env.set_state(qpos, np.zeros(m.nv), env_ids=[1], settle=True)
-        torch.testing.assert_close(obs["state"][1], obs_cpu, atol=1e-4, rtol=0)
+        torch.testing.assert_close(obs["state"][1].cpu(), obs_cpu, atol=1e-4, rtol=0)
         actions = torch.rand(5, warp_env.action_dim, generator=torch.Generator().manual_seed(4)) * 2 - 1
         diffs, _, _ = _compare(warp_env, cpu_env, actions, world=1, obs_atol=1e-3, rew_atol=1e-4)
         assert max(diffs) < 1e-3
