@@ -1,71 +1,56 @@
-"""Reward shaping benchmark: sparse reward vs GRM-shaped (potential-based) vs naive Phi(s') - Phi(s).
+"""Reward shaping benchmark: does a potential make RL from a few demonstrations learn faster?
 
-    .venv/bin/python benchmarks/shaping_vs_sparse.py --preset small      # CPU setting (~20 min, 2 cores)
-    .venv/bin/python benchmarks/shaping_vs_sparse.py --preset full       # the issue's setting (hours)
-    .venv/bin/python benchmarks/shaping_vs_sparse.py --grm runs/grm_bench --seeds 0,1,2 --total-steps 3000
+Four arms, the same learner, demos, seeds and task; they differ only in the reward
+(``configs/reward/``), and every arm takes r_gold from the task's own success (``reward.gold=env``):
 
-Same learner, same seeds, same task, side by side in one process, through the training loop's own
-Python API (:func:`control.train.train`, what ``dopa train`` runs, with the pieces built by
-:func:`jobs.train.setup` from configs composed with :func:`jobs.cli.compose`). The three reward modes differ *only* in the shaping term:
+- ``sparse``: r = 1[success];
+- ``grm``: r = 1[success] + gamma Phi(s') - Phi(s), Phi = the GRM's tracked progress (PBRS, Ng et al. 1999);
+- ``naive``: r = 1[success] + Phi(s') - Phi(s), the same Phi (the "semantic trap");
+- ``oracle``: r = 1[success] + gamma Phi(s') - Phi(s), Phi = the simulator's ground-truth progress
+  (``sim/experts.py``), the upper bound of any learned potential; no rendering.
 
-- ``sparse``: r = 1[success] (``reward=sparse``);
-- ``grm``: r = 1[success] + gamma * Phi(s') - Phi(s), Phi = the GRM progress tracker
-  (``reward=grm``; Ng et al. 1999, the policy-invariant form);
-- ``naive``: r = 1[success] + Phi(s') - Phi(s) (``reward=naive``; the "semantic trap").
+Setting (``benchmarks/shaping_vs_sparse.yaml``, which is ``configs/train.yaml`` plus ``bench``):
+robosuite Lift, ``osc_pose``, 100-step episodes (the scripted expert needs 47.6 steps, so >= 2x),
+an episode ends at its first success; EXPO at its CPU size (``learner=expo_cpu``, the main job's
+learner: behaviour cloning on the demos, then online RL with 50/50 offline/online batches) from
+``bench.demos`` clean scripted demonstrations (recorded once into ``bench.data_dir``, state only);
+evaluation on 20 fixed-seed episodes every 1,000 env steps and at env step 0 (the cloned base).
+Why EXPO and not ``learner=rlpd``: RLPD at its published settings (UTD 20, ten 256-wide critics)
+ran at 0.7 env steps/s on one of this machine's 2 CPU cores, EXPO-CPU at 3.8-6.0 (measured in
+the pilot, two runs side by side), and EXPO-CPU is what the main job trains with.
 
-All three take r_gold from the task's own success (``reward.gold=env``), so the GRM's completion
-flag never decides success and the comparison isolates the shaping term. The GRM is queried every
-``--query-every`` steps and held in between (rendering is the CPU cost; still potential-based, see
-``reward_models/shaping.py``).
+One run = one (arm, seed) = one process, a Hydra app with the project's own training loop
+(:func:`jobs.train.setup` then :func:`control.train.train`, as ``dopa train``):
 
-Why robosuite Lift from state: it is the project's default task (the GRM is pretrained on the
-robosuite tasks' demonstrations, with Lift references), its state holds everything the policy
-needs, so the *only* difference between modes is the information in the reward; with
-``terminate_on_success`` and a short horizon an episode ends at the first success, so episodes
-are cheap, the sparse signal is genuinely sparse, and the number of training episodes is the
-natural cost measure.
+    .venv/bin/python benchmarks/shaping_vs_sparse.py reward=oracle seed=0            # one run
+    .venv/bin/python benchmarks/shaping_vs_sparse.py -m reward=sparse,grm,naive,oracle seed=0,1,2,3,4 \\
+        bench.grm=<GRM checkpoint> hydra/launcher=joblib hydra.launcher.n_jobs=2     # all, one per core
+    .venv/bin/python benchmarks/shaping_vs_sparse.py --aggregate                      # JSON + PNG
 
-Measured per (mode, seed): the loop's periodic evaluation (:func:`control.evaluate.evaluate` on
-``--eval-episodes`` fixed seeds, deterministic policy) gives the success-rate curve; the number of
-finished training episodes at each evaluation is counted by :func:`count_observations` (it wraps
-the learner's ``observe``). Episodes to 80 % = training episodes finished when the evaluation success
-rate first reaches 0.8; a mode's figure is the mean over seeds, and null when any seed never
-reached it (never extrapolated). Final success = the last evaluation pooled over seeds, with its
-95 % Wilson interval (:func:`control.evaluate.wilson_interval`).
+Each run writes ``<bench.out_dir>/<group>/results/<arm>_seed<seed>.json`` atomically
+(:func:`basics.atomic.write_json`) when it ends; a run whose file exists is skipped, so the
+benchmark is built up over several sittings and an interrupted sweep is resumed by rerunning it.
+``<group>`` names the settings every arm shares (learner, demos, a hash of the env, learner,
+schedule and evaluation settings); any other override makes a new group.
 
-Targets (issue 9, item 5): sparse needs >= 2x the episodes of GRM-shaped (the published figure is
-1.42x in simulation); naive shaping no better than sparse. A target counts as met only when it
-was measured: the ratio needs both modes to reach 80 % on every seed; "naive no better" needs
-sparse to reach 80 % and naive to need at least as many episodes (or never reach it).
+``--aggregate`` (with the same overrides as the runs; ``reward=`` and ``seed=`` are ignored) reads the
+group's result files and writes ``benchmarks/results/<bench.name>.json`` (DESIGN.md's format,
+:func:`benchmarks.common.write_result`) and ``.png``. Per arm: env steps and training episodes to
+80 % evaluation success (the first evaluation at or above ``bench.threshold``), their mean over
+seeds with a bootstrap 95 % interval (``scipy.stats.bootstrap``, percentile, over seeds); a seed
+that never reaches 80 % is null, and then the arm's mean is null (never the budget); final
+success pooled over seeds with its 95 % Wilson interval; the wall time per run. The ratios
+sparse/arm of episodes to 80 % get a bootstrap interval over both arms' seeds. Several groups
+(``--aggregate bench.demos=1,2``, a comma list of one key) go into one file, e.g. the pilot's.
 
-GRM checkpoint: ``--grm <folder>`` (a ``dopa reward-train`` / ``dopa reward-adapt`` output holding
-references for the task). When the folder does not exist it is built with the existing jobs:
-``dopa demos`` (``--demo-episodes`` scripted episodes of the task, two views, 64 px, into
-``--data-dir``, reused when present) then ``dopa reward-train`` (``--grm-steps`` steps).
-
-Presets (flags override any value):
-  small: Lift, SAC (hidden 64x64, batch 64, 200 random steps first), 3 seeds, 800 env steps per
-         run, 40-step episodes, GRM every 10 steps, evaluation every 400 steps on 5 episodes. Nine
-         runs took 280 s on 2 busy CPU cores; with ``--total-steps 3000 --eval-every 750`` about
-         14 minutes (~95 s per run). Far too short for SAC to learn Lift from any of these rewards:
-         it runs the whole pipeline and shows the reward each mode gives, not the episodes-to-80 %
-         ratio (nulls are recorded, the targets are marked not met).
-  full:  Lift, SAC (the configs/learner/sac.yaml defaults, 5000 random steps), 5 seeds, 300k env
-         steps per run, 100-step episodes, GRM every step (query_every 1), evaluation every 10k
-         steps on 50 episodes. Not run here. Expected duration: the GRM runs are rendering bound at
-         ~10 steps/s on one CPU core (two 64 px views + the GRM forward), ~9 h per GRM run; a
-         sparse run ~1 h; ~95 h for all 15 runs on one core, ~10 h with one process per run on
-         a 16-core machine. With ``--query-every 5`` roughly a third of that.
-
-Writes ``benchmarks/results/shaping_vs_sparse.json`` (format of DESIGN.md) and
-``shaping_vs_sparse.png`` (left: success vs training episodes, one curve per mode, band = pooled
-95 % Wilson interval over seeds, thin lines = seeds; right: mean learning reward per env step of
-each mode). ``--replot`` redraws the PNG from the JSON.
+Targets (issue 16, item 5): sparse / GRM episodes to 80 % >= 1.4 with the lower end of its 95 %
+interval above 1.0; the GRM arm's speed-up at least 70 % of the oracle's (ratio_grm >= 0.7 ratio_oracle).
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
+import hashlib
 import json
 import os
 import shutil
@@ -80,320 +65,397 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import hydra  # noqa: E402
 import numpy as np  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
+from basics.atomic import write_json  # noqa: E402
 from benchmarks import common  # noqa: E402
-from benchmarks.common import save_figure  # noqa: E402
+from control.callbacks import Callback  # noqa: E402
 from control.evaluate import wilson_interval  # noqa: E402
-from jobs.cli import compose  # noqa: E402
-from jobs.demos import run as run_demos  # noqa: E402
-from jobs.reward import run_train as run_reward_train  # noqa: E402
 from jobs.train import setup  # noqa: E402
+from sim.demos import record_demos  # noqa: E402
 from sim.tasks import get_task  # noqa: E402
 
 NAME = "shaping_vs_sparse"
-MODES = ("sparse", "grm", "naive")
-TARGETS = {"sparse_over_grm_episodes_to_80": 2.0, "naive_no_better_than_sparse": True}
-
-PRESETS = {
-    "small": dict(task="lift", learner="sac", seeds=[0, 1, 2], total_steps=800, episode_steps=40,
-                  query_every=10, eval_every=400, eval_episodes=5, learner_overrides=[
-                      "learner.hidden=[64,64]", "learner.batch_size=64", "learner.learning_starts=200",
-                      "learner.buffer_size=10000"]),
-    "full": dict(task="lift", learner="sac", seeds=[0, 1, 2, 3, 4], total_steps=300_000, episode_steps=100,
-                 query_every=1, eval_every=10_000, eval_episodes=50, learner_overrides=[]),
-}
+ARMS = ("sparse", "grm", "naive", "oracle")
+TARGETS = {"sparse_over_grm_episodes_to_80": 1.4, "sparse_over_grm_ci_low_above_1": True,
+           "grm_over_oracle_speedup": 0.7}
+#: train-config keys that define a group (every arm of a group shares them); reward and seed do not
+GROUP_KEYS = ("env", "learner", "total_steps", "num_envs", "eval", "checkpoint_every")
+#: bench keys that define a group
+GROUP_BENCH_KEYS = ("demos", "threshold")
 
 
-def count_observations(learner):
-    """Count what ``learner`` observes, wrapping its ``observe``: ``episodes_done`` (finished
-    training episodes), ``episodes_at_step`` (list, the count after each loop step),
-    ``reward_sum`` / ``reward_abs_sum`` (float, over all rewards it learned from) and
-    ``rewards_head`` (the first 256 rewards of env 0). The loop trains, checkpoints and evaluates
-    the real learner unchanged. Returns ``learner``.
-    """
-    observe = learner.observe
-    learner.episodes_done, learner.episodes_at_step = 0, []
-    learner.reward_sum, learner.reward_abs_sum, learner.rewards_head = 0.0, 0.0, []
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
 
-    def counting_observe(batch):
-        learner.episodes_done += int((batch.terminated | batch.truncated).sum())
-        learner.episodes_at_step.append(learner.episodes_done)
-        r = batch.reward.double()
-        learner.reward_sum += float(r.sum())
-        learner.reward_abs_sum += float(r.abs().sum())
-        if len(learner.rewards_head) < 256:
-            learner.rewards_head.append(float(r[0]))
-        return observe(batch)
-
-    learner.observe = counting_observe
-    return learner
+def demo_file(data_dir, n: int) -> Path:
+    """``<data_dir>/lift-osc_pose-clean-<n>.hdf5``: ``n`` clean scripted Lift demos (env seeds 0..n-1,
+    state only, each ending at its first success), recorded when missing (written atomically)."""
+    path = Path(data_dir) / f"lift-osc_pose-clean-{int(n)}.hdf5"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record_demos("lift", int(n), path, views=(), seed=0, controller="osc_pose",
+                     imperfections={"none": 1.0, "noise": 0.0, "stop": 0.0, "regress": 0.0}, post_success_steps=0)
+    return path
 
 
-def ensure_grm(checkpoint: str, task: str, data_dir: str, demo_episodes: int, grm_steps: int, log=print) -> str:
-    """The GRM checkpoint folder ``checkpoint``; built with ``dopa demos`` + ``dopa reward-train`` when missing.
+def arm_of(cfg: DictConfig) -> str:
+    """The arm: the reward config's name (``reward=sparse|grm|naive|oracle``)."""
+    arm = str(cfg.reward.get("name") or cfg.reward.mode)
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm reward={arm!r}; the benchmark's arms: {', '.join(ARMS)}")
+    return arm
+
+
+def group_of(cfg: DictConfig) -> str:
+    """The folder name of the settings every arm of a comparison shares:
+    ``<learner>_demos<n>_<sha256 of GROUP_KEYS and GROUP_BENCH_KEYS, 10 hex>``."""
+    def plain(v):
+        return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+
+    key = {k: plain(cfg.get(k)) for k in GROUP_KEYS}
+    key["bench"] = {k: plain(cfg.bench.get(k)) for k in GROUP_BENCH_KEYS}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    learner = str(cfg.learner._target_).rsplit(".", 1)[-1].removesuffix("Config").lower()
+    return f"{learner}_demos{cfg.bench.demos}_{digest}"
+
+
+def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
+    """``group`` folder, ``results`` folder, and for an (arm, seed) its ``run`` folder and ``result`` file."""
+    group = Path(cfg.bench.out_dir) / group_of(cfg)
+    out = {"group": group, "results": group / "results"}
+    if arm is not None:
+        out["run"] = group / f"{arm}_seed{seed}"
+        out["result"] = group / "results" / f"{arm}_seed{seed}.json"
+    return out
+
+
+def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
+    """The ``dopa train`` config of one run: ``cfg`` without ``bench`` and ``hydra``, with the demos,
+    the run folder, and for the GRM arms the checkpoint, ``gold=env`` and ``bench.query_every``."""
+    arm = arm_of(cfg)
+    tc = copy.deepcopy(cfg)
+    with open_dict(tc):
+        tc.pop("bench", None)
+        tc.pop("hydra", None)
+        tc.run_dir = str(run_dir)
+        tc.offline_data = [str(offline)]
+        tc.reward.gold = "env"
+        if arm in ("grm", "naive"):
+            if not cfg.bench.grm:
+                raise ValueError(f"reward={arm} needs bench.grm=<GRM checkpoint folder>")
+            tc.reward.checkpoint = str(cfg.bench.grm)
+            tc.reward.query_every = int(cfg.bench.query_every)
+            if tc.reward.potential.get("task_text") is None:
+                tc.reward.potential.task_text = get_task(str(cfg.env.name)).text
+    OmegaConf.resolve(tc)
+    return tc
+
+
+class Curve(Callback):
+    """Records each evaluation as ``[env_steps, training episodes finished, success_rate, successes,
+    episodes, wall s since the start]`` and the seconds spent evaluating. Counts the finished
+    training episodes by wrapping ``learner.observe`` (the learner trains unchanged)."""
+
+    def __init__(self, learner):
+        self.rows: list[list] = []
+        self.episodes = 0
+        self.eval_s = 0.0
+        self.t0 = self.t_step = time.time()
+        observe = learner.observe
+
+        def counting_observe(batch):
+            self.episodes += int((batch.terminated | batch.truncated).sum())
+            return observe(batch)
+
+        learner.observe = counting_observe
+
+    def on_start(self, run) -> None:
+        self.t0 = self.t_step = time.time()
+
+    def on_step(self, run) -> None:
+        self.t_step = time.time()
+
+    def on_eval(self, env_steps: int, result: dict) -> None:
+        now = time.time()
+        self.eval_s += now - self.t_step  # the evaluation ran since the last step (at step 0: with BC)
+        self.t_step = now
+        k = int(sum(bool(s) for s in result["successes"]))
+        self.rows.append([int(env_steps), int(self.episodes), float(result["success_rate"]), k,
+                          int(result["episodes"]), round(now - self.t0, 1)])
+
+
+def first_reach(curve, threshold: float = 0.8) -> tuple[int | None, int | None]:
+    """(env steps, training episodes) at the first evaluation with success rate >= ``threshold``;
+    (None, None) when none reached it (never the budget)."""
+    for row in curve:
+        if row[2] >= threshold:
+            return int(row[0]), int(row[1])
+    return None, None
+
+
+def run_one(cfg: DictConfig, log=print) -> dict:
+    """Train one (arm, seed) through :func:`jobs.train.setup` / :func:`control.train.train` and write
+    its result file; when the file exists already, return it without training.
 
     Returns:
-        the checkpoint folder as a str.
-    Raises:
-        ValueError: ``demo_episodes`` or ``grm_steps`` < 1 when a build is needed.
+        ``{"arm", "seed", "group", "curve", "env_steps_to_80", "episodes_to_80", "final_successes",
+        "final_episodes", "train_episodes", "env_steps", "wall_s", "eval_s", "env_steps_per_s",
+        "settings", "skipped"}`` (``skipped`` is not stored).
     """
-    if (Path(checkpoint) / "config.json").exists():
-        return str(checkpoint)
-    if demo_episodes < 1 or grm_steps < 1:
-        raise ValueError(f"building a GRM needs demo_episodes >= 1 and grm_steps >= 1, got "
-                         f"{demo_episodes} and {grm_steps}")
-    data = Path(data_dir) / f"{task}.hdf5"
-    if not data.exists():
-        log(f"recording {demo_episodes} scripted {task} demonstrations -> {data}")
-        run_demos(compose("demos", [f"task={task}", f"n={demo_episodes}", "views=[front,wrist]", "image_size=64",
-                                f"out={data}"]))
-    log(f"training a GRM for {grm_steps} steps on {data} -> {checkpoint}")
-    run_reward_train(compose("reward_train", [f"data=[{data}]", f"steps={grm_steps}", f"out={checkpoint}"]))
-    return str(checkpoint)
-
-
-def train_config(mode: str, seed: int, p: dict, grm: str | None, run_dir: Path, image_size: int):
-    """The ``dopa train`` config of one run (composed from ``configs/train.yaml`` with overrides)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    ov = [f"env={p['task']}", f"learner={p['learner']}", f"seed={seed}", f"total_steps={p['total_steps']}",
-          f"checkpoint_every={p['total_steps']}", f"eval.every={p['eval_every']}",
-          f"eval.episodes={p['eval_episodes']}", "eval.seed=1000000", "eval.at_start=false", "progress=false",
-          f"log_every={p['eval_every']}", f"run_dir={run_dir}", f"env.image_size={image_size}",
-          f"+env.kwargs.max_episode_steps={p['episode_steps']}", "env.kwargs.terminate_on_success=true",
-          *p["learner_overrides"]]
-    if mode == "sparse":
-        ov += ["reward=sparse"]
-    else:
-        if grm is None:
-            raise ValueError(f"mode {mode!r} needs a GRM checkpoint")
-        ov += [f"reward={'grm' if mode == 'grm' else 'naive'}", f"reward.checkpoint={grm}", "reward.gold=env",
-               f"reward.query_every={p['query_every']}"]
-    cfg = compose("train", ov)
-    if mode != "sparse" and cfg.reward.potential.get("task_text") is None:
-        with open_dict(cfg):
-            cfg.reward.potential.task_text = get_task(p["task"]).text  # the checkpoint may hold several tasks
-    return cfg
-
-
-def run_one(mode: str, seed: int, p: dict, grm: str | None, out_dir: Path, image_size: int, log=print) -> dict:
-    """Train one (mode, seed) with :func:`control.train.train` (pieces built by :func:`jobs.train.setup`,
-    the learner wrapped by :func:`count_observations`); returns its curve and reward statistics.
-
-    Returns:
-        ``{"curve": [[env_steps, episodes, success_rate, successes, n]], "episodes_to_80": int | None,
-        "final_successes", "final_episodes", "train_episodes", "reward_sum", "reward_abs_sum",
-        "rewards_head": [<=256 floats], "wall_s", "run_dir"}``.
-    """
-    run_dir = out_dir / f"{mode}_seed{seed}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    arm, seed = arm_of(cfg), int(cfg.seed)
+    p = paths(cfg, arm, seed)
+    if p["result"].exists():
+        res = json.loads(p["result"].read_text())
+        log(f"{arm} seed {seed}: done already ({p['result']}), skipped")
+        return {**res, "skipped": True}
+    offline = demo_file(cfg.bench.data_dir, int(cfg.bench.demos))
+    tc = train_config(cfg, p["run"], offline)
+    if p["run"].exists():  # an unfinished earlier attempt: start over
+        shutil.rmtree(p["run"])
     t0 = time.time()
-    pieces = setup(train_config(mode, seed, p, grm, run_dir, image_size))
-    count_observations(pieces.learner)
-    out = pieces.train()
-    learner = out["learner"]
-    counts = learner.episodes_at_step
-    curve = []
-    with open(run_dir / "eval.jsonl") as f:
-        for line in f:
-            r = json.loads(line)
-            steps = int(r["env_steps"])
-            loop_step = steps // max(1, out["env_steps"] // max(1, out["steps"]))  # env steps -> loop steps
-            eps = counts[min(len(counts), loop_step) - 1] if loop_step > 0 else 0
-            curve.append([steps, int(eps), float(r["success_rate"]), int(sum(bool(s) for s in r["successes"])),
-                          int(r["episodes"])])
-    reached = next((c[1] for c in curve if c[2] >= 0.8), None)
-    res = {"curve": curve, "episodes_to_80": reached, "final_successes": curve[-1][3] if curve else 0,
-           "final_episodes": curve[-1][4] if curve else 0, "train_episodes": int(learner.episodes_done),
-           "reward_sum": learner.reward_sum, "reward_abs_sum": learner.reward_abs_sum,
-           "rewards_head": learner.rewards_head, "wall_s": round(time.time() - t0, 1), "run_dir": str(run_dir)}
-    log(f"  {mode:6s} seed {seed}: final success {res['final_successes']}/{res['final_episodes']}, "
-        f"{res['train_episodes']} training episodes, episodes to 80 %: {reached}, "
-        f"reward sum {res['reward_sum']:.3f}, {res['wall_s']:.0f} s")
-    return res
+    pieces = setup(tc)
+    curve = Curve(pieces.learner)
+    out = pieces.train([curve])
+    wall = time.time() - t0
+    s80, e80 = first_reach(curve.rows, float(cfg.bench.threshold))
+    last = curve.rows[-1] if curve.rows else [0, 0, 0.0, 0, 0, 0.0]
+    res = {"arm": arm, "seed": seed, "group": p["group"].name, "curve": curve.rows,
+           "env_steps_to_80": s80, "episodes_to_80": e80, "final_successes": last[3], "final_episodes": last[4],
+           "train_episodes": curve.episodes, "env_steps": int(out["env_steps"]), "wall_s": round(wall, 1),
+           "eval_s": round(curve.eval_s, 1),
+           "env_steps_per_s": round(out["env_steps"] / max(1e-9, wall - curve.eval_s), 3),
+           "settings": {"demos": int(cfg.bench.demos), "demo_file": str(offline), "run_dir": str(p["run"]),
+                        "config": OmegaConf.to_container(tc, resolve=True)}}
+    write_json(p["result"], res)
+    log(f"{arm} seed {seed}: success {last[3]}/{last[4]} at {res['env_steps']} env steps, env steps to 80 %: "
+        f"{s80}, episodes to 80 %: {e80}, {res['env_steps_per_s']} env steps/s, {wall:.0f} s -> {p['result']}")
+    return {**res, "skipped": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregate
+# ---------------------------------------------------------------------------------------------
+
+def bootstrap_ci(samples, statistic, seed: int = 0) -> list[float] | None:
+    """95 % percentile bootstrap interval of ``statistic(*samples)`` (``scipy.stats.bootstrap``,
+    each sample resampled on its own, 9999 resamples); None when a sample has fewer than 2 values."""
+    from scipy.stats import bootstrap
+
+    samples = [np.asarray(s, dtype=float) for s in samples]
+    if any(len(s) < 2 for s in samples):
+        return None
+    if all(np.ptp(s) == 0 for s in samples):  # every resample gives the same value
+        v = float(statistic(*samples, axis=-1))
+        return [v, v]
+    res = bootstrap(samples, lambda *a, axis=-1: statistic(*a, axis=axis), vectorized=True, paired=False,
+                    confidence_level=0.95, n_resamples=9999, method="percentile", random_state=np.random.default_rng(seed))
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _ratio(a, b, axis=-1):
+    return np.mean(a, axis=axis) / np.mean(b, axis=axis)
+
+
+def summarize_arm(runs: list[dict]) -> dict:
+    """One arm's figures over its seeds (see the module docstring)."""
+    out: dict = {"seeds": [r["seed"] for r in runs]}
+    for key in ("env_steps_to_80", "episodes_to_80"):
+        vals = [r[key] for r in runs]
+        reached = [v for v in vals if v is not None]
+        out[f"{key}_per_seed"] = vals
+        out[f"{key}_reached"] = f"{len(reached)}/{len(vals)}"
+        full = bool(vals) and len(reached) == len(vals)
+        out[key] = float(np.mean(vals)) if full else None
+        out[f"{key}_ci"] = bootstrap_ci([vals], _mean) if full else None
+    k, n = sum(r["final_successes"] for r in runs), sum(r["final_episodes"] for r in runs)
+    out["final_success"] = k / n if n else None
+    out["final_success_ci"] = list(wilson_interval(k, n)) if n else None
+    out["final_successes"], out["final_episodes"] = k, n
+    out["start_success"] = (sum(r["curve"][0][3] for r in runs if r["curve"]) /
+                            max(1, sum(r["curve"][0][4] for r in runs if r["curve"]))) if runs else None
+    out["env_steps"] = [r["env_steps"] for r in runs]
+    out["wall_s_per_run"] = float(np.mean([r["wall_s"] for r in runs])) if runs else None
+    out["env_steps_per_s"] = float(np.mean([r["env_steps_per_s"] for r in runs])) if runs else None
+    return out
 
 
 def summarize(runs: dict) -> tuple[dict, dict]:
-    """Metrics and met flags from ``{mode: [run_one results per seed]}`` (see the module docstring)."""
+    """Metrics and met flags from ``{arm: [result dicts]}``: the ratios first, then per arm."""
+    arms = {a: summarize_arm(rs) for a, rs in runs.items() if rs}
     metrics: dict = {}
-    per_mode = {}
-    for mode, rs in runs.items():
-        e80 = [r["episodes_to_80"] for r in rs]
-        mean80 = float(np.mean(e80)) if rs and all(e is not None for e in e80) else None
-        k, n = sum(r["final_successes"] for r in rs), sum(r["final_episodes"] for r in rs)
-        lo, hi = wilson_interval(k, n) if n else (0.0, 1.0)
-        per_mode[mode] = {"episodes_to_80": mean80, "episodes_to_80_per_seed": e80,
-                          "final_success": k / n if n else None, "final_success_ci": [lo, hi],
-                          "final_successes": k, "final_episodes": n,
-                          "train_episodes_per_seed": [r["train_episodes"] for r in rs],
-                          "reward_mean_per_step": float(np.mean([r["reward_sum"] for r in rs])) /
-                          max(1, max(r["curve"][-1][0] if r["curve"] else 1 for r in rs)),
-                          "wall_s": float(sum(r["wall_s"] for r in rs))}
-    g = per_mode.get("grm", {}).get("episodes_to_80")
-    s = per_mode.get("sparse", {}).get("episodes_to_80")
-    nv = per_mode.get("naive", {}).get("episodes_to_80")
-    metrics["sparse_over_grm_episodes_to_80"] = (s / g) if (s is not None and g) else None
-    metrics["naive_no_better_than_sparse"] = (s is not None and (nv is None or nv >= s))
-    for mode, m in per_mode.items():
-        metrics[f"{mode}_episodes_to_80"] = m["episodes_to_80"]
-        metrics[f"{mode}_final_success"] = m["final_success"]
-    metrics["modes"] = per_mode
-    met = {"sparse_over_grm_episodes_to_80": metrics["sparse_over_grm_episodes_to_80"] is not None
-           and metrics["sparse_over_grm_episodes_to_80"] >= TARGETS["sparse_over_grm_episodes_to_80"],
-           "naive_no_better_than_sparse": bool(metrics["naive_no_better_than_sparse"])}
+
+    def ratio(arm):
+        s, g = arms.get("sparse", {}), arms.get(arm, {})
+        if s.get("episodes_to_80") is None or not g.get("episodes_to_80"):
+            return None, None
+        a = np.asarray(s["episodes_to_80_per_seed"], float)
+        b = np.asarray(g["episodes_to_80_per_seed"], float)
+        ci = bootstrap_ci([a, b], _ratio) if b.min() > 0 else None
+        return s["episodes_to_80"] / g["episodes_to_80"], ci
+
+    for arm in ("grm", "naive", "oracle"):
+        metrics[f"sparse_over_{arm}_episodes_to_80"], metrics[f"sparse_over_{arm}_episodes_to_80_ci"] = ratio(arm)
+    rg, ro = metrics["sparse_over_grm_episodes_to_80"], metrics["sparse_over_oracle_episodes_to_80"]
+    metrics["grm_over_oracle_speedup"] = rg / ro if (rg is not None and ro) else None
+    for arm, m in arms.items():
+        metrics[f"{arm}_episodes_to_80"] = m["episodes_to_80"]
+        metrics[f"{arm}_env_steps_to_80"] = m["env_steps_to_80"]
+        metrics[f"{arm}_final_success"] = m["final_success"]
+    metrics["arms"] = arms
+    ci = metrics["sparse_over_grm_episodes_to_80_ci"]
+    met = {"sparse_over_grm_episodes_to_80": rg is not None and rg >= TARGETS["sparse_over_grm_episodes_to_80"],
+           "sparse_over_grm_ci_low_above_1": ci is not None and ci[0] > 1.0,
+           "grm_over_oracle_speedup": metrics["grm_over_oracle_speedup"] is not None
+           and metrics["grm_over_oracle_speedup"] >= TARGETS["grm_over_oracle_speedup"]}
     return metrics, met
 
 
-def plot(runs: dict, path: Path, title: str) -> None:
-    """Left: success rate vs training episodes; per mode the pooled success over seeds at each
-    evaluation (x = mean episodes over seeds), a 95 % Wilson band, thin lines per seed. Right: the
-    mean learning reward per env step of each mode (bars; dots = seeds), i.e. what the shaping added.
-    Written atomically."""
+def load_group(group_dir: Path) -> dict:
+    """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``."""
+    runs: dict = {}
+    for f in sorted(Path(group_dir, "results").glob("*.json")):
+        r = json.loads(f.read_text())
+        runs.setdefault(r["arm"], []).append(r)
+    return {a: sorted(runs[a], key=lambda r: r["seed"]) for a in ARMS if a in runs}
+
+
+COLORS = {"sparse": "tab:gray", "grm": "tab:red", "naive": "tab:blue", "oracle": "tab:green"}
+STYLES = {"sparse": "-", "grm": "--", "naive": ":", "oracle": "-."}
+LABELS = {"sparse": "sparse", "grm": "GRM (PBRS)", "naive": "naive Phi(s')-Phi(s)", "oracle": "oracle (PBRS)"}
+
+
+def plot(groups: dict, path: Path, threshold: float = 0.8) -> None:
+    """One row per group: success vs env steps and vs training episodes; per arm the success pooled
+    over seeds at each evaluation (band: 95 % Wilson), thin lines = seeds. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"sparse": "tab:gray", "grm": "tab:red", "naive": "tab:blue"}
-    styles = {"sparse": "-", "grm": "--", "naive": ":"}
-    labels = {"sparse": "sparse", "grm": "GRM potential-based", "naive": "naive Phi(s')-Phi(s)"}
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
-    for mode, rs in runs.items():
-        if not rs or not rs[0]["curve"]:
-            continue
-        n_pts = min(len(r["curve"]) for r in rs)
-        for r in rs:
-            c = np.asarray(r["curve"], dtype=float)
-            ax.plot(c[:n_pts, 1], c[:n_pts, 2], color=colors.get(mode), alpha=0.25, lw=1)
-        x = np.array([np.mean([r["curve"][i][1] for r in rs]) for i in range(n_pts)])
-        k = np.array([sum(r["curve"][i][3] for r in rs) for i in range(n_pts)])
-        n = np.array([sum(r["curve"][i][4] for r in rs) for i in range(n_pts)])
-        ci = np.array([wilson_interval(int(a), int(b)) for a, b in zip(k, n, strict=True)])
-        ax.plot(x, k / n, color=colors.get(mode), ls=styles.get(mode, "-"), lw=2.2,
-                label=f"{labels.get(mode, mode)} ({len(rs)} seeds)")
-        ax.fill_between(x, ci[:, 0], ci[:, 1], color=colors.get(mode), alpha=0.12)
-    ax.axhline(0.8, color="black", ls="--", lw=0.8)
-    ax.set_xlabel("training episodes")
-    ax.set_ylabel("evaluation success rate (band: 95 % Wilson)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    names = [m for m in runs if runs[m]]
-    for j, mode in enumerate(names):
-        per_step = [r["reward_sum"] / max(1, r["curve"][-1][0] if r["curve"] else 1) for r in runs[mode]]
-        bx.bar(j, np.mean(per_step), color=colors.get(mode), alpha=0.6)
-        bx.scatter([j] * len(per_step), per_step, color="black", s=10, zorder=3)
-    bx.set_xticks(range(len(names)), [labels.get(m, m).split(" ")[0] for m in names])
-    bx.set_ylabel("mean learning reward per env step")
-    bx.set_title("reward the learner received", fontsize=9)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    for row, (title, runs) in enumerate(groups.items()):
+        for col, xi in enumerate((0, 1)):
+            ax = axes[row][col]
+            for arm, rs in runs.items():
+                n_pts = min(len(r["curve"]) for r in rs)
+                if n_pts == 0:
+                    continue
+                for r in rs:
+                    c = np.asarray(r["curve"], dtype=float)[:n_pts]
+                    ax.plot(c[:, xi], c[:, 2], color=COLORS[arm], alpha=0.3, lw=0.8)
+                x = np.array([np.mean([r["curve"][i][xi] for r in rs]) for i in range(n_pts)])
+                k = np.array([sum(r["curve"][i][3] for r in rs) for i in range(n_pts)])
+                n = np.array([sum(r["curve"][i][4] for r in rs) for i in range(n_pts)])
+                ci = np.array([wilson_interval(int(a), int(b)) for a, b in zip(k, n, strict=True)])
+                ax.plot(x, k / n, color=COLORS[arm], ls=STYLES[arm], lw=2, label=f"{LABELS[arm]} ({len(rs)} seeds)")
+                ax.fill_between(x, ci[:, 0], ci[:, 1], color=COLORS[arm], alpha=0.12)
+            ax.axhline(threshold, color="black", ls="--", lw=0.7)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("env steps" if xi == 0 else "training episodes (mean over seeds)")
+            ax.set_ylabel("eval success (band: 95 % Wilson)")
+            ax.set_title(title, fontsize=8)
+            ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    common.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
-def plot_title(p: dict) -> str:
-    return (f"{p['task']}, {p['learner'].upper()}, {len(p['seeds'])} seeds, {p['total_steps']} steps/run, "
-            f"GRM every {p['query_every']} steps")
+def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_dir: Path | None = None,
+              log=print) -> dict:
+    """Aggregate the result files of each config's group into ``<results_dir>/<name>.{json,png}``.
 
-
-def run_benchmark(p: dict, grm: str | None, out_dir: Path, modes=MODES, results_dir: Path | None = None,
-                  log=print) -> dict:
-    """Run every mode for every seed of preset dict ``p``; write the JSON and PNG; return the JSON dict.
-
-    Args:
-        p: ``task, learner, seeds, total_steps, episode_steps, query_every, eval_every, eval_episodes,
-            learner_overrides`` (see :data:`PRESETS`).
-        grm: GRM checkpoint folder (needed for ``grm`` and ``naive``).
-        out_dir: run folders go to ``out_dir/<mode>_seed<seed>/``.
-        results_dir: where ``shaping_vs_sparse.{json,png}`` go (default ``benchmarks/results``).
-    Raises:
-        ValueError: an unknown mode, fewer than 1 seed, non-positive step counts.
+    One group: metrics as :func:`summarize` returns them. Several (a pilot over demo counts): the
+    first group's ratios at the top level and every group's under ``metrics["groups"][<group>]``.
+    Returns the JSON dict written.
     """
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        raise ValueError(f"unknown modes {bad}; known: {', '.join(MODES)}")
-    if not p["seeds"]:
-        raise ValueError("need at least one seed")
-    for k in ("total_steps", "episode_steps", "query_every", "eval_every", "eval_episodes"):
-        if int(p[k]) < 1:
-            raise ValueError(f"{k} must be >= 1, got {p[k]}")
-    image_size = 64
-    if grm is not None:
-        cfg = json.loads((Path(grm) / "config.json").read_text())
-        image_size = int(cfg["grm"]["image_size"])
-    runs: dict = {m: [] for m in modes}
-    for seed in p["seeds"]:
-        for mode in modes:
-            runs[mode].append(run_one(mode, int(seed), p, grm, Path(out_dir), image_size, log))
-    metrics, met = summarize(runs)
-    metrics["setting"] = {k: v for k, v in p.items()}
-    metrics["setting"]["grm"] = grm
-    metrics["runs"] = {m: [{k: v for k, v in r.items() if k != "rewards_head"} for r in rs] for m, rs in runs.items()}
+    groups, per_group = {}, {}
+    for cfg in cfgs:
+        gdir = paths(cfg)["group"]
+        runs = load_group(gdir)
+        if not runs:
+            log(f"{gdir.name}: no finished runs, left out")
+            continue
+        metrics, met = summarize(runs)
+        metrics["setting"] = {"group": gdir.name, "demos": int(cfg.bench.demos), "learner": str(cfg.learner._target_),
+                              "total_steps": int(cfg.total_steps), "eval_every": int(cfg.eval.every),
+                              "eval_episodes": int(cfg.eval.episodes), "episode_steps":
+                              int(cfg.env.kwargs.max_episode_steps), "controller": str(cfg.env.kwargs.controller),
+                              "threshold": float(cfg.bench.threshold), "grm": cfg.bench.grm,
+                              "results": str(gdir / "results")}
+        metrics["runs"] = {a: [{k: v for k, v in r.items() if k != "settings"} for r in rs] for a, rs in runs.items()}
+        per_group[gdir.name] = (metrics, met)
+        s = cfg
+        groups[f"Lift osc_pose, {s.learner._target_.rsplit('.', 1)[-1].removesuffix('Config')}, {s.bench.demos} demos, "
+               f"{s.total_steps} env steps, eval {s.eval.episodes} episodes every {s.eval.every}"] = runs
+        log(f"{gdir.name}: " + ", ".join(f"{a} {len(rs)} runs" for a, rs in runs.items()))
+    if not per_group:
+        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['group']) for c in cfgs)}")
+    first = next(iter(per_group.values()))
+    metrics, met = dict(first[0]), dict(first[1])
+    if len(per_group) > 1:  # per group: the sparse/oracle ratio, then each arm's figures; the rest below
+        metrics = {}
+        for m, _ in per_group.values():
+            d = f"demos{m['setting']['demos']}"
+            metrics[f"{d}/sparse_over_oracle_episodes_to_80"] = m["sparse_over_oracle_episodes_to_80"]
+            for arm, a in m["arms"].items():
+                for k in ("start_success", "final_success", "episodes_to_80", "env_steps_to_80"):
+                    metrics[f"{d}/{arm}_{k}"] = a[k]
+        metrics["groups"] = {g: m for g, (m, _) in per_group.items()}
+    metrics["pilot"] = bool(pilot)
+    if cfgs[0].bench.get("note"):
+        metrics["note"] = str(cfgs[0].bench.note)
     results_dir = Path(results_dir) if results_dir is not None else common.RESULTS
-    results_dir.mkdir(parents=True, exist_ok=True)
     orig = common.RESULTS
     common.RESULTS = results_dir
     try:
-        path = common.write_result(NAME, metrics, TARGETS, met)
+        path = common.write_result(name, metrics, TARGETS, met)
     finally:
         common.RESULTS = orig
-    plot(runs, results_dir / f"{NAME}.png", plot_title(p))
-    out = json.loads(path.read_text())
-    out["_runs"] = runs  # in memory only: includes rewards_head per run
-    return out
+    plot(groups, results_dir / f"{name}.png", float(cfgs[0].bench.threshold))
+    return json.loads(path.read_text())
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    ap.add_argument("--task")
-    ap.add_argument("--learner", help="configs/learner/<name>.yaml")
-    ap.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
-    for k in ("total_steps", "episode_steps", "query_every", "eval_every", "eval_episodes"):
-        ap.add_argument(f"--{k.replace('_', '-')}", type=int)
-    ap.add_argument("--learner-override", action="append", default=None,
-                    help="extra Hydra override for the learner, e.g. learner.batch_size=128 (repeatable)")
-    ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--grm", default="runs/grm_bench", help="GRM checkpoint folder (built when missing)")
-    ap.add_argument("--data-dir", default="data/shaping_bench")
-    ap.add_argument("--demo-episodes", type=int, default=20)
-    ap.add_argument("--grm-steps", type=int, default=500)
-    ap.add_argument("--out-dir", default="runs/shaping_vs_sparse")
-    ap.add_argument("--results-dir", default=None,
-                    help="where shaping_vs_sparse.{json,png} go (default benchmarks/results; use another "
-                         "folder for trial runs)")
-    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the existing JSON")
-    args = ap.parse_args(argv)
-    if args.replot:
-        data = json.loads((common.RESULTS / f"{NAME}.json").read_text())
-        plot(data["metrics"]["runs"], common.RESULTS / f"{NAME}.png", plot_title(data["metrics"]["setting"]))
-        return 0
-    p = dict(PRESETS[args.preset])
-    for k in ("task", "learner", "total_steps", "episode_steps", "query_every", "eval_every", "eval_episodes"):
-        if getattr(args, k) is not None:
-            p[k] = getattr(args, k)
-    if args.seeds:
-        p["seeds"] = [int(s) for s in args.seeds.split(",")]
-    if args.learner_override is not None:
-        p["learner_overrides"] = list(p["learner_overrides"]) + args.learner_override
-    modes = tuple(m for m in args.modes.split(",") if m)
-    grm = None
-    if any(m != "sparse" for m in modes):
-        grm = ensure_grm(args.grm, p["task"], args.data_dir, args.demo_episodes, args.grm_steps)
-    t0 = time.time()
-    out = run_benchmark(p, grm, Path(args.out_dir), modes, results_dir=args.results_dir)
+def _aggregate_cli(argv: list[str]) -> int:
+    """``--aggregate [overrides]``: compose the benchmark's config with the overrides (one key may be
+    a comma list: one group per value) and aggregate."""
+    from hydra import compose, initialize_config_dir
+
+    sweep = [a for a in argv if "," in a.split("=", 1)[-1] and a.split("=", 1)[-1][:1] not in "[\"'"]
+    if len(sweep) > 1:
+        raise SystemExit(f"--aggregate: at most one comma list, got {sweep}")
+    fixed = [a for a in argv if a not in sweep]
+    variants = [[f"{sweep[0].split('=', 1)[0]}={v}"] for v in sweep[0].split("=", 1)[1].split(",")] if sweep else [[]]
+    cfgs = []
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent), version_base="1.3"):
+        for extra in variants:
+            cfgs.append(compose(config_name=NAME, overrides=fixed + extra))
+    out = aggregate(cfgs, str(cfgs[0].bench.name), bool(cfgs[0].bench.pilot))
     m = out["metrics"]
-    print(f"{NAME}: {time.time() - t0:.0f} s")
-    for mode in modes:
-        pm = m["modes"][mode]
-        print(f"  {mode:6s}: episodes to 80 % {pm['episodes_to_80']}, final success {pm['final_success']:.2f} "
-              f"[{pm['final_success_ci'][0]:.2f}, {pm['final_success_ci'][1]:.2f}]")
-    print(f"  sparse/grm episodes ratio: {m['sparse_over_grm_episodes_to_80']} (target >= 2); met: {out['met']}")
+    for g, gm in (m.get("groups") or {"": m}).items():
+        for arm, a in gm["arms"].items():
+            fs = a["final_success_ci"]
+            print(f"{g} {arm:7s}: episodes to 80 % {a['episodes_to_80']} ({a['episodes_to_80_reached']} seeds), "
+                  f"env steps to 80 % {a['env_steps_to_80']}, final success {a['final_success']} "
+                  f"[{fs[0]:.2f}, {fs[1]:.2f}], {a['env_steps_per_s']:.2f} env steps/s")
+    print(f"sparse/GRM episodes to 80 %: {m.get('sparse_over_grm_episodes_to_80')}; met: {out['met']}")
     return 0
 
 
+@hydra.main(config_path=".", config_name=NAME, version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """One (arm, seed) run (see the module docstring)."""
+    run_one(cfg)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if "--aggregate" in sys.argv[1:]:
+        sys.exit(_aggregate_cli([a for a in sys.argv[1:] if a != "--aggregate"]))
+    main()

@@ -1,117 +1,118 @@
-"""The shaping benchmark's core (benchmarks/shaping_vs_sparse.py) at tiny size on real Lift: three
-reward modes through the real training loop, a real (untrained, tiny) GRM on rendered frames."""
+"""The shaping benchmark (benchmarks/shaping_vs_sparse.py) at tiny size on real Lift: the per-run Hydra
+config, two arms through the real training loop with EXPO from one recorded demo, per-run result
+files that a rerun skips, and the aggregate (JSON in DESIGN.md's format, PNG, nulls kept null)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from benchmarks.shaping_vs_sparse import MODES, TARGETS, run_benchmark, train_config
+import benchmarks.shaping_vs_sparse as svs
 
-
-@pytest.fixture(scope="module")
-def tiny_grm(tmp_path_factory):
-    """A tiny GRM checkpoint (random weights, one 16 px view) with Lift references rendered here."""
-    import sim
-    from reward_models.grm import GRM, GRMConfig, save_checkpoint
-    from sim.tasks import get_task
-
-    env = sim.make_env("lift", num_envs=1, views=("front",), image_size=16, seed=0)
-    obs, _ = env.reset(seed=0)
-    start = obs["images"]["front"].numpy().copy()
-    for _ in range(15):
-        obs, *_ = env.step(torch.ones(1, env.action_dim) * 0.8)
-    goal = obs["images"]["front"].numpy().copy()
-    env.close()
-    torch.manual_seed(0)
-    model = GRM(GRMConfig(views=("front",), image_size=16, channels=(8, 8), width=16, depth=1, heads=2))
-    with torch.no_grad():  # lean the hop distribution toward +1 so progress moves (an untrained head sits near 0)
-        model.head[-1].bias.copy_(torch.linspace(-3.0, 3.0, model.config.hop_bins))
-    emb = np.random.default_rng(0).standard_normal(384).astype(np.float32)
-    folder = tmp_path_factory.mktemp("grm") / "ckpt"
-    save_checkpoint(folder, model, {"lift": {"text": get_task("lift").text, "start": start, "goal": goal,
-                                             "text_emb": emb / np.linalg.norm(emb)}})
-    return str(folder)
+BENCH = Path(svs.__file__).resolve().parent
 
 
-def test_three_modes_json_plot_and_rewards(tmp_path, tiny_grm):
-    steps = 20
-    p = dict(task="lift", learner="sac", seeds=[0, 1], total_steps=steps, episode_steps=10, query_every=3,
-             eval_every=10, eval_episodes=2,
-             # random actions throughout (learning_starts > steps): the same seed gives the same states in
-             # every mode, so the rewards differ only by the shaping term
-             learner_overrides=["learner.hidden=[8,8]", "learner.batch_size=8", f"learner.learning_starts={steps + 1}",
-                                "learner.buffer_size=100"])
-    out = run_benchmark(p, tiny_grm, tmp_path / "runs", results_dir=tmp_path / "results", log=lambda *a: None)
+def bench_cfg(*overrides, hydra_config=False):
+    from hydra import compose, initialize_config_dir
 
-    on_disk = json.loads((tmp_path / "results" / "shaping_vs_sparse.json").read_text())
-    assert set(on_disk) == {"benchmark", "date", "machine", "command", "metrics", "targets", "met"}
-    assert on_disk["benchmark"] == "shaping_vs_sparse" and on_disk["targets"] == TARGETS
-    assert set(on_disk["met"]) == set(TARGETS) and all(isinstance(v, bool) for v in on_disk["met"].values())
-    assert (tmp_path / "results" / "shaping_vs_sparse.png").stat().st_size > 1000
+    with initialize_config_dir(config_dir=str(BENCH), version_base="1.3"):
+        return compose(config_name=svs.NAME, overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+TINY = ["total_steps=20", "eval.every=10", "eval.episodes=2", "env.kwargs.max_episode_steps=10",
+        "learner.pretrain_steps=5", "learner.start_training=5", "learner.batch_size=8", "learner.num_qs=2",
+        "learner.base_hidden_dim=16", "learner.critic_hidden_dims=[16,16]", "learner.edit_hidden_dims=[16,16]",
+        "learner.buffer_size=200", "bench.demos=1"]
+
+
+def test_config_is_the_train_config_with_the_benchmark_setting():
+    cfg = bench_cfg("reward=oracle", "seed=3", hydra_config=True)
+    assert cfg.env.name == "lift" and cfg.env.kwargs.controller == "osc_pose"
+    assert cfg.env.kwargs.max_episode_steps >= 2 * 47.58  # twice the scripted expert's mean length
+    assert cfg.env.kwargs.terminate_on_success and cfg.learner.offline_done_is_terminal
+    assert cfg.learner._target_ == "control.expo.EXPOConfig" and cfg.eval.at_start and cfg.eval.episodes >= 20
+    assert svs.arm_of(cfg) == "oracle" and cfg.seed == 3 and cfg.prepare.enabled is False
+    # the parallel launcher is installed and composes
+    assert "joblib" in bench_cfg("hydra/launcher=joblib", hydra_config=True).hydra.launcher._target_.lower()
+    # every arm of a comparison shares the group; the demo count or the budget makes another
+    g = svs.group_of(cfg)
+    assert g == svs.group_of(bench_cfg("reward=sparse", "seed=0")) and g.startswith("expo_demos2_")
+    assert svs.group_of(bench_cfg("bench.demos=5")) != g != svs.group_of(bench_cfg("total_steps=500"))
+
+
+def test_grm_arms_need_a_checkpoint_and_query_it_on_schedule(tmp_path):
+    with pytest.raises(ValueError, match="needs bench.grm"):
+        svs.train_config(bench_cfg("reward=grm"), tmp_path / "run", tmp_path / "d.hdf5")
+    tc = svs.train_config(bench_cfg("reward=naive", "bench.grm=some/ckpt", "bench.query_every=3"),
+                          tmp_path / "run", tmp_path / "d.hdf5")
+    assert tc.reward.checkpoint == "some/ckpt" and tc.reward.query_every == 3 and tc.reward.gold == "env"
+    assert tc.reward.potential.task_text and "bench" not in tc and list(tc.offline_data) == [str(tmp_path / "d.hdf5")]
+    with pytest.raises(ValueError, match="unknown arm"):
+        svs.arm_of(bench_cfg("reward=dense"))
+
+
+def test_two_arms_result_files_rerun_skips_and_aggregate(tmp_path):
+    common = [*TINY, f"bench.out_dir={tmp_path / 'runs'}", f"bench.data_dir={tmp_path / 'data'}"]
+    logs = []
+    for arm in ("sparse", "oracle"):
+        res = svs.run_one(bench_cfg(f"reward={arm}", "seed=0", *common), log=logs.append)
+        assert not res["skipped"] and res["arm"] == arm
+        assert [row[0] for row in res["curve"]] == [0, 10, 20]  # env step 0 (cloned base), then every 10
+        assert res["curve"][0][1] == 0 and res["curve"][-1][1] == res["train_episodes"] >= 2  # 10-step episodes
+        assert res["env_steps"] == 20 and res["env_steps_per_s"] > 0
+        if res["env_steps_to_80"] is None:
+            assert res["episodes_to_80"] is None  # never reached: null, not the budget
+    assert (tmp_path / "data" / "lift-osc_pose-clean-1.hdf5").exists()
+    group = svs.paths(bench_cfg(*common))["group"]
+    files = sorted(p.name for p in (group / "results").glob("*.json"))
+    assert files == ["oracle_seed0.json", "sparse_seed0.json"]
+    stored = json.loads((group / "results" / "sparse_seed0.json").read_text())
+    again = svs.run_one(bench_cfg("reward=sparse", "seed=0", *common), log=logs.append)
+    assert again["skipped"] and again["curve"] == stored["curve"] and "skipped" not in stored
+    assert "done already" in logs[-1]
+
+    out = svs.aggregate([bench_cfg(*common)], "svs_test", pilot=True, results_dir=tmp_path / "res", log=logs.append)
+    on_disk = json.loads((tmp_path / "res" / "svs_test.json").read_text())
+    assert set(on_disk) == {"benchmark", "date", "machine", "command", "metrics", "targets", "met"} and on_disk == out
+    assert on_disk["targets"] == svs.TARGETS and set(on_disk["met"]) == set(svs.TARGETS)
+    assert (tmp_path / "res" / "svs_test.png").stat().st_size > 1000
     m = on_disk["metrics"]
-    for mode in MODES:
-        pm = m["modes"][mode]
-        assert pm["final_episodes"] == 2 * 2  # 2 seeds x 2 evaluation episodes
-        lo, hi = pm["final_success_ci"]
-        assert 0.0 <= lo <= pm["final_success"] <= hi <= 1.0
-        assert len(pm["episodes_to_80_per_seed"]) == 2
-        for r in m["runs"][mode]:
-            assert [c[0] for c in r["curve"]] == [10, 20]  # evaluations at these env steps
-            # 10-step episodes (none can end sooner without a success): 1 finished by step 10, 2 by 20
-            assert r["curve"][-1][1] == r["train_episodes"] >= 2
-    # nothing was learned in 30 random steps: no invented episodes-to-80 %, targets not met
-    if m["sparse_episodes_to_80"] is None:
-        assert m["sparse_over_grm_episodes_to_80"] is None and not on_disk["met"]["sparse_over_grm_episodes_to_80"]
-        assert not on_disk["met"]["naive_no_better_than_sparse"]
-
-    runs = out["_runs"]
-    for i in range(2):
-        sparse = np.array(runs["sparse"][i]["rewards_head"])
-        grm = np.array(runs["grm"][i]["rewards_head"])
-        naive = np.array(runs["naive"][i]["rewards_head"])
-        assert sparse.shape == grm.shape == naive.shape == (steps,)
-        assert set(np.unique(sparse)) <= {0.0, 1.0}
-        assert not np.allclose(grm, sparse)  # the GRM potential really shaped the reward
-        # same states, same Phi: naive - potential-based = Phi(s') - gamma Phi(s') = (1 - gamma) Phi(s') >= 0
-        diff = naive - grm
-        assert (diff >= -1e-6).all() and diff.max() > 0
-        assert diff.max() <= (1 - 0.99) + 1e-6
+    assert m["pilot"] and set(m["arms"]) == {"sparse", "oracle"} and m["sparse_over_grm_episodes_to_80"] is None
+    for a in m["arms"].values():
+        assert a["final_episodes"] == 2 and 0 <= a["final_success_ci"][0] <= a["final_success"] <= a["final_success_ci"][1]
+    assert not any(on_disk["met"].values())  # no GRM arm: nothing measured, nothing met
 
 
-def test_bad_mode_and_missing_grm(tmp_path):
-    p = dict(task="lift", learner="sac", seeds=[0], total_steps=10, episode_steps=5, query_every=1, eval_every=5,
-             eval_episodes=1, learner_overrides=[])
-    with pytest.raises(ValueError, match="unknown mode 'shaped'"):
-        train_config("shaped", 0, p, None, tmp_path, 16)
-    with pytest.raises(ValueError, match="needs a GRM checkpoint"):
-        train_config("grm", 0, p, None, tmp_path, 16)
-    with pytest.raises(ValueError, match="unknown modes"):
-        run_benchmark(p, None, tmp_path, modes=("sparse", "dense"))
+def _run(arm, seed, e80, k=18, n=20):
+    curve = [[0, 0, 0.0, 0, n, 1.0], [1000, 50, k / n, k, n, 9.0]]
+    return {"arm": arm, "seed": seed, "curve": curve, "episodes_to_80": e80,
+            "env_steps_to_80": None if e80 is None else 20 * e80, "final_successes": k, "final_episodes": n,
+            "env_steps": 1000, "wall_s": 10.0, "env_steps_per_s": 100.0}
 
 
-def _run(e80, successes, n=10):
-    return {"episodes_to_80": e80, "final_successes": successes, "final_episodes": n, "train_episodes": 50,
-            "reward_sum": 1.0, "wall_s": 1.0, "curve": [[100, 50, successes / n, successes, n]]}
-
-
-def test_summary_ratio_and_targets_only_when_measured():
-    from benchmarks.shaping_vs_sparse import summarize
-
-    runs = {"sparse": [_run(100, 8), _run(120, 9)], "grm": [_run(40, 10), _run(70, 9)],
-            "naive": [_run(None, 2), _run(150, 8)]}
-    m, met = summarize(runs)
-    assert m["sparse_over_grm_episodes_to_80"] == pytest.approx(110 / 55)
-    assert met["sparse_over_grm_episodes_to_80"]  # 2.0 >= 2
-    assert m["naive_episodes_to_80"] is None  # one seed never reached 80 %: no mean is invented
-    assert met["naive_no_better_than_sparse"]
-    assert m["modes"]["grm"]["final_success"] == pytest.approx(19 / 20)
-    lo, hi = m["modes"]["grm"]["final_success_ci"]
-    assert 0.7 < lo < 0.95 < hi <= 1.0
-    # naive faster than sparse: the target fails; a GRM seed that never reaches 80 %: no ratio
-    runs["naive"] = [_run(50, 9), _run(60, 9)]
-    runs["grm"][1] = _run(None, 3)
-    m, met = summarize(runs)
-    assert not met["naive_no_better_than_sparse"]
-    assert m["sparse_over_grm_episodes_to_80"] is None and not met["sparse_over_grm_episodes_to_80"]
+def test_summary_nulls_stay_null_and_bootstrap_intervals():
+    runs = {"sparse": [_run("sparse", s, e) for s, e in enumerate([100, 120, 110, 130, 90])],
+            "grm": [_run("grm", s, e) for s, e in enumerate([60, 70, 65, 80, 75])],
+            "oracle": [_run("oracle", s, e) for s, e in enumerate([50, 55, 60, 65, 70])],
+            "naive": [_run("naive", 0, None, k=3), _run("naive", 1, 90)]}
+    m, met = svs.summarize(runs)
+    assert m["sparse_over_grm_episodes_to_80"] == pytest.approx(110 / 70)
+    lo, hi = m["sparse_over_grm_episodes_to_80_ci"]
+    assert 1.0 < lo < 110 / 70 < hi
+    assert met["sparse_over_grm_episodes_to_80"] and met["sparse_over_grm_ci_low_above_1"]
+    assert m["grm_over_oracle_speedup"] == pytest.approx((110 / 70) / (110 / 60)) and met["grm_over_oracle_speedup"]
+    a = m["arms"]["sparse"]
+    assert a["episodes_to_80"] == 110 and a["episodes_to_80_ci"][0] < 110 < a["episodes_to_80_ci"][1]
+    assert a["env_steps_to_80"] == 2200 and a["final_success"] == pytest.approx(0.9)
+    # a seed that never reached 80 %: the arm's mean and ratio are null, the seed's value stays null
+    nv = m["arms"]["naive"]
+    assert nv["episodes_to_80"] is None and nv["episodes_to_80_per_seed"] == [None, 90] and nv["episodes_to_80_reached"] == "1/2"
+    assert m["sparse_over_naive_episodes_to_80"] is None and m["sparse_over_naive_episodes_to_80_ci"] is None
+    runs["grm"][2] = _run("grm", 2, None, k=5)
+    m, met = svs.summarize(runs)
+    assert m["sparse_over_grm_episodes_to_80"] is None and not any(met.values())
+    assert svs.bootstrap_ci([[1.0]], svs._mean) is None  # one seed: no interval
+    assert svs.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
+    assert svs.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
+    assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], svs._mean)).all()
