@@ -336,9 +336,11 @@ class EXPO(Learner):
         self.offline = ReplayBuffer(tr["obs"].shape[0], self.obs_dim, self.action_dim, self.device, discount=True)
         self.offline.add(**tr)
         if self.normalizer is not None:
-            if self.obs_stats == "frozen":  # the statistics of these states alone
-                self.normalizer.load_state_dict(RunningMeanStd(self.obs_dim).state_dict())
-            self.normalizer.update(torch.cat([tr["obs"], tr["next_obs"]]).to(self.device))
+            states = torch.cat([tr["obs"], tr["next_obs"]]).to(self.device)
+            if self.obs_stats == "frozen":  # the statistics of the offline states alone
+                self.normalizer.reset_to(states)
+            else:
+                self.normalizer.update(states)
         return len(self.offline)
 
     def _stats_frozen(self) -> bool:

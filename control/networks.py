@@ -328,6 +328,19 @@ class RunningMeanStd(nn.Module):
         self.var.copy_(m2 / tot)
         self.count.copy_(tot)
 
+    @torch.no_grad()
+    def reset_to(self, x: torch.Tensor) -> None:
+        """Forget everything seen and take the statistics of ``x`` float ``[N, dim]`` alone (as a
+        fresh normaliser updated once with it): the ``obs_stats: frozen`` start from offline states.
+
+        Raises:
+            ValueError: NaN/inf in ``x``.
+        """
+        self.mean.zero_()
+        self.var.fill_(1.0)
+        self.count.fill_(1e-4)
+        self.update(x)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """float ``[..., dim] ->`` the same shape and dtype, clip((x - mean) / sqrt(var + eps), -clip, clip)."""
         y = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + self.eps)

@@ -294,9 +294,11 @@ class SAC(Learner):
         self.offline = ReplayBuffer(tr["obs"].shape[0], self.obs_dim, self.action_dim, self.device)
         self.offline.add(tr["obs"], tr["action"], tr["reward"], tr["next_obs"], tr["discount"] == 0)
         if self.normalizer is not None:
-            if self.obs_stats == "frozen":
-                self.normalizer.load_state_dict(RunningMeanStd(self.obs_dim).state_dict())
-            self.normalizer.update(torch.cat([tr["obs"], tr["next_obs"]]).to(self.device))
+            states = torch.cat([tr["obs"], tr["next_obs"]]).to(self.device)
+            if self.obs_stats == "frozen":  # the statistics of the offline states alone
+                self.normalizer.reset_to(states)
+            else:
+                self.normalizer.update(states)
         return len(self.offline)
 
     def _stats_frozen(self) -> bool:
