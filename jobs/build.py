@@ -30,6 +30,9 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from types import SimpleNamespace
+
+from reward_models.relabel import relabel_files, relabel_key
 from reward_models.shaping import RewardShaper
 from sim import EnvConfig
 
@@ -159,6 +162,46 @@ def build_shaper(reward, env, learner) -> RewardShaper:
     return RewardShaper(reward.mode, float(gamma), potential, gold=reward.gold,
                         gold_scale=float(reward.get("gold_scale", 1.0)), query_every=int(reward.get("query_every", 1)),
                         scale=reward.get("scale", 1.0))
+
+
+def relabel_offline_data(reward, env, learner, log=print) -> int:
+    """Give a learner's offline transitions the run's reward (:mod:`reward_models.relabel`): the
+    episodes of ``learner.offline_data`` are run through a one-env copy of the run's shaper
+    (``reward``'s mode, gold, scale and potential, querying every frame) and handed back with
+    ``learner.set_offline_episodes``. Rewards are cached beside each episode file, keyed by the
+    reward settings, the discount and the reward-model checkpoint.
+
+    Args:
+        reward: the run's ``reward`` config node.  env: the training env (its ``task``).
+        learner: a learner with ``offline_data`` (file list) and ``set_offline_episodes``; one
+            without offline data is left alone.
+    Returns:
+        The number of episodes relabelled (0 when the learner has no offline data).
+    Raises:
+        ValueError: episode files without the potential's views or of another image size (named),
+            the shaper's errors.
+    """
+    paths = list(getattr(learner, "offline_data", None) or [])
+    if not paths or not hasattr(learner, "set_offline_episodes"):
+        return 0
+    gamma = getattr(learner, "gamma", None) or reward.get("gamma") or 0.99
+    done_is_terminal = bool(getattr(learner, "offline_done_is_terminal", False))
+    uses_potential = reward.get("potential") is not None and (reward.mode in ("potential", "naive")
+                                                               or reward.gold == "potential")
+    settings = {"reward": _plain(reward), "gamma": float(gamma), "done_is_terminal": done_is_terminal}
+    checkpoint = reward.potential.get("checkpoint") if uses_potential else None
+
+    def make_shaper() -> RewardShaper:
+        potential = build_potential(reward, SimpleNamespace(task=env.task, num_envs=1)) if uses_potential else None
+        return RewardShaper(reward.mode, float(gamma), potential, gold=reward.gold,
+                            gold_scale=float(reward.get("gold_scale", 1.0)), query_every=1,
+                            scale=reward.get("scale", 1.0))
+
+    # the GRM's frame size is checked by its tracker on every frame (naming the size it needs)
+    episodes = relabel_files(paths, make_shaper, done_is_terminal=done_is_terminal,
+                             key=relabel_key(settings, checkpoint), log=log)
+    learner.set_offline_episodes(episodes)
+    return len(episodes)
 
 
 def check_config(node, key: str) -> None:

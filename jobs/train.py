@@ -32,7 +32,7 @@ from control.callbacks import Checkpoints, TensorBoard, flat_config
 from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint
 from control.evaluate import format_result
 from control.train import Schedule, Start, step_views, train
-from jobs.build import build_env, build_learner, build_shaper, seed_everything
+from jobs.build import build_env, build_learner, build_shaper, relabel_offline_data, seed_everything
 from jobs.cli import compose
 from jobs.prepare import prepare
 
@@ -237,6 +237,8 @@ def _build_pieces(cfg: DictConfig, ckpt, config: dict):
         learner = build_learner(cfg.learner, probe, seed=seed, device=device,
                                 offline_data=list(cfg.get("offline_data") or []))
         shaper = build_shaper(cfg.reward, probe, learner)
+        if cfg.reward.get("relabel_offline", True):  # one reward for every transition, offline ones included
+            relabel_offline_data(cfg.reward, probe, learner)
     except BaseException:
         probe.close()
         raise
