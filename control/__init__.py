@@ -45,6 +45,17 @@ Learner: :class:`control.sac.SAC`, config :class:`control.sac.SACConfig` (``conf
 - tanh-Gaussian policy, change of variables eq. 26 (appendix C): :class:`control.networks.TanhGaussianActor`.
 - replay: :class:`control.buffers.ReplayBuffer` (``terminated``).
 
+**RLPD** -- Ball, Smith, Kostrikov, Levine, "Efficient Online Reinforcement Learning with Offline Data"
+(arXiv 2302.02948; authors' code ``ikostrikov/rlpd``). Learner: :class:`control.sac.SAC` with config
+:class:`control.sac.RLPDConfig` (``configs/learner/rlpd.yaml``; ``tests/test_rlpd.py`` pins each choice).
+
+- symmetric sampling, half of every batch from the offline episodes: ``offline_ratio`` 0.5,
+  :meth:`control.sac.SAC.set_offline_episodes` (rewards relabelled with the run's reward by the job).
+- LayerNorm critic ensemble of 10, TD target min over a random subset of 2 (REDQ):
+  :class:`control.networks.CriticEnsemble`, :func:`control.sac.critic_target`; actor on the mean Q
+  over the ensemble (``actor_q: mean``); high UTD (``utd_ratio`` 20).
+- target entropy -|A|/2, initial temperature 1.0; optional entropy backup (``backup_entropy``).
+
 **PPO** -- Schulman et al., "Proximal Policy Optimization Algorithms" (arXiv 1707.06347), in the form of
 CleanRL's ``ppo_continuous_action.py``; GAE: Schulman et al. 2016 (arXiv 1506.02438).
 Learner: :class:`control.ppo.PPO`, config :class:`control.ppo.PPOConfig` (``configs/learner/ppo.yaml``).
