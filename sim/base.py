@@ -3,8 +3,9 @@
 A :class:`TaskEnv` is a ``gymnasium.Env`` whose observation is a dict ``{"state": float32 [D],
 "images": {view: uint8 [H, W, 3]}}`` (``"images"`` only when views were asked for). Batching,
 torch conversion and input checks live in :mod:`sim.vector`; this class owns what needs the
-MuJoCo model: rendering named views, external forces through ``xfrc_applied``, and scales of
-body mass, geom friction and actuator gain.
+MuJoCo model: rendering named views, external forces through ``xfrc_applied``, scales of
+body mass, geom friction and actuator gain, gravity (``opt.gravity``), and the handling of a step
+whose physics diverges (see :meth:`TaskEnv.step`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from sim.limits import check_gravity, check_image_size, check_scales, check_wrench_bounds
 from sim.render import make_renderer, render_camera
 from sim.tasks import TaskSpec
+
+#: MuJoCo warnings that mean the state is no longer physical (NaN, inf or huge qpos, qvel, qacc)
+_DIVERGENCE_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                        mujoco.mjtWarning.mjWARN_BADQACC)
 
 
 class TaskEnv(gym.Env):
     """Base class; subclasses implement ``_reset_task``, ``_step_task``, ``model`` and ``data``."""
 
     metadata = {"render_modes": ["rgb_array"]}
+    #: exception types of the subclass's simulator that mean "the physics diverged" (dm_control's PhysicsError)
+    _divergence_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, spec: TaskSpec, views: tuple[str, ...], image_size: int, env_index: int,
                  max_force: float, max_torque: float, max_episode_steps: int | None):
@@ -28,14 +36,15 @@ class TaskEnv(gym.Env):
         self.views = tuple(views)
         self.image_size = int(image_size)
         self.env_index = int(env_index)
-        self.max_force = float(max_force)
-        self.max_torque = float(max_torque)
+        self.max_force, self.max_torque = check_wrench_bounds(max_force, max_torque)
         self.max_episode_steps = int(spec.max_episode_steps if max_episode_steps is None else max_episode_steps)
         if self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
         self._renderers: dict[int, mujoco.Renderer] = {}  # one per image size (observations, videos)
         self._elapsed = 0
         self._pending_xfrc: np.ndarray | None = None
+        self._last_obs: dict | None = None  # the last finite observation (returned when a step diverges)
+        self.num_diverged = 0  # steps whose physics diverged, since construction
 
     # ----- subclass hooks -------------------------------------------------------------------
     @property
@@ -62,6 +71,7 @@ class TaskEnv(gym.Env):
             "geom_friction": m.geom_friction.copy(),
             "actuator_gainprm": m.actuator_gainprm.copy(),
             "actuator_biasprm": m.actuator_biasprm.copy(),
+            "gravity": m.opt.gravity.copy(),
         }
         self.scales = {"mass": 1.0, "friction": 1.0, "gain": 1.0}
         self._check_cameras()
@@ -78,21 +88,45 @@ class TaskEnv(gym.Env):
         self._pending_xfrc = None
         state = self._reset_task(seed)
         self.data.xfrc_applied[:] = 0.0
-        return self._obs(state), {"success": False}
+        self._last_obs = self._obs(state)
+        return self._last_obs, {"success": False}
+
+    def _divergence_count(self) -> int:
+        return sum(int(self.data.warning[w].number) for w in _DIVERGENCE_WARNINGS)
 
     def step(self, action):
+        """One control step. Info: ``{"success": bool, "diverged": bool}``.
+
+        A step whose physics diverges (the simulator's own error, e.g. dm_control's ``PhysicsError``;
+        a MuJoCo ``mjWARN_BADQPOS`` / ``BADQVEL`` / ``BADQACC`` warning; a NaN or inf state) raises
+        nothing: it ends the episode as truncated (not terminated) with reward 0, success False,
+        ``"diverged": True`` and the last finite observation, and counts in ``num_diverged``; the
+        vector env's autoreset then resets it like any episode end.
+        """
         action = np.asarray(action, dtype=np.float64)
         if self._pending_xfrc is not None:
             self.data.xfrc_applied[:] = self._pending_xfrc
+        bad_before = self._divergence_count()
         try:
             state, reward, terminated, task_truncated, success = self._step_task(action)
+            diverged = (self._divergence_count() > bad_before or not np.isfinite(state).all()
+                        or not (np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all()))
+        except self._divergence_errors:
+            diverged = True
         finally:
             # External forces act for exactly one control step.
             self.data.xfrc_applied[:] = 0.0
             self._pending_xfrc = None
         self._elapsed += 1
+        if diverged:
+            self.num_diverged += 1
+            last = self._last_obs
+            obs = {k: ({v: x.copy() for v, x in last[k].items()} if k == "images" else last[k].copy()) for k in last}
+            return obs, 0.0, False, True, {"success": False, "diverged": True}
         truncated = (not terminated) and (task_truncated or self._elapsed >= self.max_episode_steps)
-        return self._obs(state), float(reward), bool(terminated), bool(truncated), {"success": bool(success)}
+        self._last_obs = self._obs(state)
+        return self._last_obs, float(reward), bool(terminated), bool(truncated), {"success": bool(success),
+                                                                                   "diverged": False}
 
     def _obs(self, state: np.ndarray) -> dict:
         obs = {"state": np.asarray(state, dtype=np.float32)}
@@ -111,7 +145,7 @@ class TaskEnv(gym.Env):
             ValueError: an unknown view (lists this task's views).
             sim.render.RenderingError: no GL backend.
         """
-        size = int(image_size or self.image_size)
+        size = self.image_size if image_size is None else check_image_size(image_size)
         out = {}
         for view in views:
             cam = self.spec_.cameras.get(view)
@@ -167,7 +201,12 @@ class TaskEnv(gym.Env):
         Gain scales ``actuator_gainprm[:, 0]`` and, for position servos, the matching feedback
         term ``actuator_biasprm[:, 1]`` so the servo stiffness scales as a whole. ``None`` leaves a
         scale as it is; 1.0 restores nominal.
+
+        Raises:
+            ValueError: a scale that is not a real number in :data:`sim.limits.SCALE_RANGE` (0.01 to 100).
         """
+        scales = check_scales(mass=mass, friction=friction, gain=gain)
+        mass, friction, gain = scales["mass"], scales["friction"], scales["gain"]
         m, nom = self.model, self._nominal
         if mass is not None:
             m.body_mass[:] = nom["body_mass"] * mass
@@ -181,6 +220,24 @@ class TaskEnv(gym.Env):
             m.actuator_biasprm[:, 1] = nom["actuator_biasprm"][:, 1] * gain
             self.scales["gain"] = float(gain)
 
+    def set_gravity(self, gravity=None) -> None:
+        """Set MuJoCo's ``opt.gravity`` of this env: float ``[3]`` m/s^2, world frame (``None``: nominal).
+
+        Raises:
+            ValueError: not 3 finite real numbers.
+        """
+        self.model.opt.gravity[:] = self._nominal["gravity"] if gravity is None else check_gravity(gravity)
+
+    def restore_nominal(self) -> None:
+        """Nominal masses, frictions, gains and gravity; queued external forces dropped."""
+        self.set_scales(1.0, 1.0, 1.0)
+        self.set_gravity(None)
+        self._pending_xfrc = None
+
+    def get_gravity(self) -> np.ndarray:
+        """This env's gravity, float64 ``[3]`` m/s^2."""
+        return self.model.opt.gravity.copy()
+
     # Batched entry points: every sub-env receives the whole batch and takes its own row, so the
     # same call works through gymnasium's SyncVectorEnv and AsyncVectorEnv (worker processes).
     def batched_set_scales(self, mass, friction, gain) -> None:
@@ -189,6 +246,10 @@ class TaskEnv(gym.Env):
             return None if value is None or not np.isfinite(value) else float(value)
 
         self.set_scales(pick(mass), pick(friction), pick(gain))
+
+    def batched_set_gravity(self, gravity, mask) -> None:
+        if mask[self.env_index]:
+            self.set_gravity(gravity[self.env_index])
 
     def batched_set_external_force(self, bodies, wrenches, mask) -> None:
         i = self.env_index

@@ -4,7 +4,9 @@ State layout: the suite's observation dict flattened value by value in the dict'
 ``env.state_layout`` lists ``(key, size)`` pairs (``dopa tasks`` prints them). Actions are in
 [-1, 1] per actuator and mapped linearly onto the task's action bounds. Reward is the suite's
 per-step reward in [0, 1]; success on a step means reward >= ``TaskSpec.success_threshold``.
-None of the suite tasks here terminate; their time limit is truncation.
+None of the suite tasks here terminate; their time limit is truncation. A step on which dm_control
+raises its ``PhysicsError`` (the simulation diverged) is a truncation with ``info["diverged"]``
+(:meth:`sim.base.TaskEnv.step`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class DMCEnv(TaskEnv):
         super().__init__(spec, views, image_size, env_index, max_force, max_torque, max_episode_steps)
         with gl_guard():  # dm_control sets up its GL platform at import
             from dm_control import suite
+            from dm_control.rl.control import PhysicsError
+
+        self._divergence_errors = (PhysicsError,)
 
         domain, task = spec.source
         self._env = suite.load(domain, task, task_kwargs={"random": int(seed), **task_kwargs})

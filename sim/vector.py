@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from sim.tasks import TaskSpec, check_seed
+from basics.checks import check_seed
+from sim.limits import check_gravity, check_image_size, check_scales, check_views
+from sim.tasks import TaskSpec
 
 VECTORIZATIONS = ("sync", "async")
 
@@ -44,6 +46,12 @@ class BatchedEnv:
     observation and ``info["final_obs"]`` (same layout, all rows; rows of unfinished envs repeat
     ``obs``) holds the observation the step ended in. ``info["success"]`` (bool [B]) is the
     task's success after this step, for finished envs too.
+
+    A sub-environment whose physics diverges on a step (dm_control's ``PhysicsError``, a MuJoCo
+    bad-qpos/qvel/qacc warning, a NaN or inf state) raises nothing: that episode ends as truncated
+    (not terminated) with reward 0 and its last finite observation as ``final_obs``, it is reset
+    in the same call, ``info["diverged"]`` (bool [B], on every step) marks it, and
+    ``num_diverged`` counts such steps since construction.
     """
 
     def __init__(self, spec: TaskSpec, num_envs: int, views: tuple[str, ...], image_size: int, seed: int,
@@ -70,6 +78,7 @@ class BatchedEnv:
         self.state_dim = int(self.single_observation_space["state"].shape[0])
         self.state_layout = list(self._vec.get_attr("state_layout")[0])
         self._needs_seed = True
+        self.num_diverged = 0  # sub-env steps whose physics diverged (truncated and reset), since construction
 
     # ---------------------------------------------------------------------------------------------
     def _call(self, name, *args, **kwargs):
@@ -95,12 +104,12 @@ class BatchedEnv:
         given to ``make_env`` on the first reset, then continuing its own random stream).
 
         Raises:
-            ValueError: a negative or non-integer seed.
+            ValueError: a seed that is not an int with ``0 <= seed`` and ``seed + num_envs - 1 < 2**32``.
         """
         if seed is None and self._needs_seed:
             seed = self.seed
         if seed is not None:
-            seed = check_seed(seed)
+            seed = check_seed(seed, count=self.num_envs)
         self._needs_seed = False
         obs, info = self._vec.reset(seed=seed)
         return self._to_torch(obs), {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
@@ -130,16 +139,23 @@ class BatchedEnv:
         return action  # the sub-environments clip to [-1, 1]
 
     def step(self, action):
-        """Step every sub-environment with ``action`` (float ``[B, A]`` in [-1, 1]; values outside are clipped)."""
+        """Step every sub-environment with ``action`` (float ``[B, A]`` in [-1, 1]; values outside are clipped).
+
+        Returns ``obs, reward, terminated, truncated, info``; ``info["success"]`` and
+        ``info["diverged"]`` are bool [B] (see the class docstring).
+        """
         a = self.check_action(action)
         obs, reward, terminated, truncated, info = self._vec.step(a)
         done = np.logical_or(terminated, truncated)
         success = np.asarray(info.get("success", np.zeros(self.num_envs, bool)), dtype=bool).copy()
+        diverged = np.zeros(self.num_envs, bool)
         out_info = {}
         if done.any():
             final_info = info.get("final_info", {})
             final_success = np.asarray(final_info.get("success", np.zeros(self.num_envs, bool)), dtype=bool)
             success[done] = final_success[done]
+            diverged = done & np.asarray(final_info.get("diverged", diverged), dtype=bool)
+            self.num_diverged += int(diverged.sum())
             final_obs = {"state": np.array(obs["state"], copy=True)}
             if "images" in obs:
                 final_obs["images"] = {v: np.array(x, copy=True) for v, x in obs["images"].items()}
@@ -154,34 +170,33 @@ class BatchedEnv:
                     final_obs["images"][v][i] = fo["images"][v]
             out_info["final_obs"] = self._to_torch(final_obs)
         out_info["success"] = torch.from_numpy(success)
+        out_info["diverged"] = torch.from_numpy(diverged)
         return (self._to_torch(obs), torch.from_numpy(np.asarray(reward, dtype=np.float32).copy()),
                 torch.from_numpy(np.asarray(terminated, dtype=bool).copy()),
                 torch.from_numpy(np.asarray(truncated, dtype=bool).copy()), out_info)
 
     # ---------------------------------------------------------------------------------------------
     def _check_views(self, views) -> tuple[str, ...]:
-        if isinstance(views, str):
-            views = (views,)
-        views = tuple(views)
+        views = (views,) if isinstance(views, str) else tuple(views)
         for v in views:
             if v not in self.spec.cameras:
                 raise ValueError(f"unknown view {v!r} for task {self.task!r}; known: {', '.join(self.spec.cameras)}")
-        return views
+        return tuple(check_views(views, self.spec.cameras))  # non-empty, no repeats
 
     def render(self, views=None, image_size: int | None = None) -> dict[str, torch.Tensor]:
         """Render views of the current states on demand: ``{view: uint8 [B, H, W, 3]}``, upright.
 
         Args:
-            views: view names (default: the views given to ``make_env``, else all of the task's).
-            image_size: pixels per side (default: the env's ``image_size``).
+            views: view names, each at most once (default: the views given to ``make_env``, else
+                all of the task's).
+            image_size: pixels per side, an int in [8, 1024] (default: the env's ``image_size``).
         Raises:
-            ValueError: an unknown view (lists the task's views).
+            ValueError: an unknown or repeated view (lists the task's views), an empty list, or an
+                image_size that is not an int in [8, 1024].
             sim.render.RenderingError: no OpenGL backend works.
         """
         views = self._check_views(views if views is not None else (self.views or tuple(self.spec.cameras)))
-        size = self.image_size if image_size is None else int(image_size)
-        if size <= 0:
-            raise ValueError(f"image_size must be positive, got {size}")
+        size = self.image_size if image_size is None else check_image_size(image_size)
         per_env = self._call("render_views", views, size)
         return {v: torch.from_numpy(np.stack([frames[v] for frames in per_env])) for v in views}
 
@@ -229,29 +244,56 @@ class BatchedEnv:
     def set_scales(self, mass=None, friction=None, gain=None, env_ids=None) -> None:
         """Scale body mass (and inertia), geom friction and actuator gain relative to nominal.
 
-        Each argument is a float or a float ``[B]`` per env (``None``: unchanged; 1.0: nominal).
+        Each argument is a real number or a float ``[B]`` per env (``None``: unchanged; 1.0:
+        nominal), within ``sim.limits.SCALE_RANGE`` = [0.01, 100] (outside it MuJoCo's integrator
+        is unstable long before the model means anything physical).
         Raises:
-            ValueError: a non-positive, NaN or inf scale, or a wrong length.
+            ValueError: a str, bool, NaN, inf or out-of-range scale, or a wrong length (nothing is changed).
         """
         mask = self._mask(env_ids)
+        checked = check_scales(mass=mass, friction=friction, gain=gain)
 
         def batch(name, value):
             if value is None:
                 return None
-            arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (self.num_envs,)).copy() \
-                if np.ndim(value) == 0 else np.asarray(value, dtype=np.float64)
+            arr = np.full(self.num_envs, value) if np.ndim(value) == 0 else np.array(value, dtype=np.float64)
             if arr.shape != (self.num_envs,):
                 raise ValueError(f"{name} scale must be a float or shape ({self.num_envs},), got {arr.shape}")
-            if not (np.isfinite(arr).all() and (arr > 0).all()):
-                raise ValueError(f"{name} scale must be finite and > 0, got {arr.tolist()}")
             arr[~mask] = math.nan  # NaN = leave this env unchanged
             return arr
 
-        self._call("batched_set_scales", batch("mass", mass), batch("friction", friction), batch("gain", gain))
+        batches = [batch(n, v) for n, v in checked.items()]
+        self._call("batched_set_scales", *batches)
+
+    def set_gravity(self, gravity, env_ids=None) -> None:
+        """Set gravity (MuJoCo's ``opt.gravity``, world frame) per env until :meth:`restore_nominal`.
+
+        Args:
+            gravity: float ``[3]`` (every selected env) or ``[B, 3]`` (row ``i`` for env ``i``), m/s^2,
+                finite; ``sim.gravity_tilt(degrees, axis)`` makes a tilted one.
+            env_ids: optional indices of the envs to change (default: all).
+        Raises:
+            ValueError: a wrong shape, NaN, inf or non-number (nothing is changed).
+        """
+        mask = self._mask(env_ids)
+        g = gravity.detach().cpu().numpy() if isinstance(gravity, torch.Tensor) else gravity
+        rows = np.asarray(g, dtype=object) if not isinstance(g, np.ndarray) else g
+        if np.ndim(rows) == 2 and np.shape(rows)[0] == self.num_envs:
+            batch = np.stack([check_gravity(r) for r in g])
+        elif np.ndim(rows) == 2:
+            raise ValueError(f"gravity must be [3] or [{self.num_envs}, 3] m/s^2, got shape {np.shape(rows)}")
+        else:
+            batch = np.tile(check_gravity(g), (self.num_envs, 1))
+        self._call("batched_set_gravity", batch, mask)
+
+    def get_gravity(self) -> np.ndarray:
+        """Gravity of every env: float64 ``[B, 3]``, m/s^2."""
+        return np.stack(self._call("get_gravity"))
 
     def restore_nominal(self) -> None:
-        """Set every scale back to 1.0 (the model's nominal values) in every env."""
-        self.set_scales(1.0, 1.0, 1.0)
+        """In every env: every scale back to 1.0 (the model's nominal values), gravity back to the
+        model's own, and queued external forces dropped."""
+        self._call("restore_nominal")
 
     def get_scales(self) -> list[dict[str, float]]:
         return list(self._call("get_scales"))

@@ -19,15 +19,16 @@ compiles Warp kernels (minutes on a small CPU; cached in Warp's kernel cache aft
 from __future__ import annotations
 
 import contextlib
-import math
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
+from basics.checks import check_seed
+from sim.limits import check_gravity, check_scales, check_wrench_bounds
 from sim.render import gl_guard
-from sim.tasks import TaskSpec, check_seed
+from sim.tasks import TaskSpec
 
 OPTIONS = ("max_episode_steps", "max_force", "max_torque", "nconmax", "njmax", "cuda_graph", "on_divergence")
 DIVERGENCE = ("raise", "reset")
@@ -89,7 +90,8 @@ class WarpEnv:
             ``FloatingPointError`` naming the worlds, as dm_control's ``PhysicsError``) or
             ``"reset"`` (the world's episode is truncated and reset in the same step;
             ``info["diverged"]`` marks it, its ``final_obs`` is its last finite observation and
-            its reward 0), for long runs where one diverging world must not stop the others.
+            its reward 0; ``num_diverged`` counts them), for long runs where one diverging world
+            must not stop the others.
     Raises:
         ValueError: an unsupported task (lists the supported ones), a bad device or option.
     """
@@ -111,9 +113,7 @@ class WarpEnv:
             raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
         if on_divergence not in DIVERGENCE:
             raise ValueError(f"unknown on_divergence {on_divergence!r}; known: {', '.join(DIVERGENCE)}")
-        for name, value in (("max_force", max_force), ("max_torque", max_torque)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        max_force, max_torque = check_wrench_bounds(max_force, max_torque)
         wp, mjw = _import_warp()
         self._wp, self._mjw = wp, mjw
         if device is None:
@@ -168,6 +168,9 @@ class WarpEnv:
                 host_arr = arr.numpy()
                 self._nominal[f] = torch.from_numpy(host_arr[0].copy()).to(self.device)
                 setattr(self._m, f, wp.array(np.repeat(host_arr[:1], B, axis=0), dtype=arr.dtype))
+            # Gravity per world too: ``opt.gravity`` is batched the same way (read as gravity[worldid % n]).
+            self._nominal_gravity = np.array(m.opt.gravity, dtype=np.float64)
+            self._m.opt.gravity = wp.array(np.tile(m.opt.gravity, (B, 1)), dtype=wp.vec3)
 
         def t(arr):  # zero-copy torch view; Warp cannot view an empty array (e.g. no sensors)
             if arr.size == 0:
@@ -175,6 +178,7 @@ class WarpEnv:
             return wp.to_torch(arr)
 
         self._mf = {f: t(getattr(self._m, f)).view(B, *self._nominal[f].shape) for f in self._nominal}
+        self._gravity = t(self._m.opt.gravity).view(B, 3)
         d = self._d
         nb = m.nbody
         self._state = DeviceState(qpos=t(d.qpos), qvel=t(d.qvel), ctrl=t(d.ctrl), xpos=t(d.xpos).view(B, nb, 3),
@@ -192,6 +196,7 @@ class WarpEnv:
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.seed)
         self._needs_seed = True
+        self.num_diverged = 0  # world steps that diverged (on_divergence="reset"), since construction
         self._settle_d = None
         self._graph = None
         self._graph_ready = False
@@ -330,12 +335,12 @@ class WarpEnv:
         Returns:
             ``obs = {"state": float32 [B, D]}``, ``info = {"success": bool [B]}`` (all False).
         Raises:
-            ValueError: a negative or non-integer seed.
+            ValueError: a seed that is not an int with ``0 <= seed`` and ``seed + num_envs - 1 < 2**32``.
         """
         if seed is None and self._needs_seed:
             seed = self.seed
         if seed is not None:
-            self._generator.manual_seed(check_seed(seed))
+            self._generator.manual_seed(check_seed(seed, count=self.num_envs))
         self._needs_seed = False
         self._pending_xfrc = None
         self._elapsed[:] = 0
@@ -421,7 +426,7 @@ class WarpEnv:
         Returns:
             ``obs``, ``reward`` float32 [B], ``terminated`` bool [B], ``truncated`` bool [B],
             ``info`` (``"success"`` bool [B]; ``"final_obs"`` when a world's episode ended;
-            ``"diverged"`` bool [B] when a world diverged under ``on_divergence="reset"``).
+            ``"diverged"`` bool [B], True where a world diverged under ``on_divergence="reset"``).
         Raises:
             TypeError, ValueError: see :meth:`check_action`.
             FloatingPointError: the simulation produced NaN or inf (names the worlds), unless
@@ -444,12 +449,13 @@ class WarpEnv:
         reward = self._suite.reward(self._state).to(torch.float32)
         self._elapsed += 1
         done = self._elapsed >= min(self.max_episode_steps, self.suite_step_limit)
-        info = {}
+        info = {"diverged": torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)}
         if diverged is not None:  # on_divergence="reset": end those episodes with finite values
             state = torch.where(diverged[:, None], self._last_state, state)
             reward = torch.where(diverged, torch.zeros_like(reward), reward)
             done = done | diverged.cpu().numpy()
             info["diverged"] = diverged
+            self.num_diverged += int(diverged.sum())
         success = reward >= float(self.spec.success_threshold)
         info["success"] = success
         terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
@@ -518,28 +524,25 @@ class WarpEnv:
         as the CPU backend's ``TaskEnv.set_scales`` does per env.
 
         Args:
-            mass, friction, gain: a float or a float ``[B]`` per world (``None``: unchanged;
-                1.0: nominal).
+            mass, friction, gain: a real number or a float ``[B]`` per world (``None``: unchanged;
+                1.0: nominal), in ``sim.limits.SCALE_RANGE`` = [0.01, 100].
             env_ids: optional indices of the worlds to change (default: all).
         Raises:
-            ValueError: a non-positive, NaN or inf scale, or a wrong length.
+            ValueError: a str, bool, NaN, inf or out-of-range scale, or a wrong length.
         """
         ids = self._ids(env_ids)
         ids_host = ids.cpu()
+        checked = check_scales(mass=mass, friction=friction, gain=gain)
 
         def batch(name, value):
             if value is None:
                 return None
-            arr = np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
-            if arr.ndim == 0:
-                arr = np.full(self.num_envs, float(arr))
+            arr = np.full(self.num_envs, value) if np.ndim(value) == 0 else np.asarray(value, dtype=np.float64)
             if arr.shape != (self.num_envs,):
                 raise ValueError(f"{name} scale must be a float or shape ({self.num_envs},), got {arr.shape}")
-            if not (np.isfinite(arr).all() and (arr > 0).all()):
-                raise ValueError(f"{name} scale must be finite and > 0, got {arr.tolist()}")
             return torch.from_numpy(arr)
 
-        mass, friction, gain = batch("mass", mass), batch("friction", friction), batch("gain", gain)
+        mass, friction, gain = (batch(n, v) for n, v in checked.items())
         nom, mf = self._nominal, self._mf
 
         def scaled(field, s):
@@ -558,9 +561,36 @@ class WarpEnv:
             mf["actuator_biasprm"][ids, :, 1] = scaled("actuator_biasprm", gain)[:, :, 1]
             self._scales[ids_host, 2] = gain[ids_host]
 
+    def set_gravity(self, gravity, env_ids=None) -> None:
+        """Set gravity per world (MuJoCo Warp's batched ``opt.gravity``) until :meth:`restore_nominal`.
+
+        Args:
+            gravity: float ``[3]`` (every selected world) or ``[B, 3]`` (row ``i`` for world ``i``),
+                m/s^2, world frame, finite; ``sim.gravity_tilt(degrees, axis)`` makes a tilted one.
+            env_ids: optional indices of the worlds to change (default: all).
+        Raises:
+            ValueError: a wrong shape, NaN, inf or non-number (nothing is changed).
+        """
+        ids = self._ids(env_ids)
+        g = gravity.detach().cpu().numpy() if isinstance(gravity, torch.Tensor) else gravity
+        if np.ndim(np.asarray(g, dtype=object)) == 2:
+            if np.shape(g)[0] != self.num_envs:
+                raise ValueError(f"gravity must be [3] or [{self.num_envs}, 3] m/s^2, got shape {np.shape(g)}")
+            rows = np.stack([check_gravity(r) for r in g])
+        else:
+            rows = np.tile(check_gravity(g), (self.num_envs, 1))
+        self._gravity[ids] = torch.as_tensor(rows, dtype=torch.float32, device=self.device)[ids]
+
+    def get_gravity(self) -> np.ndarray:
+        """Gravity of every world: float64 ``[B, 3]``, m/s^2."""
+        return self._gravity.cpu().numpy().astype(np.float64)
+
     def restore_nominal(self) -> None:
-        """Set every scale back to 1.0 (the model's nominal values) in every world."""
+        """In every world: every scale back to 1.0 (the model's nominal values), gravity back to the
+        model's own, and queued external forces dropped."""
         self.set_scales(1.0, 1.0, 1.0)
+        self.set_gravity(self._nominal_gravity)
+        self._pending_xfrc = None
 
     def get_scales(self) -> list[dict[str, float]]:
         """Per world: ``{"mass", "friction", "gain"}`` scales relative to nominal."""

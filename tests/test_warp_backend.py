@@ -140,7 +140,7 @@ def test_per_world_scales_match_the_cpu_backend(hopper, hopper_cpu):
         obs, *_ = hopper.step(torch.full((3, hopper.action_dim), 0.5))
         assert float((obs["state"][2] - obs["state"][0]).abs().max()) > 1e-4  # world 2 is heavier, weaker
         torch.testing.assert_close(obs["state"][0], obs["state"][1])
-        with pytest.raises(ValueError, match="mass scale must be finite and > 0"):
+        with pytest.raises(ValueError, match=r"mass scale must be a real number .* in \[0.01, 100\]"):
             hopper.set_scales(mass=-1.0)
         with pytest.raises(ValueError, match="shape"):
             hopper.set_scales(friction=[1.0, 2.0])
@@ -149,6 +149,33 @@ def test_per_world_scales_match_the_cpu_backend(hopper, hopper_cpu):
         hopper.max_episode_steps = 6
     assert all(s == {"mass": 1.0, "friction": 1.0, "gain": 1.0} for s in hopper.get_scales())
     assert float((hopper._mf["body_mass"] - hopper._nominal["body_mass"]).abs().max()) == 0.0
+
+
+def test_per_world_gravity_matches_the_cpu_backend_and_restores(hopper, hopper_cpu):
+    hopper.max_episode_steps = 1000
+    tilt = sim.gravity_tilt(20, "y")
+    try:
+        hopper.reset(seed=0)
+        qpos, qvel = _standing(hopper.mjmodel)
+        hopper.set_state(qpos, qvel)
+        hopper.set_gravity(tilt, env_ids=[2])
+        np.testing.assert_allclose(hopper.get_gravity(), [[0, 0, -9.81], [0, 0, -9.81], tilt], rtol=1e-6, atol=1e-6)
+        hopper_cpu.set_gravity(tilt)
+        _set_cpu_state(hopper_cpu, qpos, qvel)
+        _compare(hopper, hopper_cpu, torch.full((8, hopper.action_dim), 0.2), world=2)
+        hopper_cpu.restore_nominal()
+        obs, *_ = hopper.step(torch.zeros(3, hopper.action_dim))
+        assert float((obs["state"][2] - obs["state"][0]).abs().max()) > 1e-3  # world 2 leans the other way
+        torch.testing.assert_close(obs["state"][0], obs["state"][1])
+        with pytest.raises(ValueError, match=r"gravity must be \[3\] or \[3, 3\]"):
+            hopper.set_gravity(np.zeros((2, 3)))
+        with pytest.raises(ValueError, match="gravity must be 3 finite real numbers"):
+            hopper.set_gravity([0.0, math.nan, -9.81])
+    finally:
+        hopper.restore_nominal()
+        hopper.max_episode_steps = 6
+    np.testing.assert_allclose(hopper.get_gravity(), [[0, 0, -9.81]] * 3, rtol=1e-6)
+    np.testing.assert_allclose(hopper_cpu.get_gravity(), [[0, 0, -9.81]], rtol=1e-6)
 
 
 def test_truncation_and_same_step_autoreset(hopper):
@@ -209,7 +236,7 @@ def test_bad_input_raises_clear_errors(hopper):
         hopper.set_state(np.zeros(3), np.zeros(hopper.mjmodel.nv))
     with pytest.raises(ValueError, match="env_ids"):
         hopper.set_scales(mass=2.0, env_ids=[3])
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+    with pytest.raises(ValueError, match=r"seed=-1: must be an integer in \[0, 4294967293\]"):
         hopper.reset(seed=-1)
     with pytest.raises(NotImplementedError, match="backend='cpu'"):
         hopper.render()
@@ -360,8 +387,9 @@ def test_divergence_raises_or_resets_the_world(hopper):
             hopper.step(zero)
         before = hopper.set_state(np.tile(qpos, (3, 1)), wild)["state"]
         hopper.on_divergence = "reset"
+        counted = hopper.num_diverged
         obs, reward, terminated, truncated, info = hopper.step(zero)
-        assert info["diverged"].tolist() == [False, True, False]
+        assert info["diverged"].tolist() == [False, True, False] and hopper.num_diverged == counted + 1
         assert truncated.tolist() == [False, True, False] and not terminated.any()
         assert torch.isfinite(obs["state"]).all() and torch.isfinite(reward).all() and float(reward[1]) == 0.0
         torch.testing.assert_close(info["final_obs"]["state"][1], before[1])  # its last finite observation
