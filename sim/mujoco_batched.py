@@ -1,0 +1,565 @@
+"""The batched MuJoCo CPU backend: dm_control suite tasks, physics in native threads, the rest batched.
+
+``sim.make_env(name, num_envs, backend="mujoco", threads=T)`` returns a :class:`MujocoBatchedEnv`
+with the API and semantics of :class:`sim.vector.BatchedEnv` (the ``"cpu"`` backend): Gymnasium's
+vector API with same-step autoreset, ``info["final_obs"]``, ``info["success"]``, ``info["diverged"]``,
+perturbations per env (``apply_force``, ``set_scales``, ``set_gravity``, ``restore_nominal``) and
+seeds (sub-env ``i`` seeded ``seed + i``).
+
+What differs is where the time goes. Each env keeps its own dm_control ``Physics`` (one ``MjModel``
+and one ``MjData`` per env, so masses, frictions and gravity can differ per env), but a control step
+never enters dm_control's Python: the physics of all envs is advanced by raw ``mujoco.mj_step*`` calls
+spread over ``threads`` threads (MuJoCo's bindings release the GIL inside them), each env's state
+fields are copied with one ``memcpy``-like copy into a ``[B, ...]`` buffer, and observations and
+rewards are computed for the whole batch at once in float64 torch by :mod:`sim.dmc_rewards` (the
+functions the MuJoCo Warp backend uses). ``benchmarks/sim_throughput.py`` also measures
+``mujoco.rollout`` (MuJoCo's own thread pool); it steps with ``mj_step`` from a given state and so
+cannot reproduce dm_control's step below, and it was not faster on the 2-core machine measured.
+
+Stepping is dm_control's ``Physics.step`` (``legacy_step``): ``mj_step2``, ``n_sub_steps - 1`` times
+``mj_step``, then ``mj_step1`` (RK4 models: ``n_sub_steps`` times ``mj_step``, then ``mj_step1``).
+Resets run the suite task's own ``initialize_episode`` in its ``reset_context`` (dm_control's
+``Environment.reset``) with its numpy random stream. So for one seed, the same actions, forces and
+scales, states match the ``"cpu"`` backend's bit for bit, observations and rewards to float64 round-off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from gymnasium.vector.utils import batch_space
+
+from basics.checks import check_seed
+from sim.limits import check_gravity, check_scales, check_wrench_bounds
+from sim.render import gl_guard, make_renderer, render_camera
+from sim.tasks import TaskSpec
+
+OPTIONS = ("max_episode_steps", "max_force", "max_torque", "threads")
+#: MuJoCo warnings that mean the state is no longer physical (as the "cpu" backend's ``TaskEnv.step``)
+_DIVERGENCE_WARNINGS = (int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWarning.mjWARN_BADQVEL),
+                        int(mujoco.mjtWarning.mjWARN_BADQACC))
+#: the MjData fields the suite tasks read (copied once per env per step, as one contiguous span)
+_FIELDS = ("qpos", "qvel", "sensordata", "xpos", "xmat", "xipos")
+
+
+def supported_tasks() -> tuple[str, ...]:
+    """Names of the tasks the batched MuJoCo backend supports (those of :mod:`sim.dmc_rewards`)."""
+    # lazy: sim.dmc_rewards imports MuJoCo, which loads its GL backend at import (sim.make_env checks MUJOCO_GL first)
+    from sim.dmc_rewards import SUITE_TASKS
+
+    return tuple(SUITE_TASKS)
+
+
+def check_threads(threads) -> int:
+    """Physics threads: an int in ``[1, os.cpu_count()]``.
+
+    Raises:
+        ValueError: ``"threads must be an int in [1, 2] (this machine's CPU cores), got 0"``.
+    """
+    cores = os.cpu_count() or 1
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) \
+            or not 1 <= int(threads) <= cores:
+        raise ValueError(f"threads must be an int in [1, {cores}] (this machine's CPU cores), got {threads!r}")
+    return int(threads)
+
+
+def _address(arr: np.ndarray) -> int:
+    return int(arr.__array_interface__["data"][0])
+
+
+class _Span:
+    """Where the fields of :data:`_FIELDS` lie in an ``MjData``: one span of float64 from ``qpos`` on.
+
+    MuJoCo allocates these arrays one after another in the ``MjData`` buffer, at the same offsets
+    in every ``MjData`` of one model; a view of the span per env lets one copy fetch them all.
+    """
+
+    def __init__(self, model: mujoco.MjModel, datas: list[mujoco.MjData]):
+        d0 = datas[0]
+        base = _address(d0.qpos)
+        end = 0
+        self.fields = [f for f in _FIELDS if getattr(d0, f).size]  # an empty field points anywhere
+        self.offsets = {f: 0 for f in _FIELDS}
+        for f in self.fields:
+            off = _address(getattr(d0, f)) - base
+            if off < 0 or off % 8:
+                raise RuntimeError(f"unexpected MjData layout: {f} at byte offset {off} from qpos")
+            self.offsets[f] = off // 8
+            end = max(end, off + getattr(d0, f).nbytes)
+        self.size = end // 8
+        if self.size > 1 << 20:
+            raise RuntimeError(f"unexpected MjData layout: state fields span {self.size} float64")
+        for d in datas[1:]:
+            if any(_address(getattr(d, f)) - _address(d.qpos) != 8 * self.offsets[f] for f in self.fields):
+                raise RuntimeError("unexpected MjData layout: field offsets differ between MjData of one model")
+        self.shapes = {f: getattr(d0, f).shape for f in _FIELDS}
+        #: buffer columns holding these fields (not the bytes between them)
+        self.columns = np.concatenate([np.arange(self.offsets[f], self.offsets[f] + getattr(d0, f).size)
+                                       for f in self.fields])
+
+    def view(self, data: mujoco.MjData) -> np.ndarray:
+        """float64 ``[size]`` over ``data``'s memory (valid while ``data`` lives)."""
+        return np.frombuffer((ctypes.c_double * self.size).from_address(_address(data.qpos)), dtype=np.float64)
+
+    def field(self, buf: torch.Tensor, name: str) -> torch.Tensor:
+        """The ``[B, *shape]`` view of field ``name`` in a ``[B, size]`` batch buffer."""
+        shape = self.shapes[name]
+        n = int(np.prod(shape))
+        off = self.offsets[name]
+        return buf[:, off:off + n].view(buf.shape[0], *shape) if n else buf[:, :0].reshape(buf.shape[0], *shape)
+
+
+class MujocoBatchedEnv:
+    """``num_envs`` copies of a dm_control suite task, stepped in native threads, batched in torch.
+
+    ``reset(seed) -> obs, info``; ``step(action [B, A]) -> obs, reward [B], terminated [B],
+    truncated [B], info`` with ``obs = {"state": float32 [B, D]}`` (plus ``"images": {view: uint8
+    [B, H, W, 3]}`` when built with views) as CPU tensors, in the ``"cpu"`` backend's state layout
+    (``state_layout``). A sub-env whose episode ended is reset in the same call (``SAME_STEP``
+    autoreset): ``obs`` is its new first observation, ``info["final_obs"]`` (all rows; unfinished
+    rows repeat ``obs``) the one the step ended in. ``info["success"]`` (bool [B]) is ``reward >=
+    TaskSpec.success_threshold`` for this step. The suite tasks never terminate; their time limit is
+    truncation after ``max_episode_steps`` control steps or at the suite's own limit (1000).
+
+    A sub-env whose physics diverges (MuJoCo's ``mjWARN_BADQPOS`` / ``BADQVEL`` / ``BADQACC``, which
+    dm_control raises as ``PhysicsError``, or a NaN/inf state) raises nothing: its episode is
+    truncated (not terminated) with reward 0, success False and its last finite observation as
+    ``final_obs``, then reset; ``info["diverged"]`` (bool [B]) marks it and ``num_diverged`` counts
+    such steps since construction.
+
+    Args:
+        spec: the task (``sim.get_task(name)``); one of :func:`supported_tasks`.
+        num_envs: batch size B >= 1.
+        views: camera views rendered into every observation (``()``: state only).
+        image_size: pixels per side of rendered views.
+        seed: non-negative int; sub-env ``i`` is seeded ``seed + i`` (numpy streams of dm_control).
+        threads: physics threads, an int in ``[1, os.cpu_count()]`` (default 1).
+        max_episode_steps: time limit in control steps (default: the task's).
+        max_force, max_torque: clip of :meth:`apply_force` components (N, N m).
+    Raises:
+        ValueError: an unsupported task (lists the supported ones), a bad thread count, time limit,
+            seed or wrench bound (messages of :mod:`sim.limits`).
+    """
+
+    def __init__(self, spec: TaskSpec, num_envs: int, views: tuple[str, ...] = (), image_size: int = 64,
+                 seed: int = 0, threads: int = 1, max_episode_steps: int | None = None, max_force: float = 50.0,
+                 max_torque: float = 10.0):
+        if spec.name not in supported_tasks():
+            raise ValueError(f"task {spec.name!r} is not supported by backend 'mujoco'; supported: "
+                             f"{', '.join(supported_tasks())} (use backend='cpu' for the others)")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        if max_episode_steps is not None and (isinstance(max_episode_steps, bool)
+                                              or not isinstance(max_episode_steps, int) or max_episode_steps < 1):
+            raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
+        self.threads = check_threads(threads)
+        self.max_force, self.max_torque = check_wrench_bounds(max_force, max_torque)
+        self.seed = check_seed(seed, count=num_envs)
+        # lazy: sim.dmc_rewards imports MuJoCo, which loads its GL backend at import (after sim.make_env's check)
+        from sim.dmc_rewards import DeviceState, make_suite_task
+
+        with gl_guard():  # dm_control sets up its GL platform at import
+            from dm_control import suite
+
+        self.spec, self.task, self.num_envs = spec, spec.name, int(num_envs)
+        self.views, self.image_size = tuple(views), int(image_size)
+        self.vectorization = "threads"
+        self.device = torch.device("cpu")
+        domain, task = spec.source
+        self._suite_envs = [suite.load(domain, task, task_kwargs={"random": self.seed + i})
+                            for i in range(self.num_envs)]
+        host = self._suite_envs[0]
+        self.models = [e.physics.model.ptr for e in self._suite_envs]
+        self.datas = [e.physics.data.ptr for e in self._suite_envs]
+        m = self.models[0]
+        self.n_sub_steps = self.physics_steps_per_step = int(host._n_sub_steps)
+        self._rk4 = m.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
+        self.suite_step_limit = float(host._step_limit)
+        self.max_episode_steps = int(max_episode_steps or spec.max_episode_steps)
+        self._limit = min(self.max_episode_steps, self.suite_step_limit)
+        aspec = host.action_spec()
+        self._a_low, self._a_high = aspec.minimum.astype(np.float64), aspec.maximum.astype(np.float64)
+        self.state_layout = [(k, int(np.prod(v.shape))) for k, v in host.observation_spec().items()]
+        self._suite = make_suite_task(spec.name, m)
+        self._body_names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, i) or f"<body {i}>" for i in range(m.nbody)]
+        self._nominal = {"body_mass": m.body_mass.copy(), "body_inertia": m.body_inertia.copy(),
+                         "geom_friction": m.geom_friction.copy(), "actuator_gainprm": m.actuator_gainprm.copy(),
+                         "actuator_biasprm": m.actuator_biasprm.copy(), "gravity": m.opt.gravity.copy()}
+        self._scales = np.ones((self.num_envs, 3))  # mass, friction, gain per env
+
+        B = self.num_envs
+        self._span = _Span(m, self.datas)
+        self._span_views = [self._span.view(d) for d in self.datas]
+        self._ctrl_views = [d.ctrl for d in self.datas]
+        self._xfrc_views = [d.xfrc_applied for d in self.datas]
+        self._warn_views = [d.warning.number for d in self.datas]
+        self._buf = np.zeros((B, self._span.size))
+        self._ctrl = np.zeros((B, m.nu))
+        self._bad = np.zeros(B, dtype=bool)
+        self._pending_xfrc: np.ndarray | None = None
+        # per env, what the stepping loop touches: views made once (MjData memory never moves)
+        self._rows = list(zip(self.models, self.datas, self._ctrl_views, self._ctrl, self._buf, self._span_views,
+                              self._warn_views, strict=True))
+        buf = torch.from_numpy(self._buf)
+        self._state = DeviceState(qpos=self._span.field(buf, "qpos"), qvel=self._span.field(buf, "qvel"),
+                                  ctrl=torch.from_numpy(self._ctrl),
+                                  xpos=self._span.field(buf, "xpos"), xipos=self._span.field(buf, "xipos"),
+                                  xmat=self._span.field(buf, "xmat").reshape(B, m.nbody, 9),
+                                  sensordata=self._span.field(buf, "sensordata"))
+        bounds = np.linspace(0, B, self.threads + 1).astype(int)
+        self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        self._pool = ThreadPoolExecutor(len(self._chunks) - 1) if len(self._chunks) > 1 else None
+        self._elapsed = np.zeros(B, dtype=np.int64)
+        self._needs_seed = True
+        self._last_obs: dict | None = None
+        self._renderers: dict[int, mujoco.Renderer] = {}
+        self.num_diverged = 0
+
+        self.action_dim = int(aspec.shape[0])
+        self.state_dim = int(sum(n for _, n in self.state_layout))
+        spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (self.state_dim,), np.float32)}
+        if self.views:
+            spaces["images"] = gym.spaces.Dict({v: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3),
+                                                                  np.uint8) for v in self.views})
+        self.single_observation_space = gym.spaces.Dict(spaces)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
+        self.observation_space = batch_space(self.single_observation_space, B)
+        self.action_space = batch_space(self.single_action_space, B)
+
+    # ---------------------------------------------------------------------------------------------
+    # Physics
+
+    def _step_range(self, lo: int, hi: int) -> None:
+        """One control step of envs ``lo..hi-1`` (dm_control's legacy ``Physics.step``), then copy
+        their state span into the batch buffer and note new divergence warnings (MuJoCo counts them
+        in ``MjData.warning``; the counters are cleared here once seen, so any count is new)."""
+        xfrc, bad = self._pending_xfrc, self._bad
+        n, rk4 = self.n_sub_steps, self._rk4
+        step, step1, step2 = mujoco.mj_step, mujoco.mj_step1, mujoco.mj_step2
+        w0, w1, w2 = _DIVERGENCE_WARNINGS
+        for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in enumerate(self._rows[lo:hi], lo):
+            ctrl_view[:] = ctrl_row
+            if xfrc is not None:
+                self._xfrc_views[i][:] = xfrc[i]
+            if rk4:
+                step(m, d, n)
+            else:
+                step2(m, d)
+                if n > 1:
+                    step(m, d, n - 1)
+            step1(m, d)
+            if xfrc is not None:  # external forces act for exactly one control step
+                self._xfrc_views[i][:] = 0.0
+            buf_row[:] = span
+            if warn[w0] or warn[w1] or warn[w2]:
+                bad[i] = True
+                warn[list(_DIVERGENCE_WARNINGS)] = 0
+
+    def _advance(self) -> None:
+        self._bad[:] = False
+        if self._pool is None:
+            self._step_range(0, self.num_envs)
+            return
+        futures = [self._pool.submit(self._step_range, lo, hi) for lo, hi in self._chunks[1:]]
+        self._step_range(*self._chunks[0])
+        for f in futures:
+            f.result()
+
+    def _reset_env(self, i: int, seed: int | None = None) -> None:
+        """dm_control's ``Environment.reset`` of env ``i`` (the suite's ``initialize_episode`` inside
+        ``Physics.reset_context``), without computing its Python observation."""
+        env = self._suite_envs[i]
+        if seed is not None:
+            env.task.random.seed(seed)
+        with env.physics.reset_context():
+            env.task.initialize_episode(env.physics)
+        self._buf[i] = self._span_views[i]
+        self._warn_views[i][list(_DIVERGENCE_WARNINGS)] = 0  # a reset's own warnings are not a step's
+        self._elapsed[i] = 0
+
+    def _observe(self) -> dict:
+        parts = self._suite.observation(self._state)
+        state = torch.cat([parts[k].reshape(self.num_envs, -1) for k, _ in self.state_layout], dim=1)
+        obs = {"state": state.to(torch.float32)}
+        if self.views:
+            obs["images"] = self.render(self.views)
+        return obs
+
+    # ---------------------------------------------------------------------------------------------
+    # Gymnasium vector API
+
+    def reset(self, seed: int | None = None):
+        """Reset every sub-env. Sub-env ``i`` gets seed ``seed + i`` (default: the seed given to
+        ``make_env`` on the first reset, then continuing its own random stream).
+
+        Returns:
+            ``obs`` (see the class), ``info = {"success": bool [B]}`` (all False).
+        Raises:
+            ValueError: a negative or non-integer seed (nothing is reset).
+        """
+        if seed is None and self._needs_seed:
+            seed = self.seed
+        if seed is not None:
+            seed = check_seed(seed, count=self.num_envs)
+        self._needs_seed = False
+        self._pending_xfrc = None
+        for i in range(self.num_envs):
+            self._reset_env(i, None if seed is None else seed + i)
+        self._last_obs = self._observe()
+        return self._last_obs, {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
+
+    def check_action(self, action) -> np.ndarray:
+        """Validate a batch of actions; returns them as a numpy array ``[B, A]``.
+
+        Raises:
+            TypeError: not a torch tensor / numpy array, or not a floating dtype.
+            ValueError: wrong shape, or NaN/inf entries (the message gives the first bad row).
+        """
+        if isinstance(action, torch.Tensor):
+            if not torch.is_floating_point(action):
+                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
+            action = action.detach().cpu().numpy()
+        elif isinstance(action, np.ndarray):
+            if not np.issubdtype(action.dtype, np.floating):
+                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
+        else:
+            raise TypeError(f"action must be a torch.Tensor or numpy array, got {type(action).__name__}")
+        expected = (self.num_envs, self.action_dim)
+        if action.shape != expected:
+            raise ValueError(f"action shape {tuple(action.shape)} does not match (num_envs, action_dim) = {expected}")
+        if not np.isfinite(action).all():
+            row = int(np.argwhere(~np.isfinite(action).all(axis=1))[0, 0])
+            raise ValueError(f"action contains NaN or inf (env {row}: {action[row].tolist()})")
+        return action
+
+    def step(self, action):
+        """Step every sub-env one control step (``n_sub_steps`` physics steps).
+
+        Args:
+            action: float ``[B, A]`` in [-1, 1] (values outside are clipped), mapped linearly onto
+                the task's actuator control range; torch or numpy.
+        Returns:
+            ``obs``, ``reward`` float32 [B], ``terminated`` bool [B] (always False), ``truncated``
+            bool [B], ``info`` (``"success"``, ``"diverged"`` bool [B]; ``"final_obs"`` when an
+            episode ended).
+        Raises:
+            TypeError, ValueError: see :meth:`check_action` (raised before anything is stepped).
+            RuntimeError: ``step()`` before the first ``reset()``.
+        """
+        if self._needs_seed:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(self.check_action(action), dtype=np.float64)
+        self._ctrl[:] = self._a_low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (self._a_high - self._a_low)
+        try:
+            self._advance()
+        finally:
+            self._pending_xfrc = None
+        obs = self._observe()
+        reward64 = self._suite.reward(self._state).numpy()
+        # the fields the task read, all finite (numpy: one pass, cheaper than torch on small arrays)
+        diverged = self._bad | ~np.isfinite(self._buf[:, self._span.columns]).all(axis=1)
+        success = reward64 >= float(self.spec.success_threshold)
+        reward = reward64.astype(np.float32)
+        self._elapsed += 1
+        done = self._elapsed >= self._limit
+        if diverged.any():
+            self.num_diverged += int(diverged.sum())
+            rows = torch.from_numpy(diverged)
+            for k in obs:
+                obs[k] = _where_rows(rows, self._last_obs[k], obs[k])
+            reward[diverged] = 0.0
+            success &= ~diverged
+            done |= diverged
+        info = {"success": torch.from_numpy(success), "diverged": torch.from_numpy(diverged)}
+        reward = torch.from_numpy(reward)
+        truncated = torch.from_numpy(done.copy())
+        if done.any():
+            info["final_obs"] = _copy_obs(obs)
+            for i in np.flatnonzero(done):
+                self._reset_env(int(i))
+            obs = _merge_rows(truncated, self._observe(), obs)
+        self._last_obs = obs
+        return obs, reward, torch.zeros(self.num_envs, dtype=torch.bool), truncated, info
+
+    # ---------------------------------------------------------------------------------------------
+    # Perturbations
+
+    def body_names(self) -> list[str]:
+        """Names of the bodies that accept external forces (MuJoCo body names, world excluded)."""
+        return list(self._body_names[1:])
+
+    def _ids(self, env_ids) -> np.ndarray:
+        if env_ids is None:
+            return np.arange(self.num_envs)
+        ids = np.atleast_1d(np.asarray(env_ids.cpu() if isinstance(env_ids, torch.Tensor) else env_ids))
+        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= self.num_envs):
+            raise ValueError(f"env_ids {ids.tolist()} out of range [0, {self.num_envs})")
+        return ids.astype(np.int64)
+
+    def apply_force(self, body: str | list[str], wrench, env_ids=None) -> None:
+        """Apply external wrenches on named bodies for the next step only, via ``xfrc_applied``.
+
+        Args:
+            body: a body name or a list of K names.
+            wrench: float ``[B, 6]`` or ``[B, K, 6]`` (force in N, torque in N m, world frame).
+                Components are clipped to ``max_force`` / ``max_torque``.
+            env_ids: optional indices of the envs to push (default: all).
+        Raises:
+            ValueError: an unknown body (lists the known ones), a wrong shape, NaN or inf.
+        """
+        bodies = [body] if isinstance(body, str) else list(body)
+        known = self.body_names()
+        for b in bodies:
+            if b not in known:
+                raise ValueError(f"unknown body {b!r} for task {self.task!r}; known: {', '.join(sorted(known))}")
+        w = torch.as_tensor(wrench, dtype=torch.float64).cpu().numpy()
+        if w.ndim == 2:
+            w = w[:, None, :]
+        if w.shape != (self.num_envs, len(bodies), 6):
+            raise ValueError(f"wrench shape {tuple(w.shape)} does not match ({self.num_envs}, {len(bodies)}, 6)")
+        if not np.isfinite(w).all():
+            raise ValueError("wrench contains NaN or inf")
+        ids = self._ids(env_ids)
+        pending = np.zeros((self.num_envs, len(self._body_names), 6))
+        for k, b in enumerate(bodies):  # as TaskEnv.set_external_force: clip each wrench, then sum per body
+            j = self._body_names.index(b)
+            pending[ids, j, :3] += np.clip(w[ids, k, :3], -self.max_force, self.max_force)
+            pending[ids, j, 3:] += np.clip(w[ids, k, 3:], -self.max_torque, self.max_torque)
+        self._pending_xfrc = pending
+
+    def _per_env(self, name: str, value) -> np.ndarray | None:
+        if value is None:
+            return None
+        arr = np.full(self.num_envs, value) if np.ndim(value) == 0 else np.asarray(value, dtype=np.float64)
+        if arr.shape != (self.num_envs,):
+            raise ValueError(f"{name} scale must be a float or shape ({self.num_envs},), got {arr.shape}")
+        return arr
+
+    def set_scales(self, mass=None, friction=None, gain=None, env_ids=None) -> None:
+        """Scale body mass (and inertia), geom friction and actuator gain per env, from nominal.
+
+        As the ``"cpu"`` backend's ``TaskEnv.set_scales``, on env ``i``'s own ``MjModel``: gain scales
+        ``actuator_gainprm[:, 0]`` and ``actuator_biasprm[:, 1]`` (servo stiffness as a whole).
+
+        Args:
+            mass, friction, gain: a float or a float ``[B]`` per env (``None``: unchanged; 1.0: nominal).
+            env_ids: optional indices of the envs to change (default: all).
+        Raises:
+            ValueError: a scale outside :data:`sim.limits.SCALE_RANGE` ([0.01, 100]), NaN, inf, a
+                non-number or a wrong length; bad env ids (nothing is changed).
+        """
+        ids = self._ids(env_ids)
+        s = check_scales(mass=mass, friction=friction, gain=gain)
+        mass, friction, gain = (self._per_env(k, s[k]) for k in ("mass", "friction", "gain"))
+        nom = self._nominal
+        for i in ids:
+            m = self.models[i]
+            if mass is not None:
+                m.body_mass[:] = nom["body_mass"] * mass[i]
+                m.body_inertia[:] = nom["body_inertia"] * mass[i]
+                self._scales[i, 0] = mass[i]
+            if friction is not None:
+                m.geom_friction[:] = nom["geom_friction"] * friction[i]
+                self._scales[i, 1] = friction[i]
+            if gain is not None:
+                m.actuator_gainprm[:, 0] = nom["actuator_gainprm"][:, 0] * gain[i]
+                m.actuator_biasprm[:, 1] = nom["actuator_biasprm"][:, 1] * gain[i]
+                self._scales[i, 2] = gain[i]
+
+    def get_scales(self) -> list[dict[str, float]]:
+        """Per env: ``{"mass", "friction", "gain"}`` scales relative to nominal."""
+        return [{"mass": float(r[0]), "friction": float(r[1]), "gain": float(r[2])} for r in self._scales]
+
+    def set_gravity(self, gravity, env_ids=None) -> None:
+        """Set MuJoCo's ``opt.gravity`` per env: float ``[3]`` (every selected env) or ``[B, 3]``, m/s^2,
+        world frame (:func:`sim.limits.gravity_tilt` makes a tilted one).
+
+        Raises:
+            ValueError: not 3 finite real numbers per env, a wrong shape or bad env ids (nothing changed).
+        """
+        ids = self._ids(env_ids)
+        g = gravity.detach().cpu().numpy() if isinstance(gravity, torch.Tensor) else np.asarray(gravity)
+        if g.ndim == 2 and g.shape[0] == self.num_envs:
+            rows = [check_gravity(g[i]) for i in range(self.num_envs)]
+        else:
+            rows = [check_gravity(gravity)] * self.num_envs
+        for i in ids:
+            self.models[i].opt.gravity[:] = rows[i]
+
+    def get_gravity(self) -> np.ndarray:
+        """Every env's gravity, float64 ``[B, 3]`` m/s^2."""
+        return np.stack([m.opt.gravity.copy() for m in self.models])
+
+    def restore_nominal(self) -> None:
+        """Nominal masses, frictions, gains and gravity in every env, and no pending external force."""
+        self.set_scales(1.0, 1.0, 1.0)
+        for m in self.models:
+            m.opt.gravity[:] = self._nominal["gravity"]
+        self._pending_xfrc = None
+
+    # ---------------------------------------------------------------------------------------------
+
+    def render(self, views=None, image_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Render views of the current states on demand: ``{view: uint8 [B, H, W, 3]}``, upright.
+
+        Args:
+            views: view names (default: the views given to ``make_env``, else all of the task's).
+            image_size: pixels per side (default: the env's ``image_size``).
+        Raises:
+            ValueError: an unknown view (lists the task's views) or image size.
+            sim.render.RenderingError: no OpenGL backend works.
+        """
+        # lazy: sim.limits is light, but check_views/check_image_size only matter when rendering
+        from sim.limits import check_image_size, check_views
+
+        views = check_views(views if views is not None else (self.views or tuple(self.spec.cameras)),
+                            self.spec.cameras)
+        size = self.image_size if image_size is None else check_image_size(image_size)
+        out = {v: [] for v in views}
+        renderer = self._renderers.get(size)  # one per size: the envs' models differ only in dynamics
+        if renderer is None:
+            renderer = self._renderers[size] = make_renderer(self.models[0], size, size)
+        for d in self.datas:
+            for v in views:
+                out[v].append(render_camera(renderer, d, self.spec.cameras[v]))
+        return {v: torch.from_numpy(np.stack(frames)) for v, frames in out.items()}
+
+    @property
+    def envs(self):
+        raise AttributeError("backend 'mujoco' has no gymnasium sub-environments: every env is one MjModel and "
+                             "MjData (env.models, env.datas)")
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _where_rows(rows: torch.Tensor, a, b):
+    """``a`` where ``rows`` (bool [B]) else ``b``, for a tensor or a ``{view: tensor}`` dict."""
+    if isinstance(a, dict):
+        return {k: _where_rows(rows, a[k], b[k]) for k in a}
+    return torch.where(rows.view(-1, *([1] * (a.ndim - 1))), a, b)
+
+
+def _merge_rows(rows: torch.Tensor, a: dict, b: dict) -> dict:
+    return {k: _where_rows(rows, a[k], b[k]) for k in a}
+
+
+def _copy_obs(obs: dict) -> dict:
+    return {k: ({v: x.clone() for v, x in x_.items()} if isinstance(x_, dict) else x_.clone()) for k, x_ in obs.items()}

@@ -1,0 +1,191 @@
+"""The batched MuJoCo backend (``backend="mujoco"``) against the dm_control CPU backend.
+
+Both run the same MuJoCo on the same models with dm_control's step and reset sequence, so for one
+seed, the same actions, pushes and mass/friction scales their states agree to float64 round-off and
+their float32 observations and rewards to the last bit or so.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import sim
+from sim.mujoco_batched import MujocoBatchedEnv, supported_tasks
+
+TASKS = ("cartpole-swingup", "hopper-stand", "walker-walk", "cheetah-run")
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_matches_the_cpu_backend_with_pushes_and_scales(task):
+    """Same seed: same initial states; then 240 steps of the same random actions, per-env
+    mass/friction scales and pushes on one body, through two time-limit resets."""
+    B, steps = 2, 240
+    cpu = sim.make_env(task, num_envs=B, seed=11, max_episode_steps=100)
+    new = sim.make_env(task, num_envs=B, seed=11, max_episode_steps=100, backend="mujoco",
+                       threads=min(2, os.cpu_count()))
+    assert isinstance(new, MujocoBatchedEnv) and new.state_layout == cpu.state_layout
+    (oc, _), (on, _) = cpu.reset(), new.reset()
+    _same(oc["state"], on["state"])
+    g = torch.Generator().manual_seed(0)
+    body = cpu.body_names()[-1]
+    resets = 0
+    for t in range(steps):
+        if t == 30:
+            for env in (cpu, new):
+                env.set_scales(mass=[1.4, 0.8], friction=0.6)
+        if t % 23 == 5:
+            wrench = 20.0 * torch.randn(B, 6, generator=g)
+            for env in (cpu, new):
+                env.apply_force(body, wrench, env_ids=[t % B])
+        action = 2.0 * torch.rand(B, cpu.action_dim, generator=g) - 1.0
+        oc, rc, tc, trc, ic = cpu.step(action)
+        on, rn, tn, trn, inf = new.step(action)
+        _same(oc["state"], on["state"])
+        _same(rc, rn)
+        assert rn.dtype == torch.float32 and on["state"].dtype == torch.float32
+        assert torch.equal(tc, tn) and torch.equal(trc, trn) and torch.equal(ic["success"], inf["success"])
+        assert not inf["diverged"].any()
+        if trc.any():
+            resets += 1
+            _same(ic["final_obs"]["state"], inf["final_obs"]["state"])
+    assert resets == 2
+    for i in range(B):  # the raw MuJoCo states, not only the float32 observations
+        np.testing.assert_allclose(new.datas[i].qpos, cpu.envs[i].data.qpos, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(new.datas[i].qvel, cpu.envs[i].data.qvel, rtol=0, atol=1e-12)
+    assert new.get_scales() == [{"mass": 1.4, "friction": 0.6, "gain": 1.0}, {"mass": 0.8, "friction": 0.6, "gain": 1.0}]
+    cpu.close()
+    new.close()
+
+
+@pytest.fixture(scope="module")
+def hopper():
+    env = sim.make_env("hopper-stand", num_envs=3, seed=0, backend="mujoco", max_episode_steps=5)
+    yield env
+    env.close()
+
+
+def test_seeds_autoreset_and_final_obs(hopper):
+    env = hopper
+    a, _ = env.reset(seed=4)
+    b, _ = env.reset(seed=4)
+    assert torch.equal(a["state"], b["state"])
+    assert not torch.equal(a["state"][0], a["state"][1])  # sub-env i is seeded seed + i
+    c, _ = env.reset(seed=5)
+    torch.testing.assert_close(c["state"][0], a["state"][1])
+    zero = torch.zeros(3, env.action_dim)
+    for _ in range(5):
+        obs, reward, terminated, truncated, info = env.step(zero)
+        assert reward.shape == (3,) and not terminated.any()
+        assert info["success"].dtype == torch.bool and info["diverged"].shape == (3,)
+    assert truncated.all() and "final_obs" in info
+    assert not torch.equal(info["final_obs"]["state"], obs["state"])  # obs is the new first observation
+    fresh = env.step(zero)[3]
+    assert not fresh.any()
+
+
+def test_divergence_truncates_resets_and_counts(hopper):
+    env = hopper
+    obs, _ = env.reset(seed=0)
+    before = env.num_diverged
+    env.datas[1].qvel[:] = 1e12  # MuJoCo's mjWARN_BADQVEL: the world is no longer physical
+    obs2, reward, terminated, truncated, info = env.step(torch.zeros(3, env.action_dim))
+    assert info["diverged"].tolist() == [False, True, False]
+    assert truncated.tolist() == [False, True, False] and not terminated.any()
+    assert reward[1] == 0 and not info["success"][1]
+    assert torch.equal(info["final_obs"]["state"][1], obs["state"][1])  # its last finite observation
+    assert env.num_diverged == before + 1
+    assert torch.isfinite(obs2["state"]).all()
+    env.datas[2].qpos[0] = float("nan")
+    info = env.step(torch.zeros(3, env.action_dim))[4]
+    assert info["diverged"].tolist() == [False, False, True] and env.num_diverged == before + 2
+    assert not env.step(torch.zeros(3, env.action_dim))[4]["diverged"].any()  # and it runs on
+
+
+def test_perturbations_per_env_and_restore_nominal():
+    env = sim.make_env("cheetah-run", num_envs=3, seed=2, backend="mujoco", max_force=5.0)
+    ref = sim.make_env("cheetah-run", num_envs=3, seed=2, backend="mujoco")
+    zero = torch.zeros(3, env.action_dim)
+    env.reset(), ref.reset()
+    env.apply_force("torso", torch.full((3, 6), 100.0), env_ids=[1])
+    assert env._pending_xfrc[1, env._body_names.index("torso")].tolist() == [5.0] * 3 + [10.0] * 3  # clipped
+    o, r = env.step(zero)[0]["state"], ref.step(zero)[0]["state"]
+    assert torch.equal(o[[0, 2]], r[[0, 2]]) and not torch.equal(o[1], r[1])
+    assert not env.datas[1].xfrc_applied.any()  # for one step only
+    env.set_scales(mass=2.0, env_ids=[2])
+    env.set_gravity(sim.gravity_tilt(30.0, "y"), env_ids=[0])
+    np.testing.assert_allclose(env.models[2].body_mass, 2.0 * env._nominal["body_mass"])
+    np.testing.assert_allclose(env.models[1].body_mass, env._nominal["body_mass"])
+    assert env.get_gravity()[0, 0] < -4.0 and env.get_gravity()[1, 0] == 0.0
+    env.set_gravity(np.tile([0.0, 0.0, -5.0], (3, 1)))
+    assert (env.get_gravity()[:, 2] == -5.0).all()
+    env.restore_nominal()
+    assert env.get_scales() == [{"mass": 1.0, "friction": 1.0, "gain": 1.0}] * 3
+    np.testing.assert_array_equal(env.get_gravity(), np.tile(env._nominal["gravity"], (3, 1)))
+    (o, _), (r, _) = env.reset(seed=7), ref.reset(seed=7)
+    for _ in range(20):
+        o, r = env.step(zero)[0]["state"], ref.step(zero)[0]["state"]
+    assert torch.equal(o, r)
+    env.close()
+    ref.close()
+
+
+def test_views_are_rendered_per_env():
+    env = sim.make_env("cartpole-swingup", num_envs=2, seed=0, backend="mujoco", views=("front",), image_size=32)
+    obs, _ = env.reset()
+    assert obs["images"]["front"].shape == (2, 32, 32, 3) and obs["images"]["front"].dtype == torch.uint8
+    assert env.render(("side",), image_size=16)["side"].shape == (2, 16, 16, 3)
+    env.close()
+
+
+def test_bad_input_is_refused_and_the_env_keeps_working(hopper):
+    env = hopper
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="task 'lift' is not supported by backend 'mujoco'; supported: "
+                                         + ", ".join(supported_tasks())):
+        sim.make_env("lift", backend="mujoco")
+    with pytest.raises(ValueError, match=r"task 'reacher-easy' is not supported by backend 'mujoco'"):
+        sim.EnvConfig("reacher-easy", backend="mujoco")
+    cores = os.cpu_count()
+    for bad in (0, cores + 1, True, 1.5):
+        with pytest.raises(ValueError, match=rf"threads must be an int in \[1, {cores}\].*got {bad!r}"):
+            sim.make_env("hopper-stand", backend="mujoco", threads=bad)
+    with pytest.raises(ValueError, match="vectorization 'async' needs backend='cpu'"):
+        sim.make_env("hopper-stand", backend="mujoco", vectorization="async")
+    with pytest.raises(ValueError, match=r"unknown option 'foo' for backend 'mujoco'; known: max_episode_steps"):
+        sim.make_env("hopper-stand", backend="mujoco", foo=1)
+    with pytest.raises(ValueError, match="max_force must be a finite real number >= 0"):
+        sim.make_env("hopper-stand", backend="mujoco", max_force=float("nan"))
+    with pytest.raises(ValueError, match=r"action shape \(3, 2\) does not match \(num_envs, action_dim\) = \(3, 4\)"):
+        env.step(torch.zeros(3, 2))
+    with pytest.raises(TypeError, match="action dtype must be floating point"):
+        env.step(torch.zeros(3, 4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="action must be a torch.Tensor or numpy array"):
+        env.step([[0.0] * 4] * 3)
+    bad = torch.zeros(3, 4)
+    bad[2, 1] = float("nan")
+    qpos = env.datas[2].qpos.copy()
+    with pytest.raises(ValueError, match=r"action contains NaN or inf \(env 2"):
+        env.step(bad)
+    np.testing.assert_array_equal(env.datas[2].qpos, qpos)  # nothing was stepped
+    for scale in (0.0, -1.0, float("inf"), "2", 1e3):
+        with pytest.raises(ValueError, match=r"mass scale must be .*\[0.01, 100\]"):
+            env.set_scales(mass=scale)
+    with pytest.raises(ValueError, match=r"friction scale must be a float or shape \(3,\)"):
+        env.set_scales(friction=[1.0, 1.0])
+    with pytest.raises(ValueError, match=r"env_ids \[5\] out of range \[0, 3\)"):
+        env.set_scales(mass=1.5, env_ids=[5])
+    with pytest.raises(ValueError, match="gravity must be 3 finite real numbers"):
+        env.set_gravity([0.0, float("nan"), -9.81])
+    with pytest.raises(ValueError, match="unknown body 'wing'"):
+        env.apply_force("wing", torch.zeros(3, 6))
+    with pytest.raises(ValueError, match="seed=-1"):
+        env.reset(seed=-1)
+    assert env.get_scales() == [{"mass": 1.0, "friction": 1.0, "gain": 1.0}] * 3
+    obs, reward = env.step(torch.zeros(3, 4))[:2]
+    assert torch.isfinite(obs["state"]).all() and torch.isfinite(reward).all()
