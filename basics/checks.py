@@ -94,3 +94,20 @@ def check_widths(name: str, value) -> tuple[int, ...]:
     if not ok:
         raise ValueError(f"{name} must be a non-empty list of ints >= 1, got {value!r}")
     return tuple(int(w) for w in widths)
+
+
+def check_seed(value, *, key: str = "seed", count: int = 1) -> int:
+    """A random seed for ``count`` sub-environments seeded ``value, value + 1, ..., value + count - 1``:
+    a Python or numpy integer (not bool, float or str) with every one of those seeds in [0, 2**32 - 1]
+    (the range numpy's ``SeedSequence`` / ``np.random.default_rng`` and HDF5's uint32 attributes take).
+
+    Raises:
+        ValueError: ``"{key}={value!r}: must be an integer in [0, {2**32 - count}] (...)"``.
+    """
+    high = 2**32 - int(count)
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= int(value) <= high
+    if not ok:
+        what = "" if count == 1 else f" so that {key} + i for each of the {count} sub-environments fits"
+        raise ValueError(f"{key}={value!r}: must be an integer in [0, {high}]{what} "
+                         f"(seeds are unsigned 32-bit)")
+    return int(value)

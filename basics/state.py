@@ -128,6 +128,56 @@ def read_json(path, error: type[Exception], *, label: str = "", fmt: str | None 
     return data
 
 
+def load_tensors(path, error: type[Exception] | None = None, *, label: str = "checkpoint file",
+                 finite: bool = False) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (CPU tensors), checked: the one reader behind checkpoints, GRM
+    checkpoints, training states and deployment policies.
+
+    Args:
+        path: the ``.safetensors`` file.  error: the exception class raised (default
+            :class:`StateFileError`).  label: words naming the kind of file in the messages.
+        finite: refuse a floating-point tensor holding NaN or inf (weights: a policy or reward
+            model that would act on garbage).
+    Returns:
+        ``{name: tensor}`` as stored.
+    Raises:
+        error: ``"<label> <path> is missing"``, ``"corrupt <label> <path>: <reason>"`` (truncated
+            or not a safetensors file), or ``"<label> <path>: tensor 'k' contains NaN or inf"``.
+    """
+    error = error or StateFileError
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{label} {path} is missing")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"corrupt {label} {path}: {reason}") from None
+    if finite:
+        for k, v in tensors.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise error(f"{label} {path}: tensor {k!r} contains NaN or inf; refusing to load it")
+    return tensors
+
+
+def check_keys(data: dict, allowed, where: str, error: type[Exception] | None = None) -> None:
+    """Refuse keys of a JSON object dopa wrote that this code does not know (a misspelt or foreign
+    key would otherwise be ignored and a default used in its place).
+
+    Args:
+        data: the JSON object.  allowed: the keys it may have.  where: what it is, for the message
+            (e.g. ``"runs/grm/config.json: grm"``).  error: the exception class (default
+            :class:`StateFileError`).
+    Raises:
+        error: ``"<where>: unknown key 'widht'; known keys: ..."``.
+    """
+    error = error or StateFileError
+    unknown = [k for k in data if k not in set(allowed)]
+    if unknown:
+        raise error(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                    f"known keys: {', '.join(sorted(allowed))}")
+
+
 def write_state(folder: Path, name: str, state) -> None:
     """Write a nested state as ``<folder>/<name>.safetensors`` (its tensors) + ``<name>.json`` (the
     tree and every other leaf; :func:`flatten_state`). No pickle."""
@@ -149,11 +199,7 @@ def read_state(folder: Path, name: str, error: type[Exception] | None = None):
         if not p.is_file():
             raise error(f"checkpoint file {p} is missing")
     tree = read_json(jpath, error, label="checkpoint file")
-    try:
-        tensors = load_file(str(tpath))
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise error(f"corrupt checkpoint file {tpath}: {exc}") from None
-    return unflatten_state(tree, tensors, error)
+    return unflatten_state(tree, load_tensors(tpath, error), error)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,11 +39,14 @@ from pathlib import Path
 import torch
 
 from basics.atomic import atomic_folder
-from basics.state import read_json, read_state, rng_state, write_state
+from basics.state import check_keys, load_tensors, read_json, read_state, rng_state, write_state
 from control.export import save_policy
 
 FORMAT = "dopa-checkpoint"
 VERSION = 1
+#: The keys of ``pretrained_model/config.json`` and of its ``env`` entry.
+INFO_KEYS = ("format", "version", "config", "env", "learner", "step", "env_steps")
+ENV_KEYS = ("task", "state_dim", "action_dim", "state_layout")
 
 
 class CheckpointError(RuntimeError):
@@ -74,17 +77,13 @@ class Checkpoint:
         return int(self.info["step"])
 
     def networks(self) -> dict[str, torch.Tensor]:
-        """``pretrained_model/model.safetensors`` as ``{"<network>.<param>": tensor}``."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """``pretrained_model/model.safetensors`` as ``{"<network>.<param>": tensor}``.
 
-        p = self.path / "pretrained_model" / "model.safetensors"
-        if not p.is_file():
-            raise CheckpointError(f"checkpoint file {p} is missing")
-        try:
-            return load_file(str(p))
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise CheckpointError(f"corrupt checkpoint file {p}: {exc}") from None
+        Raises:
+            CheckpointError: the file is missing, truncated or corrupt, or a tensor holds NaN or
+                inf (the file and tensor named).
+        """
+        return load_tensors(self.path / "pretrained_model" / "model.safetensors", CheckpointError, finite=True)
 
     def training_state(self, name: str):
         """``training_state/<name>`` (``learner``, ``shaping`` or ``loop``) as a nested state."""
@@ -152,14 +151,19 @@ def load_checkpoint(path) -> Checkpoint:
     """Open a checkpoint (or a run folder's latest one) and read its ``config.json``.
 
     Raises:
-        CheckpointError: missing folder or file, corrupt JSON, wrong format or version.
+        CheckpointError: missing folder or file, empty or corrupt JSON, wrong format or version,
+            an unknown key in config.json or its ``env`` (named).
     """
     path = find_checkpoint(path)
     p = path / "pretrained_model" / "config.json"
     info = read_json(p, CheckpointError, label="checkpoint file", fmt=FORMAT, version=VERSION)
+    check_keys(info, INFO_KEYS, str(p), CheckpointError)
     for key in ("config", "env", "step"):
         if key not in info:
             raise CheckpointError(f"{p} lacks {key!r}")
+    if not isinstance(info["env"], dict):
+        raise CheckpointError(f"{p}: 'env' must be a JSON object")
+    check_keys(info["env"], ENV_KEYS, f"{p}: env", CheckpointError)
     return Checkpoint(path, info)
 
 

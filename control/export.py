@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from basics.atomic import atomic_folder
-from basics.state import read_json
+from basics.state import check_keys, load_tensors, read_json
 
 FORMAT = "dopa-policy"
 VERSION = 1
@@ -52,6 +52,9 @@ CONFIG_FILE = "policy.json"
 CONTROLLERS = ("joint_position", "osc_pose", None)
 REQUIRED_META = ("kind", "task", "controller", "state_dim", "action_dim", "action_horizon",
                  "state_layout", "views", "image_size", "obs_normalizer")
+#: The keys of policy.json (``arch`` holds exactly the kind's constructor arguments; ``meta`` the
+#: :data:`REQUIRED_META` keys, ``created`` and whatever a learner's export adds).
+FILE_KEYS = ("format", "version", "meta", "arch", "module")
 
 
 #: Packages whose modules load_policy may import to find a kind registered outside this file.
@@ -90,11 +93,26 @@ def register_kind(name: str):
     return deco
 
 
-def _build(kind: str, arch: dict) -> nn.Module:
+def _build(kind: str, arch: dict, where: str = "policy arch") -> nn.Module:
+    """The module of ``kind`` rebuilt from ``arch``; an ``arch`` key the builder does not take is
+    refused by name (``where`` names the file in the message)."""
     if kind not in KINDS:
         raise PolicyFileError(f"unknown policy kind {kind!r}; registered kinds: {', '.join(sorted(KINDS))} "
                               "(a learner's kind registers when its module is imported)")
-    return KINDS[kind](**arch)
+    if not isinstance(arch, dict):
+        raise PolicyFileError(f"{where}: arch must be a JSON object, got {type(arch).__name__}")
+    import inspect
+
+    try:
+        params = inspect.signature(KINDS[kind]).parameters.values()
+    except (TypeError, ValueError):  # a builder without a signature: nothing to check against
+        params = None
+    if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
+        check_keys(arch, [p.name for p in params], f"{where}: arch of kind {kind!r}", PolicyFileError)
+    try:
+        return KINDS[kind](**arch)
+    except (TypeError, ValueError) as exc:
+        raise PolicyFileError(f"{where}: arch of kind {kind!r} does not build: {exc}") from None
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "silu": nn.SiLU, "gelu": nn.GELU}
@@ -300,8 +318,10 @@ def load_policy(folder) -> DeployPolicy:
     """Load a deployment policy folder written by :func:`save_policy`.
 
     Raises:
-        PolicyFileError: missing folder or files, corrupt JSON or weights, unknown format or kind,
-            or weights whose names/shapes do not match the architecture (both shapes named).
+        PolicyFileError: one line naming the file: missing folder or files, empty or corrupt JSON,
+            truncated weights, unknown format or kind, an unknown key in policy.json or its
+            ``arch`` (named), NaN or inf in a weight (the tensor named), or weights whose
+            names/shapes do not match the architecture (both shapes named).
     """
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -311,6 +331,7 @@ def load_policy(folder) -> DeployPolicy:
         if not p.is_file():
             raise PolicyFileError(f"policy folder {str(folder)!r} lacks {p.name} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
     cfg = read_json(cfg_path, PolicyFileError, fmt=FORMAT, version=VERSION)
+    check_keys(cfg, FILE_KEYS, str(cfg_path), PolicyFileError)
     meta, arch = cfg.get("meta"), cfg.get("arch")
     try:
         _check_meta(meta)
@@ -321,14 +342,8 @@ def load_policy(folder) -> DeployPolicy:
         import importlib
 
         importlib.import_module(owner)  # the module that defines (and registers) this kind
-    module = _build(meta["kind"], arch)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        weights = load_file(str(w_path))
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise PolicyFileError(f"corrupt weights file {w_path}: {exc}") from None
+    module = _build(meta["kind"], arch, str(cfg_path))
+    weights = load_tensors(w_path, PolicyFileError, label="weights file", finite=True)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from basics.artefacts import GRM_CHECKPOINT, what_is
 from basics.atomic import check_json_path, write_json
+from basics.checks import check_seed
 from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint, load_networks
 from control.evaluate import deploy_policy, evaluate, format_result, learner_policy
 from control.export import load_policy
@@ -31,16 +33,31 @@ def _open_checkpoint(path):
                                 "checkpoint or run; dopa reward-eval checkpoint=... data=[...] evaluates it") from None
 
 
-def _learner_fn(ckpt, env):
-    """The checkpoint's learner rebuilt from its stored config, its weights loaded."""
+def load_learner(ckpt, env):
+    """The checkpoint's WHOLE learner: rebuilt from its stored config for the training run's
+    ``num_envs`` and ``env``'s state and action sizes, then its network weights and its training
+    state (``training_state/learner``: normalisers, GoRL's stage and decoder, EXPO's generators,
+    ...) loaded, as a resumed run restores it (:meth:`control.train.Start.restore`).
+
+    Raises:
+        control.checkpoint.CheckpointError: a missing or corrupt file, NaN/inf weights (named).
+        ValueError: weights that do not fit the rebuilt learner (names and shapes named).
+    """
     stored = OmegaConf.create(ckpt.config)
-    learner = build_learner(stored.learner, env, seed=int(stored.seed), device="cpu",
-                            offline_data=list(stored.get("offline_data") or []))
-    if hasattr(learner, "networks"):
-        load_networks(learner, ckpt.networks(), str(ckpt.path))
-    else:
-        learner.load_state_dict(ckpt.training_state("learner"))
-    return learner_policy(learner)
+    num_envs = stored.get("num_envs")
+    shape = SimpleNamespace(task=env.task, state_dim=int(env.state_dim), action_dim=int(env.action_dim),
+                            num_envs=int(num_envs) if isinstance(num_envs, int) and num_envs >= 1 else int(env.num_envs))
+    kw = {"adversary": stored.get("adversary")} if stored.get("adversary") is not None else {}
+    learner = build_learner(stored.learner, shape, seed=int(stored.seed), device="cpu",
+                            offline_data=list(stored.get("offline_data") or []), **kw)
+    load_networks(learner, ckpt.networks(), str(ckpt.path))
+    learner.load_state_dict(ckpt.training_state("learner"))
+    return learner
+
+
+def _learner_fn(ckpt, env):
+    """The deterministic policy of the checkpoint's whole learner (:func:`load_learner`)."""
+    return learner_policy(load_learner(ckpt, env))
 
 
 def run(cfg: DictConfig) -> int:
@@ -77,6 +94,7 @@ def run(cfg: DictConfig) -> int:
     pol = load_policy(ckpt.path / "deploy") if cfg.policy == "deploy" else None
     if int(cfg.episodes) < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    check_seed(cfg.seed, count=int(cfg.episodes))
     env = build_env(env_cfg, num_envs=int(cfg.episodes), views=pol.views if pol else (), seed=int(cfg.seed))
     try:
         check_env_compatible(ckpt, env)

@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from basics.artefacts import DEPLOY_POLICY, GRM_CHECKPOINT, MISSING, POLICY_CHECKPOINT, RUN_FOLDER, what_is
 from basics.atomic import atomic_folder
+from basics.state import check_keys, load_tensors, read_json
 from reward_models.text import TEXT_DIM
 from reward_models.training_state import has_training_state, load_training_state, write_training_state
 
@@ -45,6 +46,8 @@ __all__ = ["GRMConfig", "GRM", "HopOutput", "check_views", "save_checkpoint", "l
            "check_grm_checkpoint"]
 
 ROLES = ("cls", "text", "start", "goal", "before", "after", "delta")
+#: The keys of a GRM checkpoint's config.json (``grm`` holds exactly :class:`GRMConfig`'s fields).
+CONFIG_KEYS = ("format", "grm", "tasks", "info")
 
 
 @dataclasses.dataclass
@@ -340,30 +343,56 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu", views=None) 
         by :func:`reward_models.training_state.load_training_state`: no pickle).
     Raises:
         FileNotFoundError: no such folder or a missing ``config.json`` / ``model.safetensors``.
-        ValueError: a checkpoint of another format, trained with other views than ``views``, or
-            holding a corrupt training state or an old ``training_state/state.pt`` that is more
-            than plain tensors (named).
+        ValueError: one line naming the file: an empty or corrupt ``config.json``, a checkpoint
+            of another format, an unknown key in it (``grm.widht``: the architecture must be read
+            exactly), a truncated ``model.safetensors`` / ``references.safetensors``, NaN or inf
+            in a tensor (named), weights that do not fit the architecture, views other than
+            ``views``, or a corrupt training state or an old ``training_state/state.pt`` that is
+            more than plain tensors.
     """
     folder = Path(folder)
     for f in ("config.json", "model.safetensors"):
         if not (folder / f).is_file():
             raise FileNotFoundError(f"GRM checkpoint {str(folder)!r} has no {f}")
-    cfg = json.loads((folder / "config.json").read_text())
-    if cfg.get("format") != "dopa-grm/1":
-        raise ValueError(f"{folder}: not a dopa GRM checkpoint (format {cfg.get('format')!r})")
-    config = GRMConfig.from_dict(cfg["grm"])
+    cfg_path = folder / "config.json"
+    cfg = read_json(cfg_path, ValueError, label="GRM checkpoint file")
+    if not isinstance(cfg, dict) or cfg.get("format") != "dopa-grm/1":
+        found = cfg.get("format") if isinstance(cfg, dict) else None
+        raise ValueError(f"{folder}: not a dopa GRM checkpoint (format {found!r} in {cfg_path})")
+    check_keys(cfg, CONFIG_KEYS, str(cfg_path), ValueError)
+    if not isinstance(cfg.get("grm"), dict) or not isinstance(cfg.get("tasks", {}), dict):
+        raise ValueError(f"{cfg_path}: 'grm' and 'tasks' must be JSON objects")
+    check_keys(cfg["grm"], [f.name for f in dataclasses.fields(GRMConfig)], f"{cfg_path}: grm", ValueError)
+    try:
+        config = GRMConfig.from_dict(cfg["grm"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{cfg_path}: {exc}") from None
     if views is not None and tuple(views) != config.views:
         raise ValueError(f"checkpoint {str(folder)!r} was trained with views {list(config.views)}, "
                          f"not {list(views)}")
     model = GRM(config)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    w_path = folder / "model.safetensors"
+    weights = load_tensors(w_path, ValueError, label="GRM checkpoint file", finite=True)
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{w_path} does not match the architecture in {cfg_path}: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]}")
+    for k, v in expected.items():
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise ValueError(f"{w_path}: tensor {k!r} has shape {tuple(weights[k].shape)}, the architecture in "
+                             f"{cfg_path} expects {tuple(v.shape)}")
+    model.load_state_dict(weights)
     model.to(device).eval()
     refs = {}
-    if (folder / "references.safetensors").is_file():
-        t = load_file(str(folder / "references.safetensors"))
+    r_path = folder / "references.safetensors"
+    if r_path.is_file() or cfg.get("tasks"):
+        t = load_tensors(r_path, ValueError, label="GRM checkpoint file", finite=True)
         for task, text in cfg.get("tasks", {}).items():
-            refs[task] = {"text": text, "start": t[f"{task}/start"], "goal": t[f"{task}/goal"],
-                          "text_emb": t[f"{task}/text_emb"]}
+            keys = [f"{task}/start", f"{task}/goal", f"{task}/text_emb"]
+            if any(k not in t for k in keys):
+                raise ValueError(f"{r_path} lacks {[k for k in keys if k not in t]} for task {task!r} named in {cfg_path}")
+            refs[task] = {"text": text, "start": t[keys[0]], "goal": t[keys[1]], "text_emb": t[keys[2]]}
     ts = load_training_state(folder) if has_training_state(folder) else None
     return model, {"config": cfg, "references": refs, "training_state": ts}
 

@@ -2,9 +2,11 @@
 
 ``state.safetensors`` holds the AdamW moments, ``state.json`` the ``format``, ``version``, the
 step, the optimizer's structure and scalars, the torch RNG state (a list of bytes) and the pair
-sampler's numpy bit-generator state (:func:`basics.state.write_state`). It is written atomically
-(:func:`basics.atomic.atomic_folder`) right after the checkpoint folder; a checkpoint without it is
-complete but trains from scratch. An older ``training_state/state.pt`` (``torch.save``) is read with
+sampler's numpy bit-generator state (:func:`basics.state.write_state`). ``dopa reward-train``
+writes it inside the same atomic folder swap as the model (:func:`reward_models.grm.save_checkpoint`
+with ``training_state=``:func:`training_state`), so a checkpoint folder never holds a model
+without the state it was saved with. A checkpoint without it (e.g. from ``dopa reward-adapt``)
+is complete but cannot be resumed. An older ``training_state/state.pt`` (``torch.save``) is read with
 ``torch.load(weights_only=True)`` (tensors and plain containers only) or refused with a message
 naming the file: this module is the one reader of both.
 """
@@ -18,8 +20,8 @@ import torch
 from basics.atomic import atomic_folder
 from basics.state import StateFileError, read_state, write_state
 
-__all__ = ["STATE_FORMAT", "STATE_VERSION", "has_training_state", "save_training_state", "write_training_state",
-           "load_training_state"]
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "has_training_state", "training_state", "save_training_state",
+           "write_training_state", "load_training_state"]
 
 STATE_FORMAT = "dopa-grm-training-state"
 STATE_VERSION = 1
@@ -39,24 +41,37 @@ def write_training_state(folder: Path, state: dict) -> None:
     write_state(Path(folder), "state", {"format": STATE_FORMAT, "version": STATE_VERSION, **state})
 
 
-def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sampler_rng: dict,
-                        reference_rng: dict | None = None) -> Path:
-    """Write ``<folder>/training_state/`` atomically: ``state.safetensors`` (the optimizer's tensors)
-    + ``state.json`` (``format``, ``version``, ``step``, the optimizer's structure and scalars,
-    ``torch_rng`` as a list of uint8, ``sampler_rng``: a numpy bit-generator state). No pickle.
+def training_state(step: int, optimizer: torch.optim.Optimizer, sampler_rng: dict,
+                   reference_rng: dict | None = None) -> dict:
+    """The resumable state of a GRM training run as a nested dict for :func:`write_training_state`
+    (or ``save_checkpoint(..., training_state=...)``): ``step``, the optimizer's state dict,
+    ``torch_rng`` (the global torch RNG state as a list of uint8), ``sampler_rng`` and, when given,
+    ``reference_rng``.
 
     Args:
-        folder: an existing GRM checkpoint folder.  step: optimizer steps done.
+        step: optimizer steps done.
         sampler_rng: ``np.random.Generator.bit_generator.state`` of the pair sampler.
-        reference_rng: the same of :class:`reward_models.pairs.HopData`'s reference-frame draws
-            (stored when given).
-    Returns:
-        The ``training_state`` folder.
+        reference_rng: the same of :class:`reward_models.pairs.HopData`'s reference-frame draws.
     """
     state = {"step": int(step), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
              "sampler_rng": sampler_rng}
     if reference_rng is not None:
         state["reference_rng"] = reference_rng
+    return state
+
+
+def save_training_state(folder, step: int, optimizer: torch.optim.Optimizer, sampler_rng: dict,
+                        reference_rng: dict | None = None) -> Path:
+    """Write (only) ``<folder>/training_state/`` atomically: ``state.safetensors`` (the optimizer's
+    tensors) + ``state.json`` (``format``, ``version`` and :func:`training_state`). No pickle.
+    ``dopa reward-train`` does not use it: it writes the state with the model in one swap.
+
+    Args:
+        folder: an existing GRM checkpoint folder.  step, sampler_rng, reference_rng: :func:`training_state`.
+    Returns:
+        The ``training_state`` folder.
+    """
+    state = training_state(step, optimizer, sampler_rng, reference_rng)
     path = Path(folder) / "training_state"
     with atomic_folder(path, marker="state.json") as tmp:
         write_training_state(tmp, state)

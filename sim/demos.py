@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from basics.checks import check_float, check_int
+from basics.checks import check_float, check_int, check_seed
 from sim import make_env
 from sim.episodes import Episode, EpisodeWriter
 from sim.experts import EXPERT_TASKS, IMPERFECTIONS, ScriptedExpert
@@ -157,6 +157,7 @@ def record_demos(task: str, n: int, out, *, views: Sequence[str] = (), image_siz
     if task not in EXPERT_TASKS:
         raise ValueError(f"no scripted expert for task {task!r}; experts exist for: {', '.join(EXPERT_TASKS)}")
     n = check_int("n", n, 1)
+    seed = check_seed(seed, count=n)  # episode i: seed + i, stored as a uint32 attribute
     views = [str(v) for v in views]
     spec = get_task(task)
     limit = max_episode_steps

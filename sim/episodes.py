@@ -21,6 +21,15 @@ Layout (``dopa_format`` 1)::
 Frames are the T+1 observations (``obs`` then ``final_obs``). ``keyframes`` are frame indices in
 [1, T], strictly increasing, at which each completed sub-task ended (K <= N sub-tasks).
 
+A task the stack has no simulation for (``env_name`` not in :data:`sim.tasks.TASKS`: a
+demonstration recorded elsewhere, :mod:`sim.importers`) needs only ``env_name``, ``views``,
+``image_size`` and ``dopa_format`` at the root (``task_text`` when present; else the jobs' ``task=``
+gives it; ``subtasks`` optional) and, per demo, ``success``, ``num_samples``, the images, ``actions``
+and ``obs/state`` (either may be zero columns wide), ``rewards`` and ``dones``. For every task,
+``keyframes``, ``keyframe_names``, ``imperfection`` (``"unknown"`` when absent), ``seed`` (-1) and
+the ``progress`` dataset (ground truth; ``None`` when absent) are optional. Every demo of a file
+has one state width.
+
 Every dataset is chunked with HDF5's Fletcher-32 checksum, so a damaged chunk is an error on read,
 never silently wrong numbers. Images are LZF-compressed. Files are written to a temporary name in
 the destination folder and renamed into place when complete (``os.replace``), so a crash never
@@ -32,13 +41,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 import h5py
 import numpy as np
 
 from basics.atomic import AtomicFile
-from sim.tasks import IMPERFECTIONS, get_task
+from sim.tasks import IMPERFECTIONS, TASKS, TaskSpec
+
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 DOPA_FORMAT = 1
 
@@ -58,7 +70,8 @@ class Episode:
         actions: float32 ``[T, A]`` in [-1, 1].
         rewards: float32 ``[T]``.
         dones: uint8 ``[T]``.
-        progress: float32 ``[T+1]`` in [0, 1], ground truth from the physical state.
+        progress: float32 ``[T+1]`` in [0, 1], ground truth from the physical state; ``None``
+            when the file has none (a demonstration recorded elsewhere).
         keyframes: int64 ``[K]``, strictly increasing frame indices in [1, T].
         keyframe_names: the K completed sub-tasks' names.
         success: task success at the last frame.
@@ -66,6 +79,7 @@ class Episode:
         seed: the env seed of the episode.
         task, task_text: dopa task name and its instruction.
         name: ``demo_<i>`` when read from a file.
+        subtasks: the task's sub-task names as its file states them (``()``: not stated).
         frame_index: int64 ``[T+1]``: each frame's index in the stored episode (``stride`` > 1 picks
             a subset).
     """
@@ -85,6 +99,7 @@ class Episode:
     task_text: str = ""
     name: str = ""
     frame_index: np.ndarray | None = None
+    subtasks: tuple[str, ...] = ()
 
     @property
     def num_steps(self) -> int:
@@ -106,8 +121,13 @@ def _fail(path, demo, key, msg) -> EpisodeFileError:
     return EpisodeFileError(f"{where}: {msg}")
 
 
-def check_episode(ep: Episode, views: Sequence[str], n_subtasks: int, where: str = "<episode>") -> None:
-    """Check an episode's shapes, dtypes and values against one another.
+#: an episode's ``imperfection``: the scripted expert's kinds, or ``"unknown"`` (recorded elsewhere)
+EPISODE_KINDS = (*IMPERFECTIONS, "unknown")
+
+
+def check_episode(ep: Episode, views: Sequence[str], n_subtasks: int | None, where: str = "<episode>") -> None:
+    """Check an episode's shapes, dtypes and values against one another (``n_subtasks`` None:
+    any number of keyframes; ``ep.progress`` None: no ground truth).
 
     Raises:
         EpisodeFileError: naming ``where`` and the bad field (lengths, dtypes, NaN, keyframes,
@@ -119,15 +139,16 @@ def check_episode(ep: Episode, views: Sequence[str], n_subtasks: int, where: str
     T = ep.actions.shape[0] if ep.actions.ndim == 2 else -1
     if ep.actions.ndim != 2 or T < 1:
         raise bad("actions", f"must be [T, A] with T >= 1, got shape {ep.actions.shape}")
-    checks = [("states", ep.states, 2, T + 1), ("rewards", ep.rewards, 1, T), ("dones", ep.dones, 1, T),
-              ("progress", ep.progress, 1, T + 1)]
+    checks = [("states", ep.states, 2, T + 1), ("rewards", ep.rewards, 1, T), ("dones", ep.dones, 1, T)]
+    if ep.progress is not None:
+        checks.append(("progress", ep.progress, 1, T + 1))
     for key, arr, ndim, length in checks:
         if arr.ndim != ndim or arr.shape[0] != length:
             raise bad(key, f"shape {arr.shape} is inconsistent with T={T} actions (expected {length} rows)")
     for key, arr in [("actions", ep.actions), ("states", ep.states), ("rewards", ep.rewards), ("progress", ep.progress)]:
-        if not np.isfinite(arr).all():
+        if arr is not None and not np.isfinite(arr).all():
             raise bad(key, "contains NaN or inf")
-    if ep.progress.min() < 0.0 or ep.progress.max() > 1.0:
+    if ep.progress is not None and (ep.progress.min() < 0.0 or ep.progress.max() > 1.0):
         raise bad("progress", f"values must lie in [0, 1], got [{ep.progress.min()}, {ep.progress.max()}]")
     missing = [v for v in views if v not in ep.frames]
     if missing:
@@ -140,14 +161,14 @@ def check_episode(ep: Episode, views: Sequence[str], n_subtasks: int, where: str
     kf = np.asarray(ep.keyframes)
     if kf.ndim != 1 or (kf.size and (not np.issubdtype(kf.dtype, np.integer))):
         raise bad("keyframes", f"must be a 1-D int array, got {kf.dtype} {kf.shape}")
-    if kf.size > n_subtasks:
+    if n_subtasks is not None and kf.size > n_subtasks:
         raise bad("keyframes", f"{kf.size} keyframes for a task of {n_subtasks} sub-tasks")
     if kf.size and (kf.min() < 1 or kf.max() > T or np.any(np.diff(kf) <= 0)):
         raise bad("keyframes", f"must be strictly increasing frame indices in [1, {T}], got {kf.tolist()}")
     if len(ep.keyframe_names) != kf.size:
         raise bad("keyframe_names", f"{len(ep.keyframe_names)} names for {kf.size} keyframes")
-    if ep.imperfection not in IMPERFECTIONS:
-        raise bad("imperfection", f"unknown value {ep.imperfection!r}; known: {', '.join(IMPERFECTIONS)}")
+    if ep.imperfection not in EPISODE_KINDS:
+        raise bad("imperfection", f"unknown value {ep.imperfection!r}; known: {', '.join(EPISODE_KINDS)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,17 +186,34 @@ class EpisodeWriter:
 
     Args:
         path: destination ``.hdf5`` path; its folder is created if missing.
-        task: dopa task name (``sim.TASKS``).
+        task: dopa task name (``sim.TASKS``), or the name of a task the stack has no simulation
+            for (then ``task_text`` is required and views may have any names).
         env_kwargs: the ``sim.make_env`` kwargs (JSON-serialisable; include ``controller``).
         views: stored camera views (may be empty).
         image_size: pixels per side of stored views.
+        task_text: the task's instruction (default: the registered task's text).
+        subtasks: the task's sub-task names (default: the registered task's; ``()`` for another task).
     Raises:
-        ValueError: unknown task or view; non-serialisable env_kwargs.
+        ValueError: unknown view of a registered task, a task name or view name that is not a
+            plain word (letters, digits, ``-``, ``_``, ``.``), an empty task text for another task,
+            non-serialisable env_kwargs.
     """
 
-    def __init__(self, path, task: str, env_kwargs: dict, views: Sequence[str], image_size: int):
-        self.spec = get_task(task)
+    def __init__(self, path, task: str, env_kwargs: dict, views: Sequence[str], image_size: int,
+                 task_text: str | None = None, subtasks: Sequence[str] | None = None):
+        self.spec = TASKS.get(task)
         self.views = tuple(views)
+        if self.spec is None:
+            for what, name in [("task name", task), *(("view name", v) for v in self.views)]:
+                if not isinstance(name, str) or not _WORD.fullmatch(name):
+                    raise ValueError(f"{what} {name!r} must be a plain word (letters, digits, '-', '_', '.')")
+            if not isinstance(task_text, str) or not task_text.strip():
+                raise ValueError(f"task {task!r} is not a simulation task (dopa tasks): give its task text")
+            self.spec = TaskSpec(task, "external", ("", ""), task_text.strip(), {v: v for v in self.views}, 0,
+                                 subtasks=tuple(subtasks or ()))
+        elif task_text is not None or subtasks is not None:
+            self.spec = dataclasses.replace(self.spec, text=str(task_text or self.spec.text).strip(),
+                                            subtasks=tuple(self.spec.subtasks if subtasks is None else subtasks))
         for v in self.views:
             if v not in self.spec.cameras:
                 raise ValueError(f"unknown view {v!r} for task {task!r}; known: {', '.join(self.spec.cameras)}")
@@ -189,11 +227,16 @@ class EpisodeWriter:
             raise ValueError(f"env_kwargs must be JSON-serialisable: {exc}") from None
         self._file = AtomicFile(self.path, ".hdf5")  # renamed onto path by close(), removed by abort()
         self.tmp_path = self._file.tmp
-        self._h5: h5py.File | None = h5py.File(self.tmp_path, "w")
-        self._data = self._h5.create_group("data")
+        self._h5: h5py.File | None = None
         self.count = 0
         self.total = 0
-        self._write_file_attrs()
+        try:  # an interrupt (Ctrl-C, SIGTERM) before the caller's ``with`` starts leaves no temporary
+            self._h5 = h5py.File(self.tmp_path, "w")
+            self._data = self._h5.create_group("data")
+            self._write_file_attrs()
+        except BaseException:
+            self.abort()
+            raise
 
     def _write_file_attrs(self) -> None:
         a = self._h5.attrs
@@ -227,7 +270,9 @@ class EpisodeWriter:
         if self._h5 is None:
             raise RuntimeError("EpisodeWriter is closed")
         name = f"demo_{self.count}"
-        check_episode(ep, self.views, len(self.spec.subtasks), where=f"episode for {self.path}")
+        external = self.spec.family == "external" and not self.spec.subtasks
+        check_episode(ep, self.views, None if external else len(self.spec.subtasks),
+                      where=f"episode for {self.path}")
         for v in self.views:
             if ep.frames[v].shape[1:3] != (self.image_size, self.image_size):
                 raise _fail(self.path, name, f"obs/{v}_image",
@@ -245,7 +290,8 @@ class EpisodeWriter:
         self._dataset(g, "actions", np.asarray(ep.actions, dtype=np.float32))
         self._dataset(g, "rewards", np.asarray(ep.rewards, dtype=np.float32))
         self._dataset(g, "dones", np.asarray(ep.dones, dtype=np.uint8))
-        self._dataset(g, "progress", np.asarray(ep.progress, dtype=np.float32))
+        if ep.progress is not None:
+            self._dataset(g, "progress", np.asarray(ep.progress, dtype=np.float32))
         a = g.attrs
         a["seed"] = int(ep.seed)
         a["success"] = bool(ep.success)
@@ -317,8 +363,9 @@ class EpisodeFile:
             message names the path, demo and key.
     """
 
-    REQUIRED_ATTRS = ("env_name", "env_kwargs", "task_text", "controller", "views", "image_size", "dopa_format")
-    DEMO_ATTRS = ("seed", "success", "keyframes", "keyframe_names", "imperfection", "num_samples")
+    REQUIRED_ATTRS = ("env_name", "views", "image_size", "dopa_format")
+    SIM_ATTRS = ("env_kwargs", "task_text", "controller")  # required of a simulation task's file
+    DEMO_ATTRS = ("success", "num_samples")
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -360,23 +407,28 @@ class EpisodeFile:
             raise _fail(self.path, "", "@dopa_format", f"is {fmt}; this reader reads format {DOPA_FORMAT}")
 
         self.task = str(self._attr(h, "env_name"))
+        spec = TASKS.get(self.task)  # None: a task the stack has no simulation for (sim.importers)
+        self.simulated = spec is not None
+        if spec is not None:
+            for key in self.SIM_ATTRS:
+                self._attr(h, key)
+        elif not self.task.strip():
+            raise _fail(self.path, "", "@env_name", "is empty; it names the task")
+        self.task_text = str(self._attr(h, "task_text")) if "task_text" in h.attrs else ""
+        self.controller = str(self._attr(h, "controller")) if "controller" in h.attrs else ""
         try:
-            spec = get_task(self.task)
-        except ValueError as exc:
-            raise _fail(self.path, "", "@env_name", str(exc)) from None
-        self.task_text = str(self._attr(h, "task_text"))
-        self.controller = str(self._attr(h, "controller"))
-        try:
-            self.env_kwargs = json.loads(self._attr(h, "env_kwargs"))
+            self.env_kwargs = json.loads(self._attr(h, "env_kwargs")) if "env_kwargs" in h.attrs else {}
             self.views = tuple(json.loads(self._attr(h, "views")))
             subtasks = h.attrs.get("subtasks")
-            self.subtasks = tuple(json.loads(subtasks)) if subtasks is not None else spec.subtasks
+            self.subtasks = (tuple(json.loads(subtasks)) if subtasks is not None
+                             else spec.subtasks if spec is not None else ())
         except (json.JSONDecodeError, TypeError) as exc:
             raise _fail(self.path, "", "@env_kwargs/@views", f"not valid JSON ({exc})") from None
         self.image_size = int(self._attr(h, "image_size"))
         if "data" not in h:
             raise _fail(self.path, "", "data", "missing group")
         self.demos = sorted((k for k in h["data"].keys()), key=_demo_sort_key)
+        self._state_width: tuple[str, int] | None = None  # (first demo, its width): one width per file
 
     def _get(self, demo: str, key: str):
         g = self._h5["data"][demo]
@@ -398,8 +450,9 @@ class EpisodeFile:
         if n != T:
             raise _fail(self.path, demo, "@num_samples", f"is {n} but actions has {T} rows")
         S = self.image_size
-        expected = {"obs/state": (T, None), "rewards": (T,), "dones": (T,), "progress": (T + 1,),
-                    "final_obs/state": (None,)}
+        expected = {"obs/state": (T, None), "rewards": (T,), "dones": (T,), "final_obs/state": (None,)}
+        if "progress" in self._h5["data"][demo]:
+            expected["progress"] = (T + 1,)
         for v in self.views:
             expected[f"obs/{v}_image"] = (T, S, S, 3)
             expected[f"final_obs/{v}_image"] = (S, S, 3)
@@ -411,8 +464,15 @@ class EpisodeFile:
                                                   f"(expected {want})")
             if key.endswith("_image") and ds.dtype != np.uint8:
                 raise _fail(self.path, demo, key, f"dtype {ds.dtype}, expected uint8")
-        if self._get(demo, "final_obs/state").shape[0] != self._get(demo, "obs/state").shape[1]:
+        width = self._get(demo, "obs/state").shape[1]
+        if self._get(demo, "final_obs/state").shape[0] != width:
             raise _fail(self.path, demo, "final_obs/state", "state size differs from obs/state")
+        if self._state_width is None:
+            self._state_width = (demo, int(width))
+        elif self._state_width[1] != width:
+            first, w0 = self._state_width
+            raise _fail(self.path, demo, "obs/state", f"states are {width} wide but {first}'s are {w0}: every "
+                                                      "episode of a file must have one state width")
 
     # -- access ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -478,19 +538,22 @@ class EpisodeFile:
                                      self._read(name, f"final_obs/{v}_image")[None]]) for v in views}
         states = np.concatenate([self._read(name, "obs/state"), self._read(name, "final_obs/state")[None]])
         try:
-            names = json.loads(self._attr(g, "keyframe_names", name))
+            names = json.loads(self._attr(g, "keyframe_names", name)) if "keyframe_names" in g.attrs else []
         except json.JSONDecodeError as exc:
             raise _fail(self.path, name, "@keyframe_names", f"not valid JSON ({exc})") from None
+        keyframes = self._attr(g, "keyframes", name) if "keyframes" in g.attrs else np.zeros(0, np.int64)
         ep = Episode(
             frames=frames, states=states, actions=self._read(name, "actions"),
             rewards=self._read(name, "rewards"), dones=self._read(name, "dones"),
-            progress=self._read(name, "progress"),
-            keyframes=np.asarray(self._attr(g, "keyframes", name), dtype=np.int64).reshape(-1),
+            progress=self._read(name, "progress") if "progress" in g else None,
+            keyframes=np.asarray(keyframes, dtype=np.int64).reshape(-1),
             keyframe_names=list(names), success=bool(self._attr(g, "success", name)),
-            imperfection=str(self._attr(g, "imperfection", name)), seed=int(self._attr(g, "seed", name)),
-            task=self.task, task_text=self.task_text, name=name)
+            imperfection=str(self._attr(g, "imperfection", name)) if "imperfection" in g.attrs else "unknown",
+            seed=int(self._attr(g, "seed", name)) if "seed" in g.attrs else -1,
+            task=self.task, task_text=self.task_text, name=name, subtasks=tuple(self.subtasks))
         ep.frame_index = np.arange(ep.num_frames, dtype=np.int64)
-        check_episode(ep, views, len(self.subtasks), where=self.path)
+        n_sub = len(self.subtasks) if (self.simulated or self.subtasks) else None
+        check_episode(ep, views, n_sub, where=self.path)
         return subsample(ep, stride) if stride > 1 else ep
 
     def close(self) -> None:
@@ -524,7 +587,8 @@ def subsample(ep: Episode, stride: int) -> Episode:
     base = ep.frame_index if ep.frame_index is not None else np.arange(T + 1)
     return dataclasses.replace(
         ep, frames={v: f[idx] for v, f in ep.frames.items()}, states=ep.states[idx], actions=ep.actions[starts],
-        rewards=rewards, dones=dones, progress=ep.progress[idx], keyframes=kf, frame_index=base[idx])
+        rewards=rewards, dones=dones, progress=None if ep.progress is None else ep.progress[idx], keyframes=kf,
+        frame_index=base[idx])
 
 
 def read_episodes(path, views=None, stride: int = 1, demos=None, image_size: int | None = None) -> list[Episode]:

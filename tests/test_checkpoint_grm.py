@@ -127,16 +127,16 @@ def test_reward_train_resume_after_an_interruption_is_bit_exact(tmp_path, monkey
                 "model.heads=2", "model.hop_bins=21", "shift=2"]
 
     assert run_train(compose("reward_train", over(tmp_path / "straight"))) == 0
-    real_save = train.save_training_state
+    real_save = train.save_checkpoint
 
     def save_then_stop(*args, **kwargs):
         real_save(*args, **kwargs)
         raise KeyboardInterrupt  # the machine went down right after the checkpoint
 
-    monkeypatch.setattr(train, "save_training_state", save_then_stop)
+    monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run_train(compose("reward_train", over(tmp_path / "resumed")))
-    monkeypatch.setattr(train, "save_training_state", real_save)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
     assert load_training_state(tmp_path / "resumed")["step"] == 2
     assert run_train(compose("reward_train", over(tmp_path / "resumed"))) == 0
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
