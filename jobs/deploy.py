@@ -167,6 +167,44 @@ def policy_path(checkpoint) -> str:
                             "deploy/policy.json or checkpoints/step_*/deploy/policy.json in it")
 
 
+def ros_init_args(cfg) -> list[str]:
+    """The ``rclpy.init`` arguments of a ROS job: ``ros_args`` (the words of ``--ros-args ...`` on
+    the command line, or a list given as ``ros_args=[...]``) and ``use_sim_time=true``, which is the
+    same as ``--ros-args -p use_sim_time:=true`` (every node of the job then runs on ``/clock``).
+
+    Returns:
+        ``["dopa", "--ros-args", ...]`` (just ``["dopa"]`` when there are none).
+    Raises:
+        ValueError: ``use_sim_time`` not true/false, ``ros_args`` not a list of strings.
+    """
+    sim_time = cfg.get("use_sim_time", False)
+    if not isinstance(sim_time, bool):
+        raise ValueError(f"use_sim_time must be true or false, got {sim_time!r}")
+    extra = cfg.get("ros_args") or []
+    if isinstance(extra, str) or not all(isinstance(a, str) for a in extra):
+        raise ValueError(f"ros_args must be a list of strings (the words after --ros-args), got {extra!r}")
+    extra = [str(a) for a in extra]
+    if extra and extra[0] != "--ros-args":
+        extra = ["--ros-args", *extra]
+    return ["dopa", *extra, *(["--ros-args", "-p", "use_sim_time:=true"] if sim_time else [])]
+
+
+def _init_ros(ctx, args: list[str]) -> None:
+    """``rclpy.init`` with the job's ROS arguments; bad ones are one line naming them.
+
+    Raises:
+        ValueError: ``"ros_args ['--ros-args', '-p', 'x'] are not valid ROS 2 arguments: ..."``.
+    """
+    import rclpy
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+    try:
+        rclpy.init(context=ctx, args=args)
+    except (_rclpy.RCLError, _rclpy.UnknownROSArgsError) as exc:
+        reason = " ".join(str(exc).split(", at ")[0].split())
+        raise ValueError(f"ros_args {args[1:]!r} are not valid ROS 2 arguments: {reason}") from None
+
+
 def _check_ros_names(cfg: DictConfig) -> None:
     """``node_name`` (and ``namespace`` when set) are valid ROS 2 names, as one line.
 
@@ -213,12 +251,13 @@ def run_deploy(cfg: DictConfig) -> int:
     robot = build_robot(cfg.robot)
     dcfg = OmegaConf.to_container(cfg, resolve=True)
     check_deploy_config(dcfg, robot)  # the node's own rules for rate, safety, watchdog, periods
+    ros_args = ros_init_args(cfg)
     import rclpy
 
     from ros.policy_node import PolicyNode  # lazy: rclpy is imported only once the checks have passed
     _discovery(robot)
     ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    _init_ros(ctx, ros_args)
     nodes = []
     try:
         node = PolicyNode(dcfg, robot, context=ctx, node_name=str(cfg.node_name), namespace=str(cfg.namespace))
@@ -269,10 +308,11 @@ def run_sim_robot(cfg: DictConfig) -> int:
     from ros.sim_robot import SimRobotNode  # lazy: rclpy (and the simulator) only when the job runs
 
     robot = build_robot(cfg.robot)
+    ros_args = ros_init_args(cfg)
     _discovery(robot)
     scfg = OmegaConf.to_container(cfg, resolve=True)
     ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    _init_ros(ctx, ros_args)
     node = None
     try:
         node = SimRobotNode(robot, scfg, context=ctx, node_name=str(cfg.node_name))

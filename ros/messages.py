@@ -40,6 +40,13 @@ def stamp_to_sec(stamp) -> float:
     return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
 
 
+def publisher_id(info) -> bytes | None:
+    """The publisher's GID (bytes) from rclpy's message info (the second argument of a two-argument
+    subscription callback, ``rclpy.subscription.MessageInfo``); None when the RMW gives none."""
+    gid = info.get("publisher_gid") if isinstance(info, dict) else None
+    return bytes(gid["data"]) if gid and gid.get("data") is not None else None
+
+
 def sec_to_stamp(t: float):
     """Float seconds (>= 0) -> ``builtin_interfaces/Time``.
 

@@ -5,10 +5,14 @@ of the node's config that ``dopa deploy`` runs before ROS starts.
 Actions: a ``joint_position`` policy outputs ``[dq_1..dq_N, gripper]`` in [-1, 1]; point k of the
 chunk targets ``q + joint_step * sum_{j<=k} a_j`` (rad), then :class:`ros.safety.SafetyFilter`
 clamps it. Safety: :class:`ros.safety.Watchdog` stops commanding (one hold at the last measured
-position, clipped into the limits) when any required observation's header stamp is older than
-``watchdog.max_age`` (checked before the policy call and again after it, so late actions are
-dropped); commanding resumes once every input is fresh again. Nothing non-finite or out of
-limits is ever decided. The rclpy node around it is :class:`ros.policy_node.PolicyNode`.
+position, clipped into the limits) when any required observation was last received more than
+``watchdog.max_age`` ago on a steady clock (checked before the policy call and again after it, so
+late actions are dropped); commanding resumes once every input is fresh again. Header stamps (ROS
+clock, simulated or not) are checked when a message is taken in: more than ``watchdog.max_future``
+in the future, more than ``watchdog.max_age`` old when received, or older than the same
+publisher's previous message: refused. The robot's JointState comes from one publisher at a time
+(:class:`SourceConflict` otherwise). Nothing non-finite or out of limits is ever decided. The rclpy
+node around it is :class:`ros.policy_node.PolicyNode`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ TASK_OBS = "task_state"
 OUTPUTS = ("trajectory", "forward")
 
 
+class SourceConflict(MessageError):
+    """A second publisher sends the robot's JointState while the first one is live (the text says which)."""
+
+
 def resolve_policy_folder(checkpoint: str | os.PathLike) -> Path:
     """A policy folder (holding ``policy.json``) or a training checkpoint holding one in ``deploy/``.
 
@@ -58,9 +66,11 @@ class Decision:
 
     ``kind``: ``"command"`` (publish ``positions`` [P, N] rad and ``gripper`` [P] m or None),
     ``"hold"`` (publish ``positions`` [1, N] once, zero velocity) or ``"none"`` (publish nothing).
-    ``stamp``: header stamp (s) of the JointState the command was computed from.
-    ``checked_at``: the time (s) at which the observations were last found fresh; a command is
-    stamped with it, so ``command stamp - observation stamp <= watchdog.max_age`` holds exactly.
+    ``stamp``: header stamp (s, ROS clock) of the JointState the command was computed from.
+    ``checked_at``: the ROS time (s) at which the observations were last found fresh, after the
+    policy answered (the steady time when the tick got no ROS clock); a command is stamped with it,
+    so ``command stamp - observation stamp <= watchdog.max_age`` holds exactly, and every input had
+    been received at most ``watchdog.max_age`` before on the steady clock.
     """
 
     kind: str
@@ -204,46 +214,99 @@ class PolicyCore:
         self.images: dict[str, np.ndarray] = {}
         self.task: dict[str, np.ndarray] = {}
         self.commanding = False  # a command is in force (a hold is owed when we stop)
+        self.joint_source = None  # publisher id (GID bytes) of the JointState taken in; None: not known
+        self.joint_source_at = -math.inf  # steady time (s) it was last taken in
+        self.source_stamps: dict = {}  # publisher id -> its last JointState stamp (s): order per publisher
+        self.conflict: tuple[float, str] | None = None  # (steady time, reason) of the last second-source message
+        self.source_alive = None  # publisher id -> whether it still publishes (the node asks the ROS graph)
         self.rejected: collections.Counter = collections.Counter()
         self.late = 0  # commands dropped because the policy answered after the watchdog bound
         self.last_reject = ""
 
     # ----- message intake (each raises MessageError / SafetyError; the node logs and drops) ------
     def _check_stamp(self, what: str, stamp: float, now: float) -> None:
+        """A stamp is plausible on the ROS clock at ``now`` (s): at most ``max_future`` ahead, at
+        most ``max_age`` behind (a message that was already stale when it came is not fresh input)."""
         if stamp - now > self.watchdog.max_future:
             raise MessageError(f"{what} stamped {stamp - now:.3f} s in the future (bound {self.watchdog.max_future} s)")
+        if now - stamp > self.watchdog.max_age:
+            raise MessageError(f"{what} stamped {now - stamp:.3f} s before it was received "
+                               f"(bound watchdog.max_age = {self.watchdog.max_age} s)")
+
+    def restart_clock(self) -> None:
+        """Forget every stamp and receipt (after the ROS clock jumped back): each input must arrive
+        again, stamped on the new time, before commanding resumes."""
+        self.source_stamps.clear()
+        self.joint_source, self.joint_source_at, self.joint_stamp = None, -math.inf, None
+        self.watchdog.forget()
+
+    def conflict_reason(self, now: float) -> str | None:
+        """The reason while a second JointState publisher was seen within ``max_age`` of steady
+        time ``now`` (s), else None."""
+        if self.conflict is not None and now - self.conflict[0] <= self.watchdog.max_age:
+            return self.conflict[1]
+        return None
 
     def reject(self, source: str, exc: Exception) -> str:
         self.rejected[source] += 1
         self.last_reject = f"{source}: {exc}"
         return self.last_reject
 
-    def on_joint_state(self, msg, now: float) -> None:
+    def on_joint_state(self, msg, now: float, received: float | None = None, publisher=None) -> None:
+        """Take in the robot's ``sensor_msgs/JointState``.
+
+        Args:
+            msg: the message (the robot's joints picked by name).
+            now: ROS time (s) at receipt, for the stamp checks.
+            received: steady time (s) at receipt, for liveness (None: ``now``, one clock).
+            publisher: the publisher's id (its GID bytes from the message info; None: unknown).
+        Raises:
+            MessageError: malformed, implausible stamp, or older than this publisher's last one.
+            SourceConflict: ``publisher`` differs from the publisher whose JointState was taken in,
+                and that one is still live: taken in within ``watchdog.max_age``, or still a
+                publisher by ``source_alive`` (the message is not taken in).
+            SafetyError: a measured position far outside the limits.
+        """
+        received, source = (now if received is None else received), publisher
         names = self.robot.all_joints
         pos, vel, stamp = joint_state_to_arrays(msg, names, need_velocity=self.need_velocity)
         self._check_stamp("JointState", stamp, now)
         n = len(self.robot.arm_joints)
         self.safety.check_measurement(pos[:n])
-        if self.joint_stamp is not None and stamp < self.joint_stamp:
-            raise MessageError(f"JointState stamp {stamp:.6f} is older than the last one ({self.joint_stamp:.6f})")
+        if source != self.joint_source and self.joint_source is not None and (
+                received - self.joint_source_at <= self.watchdog.max_age
+                or (self.source_alive is not None and self.source_alive(self.joint_source))):
+            reason = ("JointState with the robot's joints from a second publisher while the first one is live: "
+                      "one robot-state source per robot")
+            self.conflict = (received, reason)
+            raise SourceConflict(reason)
+        last = self.source_stamps.get(source)
+        if last is not None and stamp < last:
+            raise MessageError(f"JointState stamp {stamp:.6f} is older than the same publisher's last one ({last:.6f})")
+        if source != self.joint_source:
+            self.source_stamps.clear()  # a new source (the old one went silent): its own order from here
         self.q, self.qg = pos[:n], pos[n:]
         self.dq, self.dqg = (vel[:n], vel[n:]) if vel is not None else (None, None)
         self.joint_stamp = stamp
-        self.watchdog.observe(JOINTS_OBS, stamp)
+        self.joint_source, self.joint_source_at = source, received
+        self.source_stamps[source] = stamp
+        self.watchdog.observe(JOINTS_OBS, received, stamp)
 
-    def on_image(self, view: str, msg, now: float) -> None:
+    def on_image(self, view: str, msg, now: float, received: float | None = None) -> None:
+        """Take in camera ``view``'s image (ROS time ``now`` and steady ``received`` s, as :meth:`on_joint_state`)."""
         stamp = stamp_to_sec(msg.header.stamp)
         if stamp <= 0:
             raise MessageError(f"image {view!r} header stamp is zero; a stamped message is required")
         self._check_stamp(f"image {view!r}", stamp, now)
         self.images[view] = image_to_rgb(msg, self.image_size or None)
-        self.watchdog.observe(f"image/{view}", stamp)
+        self.watchdog.observe(f"image/{view}", now if received is None else received, stamp)
 
-    def on_task_state(self, msg, now: float) -> None:
+    def on_task_state(self, msg, now: float, received: float | None = None) -> None:
+        """Take in the task state (ROS time ``now`` and steady ``received`` s, as :meth:`on_joint_state`)."""
         values, stamp = task_state_to_dict(msg, self.task_layout)
         self._check_stamp("task state", stamp, now)
         self.task = values
-        self.watchdog.observe(TASK_OBS, stamp)
+        self.watchdog.observe(TASK_OBS, now if received is None else received, stamp)
 
     # ----- decisions ---------------------------------------------------------------------------
     def state(self) -> np.ndarray:
@@ -304,16 +367,21 @@ class PolicyCore:
         self.commanding = False
         return Decision("none", status, reason)
 
-    def tick(self, now: float, armed: bool, clock=None) -> Decision:
-        """One control step at ROS time ``now`` (s).
+    def tick(self, now: float, armed: bool, clock=None, ros_clock=None) -> Decision:
+        """One control step at steady time ``now`` (s, the clock of the receipt times).
 
-        ``clock`` (a callable returning the ROS time in s), when given, is read again once the policy
-        has answered: a command whose observations have meanwhile grown older than the watchdog
-        bound is dropped (a hold instead), so a slow policy never sends late actions.
+        ``clock`` (a callable returning the steady time in s), when given, is read again once the
+        policy has answered: a command whose observations have meanwhile grown older than the
+        watchdog bound is dropped (a hold instead), so a slow policy never sends late actions.
+        ``ros_clock`` (a callable returning the ROS time in s), when given, is read at both checks:
+        the stamps must also be within ``max_age`` of it, and the command is stamped with it.
         """
         if not armed:
             return self.stop("disarmed", "disarmed (call ~/arm with true to command)")
-        reason = self.watchdog.check(now)
+        conflict = self.conflict_reason(now)
+        if conflict is not None:
+            return self.stop("refusing", conflict)
+        reason = self.watchdog.check(now, None if ros_clock is None else ros_clock())
         if reason is not None:
             return self.stop("holding", f"watchdog: {reason}")
         try:
@@ -329,10 +397,12 @@ class PolicyCore:
         checked_at = now
         if clock is not None:
             checked_at = clock()
-            reason = self.watchdog.check(checked_at)
+            ros_at = None if ros_clock is None else ros_clock()
+            reason = self.watchdog.check(checked_at, ros_at)
             if reason is not None:
                 self.late += 1
                 return self.stop("holding", f"late command dropped: {reason} once the policy answered")
+            checked_at = checked_at if ros_at is None else ros_at
         self.commanding = True
         return Decision("command", "commanding", "", positions=safe, gripper=grip, stamp=self.joint_stamp,
                         clamped=clamped, checked_at=checked_at)

@@ -4,9 +4,11 @@ Lifecycle (``rclpy.lifecycle.LifecycleNode``, services ``~/change_state`` etc.):
 
 - **configure**: load the deployment policy (:func:`control.export.load_policy`), check it against
   the robot config (controller kind, action size = arm joints + gripper, every state key readable,
-  a camera topic per view), warm it up, create the subscriptions.
-- **activate**: start the control loop at ``rate_hz`` (the command publishers are lifecycle
-  publishers: they only publish while active). The node stays **disarmed** until ``~/arm``
+  a camera topic per view), warm it up, check the ROS graph (one commander per robot, below),
+  create the subscriptions.
+- **activate**: start the control loop at ``rate_hz`` on the node's ROS clock (simulated time with
+  ``use_sim_time``) and the steady-clock supervisor (below); the command publishers are lifecycle
+  publishers: they only publish while active. The node stays **disarmed** until ``~/arm``
   (``std_srvs/SetBool``) is called with ``true``.
 - **deactivate**: publish one hold command if it was commanding, then stop. **cleanup** /
   **shutdown**: release the policy, subscriptions and timer.
@@ -36,11 +38,28 @@ Output (``output`` in ``configs/deploy.yaml``):
 Actions: a ``joint_position`` policy outputs ``[dq_1..dq_N, gripper]`` in [-1, 1]; point k of the
 chunk targets ``q + joint_step * sum_{j<=k} a_j`` (rad), then :class:`ros.safety.SafetyFilter`
 clamps it. Safety: :class:`ros.safety.Watchdog` stops commanding (one hold at the last measured
-position, clipped into the limits) when any required observation's header stamp is older than
-``watchdog.max_age`` (checked before the policy call and again after it, so late actions are
-dropped); commanding resumes once every input is fresh again. Nothing non-finite or
-out of limits is ever published. ``~/status`` (``std_msgs/String``, JSON) reports the state
-(``unconfigured`` / ``disarmed`` / ``commanding`` / ``holding`` / ``refusing``) and the reason.
+position, clipped into the limits) when any required observation was last received more than
+``watchdog.max_age`` ago on a steady clock (checked before the policy call and again after it, so
+late actions are dropped); commanding resumes once every input is fresh again. Header stamps are
+checked on intake (see :class:`ros.policy_core.PolicyCore`). Nothing non-finite or out of limits
+is ever published. ``~/status`` (``std_msgs/String``, JSON) reports the state (``unconfigured`` /
+``disarmed`` / ``commanding`` / ``holding`` / ``refusing``) and the reason.
+
+One commander per robot: configure and ``~/arm`` refuse (one line) while another node of this
+node's name exists or another publisher is on a command topic (the trajectory or forward command,
+the gripper's), found by ROS graph introspection (``get_node_names_and_namespaces``,
+``get_publishers_info_by_topic``); while armed the graph is checked every
+:data:`COMMANDER_CHECK_S` s, and a second publisher there disarms the node with one hold (status
+``refusing``). The robot's JointState is taken from one publisher at a time (by the GID in the
+message info): a second one sending the robot's joints while the first is live (still a publisher
+in the graph, or heard within ``watchdog.max_age``) is refused, and an armed node holds and
+disarms (status ``refusing``, the publishers' nodes named).
+
+The steady-clock supervisor (every quarter control period, ``time.monotonic``) holds with an honest
+status when the loop cannot: the ROS clock has not advanced for :data:`CLOCK_STALL_PERIODS`
+control periods (a frozen ``/clock``; the ROS-clock timer does not fire then), or an input went
+stale. A ROS clock that jumps back makes the node hold, forget every stamp and receipt, and resume
+once each input has arrived again on the new time.
 
 The decisions are :class:`ros.policy_core.PolicyCore`'s (no ROS); this module is the rclpy I/O
 around it and imports rclpy at the top, so the deploy job imports it only once ROS is needed.
@@ -49,6 +68,7 @@ around it and imports rclpy at the top, so the deploy job imports it only once R
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import re
@@ -56,6 +76,7 @@ import threading
 import time
 
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -64,10 +85,17 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from control.export import load_policy
-from ros.messages import MessageError, make_float64_array, make_joint_trajectory
-from ros.policy_core import Decision, PolicyCore, node_options, resolve_policy_folder
+from ros.messages import MessageError, make_float64_array, make_joint_trajectory, publisher_id
+from ros.policy_core import Decision, PolicyCore, SourceConflict, node_options, resolve_policy_folder
 from ros.robot import Robot
 from ros.safety import SafetyError
+
+#: Seconds between the ROS-graph checks for a second commander while armed.
+COMMANDER_CHECK_S = 1.0
+#: Control periods of steady time the ROS clock may stand still before the node holds.
+CLOCK_STALL_PERIODS = 1.25
+#: Seconds since the node was created that configure waits for DDS discovery before the graph check.
+DISCOVERY_WAIT_S = 0.5
 
 
 def locked(method):
@@ -96,8 +124,9 @@ class PolicyNode(LifecycleNode):
     Drive it with ``trigger_configure()`` / ``trigger_activate()`` or the lifecycle services.
     Attributes read by the job, tests and benchmarks: ``core`` (:class:`PolicyCore` or None),
     ``configure_error``, ``armed``, ``active``, ``latencies`` (s, observation stamp -> command
-    publication), ``tick_times`` (s, ROS time), ``compute_times`` (s, tick start -> command
-    published), ``published`` and ``clamped`` (counters).
+    publication, ROS clock), ``tick_times`` (s, ROS time), ``compute_times`` (s, tick start -> command
+    published), ``published`` and ``clamped`` (counters). ROS arguments of the context apply
+    (``--ros-args -p use_sim_time:=true``).
     Raises:
         ValueError: unknown ``output`` or ``trigger`` (allowed values listed), ``rate_hz <= 0``.
     """
@@ -112,6 +141,13 @@ class PolicyNode(LifecycleNode):
         self.active = False
         self._subs: list = []
         self._timer = None
+        self._supervisor = None  # steady-clock timer (see the module docstring)
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        self._created = time.monotonic()
+        self._ros_last: float | None = None  # the largest ROS time seen (s)
+        self._ros_advanced = self._created  # steady time (s) the ROS time last advanced
+        self._graph_checked = -float("inf")  # steady time (s) of the last commander check
+        self._refused = ""  # why the node last refused to command (status while disarmed), "" if it did not
         self._cmd_pub = None
         self._grip_pub = None
         self.latencies = collections.deque(maxlen=100_000)  # s, obs stamp -> command publication
@@ -143,15 +179,102 @@ class PolicyNode(LifecycleNode):
                                                          "armed": self.armed})))
 
     @locked
-    def _guard(self, source: str, fn, msg) -> None:
-        """Feed ``msg`` to the core's intake ``fn``; a malformed message is counted, logged, dropped."""
+    def _guard(self, source: str, fn, msg, **kwargs) -> None:
+        """Feed ``msg`` to the core's intake ``fn`` with the ROS time and the steady receipt time; a
+        malformed message is counted, logged, dropped; a second JointState publisher disarms."""
         if self.core is None or self._closing:
             return
         try:
-            fn(msg, self.now())
+            fn(msg, self.now(), received=time.monotonic(), **kwargs)
+        except SourceConflict as exc:
+            self.core.reject(source, exc)
+            who = self._publisher_nodes(self.robot.topics["joint_states"])
+            self._refuse(f"{exc} (publishers on {self.robot.topics['joint_states']}: {who})")
         except (MessageError, SafetyError, ValueError) as exc:
             text = self.core.reject(source, exc)
             self.get_logger().warning(f"rejected {text}", throttle_duration_sec=1.0)
+
+    # ----- one commander per robot, and the clock ------------------------------------------------
+    def _publisher_nodes(self, topic: str) -> str:
+        """The nodes publishing on ``topic``, fully qualified, comma separated."""
+        infos = self.get_publishers_info_by_topic(topic)
+        names = [f"{i.node_namespace.rstrip('/')}/{i.node_name}" if "_UNKNOWN_" not in i.node_name
+                 else "(a node the graph does not name)" for i in infos]
+        return ", ".join(names) or "(none)"
+
+    def _joint_state_publisher_alive(self, gid) -> bool:
+        """Whether the publisher with GID ``gid`` (bytes) is still on the JointState topic."""
+        if gid is None:
+            return False
+        return any(bytes(i.endpoint_gid) == gid for i in self.get_publishers_info_by_topic(self.robot.topics["joint_states"]))
+
+    def _graph_problem(self, own_publishers: bool) -> str | None:
+        """Why this node must not command (one line), from the ROS graph: another node with this
+        node's name, or another publisher on a command topic (``own_publishers``: this node's
+        command publishers exist and are not counted). None when this node is the only commander."""
+        name, ns = self.get_name(), self.get_namespace()
+        if sum(1 for n, s in self.get_node_names_and_namespaces() if (n, s) == (name, ns)) > 1:
+            return (f"another node named {self.get_fully_qualified_name()} is running; one commander per robot "
+                    "(stop it, or give this node another node_name)")
+        topics = [self.robot.topics["joint_trajectory" if self.output == "trajectory" else "forward_command"]]
+        if self.robot.gripper is not None and self.robot.gripper.command_topic:
+            topics.append(self.robot.gripper.command_topic)
+        for topic in topics:
+            others = len(self.get_publishers_info_by_topic(topic)) - (1 if own_publishers else 0)
+            if others > 0:
+                return (f"{others} other publisher(s) on command topic {topic} (nodes: {self._publisher_nodes(topic)}); "
+                        "one commander per robot: stop the other commander first")
+        return None
+
+    def _refuse(self, reason: str) -> None:
+        """Disarm with one hold if commanding; status ``refusing`` with ``reason`` (kept, while
+        disarmed, until an arm succeeds)."""
+        self.armed = False
+        self._refused = f"{reason}; disarmed"
+        if self.core is not None:
+            self._apply(self.core.stop("refusing", self._refused))
+
+    def _clock_problem(self, ros: float, steady: float) -> str | None:
+        """Watch the ROS clock (``ros`` s) against the steady one (``steady`` s): the reason to hold
+        when it jumped back (then every stamp and receipt is forgotten) or has not advanced for
+        :data:`CLOCK_STALL_PERIODS` control periods; None otherwise."""
+        last = self._ros_last
+        if last is None or ros > last:
+            self._ros_last, self._ros_advanced = ros, steady
+            return None
+        if ros < last:
+            self._ros_last, self._ros_advanced = ros, steady
+            if self.core is not None:
+                self.core.restart_clock()
+            return (f"ROS clock jumped back by {last - ros:.3f} s (to {ros:.3f} s); every input must arrive again "
+                    "on the new time")
+        stall, bound = steady - self._ros_advanced, CLOCK_STALL_PERIODS / self.rate
+        if stall > bound:
+            return (f"ROS clock stopped: ROS time {ros:.3f} s has not advanced for {stall:.3f} s of steady time "
+                    f"(bound {bound:.3f} s; with use_sim_time, is /clock published?)")
+        return None
+
+    @locked
+    def _supervise(self) -> None:
+        """Steady-clock supervisor (every quarter control period while active): holds when the
+        ROS clock stopped or jumped back or an input went stale, and disarms on a second commander."""
+        if self.core is None or self._closing or not self.active:
+            return
+        steady = time.monotonic()
+        reason = self._clock_problem(self.now(), steady)
+        if not self.armed:
+            return
+        if steady - self._graph_checked >= COMMANDER_CHECK_S:
+            self._graph_checked = steady
+            problem = self._graph_problem(own_publishers=True)
+            if problem is not None:
+                self._refuse(problem)
+                return
+        if reason is None:
+            stale = self.core.watchdog.check(steady)
+            reason = None if stale is None else f"watchdog: {stale}"
+        if reason is not None:
+            self._apply(self.core.stop("holding", reason))
 
     # ----- lifecycle ---------------------------------------------------------------------------
     @locked
@@ -166,7 +289,17 @@ class PolicyNode(LifecycleNode):
             self.configure_error = " ".join(str(exc).split()) or type(exc).__name__
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        wait = DISCOVERY_WAIT_S - (time.monotonic() - self._created)
+        if wait > 0:
+            time.sleep(wait)  # a node just created has not discovered the others yet
+        problem = self._graph_problem(own_publishers=False)
+        if problem is not None:
+            self.configure_error = problem
+            self.get_logger().error(f"configure refused: {problem}")
+            self._publish_status("refusing", problem)
+            return TransitionCallbackReturn.FAILURE
         self.core = core
+        core.source_alive = self._joint_state_publisher_alive
         if core.task_layout and not self.robot.topics.get("task_state"):
             self.configure_error = (f"the policy needs task-state keys {[k for k, _ in core.task_layout]} "
                                     f"but robot {self.robot.name!r} sets no topics.task_state")
@@ -187,6 +320,7 @@ class PolicyNode(LifecycleNode):
         topics = self.robot.topics
         obs_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._subs = [self.create_subscription(JointState, topics["joint_states"], self._on_joint_state, obs_qos)]
+        # (two-argument callback: rclpy passes the message info, whose publisher GID names the source)
         for v in core.views:
             on_image = functools.partial(core.on_image, v)
             self._subs.append(self.create_subscription(
@@ -210,9 +344,12 @@ class PolicyNode(LifecycleNode):
     @locked
     def on_activate(self, state) -> TransitionCallbackReturn:
         self.armed = False
+        self._refused = ""
         self.active = True
         if self.trigger == "timer":
-            self._timer = self.create_timer(1.0 / self.rate, self._tick)
+            self._timer = self.create_timer(1.0 / self.rate, self._tick)  # on the ROS clock (sim time too)
+        self._ros_last, self._ros_advanced = None, time.monotonic()
+        self._supervisor = self.create_timer(0.25 / self.rate, self._supervise, clock=self._steady_clock)
         self._publish_status("disarmed", "active; call ~/arm with true to command")
         return super().on_activate(state)  # enables the lifecycle publishers
 
@@ -222,18 +359,20 @@ class PolicyNode(LifecycleNode):
             self._apply(self.core.stop("disarmed", "deactivated"))
         self.armed = False
         self.active = False
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        self._stop_timers()
         return super().on_deactivate(state)
+
+    def _stop_timers(self) -> None:
+        for t in (self._timer, self._supervisor):
+            if t is not None:
+                self.destroy_timer(t)
+        self._timer = self._supervisor = None
 
     def _release(self) -> None:
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        self._stop_timers()
         for p in (self._cmd_pub, self._grip_pub):
             if p is not None:
                 self.destroy_lifecycle_publisher(p)
@@ -263,10 +402,17 @@ class PolicyNode(LifecycleNode):
     # ----- services, inputs, loop --------------------------------------------------------------
     @locked
     def _on_arm(self, req, resp):
+        problem = self._graph_problem(own_publishers=True) if req.data and self.active else None
+        conflict = self.core.conflict_reason(time.monotonic()) if req.data and self.core is not None else None
         if req.data and not self.active:
             resp.success, resp.message = False, "cannot arm: node is not active (configure and activate it first)"
+        elif problem or conflict:
+            resp.success, resp.message = False, f"cannot arm: {problem or conflict}"
+            self._refuse(problem or conflict)
+            self.get_logger().error(resp.message)
         else:
             self.armed = bool(req.data)
+            self._refused = ""
             resp.success, resp.message = True, "armed" if self.armed else "disarmed"
             self.get_logger().info(resp.message)
             if not self.armed and self.core is not None and self.active:
@@ -274,8 +420,8 @@ class PolicyNode(LifecycleNode):
         return resp
 
     @locked
-    def _on_joint_state(self, msg) -> None:
-        self._guard("joint_states", self.core.on_joint_state if self.core else None, msg)
+    def _on_joint_state(self, msg, info) -> None:
+        self._guard("joint_states", self.core.on_joint_state if self.core else None, msg, publisher=publisher_id(info))
         if self.trigger == "joint_states" and self.active:
             self._tick()
 
@@ -286,7 +432,13 @@ class PolicyNode(LifecycleNode):
         t0 = time.perf_counter()
         now = self.now()
         self.tick_times.append(now)
-        d = self.core.tick(now, self.armed, clock=self.now)
+        reason = self._clock_problem(now, time.monotonic())
+        if reason is not None and self.armed:
+            self._apply(self.core.stop("holding", reason))
+            return
+        d = self.core.tick(time.monotonic(), self.armed, clock=time.monotonic, ros_clock=self.now)
+        if d.status == "disarmed" and self._refused:
+            d = dataclasses.replace(d, status="refusing", reason=self._refused)
         self._apply(d)
         if d.kind == "command":
             self.compute_times.append(time.perf_counter() - t0)
@@ -305,7 +457,8 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().error(f"internal: unsafe {d.kind} {pos.tolist()} withheld")
                 self._publish_status("refusing", "internal safety check withheld a command")
                 return
-            t_pub = d.checked_at if d.checked_at is not None else self.now()  # header stamp
+            # header stamp (ROS time, simulated with use_sim_time): a command's is the time its inputs were checked
+            t_pub = d.checked_at if d.kind == "command" and d.checked_at is not None else self.now()
             names = self.robot.arm_joints
             if self.output == "trajectory":
                 vel = np.zeros_like(pos) if d.kind == "hold" else None

@@ -7,14 +7,17 @@ The guarantees, for any input (property-tested in ``tests/test_safety.py``):
   for every joint, and consecutive points (the first one against the measured position, itself
   clipped into the limits) differ by at most ``min(max_delta, velocity_scale * max_velocity * dt)``
   per joint; a non-finite target raises instead of passing through.
-- :meth:`Watchdog.check` reports a reason whenever a required observation is missing, older than
-  ``max_age`` by its **header stamp**, or stamped in the future by more than ``max_future``.
+- :meth:`Watchdog.check` reports a reason whenever a required observation is missing or was last
+  **received** more than ``max_age`` ago on a steady clock (``time.monotonic``), so liveness never
+  depends on a clock that can stop or jump (simulated time); header stamps are checked for order
+  and plausibility where the messages are taken in (:class:`ros.policy_core.PolicyCore`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -190,16 +193,24 @@ class SafetyFilter:
 
 
 class Watchdog:
-    """Judges observation freshness by header stamps (never by arrival time).
+    """Judges observation liveness by **receipt time on a steady clock**, never by header stamps.
+
+    A header stamp is on the ROS clock, which stops when a simulator pauses its ``/clock`` and jumps
+    when it resets; the receipt time (``time.monotonic`` in the node) does neither. The stamps are
+    checked where the messages are taken in (in the future by more than ``max_future``, older than
+    ``max_age`` when received, or older than the same publisher's last one: refused).
 
     Args:
         required: names of the observations that must be fresh (e.g. ``joint_states``,
             ``image/front``, ``task_state``).
-        max_age: largest allowed ``now - stamp`` (s), > 0.
-        max_future: largest allowed ``stamp - now`` (s) before a stamp counts as bad clock.
+        max_age: largest allowed time since an observation was received (s, steady clock), > 0.
+        max_future: largest allowed ``stamp - now`` (s, ROS clock) of a message taken in, >= 0.
+        clock: the steady clock (s) that :meth:`check` reads when given no time.
+    Raises:
+        ValueError: ``max_age`` not a finite number > 0, ``max_future`` not a finite number >= 0.
     """
 
-    def __init__(self, required: Iterable[str], max_age: float, max_future: float = 0.05):
+    def __init__(self, required: Iterable[str], max_age: float, max_future: float = 0.05, clock=time.monotonic):
         if not (math.isfinite(max_age) and max_age > 0):
             raise ValueError(f"watchdog.max_age must be a finite number > 0 s, got {max_age!r}")
         if not (math.isfinite(max_future) and max_future >= 0):
@@ -207,33 +218,51 @@ class Watchdog:
         self.required = tuple(required)
         self.max_age = float(max_age)
         self.max_future = float(max_future)
+        self.clock = clock
+        self.received: dict[str, float] = {}
+        """Steady receipt time (s) of the newest accepted observation of each name."""
         self.stamps: dict[str, float] = {}
+        """Header stamp (s, ROS clock) of the newest accepted observation of each name."""
 
-    def observe(self, name: str, stamp: float) -> None:
-        """Record an observation's header stamp (s). An older stamp than the one held is ignored."""
-        if not math.isfinite(stamp):
-            raise ValueError(f"stamp of {name!r} must be finite, got {stamp!r}")
-        if stamp > self.stamps.get(name, -math.inf):
+    def observe(self, name: str, received: float, stamp: float | None = None) -> None:
+        """Record that observation ``name`` stamped ``stamp`` (s, ROS clock; None: not kept) was
+        received (and accepted) at steady time ``received`` (s).
+
+        Raises:
+            ValueError: ``received`` or ``stamp`` not finite.
+        """
+        for what, t in (("receipt time", received), ("stamp", 0.0 if stamp is None else stamp)):
+            if not math.isfinite(t):
+                raise ValueError(f"{what} of {name!r} must be finite, got {t!r}")
+        self.received[name] = max(float(received), self.received.get(name, -math.inf))
+        if stamp is not None:
             self.stamps[name] = float(stamp)
 
     def forget(self) -> None:
-        """Drop every recorded stamp (on cleanup or reset)."""
+        """Drop every receipt and stamp (after a clock jump, or on cleanup): each input must arrive again."""
+        self.received.clear()
         self.stamps.clear()
 
-    def check(self, now: float) -> str | None:
-        """``None`` when every required observation is fresh at time ``now`` (s), else the reason."""
+    def check(self, now: float | None = None, ros_now: float | None = None) -> str | None:
+        """``None`` when every required observation was received within ``max_age`` of steady time
+        ``now`` (s; None: ``clock()``) and, when ``ros_now`` (s, ROS clock) is given, its stamp is
+        at most ``max_age`` older than ``ros_now`` (a clock that stops can only make this hold
+        less, never more, so liveness rests on the receipt times); else the reason (one line)."""
+        now = self.clock() if now is None else now
         for name in self.required:
-            s = self.stamps.get(name)
-            if s is None:
+            r = self.received.get(name)
+            if r is None:
                 return f"no {name!r} observation received yet"
-            age = now - s
+            age = now - r
             if age > self.max_age:
-                return f"{name!r} is {age:.3f} s old (bound {self.max_age:.3f} s)"
-            if -age > self.max_future:
-                return f"{name!r} is stamped {-age:.3f} s in the future (clock skew; bound {self.max_future:.3f} s)"
+                return f"{name!r} last received {age:.3f} s ago (bound {self.max_age:.3f} s)"
+            if ros_now is not None and name in self.stamps and ros_now - self.stamps[name] > self.max_age:
+                return (f"{name!r} is stamped {ros_now - self.stamps[name]:.3f} s before ROS time now "
+                        f"(bound {self.max_age:.3f} s)")
         return None
 
-    def oldest(self, now: float) -> float:
-        """Age (s) of the stalest required observation (inf when one is missing)."""
-        ages = [now - self.stamps[n] if n in self.stamps else math.inf for n in self.required]
+    def oldest(self, now: float | None = None) -> float:
+        """Time (s, steady clock) since the stalest required observation was received (inf when one is missing)."""
+        now = self.clock() if now is None else now
+        ages = [now - self.received[n] if n in self.received else math.inf for n in self.required]
         return max(ages) if ages else 0.0

@@ -11,6 +11,10 @@ It speaks the topics of the robot config (``configs/robot/<name>.yaml``):
   linearly in time between points; after the last point it holds it. Or, with
   ``command=forward``, ``std_msgs/Float64MultiArray`` absolute positions held until the next one;
 - gripper: ``std_msgs/Float64MultiArray`` [finger position m] on the gripper's command topic;
+- one commander per robot: a command (arm or gripper) is **rejected** while commands from two
+  publishers (told apart by the GID in the message info) arrived within
+  :data:`COMMANDER_WINDOW_S` s; the arm keeps executing the last accepted command (it ends in a
+  hold at its last point). Each rejection is counted in ``rejected`` and logged with the reason;
 - services: ``~/reset`` (``std_srvs/Trigger``, new episode) and ``~/set_cameras``
   (``std_srvs/SetBool``, stop/start the cameras to rehearse a camera failure).
 
@@ -45,11 +49,15 @@ from ros.messages import (
     joint_trajectory_to_arrays,
     make_joint_state,
     make_task_state,
+    publisher_id,
     rgb_to_image,
 )
 from ros.robot import Robot
 
 COMMANDS = ("trajectory", "forward")
+#: Seconds within which commands from two publishers make the stand-in reject commands.
+COMMANDER_WINDOW_S = 1.0
+
 
 
 class SimArm:
@@ -206,8 +214,10 @@ class SimRobotNode(Node):
             ``views``, ``image_size``, ``camera_rate_hz``, ``publish_task_state``, ``command``.
         context: an ``rclpy.Context`` (None: the global one).
         node_name, namespace: the ROS 2 node name and namespace.
-    Attributes: ``arm`` (:class:`SimArm`), ``rejected`` (count of malformed commands) and
-    ``cameras_on``.
+    Attributes: ``arm`` (:class:`SimArm`), ``rejected`` (count of rejected commands: malformed,
+    or sent while two publishers command), ``commander_conflicts`` (those of the second kind) and
+    ``cameras_on``. ROS arguments of the context apply (``--ros-args -p use_sim_time:=true``: the
+    stand-in stamps and times commands on ``/clock``).
     Raises:
         ValueError: unknown ``command`` (allowed listed), a view with no topic, bad rates.
     """
@@ -230,7 +240,9 @@ class SimRobotNode(Node):
         self.arm = SimArm(robot, cfg.get("task"), views, int(cfg.get("image_size", 64)), int(cfg.get("seed", 0)),
                           lookahead=1.0 / rate)
         self.rejected = 0
+        self.commander_conflicts = 0
         self.last_reject = ""
+        self._commanders: dict[str, dict[bytes | None, float]] = {"arm": {}, "gripper": {}}  # id -> steady s
         self.cameras_on = True
         self.js_pub = self.create_publisher(JointState, robot.topics["joint_states"], 10)
         self.img_pubs = {v: self.create_publisher(Image, t, qos_profile_sensor_data) for v, t in topics.items()}
@@ -262,7 +274,25 @@ class SimRobotNode(Node):
         self.last_reject = f"{what}: {exc}"
         self.get_logger().warning(f"rejected {self.last_reject}", throttle_duration_sec=1.0)
 
-    def _on_traj(self, msg) -> None:
+    def _one_commander(self, what: str, group: str, info) -> bool:
+        """Record the command's publisher; False (and the command rejected) while commands from
+        two publishers arrived within :data:`COMMANDER_WINDOW_S` s."""
+        now = time.monotonic()
+        seen = self._commanders[group]
+        seen[publisher_id(info)] = now
+        for k in [k for k, t in seen.items() if now - t > COMMANDER_WINDOW_S]:
+            del seen[k]
+        if len(seen) < 2:
+            return True
+        self.commander_conflicts += 1
+        self._reject(what, MessageError(
+            f"commands from {len(seen)} publishers within {COMMANDER_WINDOW_S} s; one commander per robot: "
+            "none is executed until only one publishes"))
+        return False
+
+    def _on_traj(self, msg, info) -> None:
+        if not self._one_commander("JointTrajectory", "arm", info):
+            return
         try:
             times, pos, stamp = joint_trajectory_to_arrays(msg, self.robot.arm_joints)
         except MessageError as exc:
@@ -270,7 +300,9 @@ class SimRobotNode(Node):
             return
         self.arm.set_trajectory(self.now(), stamp, times, pos)
 
-    def _on_forward(self, msg) -> None:
+    def _on_forward(self, msg, info) -> None:
+        if not self._one_commander("Float64MultiArray", "arm", info):
+            return
         v = np.asarray(msg.data, dtype=np.float64)
         names = self.robot.arm_joints
         if v.shape != (len(names),) or not np.isfinite(v).all():
@@ -279,7 +311,9 @@ class SimRobotNode(Node):
             return
         self.arm.set_forward(v)
 
-    def _on_gripper(self, msg) -> None:
+    def _on_gripper(self, msg, info) -> None:
+        if not self._one_commander("gripper command", "gripper", info):
+            return
         v = np.asarray(msg.data, dtype=np.float64)
         if v.size < 1 or not np.isfinite(v[0]):
             self._reject("gripper command", MessageError(f"need one finite finger position, got {v.tolist()}"))

@@ -4,6 +4,7 @@ per-run domain id): the MuJoCo stand-in robot, the lifecycle policy node, the re
 Each test uses its own ``rclpy.Context`` and executor threads, and shuts them down."""
 
 import contextlib
+import gc
 import json
 import threading
 import time
@@ -101,11 +102,17 @@ class JointLiftExpert(nn.Module):
 # ----- helpers ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def ros_session():
-    """A fresh rclpy context whose nodes are spun as ``dopa deploy`` spins them (one executor thread
-    per node, :class:`jobs.deploy.NodeSpinner`); yields ``add(node)``."""
+def ros_session(args=None):
+    """A fresh rclpy context (``args``: its ``rclpy.init`` arguments, e.g. ``--ros-args ...``) whose
+    nodes are spun as ``dopa deploy`` spins them (one executor thread per node,
+    :class:`jobs.deploy.NodeSpinner`); yields ``add(node)``.
+
+    A shut-down context's DDS participant lives on (advertising its last nodes in the ROS graph)
+    until the Context object is collected: earlier tests' contexts are collected first, so the
+    policy node's graph checks (one commander per robot) see only this test's nodes."""
+    gc.collect()
     ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    rclpy.init(context=ctx, args=args)
     spinner = NodeSpinner(context=ctx)
     nodes = []
 
@@ -284,7 +291,7 @@ class TestRunningLoop:
 
     def test_disarmed_at_start_then_arming_commands(self, running_loop):
         rec, node = running_loop["rec"], running_loop["node"]
-        assert wait_for(lambda: node.core.watchdog.check(node.now()) is None, 10.0), node.core.watchdog.check(node.now())
+        assert wait_for(lambda: node.core.watchdog.check() is None, 10.0), node.core.watchdog.check()
         time.sleep(0.3)
         assert rec.commands() == [] and node.published["command"] == 0
         _arm(running_loop, True)
