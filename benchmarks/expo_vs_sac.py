@@ -1,7 +1,15 @@
 """EXPO vs SAC (RLPD-style) on robosuite Lift from state, with the same scripted demonstrations.
 
     python benchmarks/expo_vs_sac.py --preset small     # CPU setting, documented below (~13 min)
-    python benchmarks/expo_vs_sac.py --preset full      # the issue's setting (a GPU job)
+    python benchmarks/expo_vs_sac.py --preset full --launcher slurm \
+        --hydra hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1   # the issue's setting, on Slurm
+
+The (method, seed) runs are the jobs of one Hydra multirun (``benchmarks/expo_vs_sac.yaml``,
+:func:`benchmarks.sweep.multirun`): ``--launcher local`` (parallel processes, ``--jobs`` at a time,
+default one per core), ``slurm`` or ``slurm_local``. The settings and the demonstrations are
+written once into ``<run-dir>/<preset>_<settings hash>/`` (``settings.json``, ``demos.npz``); each
+job writes ``results/<method>_seed<seed>.json`` there, a run whose file exists is skipped (rerun to
+resume an interrupted sweep), and the script aggregates the result files.
 
 Both learners normalise states with running statistics seeded by the demonstrations, and get the same offline data (``--demos`` scripted-expert episodes of Lift, sparse
 reward 1 on success, the episode terminates on success), the same critic (ensemble of
@@ -14,7 +22,7 @@ the first environment step (its "offline start"; no environment steps are spent 
 Both run through the one training loop (:func:`control.train.train`), built from the ``dopa train``
 configs (``learner=expo`` / ``learner=sac``, ``env=lift``, ``reward=dense``: Lift's own sparse
 reward) by :mod:`jobs.build`; a :class:`SuccessCurve` callback records the evaluations and stops a
-run at 80 %. Run folders (``eval.jsonl``) go to ``--run-dir``.
+run at 80 %. Run folders (``eval.jsonl``) go to ``<run-dir>/<preset>_<hash>/runs/``.
 
 Metric: environment steps until the evaluation success rate (``--eval-episodes`` fixed seeds,
 ``control.evaluate.evaluate``) first reaches 80 %, per seed; runs that never reach it count as
@@ -44,6 +52,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import json
 import os
 import platform
 import sys
@@ -59,8 +69,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sim  # noqa: E402
-from basics.atomic import write_json  # noqa: E402
+from basics.atomic import atomic_file, write_json  # noqa: E402
 from benchmarks.common import save_figure  # noqa: E402
+from benchmarks.sweep import multirun  # noqa: E402
 from control.buffers import ReplayBuffer  # noqa: E402
 from control.callbacks import Callback  # noqa: E402
 from control.evaluate import evaluate_learner  # noqa: E402
@@ -227,6 +238,62 @@ def run(method: str, p: dict, seed: int, demos, log, run_root: Path) -> dict:
     return {"curve": curve.curve, "steps_to_80": reached, "wall_s": time.time() - t0, "pretrain_s": pretrain_s}
 
 
+def prepare_group(p: dict, preset: str, run_dir: Path, log=print) -> Path:
+    """``<run_dir>/<preset>_<sha256 of the settings, 10 hex>/`` with ``settings.json`` and the
+    demonstrations (``demos.npz``: concatenated arrays + episode lengths), written once, atomically."""
+    digest = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
+    group = Path(run_dir) / f"{preset}_{digest}"
+    if not (group / "demos.npz").exists():
+        log(f"collecting {p['demos']} scripted Lift demonstrations")
+        demos = collect_demos(p["demos"], p["episode_steps"], seed=12345)
+        log(f"  mean length {np.mean([len(d.actions) for d in demos]):.1f} steps")
+        group.mkdir(parents=True, exist_ok=True)
+        with atomic_file(group / "demos.npz", suffix=".npz") as tmp:
+            np.savez(tmp, lengths=np.asarray([len(d.actions) for d in demos]),
+                     states=np.concatenate([d.states for d in demos]), actions=np.concatenate([d.actions for d in demos]),
+                     rewards=np.concatenate([d.rewards for d in demos]), dones=np.concatenate([d.dones for d in demos]))
+    write_json(group / "settings.json", p)
+    return group
+
+
+def load_demos(path: Path) -> list[SimpleNamespace]:
+    """The demonstrations :func:`prepare_group` wrote (states [T+1, D], actions [T, A], ...)."""
+    z = np.load(path)
+    out, i, j = [], 0, 0
+    for n in z["lengths"].tolist():
+        out.append(SimpleNamespace(states=z["states"][j:j + n + 1], actions=z["actions"][i:i + n],
+                                   rewards=z["rewards"][i:i + n], dones=z["dones"][i:i + n], success=True))
+        i, j = i + n, j + n + 1
+    return out
+
+
+def run_task(cfg) -> None:
+    """One job of the sweep: the (``cfg.method``, ``cfg.seed``) run of ``cfg.group_dir`` into
+    ``results/<method>_seed<seed>.json``; nothing when that file exists."""
+    group, method, seed = Path(str(cfg.group_dir)), str(cfg.method), int(cfg.seed)
+    if method not in ("expo", "sac"):
+        raise ValueError(f"method must be expo or sac, got {method!r}")
+    result = group / "results" / f"{method}_seed{seed}.json"
+    if result.exists():
+        print(f"{method} seed {seed}: done already ({result}), skipped")
+        return
+    torch.set_num_threads(int(cfg.threads))
+    p = json.loads((group / "settings.json").read_text())
+    r = run(method, p, seed, load_demos(group / "demos.npz"), lambda s: print(s, flush=True), group / "runs")
+    write_json(result, {"method": method, "seed": seed, **r})
+
+
+def load_results(group: Path, seeds: int) -> dict:
+    """``{"expo": [...], "sac": [...]}``: the result files of seeds 0..seeds-1 that exist, by seed."""
+    out = {"expo": [], "sac": []}
+    for m in out:
+        for s in range(seeds):
+            f = group / "results" / f"{m}_seed{s}.json"
+            if f.exists():
+                out[m].append(json.loads(f.read_text()))
+    return out
+
+
 def plot(results: dict, path: Path, p: dict) -> None:
     import matplotlib
 
@@ -261,22 +328,32 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{k.replace('_', '-')}", type=(lambda s: [int(x) for x in s.split(",")]) if isinstance(v, list)
                         else type(v), default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "expo_vs_sac.json"))
-    ap.add_argument("--run-dir", default="runs/expo_vs_sac", help="run folders (eval.jsonl) of each (method, seed)")
+    ap.add_argument("--run-dir", default="runs/expo_vs_sac", help="settings, demos, result files and run folders")
+    ap.add_argument("--launcher", default="local", help="configs/hydra/launcher: local | slurm | slurm_local")
+    ap.add_argument("--jobs", type=int, default=None, help="local launcher: runs at a time (default: one per core)")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("DOPA_THREADS", "1")), help="torch threads per run")
+    ap.add_argument("--hydra", nargs="*", default=[], help="more Hydra overrides, e.g. hydra.launcher.partition=gpu")
     args = ap.parse_args(argv)
     p = dict(PRESETS[args.preset])
     for k in PRESETS["small"]:
         if getattr(args, k) is not None:
             p[k] = getattr(args, k)
-    torch.set_num_threads(int(os.environ.get("DOPA_THREADS", "1")))
     log = lambda s: print(s, flush=True)  # noqa: E731
     t0 = time.time()
-    log(f"collecting {p['demos']} scripted Lift demonstrations")
-    demos = collect_demos(p["demos"], p["episode_steps"], seed=12345)
-    log(f"  mean length {np.mean([len(d.actions) for d in demos]):.1f} steps")
-    results = {"expo": [], "sac": []}
-    for seed in range(p["seeds"]):
-        for method in ("expo", "sac"):
-            results[method].append(run(method, p, seed, demos, log, Path(args.run_dir)))
+    group = prepare_group(p, args.preset, Path(args.run_dir), log)
+    todo = [f"{m}_seed{s}" for s in range(p["seeds"]) for m in ("expo", "sac")
+            if not (group / "results" / f"{m}_seed{s}.json").exists()]
+    log(f"{len(todo)} of {2 * p['seeds']} (method, seed) runs to do in {group}"
+        + (f" through hydra/launcher={args.launcher}" if todo else ""))
+    if todo:
+        failures = multirun("expo_vs_sac", run_task, ["method=expo,sac", f"seed={','.join(map(str, range(p['seeds'])))}",
+                                                      f"group_dir={group}", f"threads={args.threads}"],
+                            launcher=args.launcher, n_jobs=args.jobs, extra=args.hydra)
+        for f in failures:
+            log(f"  failed: {f}")
+    results = load_results(group, p["seeds"])
+    if not all(results[m] for m in ("expo", "sac")):
+        raise SystemExit(f"no finished runs of both methods in {group / 'results'}")
 
     def steps(method):  # runs that never reached 80% count as max_steps (a lower bound)
         return [r["steps_to_80"] if r["steps_to_80"] is not None else p["max_steps"] for r in results[method]]
@@ -302,12 +379,13 @@ def main(argv=None) -> int:
     note = ("steps to 80% = first evaluation at or above 80%; a seed that never got there counts as max_steps "
             "(the *_steps_to_80_mean values are then lower bounds); with no seed of either method at 80% the "
             "ratio is not measured (null)")
+    n_seeds = min(len(results["expo"]), len(results["sac"]))
     both_reached = metrics["expo_reached_80"] == p["seeds"] and metrics["sac_reached_80"] == p["seeds"]
     targets = {"steps_ratio_sac_over_expo": ">= 2.0 (EXPO needs at most half the steps of SAC)",
                "seeds": ">= 3"}
     met = {"steps_ratio_sac_over_expo": bool(ratio is not None and ratio >= 2.0
                                              and metrics["expo_reached_80"] == p["seeds"]),
-           "seeds": p["seeds"] >= 3}
+           "seeds": n_seeds >= 3}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "expo_vs_sac", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
