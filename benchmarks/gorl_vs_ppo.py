@@ -1,188 +1,377 @@
-"""GoRL against Gaussian PPO on dm_control tasks at equal environment steps, all steps counted.
+"""GoRL against its own one-stage baseline and Gaussian PPO, on the project's one training loop.
 
-Both learners run through the one training loop (``control.train.train``) with the task's own
-reward (``reward=dense``), so GoRL's collection steps for the decoder are counted on the same
-x-axis as every other step. The baseline is the project's Gaussian PPO (``learner=ppo``,
-``control/ppo.py``) with the same rollout length, epochs, minibatches and learning rate as
-GoRL's encoder. Evaluation is the loop's own: deterministic policy, ``--eval-episodes`` episodes
-on fixed seeds, every ``--eval-every`` env steps.
+Does alternating latent PPO with decoder refits beat Gaussian PPO with the same networks? Three
+arms on the same task, seeds and schedule (``benchmarks/gorl_vs_ppo.yaml``, which is
+``configs/train.yaml`` plus ``bench``), all through :func:`jobs.train.setup` /
+:func:`control.train.train` as ``dopa train``, with the task's own reward (``reward=dense``):
 
-Per task: final return (last evaluation) and best return (max over evaluations), each as mean
-and standard deviation over seeds, and the GoRL / PPO ratios; ``metrics["curves"]`` holds every run's evaluation curve. Writes
-``benchmarks/results/gorl_vs_ppo.json`` and ``gorl_vs_ppo.png`` (return curves, mean +- std over
-seeds, GoRL's decoder refits marked).
+- ``gorl``: GoRL (``learner=gorl``) with ``bench.refits`` decoder refits; each collection phase
+  lasts 2 x num_envs x episode length env steps (the learner's data-size rule, all counted on the
+  x-axis) and the encoder budget is split evenly over the ``refits + 1`` stages;
+- ``gorl_1stage``: the controlled baseline, the same learner and settings with one stage (identity
+  decoder, never refit): Gaussian PPO with tanh squashing and exactly GoRL's networks;
+- ``ppo``: the project's ``control/ppo.py`` (its own 64x64 tanh networks and defaults) with GoRL's
+  rollout length, epochs, minibatches, learning rate and return normalisation, for reference.
 
-    .venv/bin/python benchmarks/gorl_vs_ppo.py                      # the small CPU setting
-    .venv/bin/python benchmarks/gorl_vs_ppo.py --steps 180000000 --num-envs 2048 ...   # see README
+Evaluation: the deterministic policy on ``eval.episodes`` fixed-seed episodes every ``eval.every``
+env steps and at step 0; for the ``gorl`` arm also just before each refit (at the start of the
+collection phase: encoder and decoder are frozen from there until the refit, so this is the policy
+the decoder imitates) and just after it (fresh encoder behind the new decoder), on the same seeds.
 
-The paper's figure (HopperStand ~880 after 180M steps against ~280-345 for Gaussian PPO) needs
-batched GPU simulation; the configuration meant for it is in the README section "GoRL".
+One run = one (arm, seed) = one process, a Hydra app:
+
+    .venv/bin/python benchmarks/gorl_vs_ppo.py bench.arm=gorl seed=0                      # one run
+    .venv/bin/python benchmarks/gorl_vs_ppo.py -m bench.arm=gorl,gorl_1stage,ppo seed=0,1,2,3,4 \\
+        env=cartpole-swingup hydra/launcher=joblib hydra.launcher.n_jobs=2                # a task, all runs
+    .venv/bin/python benchmarks/gorl_vs_ppo.py --aggregate env=cartpole-swingup,cheetah-run  # JSON + PNG
+    .venv/bin/python benchmarks/gorl_vs_ppo.py -m ... env=hopper-stand env.backend=warp device=cuda num_envs=2048
+
+Each run writes ``<bench.out_dir>/<group>/results/<arm>_seed<seed>.json`` atomically when it ends;
+a run whose file exists is skipped, so a sweep is resumed by rerunning it. ``<group>`` names what
+the arms share (task, a hash of env, learner, schedule, evaluation and ``bench.refits``).
+
+``--aggregate`` (same overrides as the runs; ``bench.arm`` and ``seed`` ignored; one key may be a
+comma list, one group per value, e.g. the tasks) writes ``benchmarks/results/<bench.name>.json``
+and ``.png``. Per task and arm: final return (last evaluation) and best return (max over the
+periodic evaluations), mean over seeds with a 95 % t interval; the ratios gorl / gorl_1stage and
+gorl / ppo of the final and best returns with 95 % bootstrap intervals (seeds resampled per arm);
+per refit the return just before and after and the drop in % ((before - after) / before, > 0 = a
+drop; null when before <= 0); the env steps per second. Targets (issue 18): final-return ratio
+gorl / gorl_1stage >= 1.0 on every task, and no post-refit drop above 10 %.
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
 import json
 import os
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import hydra  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from basics.atomic import write_json  # noqa: E402
-from benchmarks.common import RESULTS, save_figure, write_result  # noqa: E402
-from jobs.cli import compose  # noqa: E402
-from jobs.train import train_from_config  # noqa: E402
+from benchmarks import common  # noqa: E402
+from benchmarks.ppo_throughput import _ratio_ci  # noqa: E402
+from control.callbacks import Callback  # noqa: E402
+from control.evaluate import evaluate_learner, mean_interval  # noqa: E402
+from jobs.build import build_env  # noqa: E402
+from jobs.train import setup  # noqa: E402
 
-PAPER_TARGET = {"hopper-stand": 880.0}  # GoRL-Diff after 180M steps (paper Fig. results)
-
-
-def run_one(task: str, learner: str, seed: int, args, run_dir: Path) -> dict:
-    """Train one (task, learner, seed) through control.train (pieces built by jobs.train from the
-    ``dopa train`` config); returns the eval curve and timing."""
-    common = [f"env={task}", f"learner={learner}", "reward=dense", f"seed={seed}", f"num_envs={args.num_envs}",
-              f"total_steps={args.steps}", f"checkpoint_every={args.steps}", f"eval.every={args.eval_every}",
-              f"eval.episodes={args.eval_episodes}", "progress=false", f"log_every={args.eval_every}",
-              f"run_dir={run_dir}", f"threads={args.threads}"]
-    if learner == "ppo":
-        extra = [f"learner.num_steps={args.num_steps}", f"learner.update_epochs={args.update_epochs}",
-                 f"learner.num_minibatches={args.num_minibatches}", f"learner.learning_rate={args.lr}"]
-    else:
-        stage0 = int(args.stage0_frac * args.steps)
-        collect = int(args.collect_frac * args.steps)
-        extra = [f"learner.num_steps={args.num_steps}", f"learner.update_epochs={args.update_epochs}",
-                 f"learner.num_minibatches={args.num_minibatches}", f"learner.lr={args.lr}",
-                 f"learner.decoder={args.decoder}", f"learner.stage_steps=[{stage0},1000000000000]",
-                 f"learner.collect_steps={collect}",
-                 f"learner.decoder_dataset_size={max(int(args.dataset_frac * args.steps), collect, 10)}",
-                 f"learner.decoder_epochs={args.decoder_epochs}", f"learner.decoder_batch_size={args.decoder_batch_size}"]
-    cfg = compose("train", common + extra + list(args.override))
-    t0 = time.perf_counter()
-    out = train_from_config(cfg)
-    seconds = time.perf_counter() - t0
-    curve = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines() if line.strip()]
-    L = out["learner"]
-    refits = [h["env_steps"] for h in getattr(L, "history", [])]
-    return {"steps": [c["env_steps"] for c in curve], "returns": [c["return_mean"] for c in curve],
-            "seconds": seconds, "env_steps": out["env_steps"], "refits": refits}
+NAME = "gorl_vs_ppo"
+ARMS = ("gorl", "gorl_1stage", "ppo")
+TARGETS = {"gorl_over_gorl_1stage_final": 1.0, "max_refit_drop_pct": 10.0}
+#: train-config keys that define a group (every arm shares them); seed and bench.arm do not
+GROUP_KEYS = ("env", "learner", "total_steps", "num_envs", "eval", "checkpoint_every", "device")
+ONE_STAGE = 1e15  # stage_steps of a single stage: longer than any run
+PPO_SHARED = {"num_steps": "num_steps", "update_epochs": "update_epochs", "num_minibatches": "num_minibatches",
+              "lr": "learning_rate", "gamma": "gamma", "gae_lambda": "gae_lambda",
+              "normalize_returns": "normalize_returns"}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", nargs="+", default=["cartpole-swingup", "hopper-stand"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=16000, help="env steps per run (all envs, collection included)")
-    p.add_argument("--num-envs", type=int, default=8)
-    p.add_argument("--num-steps", type=int, default=64, help="rollout length per env (both learners)")
-    p.add_argument("--update-epochs", type=int, default=10)
-    p.add_argument("--num-minibatches", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--decoder", choices=["flow", "diffusion"], default="flow")
-    p.add_argument("--stage0-frac", type=float, default=0.5, help="share of --steps for stage 0 (Gaussian PPO)")
-    p.add_argument("--collect-frac", type=float, default=0.125, help="share of --steps for decoder-data collection")
-    p.add_argument("--dataset-frac", type=float, default=0.0,
-                   help="share of --steps in the decoder's data (the most recent pairs); at most --collect-frac "
-                        "(the default) means the collection phase's pairs only")
-    p.add_argument("--decoder-epochs", type=int, default=100)
-    p.add_argument("--decoder-batch-size", type=int, default=128,
-                   help="small batches for small data: the refit needs hundreds of gradient steps")
-    p.add_argument("--eval-every", type=int, default=4000)
-    p.add_argument("--eval-episodes", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for both learners")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    args = p.parse_args(argv)
-    if args.steps % args.eval_every:
-        p.error(f"--steps {args.steps} must be a multiple of --eval-every {args.eval_every}")
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
 
-    torch.set_num_threads(args.threads)
-    runs: dict = {}
-    t_all = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="gorl_vs_ppo_") as tmp:
-        for task in args.tasks:
-            for learner in ("gorl", "ppo"):
-                for seed in args.seeds:
-                    r = run_one(task, learner, seed, args, Path(tmp) / f"{task}_{learner}_{seed}")
-                    runs.setdefault(task, {}).setdefault(learner, []).append(r)
-                    print(f"{task:18s} {learner:5s} seed {seed}: final {r['returns'][-1]:7.1f} "
-                          f"best {max(r['returns']):7.1f} ({r['env_steps']} env steps, {r['seconds']:.0f} s)", flush=True)
+def arm_of(cfg: DictConfig) -> str:
+    """``bench.arm``, checked. Raises ValueError naming the allowed arms."""
+    arm = str(cfg.bench.arm)
+    if arm not in ARMS:
+        raise ValueError(f"unknown bench.arm={arm!r}; the benchmark's arms: {', '.join(ARMS)}")
+    return arm
 
+
+def group_of(cfg: DictConfig) -> str:
+    """``<task>_<sha256 of GROUP_KEYS and bench.refits, 10 hex>``: the folder every arm shares."""
+    return f"{cfg.env.name}_{common.settings_digest(cfg, GROUP_KEYS, extra={'refits': int(cfg.bench.refits)})}"
+
+
+def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
+    """``group`` and ``results`` folders, and for an (arm, seed) its ``run`` folder and ``result`` file."""
+    return common.run_paths(Path(cfg.bench.out_dir) / group_of(cfg), arm, seed)
+
+
+def gorl_schedule(cfg: DictConfig) -> tuple[list[float], int]:
+    """(stage_steps, env steps per collection) of the ``gorl`` arm: collections of
+    ``max(learner.collect_steps, 2 * num_envs * episode length)`` and the rest of ``total_steps``
+    split evenly over ``bench.refits + 1`` encoder stages (the last runs to the end).
+
+    Raises:
+        ValueError: ``bench.refits`` < 1, or collections that leave no encoder steps.
+    """
+    refits = int(cfg.bench.refits)
+    if refits < 1:
+        raise ValueError(f"bench.refits must be an int >= 1 for bench.arm=gorl, got {cfg.bench.refits!r}")
+    episode = int(cfg.env.kwargs.max_episode_steps)
+    collect = max(int(cfg.learner.collect_steps), 2 * int(cfg.num_envs) * episode)
+    encoder = int(cfg.total_steps) - refits * collect
+    if encoder < (refits + 1) * int(cfg.num_envs) * int(cfg.learner.num_steps):
+        raise ValueError(f"total_steps={cfg.total_steps} leaves {encoder} encoder steps after {refits} collections of "
+                         f"{collect} (2 x num_envs x {episode}-step episodes): fewer than one rollout per stage")
+    return [float(encoder // (refits + 1))] * refits + [ONE_STAGE], collect
+
+
+def train_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The ``dopa train`` config of one run: ``cfg`` without ``bench`` and ``hydra``, the learner set
+    for the arm (see the module docstring)."""
+    arm = arm_of(cfg)
+    tc = copy.deepcopy(cfg)
+    with open_dict(tc):
+        tc.pop("bench", None)
+        tc.pop("hydra", None)
+        tc.run_dir = str(run_dir)
+        if arm == "gorl":
+            tc.learner.stage_steps = gorl_schedule(cfg)[0]
+        elif arm == "gorl_1stage":
+            tc.learner.stage_steps = [ONE_STAGE]
+        else:
+            ppo = OmegaConf.load(ROOT / "configs" / "learner" / "ppo.yaml")
+            for g, p in PPO_SHARED.items():
+                ppo[p] = cfg.learner[g]
+            tc.learner = ppo
+    OmegaConf.resolve(tc)
+    return tc
+
+
+class RefitEvals(Callback):
+    """Evaluates GoRL just before each refit (when the collection phase starts: the policy is frozen
+    from there to the refit) and just after it (the first step of the next stage), on the periodic
+    evaluation's seeds; records ``{"stage", "env_steps_before", "before", "env_steps_after", "after",
+    "drop_pct"}`` per refit and the periodic curve ``[env_steps, return_mean, lo, hi]``."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg, self.env = cfg, None
+        self.refits: list[dict] = []
+        self.curve: list[list[float]] = []
+        self.eval_s = 0.0
+        self._phase, self._stage = "encoder", 0
+
+    def _eval(self, run) -> float:
+        t0 = time.time()
+        if self.env is None:
+            self.env = build_env(self.cfg.env, num_envs=int(self.cfg.eval.episodes), seed=int(self.cfg.eval.seed),
+                                 device=self.cfg.get("device", "cpu"))
+        res = evaluate_learner(self.env, run.learner, int(self.cfg.eval.seed))
+        self.eval_s += time.time() - t0
+        return float(res["return_mean"])
+
+    def on_step(self, run) -> None:
+        L = run.learner
+        phase, stage = getattr(L, "phase", None), getattr(L, "stage", 0)
+        if phase is None:
+            return
+        if phase == "collect" and self._phase == "encoder":
+            self.refits.append({"stage": stage, "env_steps_before": run.env_steps, "before": self._eval(run)})
+        if stage != self._stage and self.refits:
+            r = self.refits[-1]
+            r.update({"env_steps_after": run.env_steps, "after": self._eval(run)})
+            r["drop_pct"] = 100.0 * (r["before"] - r["after"]) / r["before"] if r["before"] > 0 else None
+        self._phase, self._stage = phase, stage
+
+    def on_eval(self, env_steps: int, result: dict) -> None:
+        self.curve.append([int(env_steps), float(result["return_mean"]), *map(float, result["return_ci"])])
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+def run_one(cfg: DictConfig, log=print) -> dict:
+    """Train one (arm, seed) and write its result file; when the file exists, return it untouched.
+
+    Returns:
+        ``{"arm", "seed", "group", "curve", "refits", "final_return", "best_return", "env_steps",
+        "wall_s", "eval_s", "env_steps_per_s", "settings", "skipped"}`` (``skipped`` not stored).
+    """
+    arm, seed = arm_of(cfg), int(cfg.seed)
+    p = paths(cfg, arm, seed)
+    if p["result"].exists():
+        log(f"{arm} seed {seed}: done already ({p['result']}), skipped")
+        return {**json.loads(p["result"].read_text()), "skipped": True}
+    tc = train_config(cfg, p["run"])
+    if p["run"].exists():  # an unfinished earlier attempt: start over
+        shutil.rmtree(p["run"])
+    t0 = time.time()
+    pieces = setup(tc)
+    rec = RefitEvals(tc)
+    out = pieces.train([rec])
+    wall = time.time() - t0
+    periodic = [c[1] for c in rec.curve]
+    res = {"arm": arm, "seed": seed, "group": p["group"].name, "curve": rec.curve, "refits": rec.refits,
+           "final_return": periodic[-1] if periodic else None, "best_return": max(periodic) if periodic else None,
+           "env_steps": int(out["env_steps"]), "wall_s": round(wall, 1), "eval_s": round(rec.eval_s, 1),
+           "env_steps_per_s": round(out["env_steps"] / max(1e-9, wall - rec.eval_s), 1),
+           "settings": {"run_dir": str(p["run"]), "config": OmegaConf.to_container(tc, resolve=True)}}
+    write_json(p["result"], res)
+    drops = ", ".join(f"{r['before']:.0f}->{r.get('after', float('nan')):.0f}" for r in rec.refits)
+    log(f"{arm} seed {seed}: final {res['final_return']:.1f}, best {res['best_return']:.1f}, refits [{drops}], "
+        f"{res['env_steps_per_s']} env steps/s, {wall:.0f} s -> {p['result']}")
+    return {**res, "skipped": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregate
+# ---------------------------------------------------------------------------------------------
+
+def summarize(runs: dict) -> tuple[dict, dict]:
+    """One task's figures from ``{arm: [result dicts]}`` (see the module docstring)."""
+    arms: dict = {}
+    for arm, rs in runs.items():
+        fin, best = [r["final_return"] for r in rs], [r["best_return"] for r in rs]
+        a = {"seeds": [r["seed"] for r in rs], "final_per_seed": fin, "best_per_seed": best}
+        for key, vals in (("final", fin), ("best", best)):
+            m, lo, hi = mean_interval(vals)
+            a[key], a[f"{key}_ci"] = float(m), ([float(lo), float(hi)] if len(vals) > 1 else None)
+        a["env_steps_per_s"] = float(np.mean([r["env_steps_per_s"] for r in rs]))
+        refits = [r["refits"] for r in rs if r["refits"]]
+        if refits:
+            a["refits_per_seed"] = refits
+            drops = [f["drop_pct"] for rf in refits for f in rf if f.get("drop_pct") is not None]
+            a["max_refit_drop_pct"] = float(max(drops)) if drops else None
+            a["mean_refit_drop_pct"] = float(np.mean(drops)) if drops else None
+        arms[arm] = a
     metrics: dict = {}
-    targets: dict = {}
-    met: dict = {}
-    for task, by in runs.items():
-        for learner, rs in by.items():
-            final = np.array([r["returns"][-1] for r in rs])
-            best = np.array([max(r["returns"]) for r in rs])
-            metrics[f"{task}/{learner}_final_mean"] = float(final.mean())
-            metrics[f"{task}/{learner}_final_std"] = float(final.std(ddof=1)) if len(final) > 1 else 0.0
-            metrics[f"{task}/{learner}_best_mean"] = float(best.mean())
-            metrics[f"{task}/{learner}_best_std"] = float(best.std(ddof=1)) if len(best) > 1 else 0.0
-            metrics[f"{task}/{learner}_seconds_per_run"] = float(np.mean([r["seconds"] for r in rs]))
-        g, q = metrics[f"{task}/gorl_final_mean"], metrics[f"{task}/ppo_final_mean"]
-        gb, qb = metrics[f"{task}/gorl_best_mean"], metrics[f"{task}/ppo_best_mean"]
-        # a ratio is undefined (None in the JSON) when PPO's return is 0
-        ratios = {f"{task}/ratio_final": g / q if q > 0 else None,
-                  f"{task}/ratio_best": gb / qb if qb > 0 else None}
-        metrics = {**ratios, **metrics}
-        if task in PAPER_TARGET:
-            targets[f"{task}/gorl_final_mean"] = PAPER_TARGET[task]
-            met[f"{task}/gorl_final_mean"] = bool(g >= PAPER_TARGET[task])
-    metrics.update({"env_steps_per_run": float(args.steps), "num_envs": float(args.num_envs),
-                    "seeds": float(len(args.seeds)), "total_seconds": time.perf_counter() - t_all})
-    # per-run eval curves, kept beside the figures (a nested entry; the README table skips it)
-    curves = {task: {learner: [{k: r[k] for k in ("steps", "returns", "refits", "seconds")} for r in rs]
-                     for learner, rs in by.items()} for task, by in runs.items()}
-    ratio_keys = sorted(k for k in metrics if "/ratio_" in k)
-    metrics = {**{k: metrics[k] for k in ratio_keys}, **{k: v for k, v in metrics.items() if k not in ratio_keys},
-               "curves": curves}
-
-    out_dir = Path(args.out) if args.out else RESULTS
-    if args.out:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "gorl_vs_ppo.json"
-        payload = {"benchmark": "gorl_vs_ppo", "metrics": metrics, "targets": targets, "met": met}
-        write_json(path, payload)
-    else:
-        path = write_result("gorl_vs_ppo", metrics, targets, met)
-    plot(runs, out_dir / "gorl_vs_ppo.png", args)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "curves"}, indent=2))
-    print(f"wrote {path}")
-    return 0
+    g = arms.get("gorl")
+    for other in ("gorl_1stage", "ppo"):
+        o = arms.get(other)
+        for key in ("final", "best"):
+            ok = g is not None and o is not None and o[key] > 0
+            metrics[f"gorl_over_{other}_{key}"] = g[key] / o[key] if ok else None
+            metrics[f"gorl_over_{other}_{key}_ci"] = (_ratio_ci(g[f"{key}_per_seed"], o[f"{key}_per_seed"])
+                                                      if ok and min(o[f"{key}_per_seed"]) > 0 else None)
+    metrics["max_refit_drop_pct"] = g.get("max_refit_drop_pct") if g else None
+    for arm, a in arms.items():
+        metrics[f"{arm}_final"], metrics[f"{arm}_best"] = a["final"], a["best"]
+    metrics["arms"] = arms
+    r = metrics["gorl_over_gorl_1stage_final"]
+    drop = metrics["max_refit_drop_pct"]
+    met = {"gorl_over_gorl_1stage_final": r is not None and r >= TARGETS["gorl_over_gorl_1stage_final"],
+           "max_refit_drop_pct": drop is not None and drop <= TARGETS["max_refit_drop_pct"]}
+    return metrics, met
 
 
-def plot(runs: dict, path: Path, args) -> None:
-    """Eval return vs env steps (all counted), mean +- std over seeds; dotted lines: GoRL refits."""
-    import matplotlib
+def load_group(group_dir: Path) -> dict:
+    """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``."""
+    return common.load_group(group_dir, ARMS)
+
+
+COLORS = {"gorl": "tab:blue", "gorl_1stage": "tab:orange", "ppo": "tab:gray"}
+LABELS = {"gorl": "GoRL", "gorl_1stage": "GoRL, one stage (Gaussian PPO, same networks)", "ppo": "control/ppo.py"}
+
+
+def plot(groups: dict, path: Path) -> None:
+    """One panel per task: eval return vs env steps (collection included), mean over seeds with its
+    95 % t band, thin lines = seeds; GoRL's returns just before (o) and after (x) each refit."""
+    import matplotlib  # lazy: plotting
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4), squeeze=False)
-    for ax, (task, by) in zip(axes[0], runs.items(), strict=True):
-        for learner, color, label in (("gorl", "C0", f"GoRL ({args.decoder})"), ("ppo", "C1", "Gaussian PPO")):
-            rs = by[learner]
-            x = np.array(rs[0]["steps"])
-            y = np.array([r["returns"] for r in rs])
-            m, s = y.mean(0), y.std(0)
-            ax.plot(x, m, color=color, label=f"{label}, {len(rs)} seeds")
-            ax.fill_between(x, m - s, m + s, color=color, alpha=0.2)
-        for step in sorted({s for r in by["gorl"] for s in r["refits"]}):
-            ax.axvline(step, color="C0", ls=":", lw=1)
-        ax.set_title(task)
-        ax.set_xlabel("environment steps (decoder-data collection included)")
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], groups.items(), strict=True):
+        for arm, rs in runs.items():
+            n = min(len(r["curve"]) for r in rs)
+            x = np.array([rs[0]["curve"][i][0] for i in range(n)])
+            y = np.array([[r["curve"][i][1] for i in range(n)] for r in rs])
+            for row in y:
+                ax.plot(x, row, color=COLORS[arm], alpha=0.25, lw=0.8)
+            band = np.array([mean_interval(y[:, i]) for i in range(n)])
+            ax.plot(x, band[:, 0], color=COLORS[arm], lw=2, label=f"{LABELS[arm]} ({len(rs)} seeds)")
+            if len(rs) > 1:
+                ax.fill_between(x, band[:, 1], band[:, 2], color=COLORS[arm], alpha=0.15)
+            for r in rs:
+                for f in r["refits"]:
+                    ax.scatter([f["env_steps_before"]], [f["before"]], marker="o", s=18, color=COLORS[arm])
+                    if "after" in f:
+                        ax.scatter([f["env_steps_after"]], [f["after"]], marker="x", s=24, color=COLORS[arm])
+                        ax.axvline(f["env_steps_after"], color=COLORS[arm], ls=":", lw=0.6)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("env steps (decoder-data collection included)")
         ax.set_ylabel("eval return (deterministic)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    common.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
+def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_dir: Path | None = None,
+              log=print) -> dict:
+    """Aggregate each config's group (one per task) into ``<results_dir>/<name>.{json,png}``: per
+    task ``<task>/<metric>`` at the top (targets and ``met`` per task too) and every figure under
+    ``metrics["tasks"][<task>]``. Returns the JSON dict written."""
+    groups, per_task, targets, met_all = {}, {}, {}, {}
+    for cfg in cfgs:
+        gdir = paths(cfg)["group"]
+        runs = load_group(gdir)
+        if not runs:
+            log(f"{gdir.name}: no finished runs, left out")
+            continue
+        m, met = summarize(runs)
+        task = str(cfg.env.name)
+        sched = gorl_schedule(cfg)
+        m["setting"] = {"group": gdir.name, "task": task, "total_steps": int(cfg.total_steps),
+                        "num_envs": int(cfg.num_envs), "episode_steps": int(cfg.env.kwargs.max_episode_steps),
+                        "refits": int(cfg.bench.refits), "gorl_stage_steps": sched[0][:-1],
+                        "collect_steps_per_refit": sched[1], "eval_every": int(cfg.eval.every),
+                        "eval_episodes": int(cfg.eval.episodes), "decoder": str(cfg.learner.decoder),
+                        "results": str(gdir / "results")}
+        m["runs"] = {a: [{k: v for k, v in r.items() if k != "settings"} for r in rs] for a, rs in runs.items()}
+        per_task[task] = m
+        for k, v in met.items():
+            targets[f"{task}/{k}"], met_all[f"{task}/{k}"] = TARGETS[k], v
+        groups[f"{task}: {cfg.total_steps} env steps, {cfg.num_envs} envs, {cfg.bench.refits} refits, eval "
+               f"{cfg.eval.episodes} episodes every {cfg.eval.every}"] = runs
+        log(f"{gdir.name}: " + ", ".join(f"{a} {len(rs)} runs" for a, rs in runs.items()))
+    if not per_task:
+        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['group']) for c in cfgs)}")
+    metrics: dict = {}
+    for task, m in per_task.items():
+        for k in ("gorl_over_gorl_1stage_final", "gorl_over_gorl_1stage_final_ci", "max_refit_drop_pct",
+                  "gorl_final", "gorl_1stage_final", "ppo_final", "gorl_over_ppo_final"):
+            if k in m:
+                metrics[f"{task}/{k}"] = m[k]
+    metrics["tasks"] = per_task
+    metrics["pilot"] = bool(pilot)
+    if cfgs[0].bench.get("note"):
+        metrics["note"] = str(cfgs[0].bench.note)
+    results_dir = Path(results_dir) if results_dir is not None else common.RESULTS
+    path = common.write_result(name, metrics, targets, met_all, results_dir=results_dir)
+    plot(groups, results_dir / f"{name}.png")
+    return json.loads(path.read_text())
+
+
+def _aggregate_cli(argv: list[str]) -> int:
+    """``--aggregate [overrides]``: compose the benchmark's config with the overrides (one key may be
+    a comma list: one group per value, e.g. ``env=cartpole-swingup,cheetah-run``) and aggregate."""
+    cfgs = common.compose_groups(NAME, argv)
+    out = aggregate(cfgs, str(cfgs[0].bench.name), bool(cfgs[0].bench.pilot))
+    for task, m in out["metrics"]["tasks"].items():
+        for arm, a in m["arms"].items():
+            print(f"{task} {arm:12s}: final {a['final']:.1f} {a['final_ci']}, best {a['best']:.1f} {a['best_ci']}, "
+                  f"max refit drop {a.get('max_refit_drop_pct')} %, {a['env_steps_per_s']:.0f} env steps/s")
+        print(f"{task} gorl / gorl_1stage final: {m['gorl_over_gorl_1stage_final']} "
+              f"{m['gorl_over_gorl_1stage_final_ci']}")
+    print(f"met: {out['met']}")
+    return 0
+
+
+@hydra.main(config_path=".", config_name=NAME, version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """One (arm, seed) run (see the module docstring)."""
+    run_one(cfg)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if "--aggregate" in sys.argv[1:]:
+        sys.exit(_aggregate_cli([a for a in sys.argv[1:] if a != "--aggregate"]))
+    main()

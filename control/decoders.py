@@ -8,10 +8,13 @@ Zhang et al., "GoRL" (arXiv 2512.02581), authors' code ``bennidict23/GoRL`` (``d
 - :class:`GenerativeDecoder`: conditional flow matching (Euler ODE) or diffusion (DDIM), sampled
   deterministically from x = eps.
 - :func:`fit_decoder`: refit on (s, u) pairs with fresh eps ~ N(0, I), validation split, early stopping.
+- :class:`Encoder`: the latent Gaussian pi_theta(eps | s); :class:`GoRLPolicy`: the deployment
+  module a = tanh(g_phi(s, mu_theta(s))) (kind ``"gorl"``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -21,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from basics.checks import check_float, check_int
+from control.export import register_kind
 
 __all__ = ["DECODERS", "DIFFUSION_PREDICTIONS", "mlp", "time_embedding", "IdentityDecoder", "GenerativeDecoder",
-           "fit_decoder"]
+           "fit_decoder", "Encoder", "GoRLPolicy"]
 
 DECODERS = ("flow", "diffusion")
 DIFFUSION_PREDICTIONS = ("v_prediction", "epsilon")
@@ -48,15 +52,14 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.SiLU) ->
 
 
 def time_embedding(t: torch.Tensor, dim: int = 8) -> torch.Tensor:
-    """Sinusoidal embedding of a time in [0, 1]: float [N] -> float32 [N, dim] (authors: 8-d sin/cos;
-    ``dim`` even, frequencies geometric from pi to 1000 pi)."""
-    freqs = torch.exp(torch.arange(dim // 2, device=t.device, dtype=torch.float32) * (math.log(1000.0) / max(dim // 2 - 1, 1)))
+    """Sinusoidal embedding of a time in [0, 1]: float [N] -> float32 [N, dim] = [sin(pi f t), cos(pi f t)]
+    with f = 2^k, k = 0 .. dim/2 - 1 (``dim`` even; 8-d: f in {1, 2, 4, 8}, the authors' choice).
+
+    Octave frequencies keep every feature smooth on [0, 1] (the highest completes dim/4 periods):
+    a geometric range up to 1000 pi would turn a continuous flow time into aliased, noise-like inputs."""
+    freqs = 2.0 ** torch.arange(dim // 2, device=t.device, dtype=torch.float32)
     ang = t.float()[:, None] * freqs[None] * math.pi
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
-
-
-# =================================================================================================
-# Encoder pi_theta(eps | s) and critic
 
 
 class IdentityDecoder(nn.Module):
@@ -273,3 +276,73 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
 
 # =================================================================================================
 # The learner
+
+
+# =================================================================================================
+# The encoder pi_theta(eps | s) and the deployment module
+
+class Encoder(nn.Module):
+    """Diagonal Gaussian over the latent eps (dim = action dim), authors' ``EncoderState`` actor.
+
+    ``forward(obs_norm float32 [B, D]) -> (mu [B, A], sigma [B, A])`` with
+    sigma = clamp(softplus(.) + 1e-3, 1e-3, 10). The last layer's weights are scaled by 0.01 and its
+    bias set so a fresh encoder starts at mu ~ 0, sigma ~ ``init_std`` (in (1e-3, 10); the authors'
+    zero bias gives softplus(0) + 1e-3 = 0.694).
+
+    Raises:
+        ValueError: ``init_std`` outside (1e-3, 10).
+    """
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden: Sequence[int], init_std: float = 1.0):
+        super().__init__()
+        A = check_int("latent_dim", latent_dim, 1)
+        init_std = check_float("encoder_init_std", init_std, 1e-3, 10.0, low_open=True, high_open=True)
+        self.net = mlp(obs_dim, hidden, 2 * A)
+        with torch.no_grad():
+            self.net[-1].weight.mul_(0.01)
+            self.net[-1].bias.zero_()
+            # softplus^-1(init_std - 1e-3) = log(expm1(init_std - 1e-3))
+            self.net[-1].bias[A:] = math.log(math.expm1(init_std - 1e-3))
+
+    def forward(self, obs_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised states float32 [B, D] -> (mu float32 [B, A], sigma float32 [B, A] in [1e-3, 10])."""
+        mu, raw = self.net(obs_norm).chunk(2, dim=-1)
+        sigma = (F.softplus(raw) + 1e-3).clamp(1e-3, 10.0)
+        return mu, sigma
+
+
+@register_kind("gorl")
+class GoRLPolicy(nn.Module):
+    """Deployment module: ``forward(state_norm float32 [B, D], images=None) -> float32 [B, 1, A]`` in [-1, 1].
+
+    ``state_norm`` is the state normalised by the encoder's running normaliser (stored in the policy
+    meta); the module un-normalises it for the decoder, which has its own fixed normaliser. Note the
+    encoder's normaliser clips at +-10 std; the deployed module does not (states that far out are
+    outside the training data either way).
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, encoder_hidden: Sequence[int], decoder: dict | None = None):
+        super().__init__()
+        self.config = {"state_dim": int(state_dim), "action_dim": int(action_dim),
+                       "encoder_hidden": [int(h) for h in encoder_hidden], "decoder": decoder}
+        self.encoder = Encoder(state_dim, action_dim, encoder_hidden)
+        if decoder is None:
+            self.decoder = None
+        else:
+            cfg = dict(decoder)
+            kind = cfg.pop("kind")
+            self.decoder = GenerativeDecoder(kind=kind, **cfg)
+        self.register_buffer("norm_mean", torch.zeros(int(state_dim)))
+        self.register_buffer("norm_std", torch.ones(int(state_dim)))
+
+    def export_config(self) -> dict:
+        """The constructor's arguments (``GoRLPolicy(**cfg)`` rebuilds it), a deep copy."""
+        return copy.deepcopy(self.config)
+
+    def forward(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
+        """Normalised states float32 [B, D] -> actions float32 [B, 1, A] in [-1, 1]
+        (a = tanh(g_phi(s, mu_theta(s))); ``images`` unused)."""
+        x = state.clamp(-10.0, 10.0)
+        mu, _ = self.encoder(x)
+        u = mu if self.decoder is None else self.decoder(state * self.norm_std + self.norm_mean, mu)
+        return torch.tanh(u).unsqueeze(1)

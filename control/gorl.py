@@ -34,16 +34,28 @@ Choices made here (and why):
   sigma to 0 and only the entropy bonus pushes back. The KL's minimum is the prior itself, so the
   latent stays where the decoder was trained. ``prior_penalty: l2`` reproduces the authors' code.
 - **Encoder re-initialisation** between stages: on by default (``reinit_encoder: true``), as in the
-  authors' code. A fresh encoder (mean ~ 0, sigma = softplus(0) ~ 0.69) behind a decoder that maps
-  N(0, I) to the previous policy starts close to that policy, slightly narrower. The critic is kept
-  by default (``reinit_critic: false``): the new policy is close to the old one, so its value is too,
-  and a fresh critic costs many steps. The authors re-initialise both.
+  authors' code, but the fresh encoder starts at mu ~ 0 and sigma = ``encoder_init_std`` (default
+  1.0, the prior itself): behind a decoder that maps N(0, I) to the previous policy, the new stage
+  then starts by reproducing that policy, spread included. The authors' fresh encoder starts at
+  sigma = softplus(0) ~ 0.69, so each refit shrank the action spread by ~0.69x and nothing (their
+  entropy bonus is 0 on DMC) restored it (``encoder_init_std: 0.69`` reproduces that). The critic is
+  kept by default (``reinit_critic: false``): the new policy is close to the old one, so its value
+  is too, and a fresh critic costs many steps. The authors re-initialise both.
 - **Honest step counting**: the collection phase runs inside the training loop's own environment,
   through ``act``/``observe``, so every collection step is counted by the loop and by
   :attr:`GoRL.env_steps` (the authors' plots omit ~79M such steps). Collection episodes end at the
-  env's time limit (truncation), so early-episode states are in the decoder's data as long as
-  ``collect_steps >= num_envs * episode_length``; the metric ``gorl/decoder_data_early_frac`` reports
-  the share of the data from the first 10% of an episode.
+  env's time limit (truncation). A collection phase lasts ``max(collect_steps, 2 * num_envs * L)``
+  env steps, L the longest episode seen so far, so every step-in-episode appears in the data for
+  every env at least twice; the metric ``gorl/decoder_data_early_frac`` reports the share of the
+  data from the first 10% of an episode.
+- **Several decoder targets per stored state** (``decoder_targets_per_state`` = K): the encoder and
+  the decoder are frozen during collection, so the policy that collected is known exactly; each
+  stored state s gets its executed u plus K - 1 more draws u = g_phi(s, mu(s) + sigma(s) * n),
+  n ~ N(0, I), from that same policy (no extra env steps): the refit sees the policy's spread at
+  every state rather than one sample of it. ``decoder_dataset_size`` caps the (s, u) pairs of a
+  refit (states subsampled uniformly when over it, so early-episode coverage is kept).
+- **Return normalisation** (``normalize_returns``, :class:`control.ppo.ReturnNormalizer`) and
+  optional linear learning-rate decay over ``total_steps`` (``anneal_lr``), as in :mod:`control.ppo`.
 - **Decoder refit from a fresh initialisation** every stage with a 10% validation split, early
   stopping and the best-validation weights kept (authors' ``train_decoder_fm.py``).
 - Evaluation (``deterministic=True``) uses eps = mu_theta(s) and the deterministic decoder.
@@ -65,7 +77,6 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from basics.checks import check_float, check_int, check_states
@@ -73,16 +84,17 @@ from control.buffers import RolloutBuffer
 from control.decoders import (
     DECODERS,
     DIFFUSION_PREDICTIONS,
+    Encoder,
     GenerativeDecoder,
+    GoRLPolicy,
     IdentityDecoder,
     fit_decoder,
     mlp,
     time_embedding,
 )
-from control.export import register_kind
 from control.learner import Learner, LearnerConfig, Transition
 from control.networks import RunningMeanStd
-from control.ppo import ppo_loss
+from control.ppo import FrozenNorm, ReturnNormalizer, gaussian_log_prob, ppo_loss
 
 __all__ = ["GoRL", "GoRLConfig", "GoRLPolicy", "Encoder", "GenerativeDecoder", "IdentityDecoder", "fit_decoder",
            "gaussian_log_prob", "prior_penalty", "time_embedding", "DECODERS", "DIFFUSION_PREDICTIONS",
@@ -90,33 +102,6 @@ __all__ = ["GoRL", "GoRLConfig", "GoRLPolicy", "Encoder", "GenerativeDecoder", "
 
 PRIOR_PENALTIES = ("kl", "l2")
 PHASES = ("encoder", "collect")
-
-
-class Encoder(nn.Module):
-    """Diagonal Gaussian over the latent eps (dim = action dim), authors' ``EncoderState`` actor.
-
-    ``forward(obs_norm float32 [B, D]) -> (mu [B, A], sigma [B, A])`` with
-    sigma = clamp(softplus(.) + 1e-3, 1e-3, 10). The last layer is scaled by 0.01 so a fresh
-    encoder starts at mu ~ 0, sigma ~ softplus(0) = 0.69.
-    """
-
-    def __init__(self, obs_dim: int, latent_dim: int, hidden: Sequence[int]):
-        super().__init__()
-        self.net = mlp(obs_dim, hidden, 2 * check_int("latent_dim", latent_dim, 1))
-        with torch.no_grad():
-            self.net[-1].weight.mul_(0.01)
-            self.net[-1].bias.zero_()
-
-    def forward(self, obs_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised states float32 [B, D] -> (mu float32 [B, A], sigma float32 [B, A] in [1e-3, 10])."""
-        mu, raw = self.net(obs_norm).chunk(2, dim=-1)
-        sigma = (F.softplus(raw) + 1e-3).clamp(1e-3, 10.0)
-        return mu, sigma
-
-
-def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Log density of a diagonal Gaussian, summed over the last dim: [B, A] -> [B] (nats)."""
-    return (-0.5 * ((x - mu) / sigma).pow(2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
 def prior_penalty(mu: torch.Tensor, sigma: torch.Tensor, kind: str) -> torch.Tensor:
@@ -185,9 +170,12 @@ class GoRLConfig(LearnerConfig):
     """Env steps of encoder training per stage, each > 0 (``[inf]``: one stage, plain Gaussian PPO);
     every stage but the last ends with a collection phase and a decoder refit [60M, 60M, 30M, 30M]."""
     collect_steps: int = 10_000
-    """Env steps (all envs together) of decoder-data collection after a stage, >= 0; counted."""
-    decoder_dataset_size: int = 10_000
-    """The refit uses the most recent this-many (s, u) pairs, >= 1."""
+    """Env steps (all envs together) of decoder-data collection after a stage, >= 0; counted. The
+    phase lasts at least 2 x num_envs x the longest episode seen (the data-size rule)."""
+    decoder_dataset_size: int = 1_000_000
+    """Most (s, u) pairs in one refit (states x targets), >= 1; states subsampled uniformly when over."""
+    decoder_targets_per_state: int = 4
+    """K >= 1 targets per stored state: the executed u and K - 1 draws from the same frozen policy."""
     decoder_epochs: int = 50
     """Refit epochs, >= 1 [50]."""
     decoder_batch_size: int = 256
@@ -202,6 +190,9 @@ class GoRLConfig(LearnerConfig):
     """Refit from a fresh initialisation [True] instead of the previous decoder."""
     reinit_encoder: bool = True
     """Fresh encoder at each new stage [True]."""
+    encoder_init_std: float = 1.0
+    """sigma of a fresh encoder, in (1e-3, 10) [softplus(0) = 0.69]; 1.0 = the prior the decoder maps
+    to the previous policy, so a new stage starts by reproducing it."""
     reinit_critic: bool = False
     """Fresh critic at each new stage [True]."""
     encoder_hidden: Sequence[int] = (32, 32, 32, 32)
@@ -234,6 +225,12 @@ class GoRLConfig(LearnerConfig):
     """"kl" (true KL to N(0, I)) or "l2" (the authors' mean(mu^2) + mean(sigma^2))."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this (> 0) before GAE (Playground's DMC PPO: 10)."""
+    normalize_returns: bool = False
+    """Scale rewards by the running std of the discounted return (:class:`control.ppo.ReturnNormalizer`)."""
+    anneal_lr: bool = False
+    """Linear decay of the encoder/critic learning rate to 0 over ``total_steps`` (all env steps)."""
+    total_steps: int = 1_000_000
+    """Env steps of the run (only for ``anneal_lr``; then >= 1)."""
     normalize_obs: bool = True
     """Running observation normalisation for the encoder and critic."""
 
@@ -243,7 +240,8 @@ class GoRLConfig(LearnerConfig):
         if self.prior_penalty not in PRIOR_PENALTIES:
             raise ValueError(f"unknown prior_penalty {self.prior_penalty!r}; known: {', '.join(PRIOR_PENALTIES)}")
         for key in ("num_steps", "update_epochs", "num_minibatches", "decoder_steps", "decoder_dataset_size",
-                    "decoder_batch_size", "decoder_epochs", "decoder_noise_samples", "decoder_patience"):
+                    "decoder_batch_size", "decoder_epochs", "decoder_noise_samples", "decoder_patience",
+                    "decoder_targets_per_state"):
             setattr(self, key, check_int(key, getattr(self, key), 1))
         for key in ("decoder_hidden", "encoder_hidden", "critic_hidden"):
             setattr(self, key, tuple(check_int(f"{key} width", h, 1) for h in getattr(self, key)))
@@ -265,8 +263,14 @@ class GoRLConfig(LearnerConfig):
         if self.decoder_prediction not in DIFFUSION_PREDICTIONS:
             raise ValueError(f"unknown decoder_prediction {self.decoder_prediction!r}; known: "
                              f"{', '.join(DIFFUSION_PREDICTIONS)}")
-        for key in ("decoder_reinit", "reinit_encoder", "reinit_critic", "normalize_obs"):
+        for key in ("decoder_reinit", "reinit_encoder", "reinit_critic", "normalize_obs", "normalize_returns",
+                    "anneal_lr"):
             setattr(self, key, bool(getattr(self, key)))
+        self.encoder_init_std = check_float("encoder_init_std", self.encoder_init_std, 1e-3, 10.0, low_open=True,
+                                            high_open=True)
+        if self.anneal_lr:
+            check_int("total_steps", self.total_steps, 1)
+        self.total_steps = int(self.total_steps)
 
     def check_num_envs(self, num_envs: int) -> None:
         """Raises ValueError when ``num_steps * num_envs`` is smaller than ``num_minibatches``."""
@@ -299,7 +303,7 @@ class GoRL(Learner):
         self.decoder_hidden = list(c.decoder_hidden)
         self.decoder_prediction = c.decoder_prediction
         self.stage_steps, self.collect_steps = list(c.stage_steps), c.collect_steps
-        self.decoder_dataset_size = c.decoder_dataset_size
+        self.decoder_dataset_size, self.targets_per_state = c.decoder_dataset_size, c.decoder_targets_per_state
         self.decoder_fit = dict(epochs=c.decoder_epochs, batch_size=c.decoder_batch_size, lr=c.decoder_lr,
                                 noise_samples=c.decoder_noise_samples, patience=c.decoder_patience)
         self.decoder_reinit, self.reinit_encoder, self.reinit_critic = c.decoder_reinit, c.reinit_encoder, c.reinit_critic
@@ -309,13 +313,16 @@ class GoRL(Learner):
         self.vf_coef, self.ent_coef = c.vf_coef, c.ent_coef
         self.clip_eps, self.max_grad_norm, self.prior_coef = c.clip_eps, c.max_grad_norm, c.prior_coef
         self.prior_penalty, self.reward_scale, self.normalize_obs = c.prior_penalty, c.reward_scale, c.normalize_obs
+        self.encoder_init_std, self.anneal_lr, self.total_steps = c.encoder_init_std, c.anneal_lr, c.total_steps
 
         self.gen = torch.Generator(device="cpu").manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.obs_norm = RunningMeanStd(self.obs_dim).to(self.device)
-            self.encoder = Encoder(self.obs_dim, self.action_dim, self.encoder_hidden).to(self.device)
+            self.encoder = self._new_encoder()
             self.critic = mlp(self.obs_dim, self.critic_hidden, 1).to(self.device)
+        self._frozen_norm = FrozenNorm(self.obs_norm)
+        self.return_norm = ReturnNormalizer(self.num_envs, self.gamma) if c.normalize_returns else None
         self.decoder: nn.Module = IdentityDecoder()
         self._make_optimizer()
 
@@ -327,13 +334,12 @@ class GoRL(Learner):
         # Rollout buffer for the encoder's PPO; its "action" is the latent eps.
         B, D, A = self.num_envs, self.obs_dim, self.action_dim
         self.buffer = RolloutBuffer(self.num_steps, B, D, A, self.device)
-        # Decoder data: ring buffer of the most recent (s, u) pairs and their step-in-episode.
-        N = self.decoder_dataset_size
-        self.data_obs = torch.zeros(N, D)
-        self.data_u = torch.zeros(N, A)
-        self.data_t = torch.zeros(N, dtype=torch.long)
-        self.data_pos, self.data_len = 0, 0
+        # Decoder data: the collection phase's (s, u) pairs and their step-in-episode, per loop step.
+        self.data_obs: list[torch.Tensor] = []
+        self.data_u: list[torch.Tensor] = []
+        self.data_t: list[torch.Tensor] = []
         self.episode_t = torch.zeros(B, dtype=torch.long)
+        self.longest_episode = 0  # longest episode seen (env steps of one env), for the data-size rule
         self._last: dict | None = None  # what act() computed for the last stochastic call
         self.history: list[dict] = []  # one entry per stage transition (for logs and tests)
 
@@ -343,12 +349,23 @@ class GoRL(Learner):
         self.optimizer = torch.optim.Adam(list(self.encoder.parameters()) + list(self.critic.parameters()),
                                           lr=self.lr, eps=1e-5)
 
+    def _new_encoder(self) -> Encoder:
+        return Encoder(self.obs_dim, self.action_dim, self.encoder_hidden, self.encoder_init_std).to(self.device)
+
+    def collect_target(self) -> int:
+        """Env steps the current collection phase lasts: ``max(collect_steps, 2 * num_envs * L)``, L
+        the longest episode seen so far (the decoder data-size rule); with ``collect_steps = 0`` and no
+        episode ended yet, the phase lasts until one ends (then L is known)."""
+        if self.longest_episode == 0 and self.collect_steps == 0:
+            return 1 << 62
+        return max(self.collect_steps, 2 * self.num_envs * self.longest_episode)
+
     def _new_decoder(self) -> GenerativeDecoder:
         return GenerativeDecoder(self.obs_dim, self.action_dim, self.decoder_kind, self.decoder_hidden,
                                  self.decoder_steps, prediction=self.decoder_prediction).to(self.device)
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.obs_norm.normalize(obs) if self.normalize_obs else obs
+        return self._frozen_norm(obs) if self.normalize_obs else obs
 
     def _check_obs(self, obs: torch.Tensor, what: str = "obs", batch: int | None = None) -> torch.Tensor:
         """:func:`basics.checks.check_states` ([B, D], B = ``batch`` when given), then float32 on the learner's device."""
@@ -373,7 +390,8 @@ class GoRL(Learner):
         """
         dev_in = obs.device if isinstance(obs, torch.Tensor) else None
         s = self._check_obs(obs)
-        mu, sigma = self.encoder(self._norm(s))
+        x = self._norm(s)
+        mu, sigma = self.encoder(x)
         if deterministic:
             latent = mu
         else:
@@ -384,8 +402,9 @@ class GoRL(Learner):
         if not torch.isfinite(action).all():
             raise FloatingPointError("GoRL produced NaN/inf actions (encoder or decoder diverged)")
         if not deterministic:
+            value = self.critic(x).squeeze(-1) if self.phase == "encoder" else None
             self._last = {"obs": s, "latent": latent, "u": u, "logp": gaussian_log_prob(latent, mu, sigma),
-                          "action": action}
+                          "action": action, "value": value}
         return action.to(dev_in) if dev_in is not None else action
 
     # ----- storing --------------------------------------------------------------------------------
@@ -422,9 +441,9 @@ class GoRL(Learner):
                                   self.num_envs).to(self.device, torch.float32)
             mu, sigma = self.encoder(self._norm(s))
             logp = gaussian_log_prob(latent, mu, sigma)
-            u = self.decoder(s, latent)
+            u, value = self.decoder(s, latent), None
         elif self._last is not None and self._last["obs"].shape == s.shape and torch.equal(self._last["obs"], s):
-            latent, logp, u = self._last["latent"], self._last["logp"], self._last["u"]
+            latent, logp, u, value = self._last["latent"], self._last["logp"], self._last["u"], self._last["value"]
         else:
             raise ValueError("GoRL.observe: no latent for this transition; call act(obs, deterministic=False) on "
                              "the same obs first, or pass info['latent'] (float32 [B, A])")
@@ -432,25 +451,24 @@ class GoRL(Learner):
         terminated = transition.terminated.to(self.device).bool()
         done = terminated | transition.truncated.to(self.device).bool()
 
-        # Decoder data: every (s, u) pair goes into the ring buffer with its step-in-episode.
-        i = torch.arange(self.num_envs) + self.data_pos
-        idx = i % self.decoder_dataset_size
-        if self.num_envs > self.decoder_dataset_size:
-            idx, sel = idx[-self.decoder_dataset_size:], slice(-self.decoder_dataset_size, None)
-        else:
-            sel = slice(None)
-        self.data_obs[idx] = s[sel].cpu()
-        self.data_u[idx] = u[sel].cpu()
-        self.data_t[idx] = self.episode_t[sel]
-        self.data_pos = (self.data_pos + self.num_envs) % self.decoder_dataset_size
-        self.data_len = min(self.data_len + self.num_envs, self.decoder_dataset_size)
-        self.episode_t = torch.where(done.cpu(), torch.zeros_like(self.episode_t), self.episode_t + 1)
+        # Decoder data: the collection phase's (s, u) pairs with their step-in-episode.
+        if self.phase == "collect":
+            self.data_obs.append(s.cpu())
+            self.data_u.append(u.cpu())
+            self.data_t.append(self.episode_t.clone())
+        done_cpu = done.cpu()
+        if done_cpu.any():
+            self.longest_episode = max(self.longest_episode, int(self.episode_t[done_cpu].max()) + 1)
+        self.episode_t = torch.where(done_cpu, torch.zeros_like(self.episode_t), self.episode_t + 1)
 
         self.env_steps += self.num_envs
         self.phase_steps += self.num_envs
         if self.phase == "encoder":
-            value = self.critic(self._norm(s)).squeeze(-1)
+            if value is None:
+                value = self.critic(self._norm(s)).squeeze(-1)
             reward = reward * self.reward_scale
+            if self.return_norm is not None:
+                reward = self.return_norm(reward, done)
             trunc = done & ~terminated  # time limit: bootstrap from the final state (as control.ppo.PPO)
             if trunc.any():
                 reward[trunc] += self.gamma * self.critic(self._norm(next_obs[trunc])).squeeze(-1)
@@ -462,7 +480,7 @@ class GoRL(Learner):
 
         Encoder phase: a PPO update in latent space once ``num_steps`` steps per env are stored; at
         the end of the stage's budget, switch to the collection phase. Collection phase: once
-        ``collect_steps`` env steps are gathered, refit the decoder and start the next stage.
+        :meth:`collect_target` env steps are gathered, refit the decoder and start the next stage.
         """
         metrics: dict[str, float] = {}
         if self.phase == "encoder" and self.buffer.full:
@@ -470,7 +488,8 @@ class GoRL(Learner):
             last_stage = self.stage >= len(self.stage_steps) - 1
             if not last_stage and self.phase_steps >= self.stage_steps[self.stage]:
                 self.phase, self.phase_steps = "collect", 0
-        if self.phase == "collect" and self.phase_steps >= self.collect_steps:
+                self.data_obs, self.data_u, self.data_t = [], [], []
+        if self.phase == "collect" and self.phase_steps >= self.collect_target():
             metrics.update(self._refit_and_next_stage())
         if metrics:
             metrics.update({"gorl/stage": float(self.stage), "gorl/collecting": float(self.phase == "collect"),
@@ -481,6 +500,10 @@ class GoRL(Learner):
         st = self.stage
         clip_eps, max_norm, prior_coef = (_staged(self.clip_eps, st), _staged(self.max_grad_norm, st),
                                           _staged(self.prior_coef, st))
+        if self.anneal_lr:
+            frac = max(0.0, 1.0 - self.env_steps / max(1, self.total_steps))
+            for grp in self.optimizer.param_groups:
+                grp["lr"] = frac * self.lr
         buf = self.buffer
         T, B = buf.T, buf.B
         n = T * B
@@ -526,14 +549,48 @@ class GoRL(Learner):
         self.updates += 1
         out = {f"gorl/{k}": float(np.mean(v)) for k, v in stats.items()}
         out.update({"gorl/latent_mean_abs": float(lat.mean(0).abs().mean()), "gorl/latent_std": float(lat.std(0).mean()),
-                    "gorl/rollout_reward": rollout_reward})
+                    "gorl/rollout_reward": rollout_reward, "gorl/learning_rate": float(self.optimizer.param_groups[0]["lr"])})
+        if self.return_norm is not None:
+            out["gorl/return_std"] = self.return_norm.std
         return out
 
     def decoder_dataset(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The stored (s, u, step-in-episode) pairs, oldest first: float32 [N, D], [N, A], int64 [N]."""
-        n, N = self.data_len, self.decoder_dataset_size
-        order = torch.arange(self.data_pos - n, self.data_pos) % N
-        return self.data_obs[order], self.data_u[order], self.data_t[order]
+        """The current collection phase's (s, executed u, step-in-episode), in step order:
+        float32 [N, D], float32 [N, A], int64 [N] (N = env steps collected so far)."""
+        if not self.data_obs:
+            return torch.zeros(0, self.obs_dim), torch.zeros(0, self.action_dim), torch.zeros(0, dtype=torch.long)
+        return torch.cat(self.data_obs), torch.cat(self.data_u), torch.cat(self.data_t)
+
+    @torch.no_grad()
+    def decoder_targets(self, obs: torch.Tensor, u: torch.Tensor, ep_t: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The refit's (s, u) pairs: each stored state with its executed u and K - 1 further draws
+        u = g_phi(s, mu(s) + sigma(s) n), n ~ N(0, I), from the current (frozen) encoder and decoder,
+        K = ``decoder_targets_per_state``; states subsampled uniformly (learner RNG) when N * K would
+        exceed ``decoder_dataset_size``.
+
+        Args:
+            obs: float32 [N, D] raw states.  u: float32 [N, A] executed pre-tanh actions.
+            ep_t: int64 [N] step-in-episode or None (subsampled alike).
+        Returns:
+            (states float32 [M*K, D], targets float32 [M*K, A], ep_t int64 [M] or None), M <= N; the
+            first M rows hold the executed actions.
+        """
+        K = self.targets_per_state
+        keep = max(1, self.decoder_dataset_size // K)
+        if obs.shape[0] > keep:
+            idx = torch.randperm(obs.shape[0], generator=self.gen)[:keep].sort().values
+            obs, u = obs[idx], u[idx]
+            ep_t = ep_t[idx] if ep_t is not None else None
+        states, targets = [obs], [u]
+        for lo in range(0, obs.shape[0], 65536):
+            s = obs[lo:lo + 65536].to(self.device)
+            mu, sigma = self.encoder(self._norm(s))
+            for _ in range(1, K):
+                latent = mu + sigma * torch.randn(mu.shape, generator=self.gen).to(self.device)
+                states.append(s.cpu())
+                targets.append(self.decoder(s, latent).cpu())
+        return torch.cat(states), torch.cat(targets), ep_t
 
     def refit_decoder(self, obs: torch.Tensor, action: torch.Tensor) -> dict[str, float]:
         """Phase 2 on given data: fit a decoder (fresh unless ``decoder_reinit`` is false and a
@@ -554,14 +611,16 @@ class GoRL(Learner):
 
     def _refit_and_next_stage(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        obs, u, ep_t = self.decoder_dataset()
+        states_collected = self.decoder_dataset()[0].shape[0]
+        obs, u, ep_t = self.decoder_targets(*self.decoder_dataset())
+        self.data_obs, self.data_u, self.data_t = [], [], []
         out = self.refit_decoder(obs, u)
         self.stage += 1
         self.phase, self.phase_steps = "encoder", 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + self.stage)
             if self.reinit_encoder:
-                self.encoder = Encoder(self.obs_dim, self.action_dim, self.encoder_hidden).to(self.device)
+                self.encoder = self._new_encoder()
             if self.reinit_critic:
                 self.critic = mlp(self.obs_dim, self.critic_hidden, 1).to(self.device)
         self._make_optimizer()
@@ -569,7 +628,10 @@ class GoRL(Learner):
         early = float((ep_t < max(1, int(0.1 * max(int(ep_t.max()), 1)))).float().mean()) if ep_t.numel() else 0.0
         out = {f"gorl/{k}": v for k, v in out.items()}
         out.update({"gorl/decoder_fit_seconds": time.perf_counter() - t0, "gorl/decoder_data_early_frac": early,
-                    "gorl/decoder_data_max_episode_t": float(ep_t.max()) if ep_t.numel() else 0.0})
+                    "gorl/decoder_data_max_episode_t": float(ep_t.max()) if ep_t.numel() else 0.0,
+                    "gorl/decoder_data_states": float(states_collected),
+                    "gorl/decoder_targets_per_state": float(self.targets_per_state),
+                    "gorl/longest_episode": float(self.longest_episode)})
         self.history.append({"stage": self.stage, "env_steps": self.env_steps, **out})
         return out
 
@@ -583,8 +645,9 @@ class GoRL(Learner):
             "decoder": None if isinstance(dec, IdentityDecoder) else {"config": dec.export_config(), "state": dec.state_dict()},
             "stage": self.stage, "phase": self.phase, "env_steps": self.env_steps, "phase_steps": self.phase_steps,
             "updates": self.updates, "buffer": self.buffer.state_dict(),
-            "data": {"obs": self.data_obs.clone(), "u": self.data_u.clone(), "t": self.data_t.clone(),
-                     "pos": self.data_pos, "len": self.data_len}, "episode_t": self.episode_t.clone(),
+            "data": dict(zip(("obs", "u", "t"), self.decoder_dataset(), strict=True)),
+            "episode_t": self.episode_t.clone(), "longest_episode": self.longest_episode,
+            "return_norm": self.return_norm.state_dict() if self.return_norm is not None else None,
             "rng": self.gen.get_state(), "history": list(self.history),
         }
 
@@ -612,10 +675,11 @@ class GoRL(Learner):
         self.env_steps, self.phase_steps, self.updates = int(state["env_steps"]), int(state["phase_steps"]), int(state["updates"])
         self.buffer.load_state_dict(state["buffer"])
         d = state["data"]
-        self.data_obs, self.data_u, self.data_t = d["obs"].clone(), d["u"].clone(), d["t"].clone()
-        self.decoder_dataset_size = int(self.data_obs.shape[0])
-        self.data_pos, self.data_len = int(d["pos"]), int(d["len"])
+        self.data_obs, self.data_u, self.data_t = (([d[k].clone()] if d[k].shape[0] else []) for k in ("obs", "u", "t"))
         self.episode_t.copy_(state["episode_t"])
+        self.longest_episode = int(state.get("longest_episode", 0))
+        if self.return_norm is not None and state.get("return_norm") is not None:
+            self.return_norm.load_state_dict(state["return_norm"])
         self.gen.set_state(state["rng"])
         self.history = list(state.get("history", []))
         self._last = None
@@ -657,40 +721,3 @@ class GoRL(Learner):
         if not self.normalize_obs:
             return None
         return self.obs_norm.export()
-
-
-@register_kind("gorl")
-class GoRLPolicy(nn.Module):
-    """Deployment module: ``forward(state_norm float32 [B, D], images=None) -> float32 [B, 1, A]`` in [-1, 1].
-
-    ``state_norm`` is the state normalised by the encoder's running normaliser (stored in the policy
-    meta); the module un-normalises it for the decoder, which has its own fixed normaliser. Note the
-    encoder's normaliser clips at +-10 std; the deployed module does not (states that far out are
-    outside the training data either way).
-    """
-
-    def __init__(self, state_dim: int, action_dim: int, encoder_hidden: Sequence[int], decoder: dict | None = None):
-        super().__init__()
-        self.config = {"state_dim": int(state_dim), "action_dim": int(action_dim),
-                       "encoder_hidden": [int(h) for h in encoder_hidden], "decoder": decoder}
-        self.encoder = Encoder(state_dim, action_dim, encoder_hidden)
-        if decoder is None:
-            self.decoder = None
-        else:
-            cfg = dict(decoder)
-            kind = cfg.pop("kind")
-            self.decoder = GenerativeDecoder(kind=kind, **cfg)
-        self.register_buffer("norm_mean", torch.zeros(int(state_dim)))
-        self.register_buffer("norm_std", torch.ones(int(state_dim)))
-
-    def export_config(self) -> dict:
-        """The constructor's arguments (``GoRLPolicy(**cfg)`` rebuilds it), a deep copy."""
-        return copy.deepcopy(self.config)
-
-    def forward(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
-        """Normalised states float32 [B, D] -> actions float32 [B, 1, A] in [-1, 1]
-        (a = tanh(g_phi(s, mu_theta(s))); ``images`` unused)."""
-        x = state.clamp(-10.0, 10.0)
-        mu, _ = self.encoder(x)
-        u = mu if self.decoder is None else self.decoder(state * self.norm_std + self.norm_mean, mu)
-        return torch.tanh(u).unsqueeze(1)

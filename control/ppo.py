@@ -8,7 +8,15 @@
   minibatch; time-limit truncations bootstrap by adding gamma * V(final state) to the last reward.
 
 Observation statistics (optional) are frozen during a rollout and its update, then refreshed from
-that rollout, so stored log-probabilities stay consistent. All sampling uses the learner's own
+that rollout, so stored log-probabilities stay consistent. Rewards can be scaled by a running
+estimate of the discounted return's standard deviation (:class:`ReturnNormalizer`,
+``normalize_returns``: SB3's ``VecNormalize(norm_reward=True)``, Gymnasium's ``NormalizeReward``),
+so the critic's targets stay O(1) whatever the task's reward scale; the learning rate can decay
+linearly to 0 over ``total_steps`` (``anneal_lr``, CleanRL's default).
+
+Per step the loop calls ``act`` then ``observe`` on the same states: ``act`` keeps what it
+computed (log-probability and value of the sampled action, with the parameters and statistics that
+also serve ``observe``), so ``observe`` does not run the networks again. All sampling uses the learner's own
 ``torch.Generator`` (saved in ``state_dict``). GoRL's encoder reuses :func:`ppo_loss` and the
 rollout buffer.
 """
@@ -16,9 +24,11 @@ rollout buffer.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,6 +58,88 @@ def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: 
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
     return loss, {"approx_kl": float(approx_kl), "clipfrac": float(clipfrac)}
+
+
+class ReturnNormalizer:
+    """Reward scaling by the running standard deviation of the discounted return (SB3's
+    ``VecNormalize(norm_reward=True)``; Gymnasium's ``NormalizeReward``; Engstrom et al. 2020,
+    "Implementation Matters in Deep Policy Gradients", sec. 3 "reward scaling").
+
+    Per step: G <- gamma G + r (per env, float64 [B]), the running variance of G is updated with the
+    batch of G (Chan et al.'s parallel update, as :class:`control.networks.RunningMeanStd`), the
+    reward returned is ``clip(r / sqrt(var(G) + eps), -clip, clip)``, and G is set to 0 where an
+    episode ended (terminated or truncated, as SB3). The mean is not subtracted (that would change
+    the optimal policy). Kept in numpy: it runs once per env step on B numbers.
+
+    Args:
+        num_envs: B >= 1.  gamma: in (0, 1].  clip: > 0.  eps: > 0.
+    Raises:
+        ValueError: a value out of range (named).
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        self.gamma = check_float("gamma", gamma, 0.0, 1.0, low_open=True)
+        self.clip = check_float("clip", clip, 0.0, low_open=True)
+        self.eps = check_float("eps", eps, 0.0, low_open=True)
+        self.ret = np.zeros(check_int("num_envs", num_envs, 1), dtype=np.float64)
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    @property
+    def std(self) -> float:
+        """sqrt(var(G) + eps): the scale rewards are divided by (1.0 before any step)."""
+        return math.sqrt(self.var + self.eps)
+
+    def __call__(self, reward: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """reward float32 [B], done bool [B] (the episode ended after this step) -> scaled reward
+        float32 [B] on ``reward``'s device."""
+        r = reward.detach().cpu().numpy().astype(np.float64)
+        self.ret = self.ret * self.gamma + r
+        n, b_mean, b_var = self.ret.shape[0], float(self.ret.mean()), float(self.ret.var())
+        delta, tot = b_mean - self.mean, self.count + n
+        self.mean += delta * n / tot
+        self.var = (self.var * self.count + b_var * n + delta ** 2 * self.count * n / tot) / tot
+        self.count = tot
+        out = np.clip(r / self.std, -self.clip, self.clip).astype(np.float32)
+        self.ret[done.detach().cpu().numpy().astype(bool)] = 0.0
+        return torch.from_numpy(out).to(reward.device)
+
+    def state_dict(self) -> dict:
+        """``{"ret": float64 [B] tensor, "mean", "var", "count"}``."""
+        return {"ret": torch.from_numpy(self.ret.copy()), "mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`. Raises ValueError for a ``ret`` of another size."""
+        ret = np.asarray(state["ret"], dtype=np.float64)
+        if ret.shape != self.ret.shape:
+            raise ValueError(f"return normaliser for {ret.shape[0]} envs in the checkpoint, {self.ret.shape[0]} here")
+        self.ret = ret.copy()
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
+
+
+class FrozenNorm:
+    """float32 view of a :class:`control.networks.RunningMeanStd` for the per-step path: the same
+    ``clip((x - mean) / sqrt(var + eps))`` in float32, with the float32 mean and scale rebuilt only
+    when the statistics changed (tracked by the buffers' in-place version counters, so an update, a
+    ``load_state_dict`` or a checkpoint load is seen)."""
+
+    def __init__(self, rms: RunningMeanStd):
+        self.rms = rms
+        self._key: tuple | None = None
+        self._mean = self._std = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 [..., D] -> float32 [..., D], normalised and clipped."""
+        r = self.rms
+        key = (r.mean._version, r.var._version, r.mean.data_ptr(), r.var.data_ptr())
+        if key != self._key:
+            self._mean, self._std = r.mean.to(torch.float32), torch.sqrt(r.var.to(torch.float32) + r.eps)
+            self._key = key
+        return ((x - self._mean) / self._std).clamp(-r.clip, r.clip)
+
+
+def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Log density of a diagonal Gaussian, summed over the last dim: [B, A] -> [B] (nats)."""
+    return (-0.5 * ((x - mu) / sigma).pow(2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
 @dataclasses.dataclass
@@ -86,6 +178,8 @@ class PPOConfig(LearnerConfig):
     """Adam step size, > 0."""
     anneal_lr: bool = False
     """Linear decay of the learning rate to 0 over ``total_steps``."""
+    normalize_returns: bool = False
+    """Scale rewards by the running std of the discounted return (:class:`ReturnNormalizer`)."""
     total_steps: int = 1_000_000
     """Env steps of the run (only for ``anneal_lr``; then >= 1)."""
     norm_adv: bool = True
@@ -100,6 +194,9 @@ class PPOConfig(LearnerConfig):
     """Hidden activation: relu, elu, tanh, silu or gelu."""
     init_log_std: float = 0.0
     """Initial log sigma of the Gaussian policy (finite)."""
+    ortho_init: bool = True
+    """Orthogonal initialisation as SB3 / CleanRL: hidden layers gain sqrt(2), zero biases, value head
+    gain 1 (the mean head keeps gain 0.01); false: torch's default for the hidden layers."""
     target_kl: float | None = None
     """Stop the epoch loop early when the approximate KL exceeds it (None: never; else > 0)."""
 
@@ -121,7 +218,8 @@ class PPOConfig(LearnerConfig):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         self.hidden = check_widths("hidden", self.hidden)
-        for key in ("clip_vloss", "anneal_lr", "norm_adv", "obs_normalization", "layer_norm"):
+        for key in ("clip_vloss", "anneal_lr", "norm_adv", "obs_normalization", "layer_norm", "normalize_returns",
+                    "ortho_init"):
             setattr(self, key, bool(getattr(self, key)))
 
     def check_num_envs(self, num_envs: int) -> None:
@@ -132,6 +230,19 @@ class PPOConfig(LearnerConfig):
 
     def build(self, obs_dim: int, action_dim: int, num_envs: int, seed: int, device, offline_data: list[str]) -> "PPO":
         return PPO(self, obs_dim, action_dim, num_envs, seed, device)
+
+
+@torch.no_grad()
+def _ortho_init(actor_trunk: nn.Module, critic_trunk: nn.Module, value_head: nn.Linear) -> None:
+    """SB3's ``ActorCriticPolicy(ortho_init=True)`` / CleanRL's ``layer_init``: every Linear of the
+    trunks orthogonal with gain sqrt(2), the value head with gain 1; biases 0."""
+    for trunk in (actor_trunk, critic_trunk):
+        for m in trunk.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight, math.sqrt(2))
+                nn.init.zeros_(m.bias)
+    nn.init.orthogonal_(value_head.weight, 1.0)
+    nn.init.zeros_(value_head.bias)
 
 
 class PPO(Learner):
@@ -164,15 +275,20 @@ class PPO(Learner):
             self.actor = GaussianActor(obs_dim, action_dim, c.hidden, c.layer_norm, c.activation,
                                        c.init_log_std).to(self.device)
             self.critic = MLP(obs_dim, 1, c.hidden, c.layer_norm, c.activation).to(self.device)
+            if c.ortho_init:
+                _ortho_init(self.actor.trunk, self.critic.trunk, self.critic.head)
         self.optimizer = torch.optim.Adam(list(self.actor.parameters()) + list(self.critic.parameters()),
                                           lr=self.learning_rate, eps=1e-5, fused=True)
         self.normalizer = RunningMeanStd(obs_dim).to(self.device) if c.obs_normalization else None
+        self._frozen_norm = FrozenNorm(self.normalizer) if self.normalizer is not None else None
+        self.return_norm = ReturnNormalizer(num_envs, c.gamma) if c.normalize_returns else None
+        self._last: tuple | None = None  # (obs, action, log_prob, value) of the last stochastic act()
         self.buffer = RolloutBuffer(c.num_steps, num_envs, obs_dim, action_dim, self.device)
         self.generator = torch.Generator().manual_seed(int(seed) + 1)
         self.env_steps, self.updates = 0, 0
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.normalizer.normalize(obs) if self.normalizer is not None else obs
+        return self._frozen_norm(obs) if self._frozen_norm is not None else obs
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): raw states float32 [B, D] -> float32 [B] (normalised inside when normalising; with gradient)."""
@@ -188,11 +304,17 @@ class PPO(Learner):
             TypeError: ``obs`` is not a tensor.  ValueError: ``obs`` not [B, D] or holding NaN/inf.
         """
         obs = check_states("obs", obs, self.obs_dim)
-        dist = self.actor.distribution(self._norm(obs.to(self.device, torch.float32)))
+        x = self._norm(obs.to(self.device, torch.float32))
+        mean = self.actor.mean(self.actor.trunk(x))
         if deterministic:
-            return dist.loc.clamp(-1, 1).cpu()
-        eps = torch.randn(dist.loc.shape, generator=self.generator)
-        return (dist.loc + dist.scale * eps.to(self.device)).cpu()
+            return mean.clamp(-1, 1).cpu()
+        std = self.actor.log_std.exp().expand_as(mean)
+        eps = torch.randn(mean.shape, generator=self.generator)
+        action = (mean + std * eps.to(self.device)).cpu()
+        # kept for observe(): the same parameters and statistics produce the stored log-prob and value
+        self._last = (obs, action, gaussian_log_prob(action.to(self.device), mean, std),
+                      self.critic(x).squeeze(-1))
+        return action
 
     @torch.no_grad()
     def observe(self, transition: Transition) -> None:
@@ -209,14 +331,21 @@ class PPO(Learner):
         tr = transition
         check_transition(tr, self.obs_dim, self.action_dim, self.num_envs)
         obs = tr.obs.to(self.device, torch.float32)
-        dist = self.actor.distribution(self._norm(obs))
-        log_prob = dist.log_prob(tr.action.to(self.device)).sum(-1)
-        value = self.value(obs)
+        last, self._last = self._last, None
+        if last is not None and (last[0] is tr.obs or torch.equal(last[0], tr.obs)) and (
+                last[1] is tr.action or torch.equal(last[1], tr.action)):
+            log_prob, value = last[2], last[3]
+        else:  # a transition act() did not produce (tests, offline feeding): compute it here
+            dist = self.actor.distribution(self._norm(obs))
+            log_prob = dist.log_prob(tr.action.to(self.device)).sum(-1)
+            value = self.value(obs)
         reward = tr.reward.to(self.device, torch.float32).clone()
+        done = tr.terminated.bool() | tr.truncated.bool()
+        if self.return_norm is not None:
+            reward = self.return_norm(reward, done)
         trunc = tr.truncated.bool() & ~tr.terminated.bool()
         if trunc.any():
             reward[trunc] += self.gamma * self.value(tr.next_obs[trunc])
-        done = tr.terminated.bool() | tr.truncated.bool()
         extra = {k: v for k, v in tr.info.items() if k == "latent"}
         self.buffer.add(obs, tr.action.to(self.device, torch.float32), log_prob, value, reward, done,
                         tr.next_obs.to(self.device, torch.float32), **extra)
@@ -279,9 +408,13 @@ class PPO(Learner):
                 break
         if self.normalizer is not None:
             self.normalizer.update(buf.obs.reshape(n, -1))
+        self._last = None
         var_y = ret.var()
         stats["explained_variance"] = float(1 - (ret - old_v).var() / var_y) if var_y > 0 else float("nan")
         stats["log_std"] = float(self.actor.log_std.detach().mean())
+        stats["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
+        if self.return_norm is not None:
+            stats["return_std"] = self.return_norm.std
         buf.clear()
         self.updates += 1
         return stats
@@ -305,7 +438,8 @@ class PPO(Learner):
                 "optimizer": self.optimizer.state_dict(),
                 "normalizer": self.normalizer.state_dict() if self.normalizer is not None else None,
                 "buffer": self.buffer.state_dict(), "generator": self.generator.get_state(),
-                "env_steps": self.env_steps, "updates": self.updates}
+                "env_steps": self.env_steps, "updates": self.updates,
+                "return_norm": self.return_norm.state_dict() if self.return_norm is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Inverse of :meth:`state_dict` (ValueError for a rollout buffer of another shape)."""
@@ -317,3 +451,6 @@ class PPO(Learner):
         self.buffer.load_state_dict(state["buffer"])
         self.generator.set_state(state["generator"])
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        if self.return_norm is not None and state.get("return_norm") is not None:
+            self.return_norm.load_state_dict(state["return_norm"])
+        self._last = None

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from basics.checks import check_int
+from basics.checks import check_int, check_seed
 from basics.state import set_rng_state
 from control.callbacks import ProgressBar, Run
 from control.checkpoint import Checkpoint, load_networks
@@ -103,10 +103,10 @@ class Schedule:
         self.total_steps = check_int("total_steps", self.total_steps, 1)
         self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, 1)
         self.eval_every = check_int("eval.every", self.eval_every or 0, 0)
-        self.eval_seed = check_int("eval.seed", self.eval_seed, 0)
+        self.eval_seed = check_seed(check_int("eval.seed", self.eval_seed, 0), key="eval.seed")
         self.log_every = check_int("log_every", self.log_every, 0)
         self.checkpoint_keep = check_int("checkpoint_keep", self.checkpoint_keep or 0, 0)
-        self.seed = check_int("seed", self.seed, 0)
+        self.seed = check_seed(check_int("seed", self.seed, 0), key="seed")
 
     def loop_steps(self, num_envs: int) -> int:
         """Loop steps of the whole run for ``num_envs`` envs."""
@@ -166,8 +166,10 @@ class Start:
 
 
 def episode_seed(seed: int, step: int) -> int:
-    """Seed for resetting all envs at loop step ``step`` (checkpoint boundaries)."""
-    return int(seed) * 1_000_003 + int(step) + 1
+    """Seed for resetting all envs at loop step ``step`` (checkpoint boundaries), in [0, 2**31):
+    ``(seed * 1_000_003 + step + 1) mod 2**31``, so ``episode_seed + i`` stays a valid 32-bit seed
+    for every sub-env ``i`` whatever the run's seed."""
+    return (int(seed) * 1_000_003 + int(step) + 1) % 2**31
 
 
 def step_views(shaper) -> tuple[str, ...]:
@@ -185,7 +187,7 @@ class _Stats:
         self.ep_shaped = torch.zeros(num_envs, dtype=torch.float64)
         self.ep_success = torch.zeros(num_envs, dtype=torch.bool)
         self.recent: list[tuple[float, float, bool]] = []
-        self.term_sums: dict[str, float] = {}
+        self.term_sums: dict[str, torch.Tensor] = {}
         self.term_count = 0
         self.metrics: dict[str, float] = {}
         self.t0, self.step0 = time.time(), step
@@ -193,8 +195,9 @@ class _Stats:
     def add(self, reward_env, reward, terms: dict, done, success, metrics) -> None:
         if metrics:
             self.metrics = metrics
-        for k, v in terms.items():
-            self.term_sums[k] = self.term_sums.get(k, 0.0) + float(v.mean())
+        for k, v in terms.items():  # summed as tensors: no host sync per term and step (floats at log time)
+            m = v.detach().mean(dtype=torch.float64)
+            self.term_sums[k] = self.term_sums[k] + m if k in self.term_sums else m
         self.term_count += 1
         if self.ep_return.device != reward_env.device:  # envs on a GPU (MuJoCo Warp): keep the sums there
             self.ep_return, self.ep_shaped, self.ep_success = (
@@ -209,7 +212,7 @@ class _Stats:
 
     def scalars(self, run: Run) -> dict[str, float]:
         """The scalars of one log period (the reward-term sums start over)."""
-        out = {f"reward/{'total' if k == 'reward' else k}": v / max(1, self.term_count)
+        out = {f"reward/{'total' if k == 'reward' else k}": float(v) / max(1, self.term_count)
                for k, v in self.term_sums.items()}
         self.term_sums, self.term_count = {}, 0
         out.update({f"learner/{k}": v for k, v in self.metrics.items()})
