@@ -56,6 +56,17 @@ Learner: :class:`control.sac.SAC`, config :class:`control.sac.SACConfig` (``conf
   over the ensemble (``actor_q: mean``); high UTD (``utd_ratio`` 20).
 - target entropy -|A|/2, initial temperature 1.0; optional entropy backup (``backup_entropy``).
 
+**QARL** -- Reddi, Tölle, Peters, Chalvatzaki, D'Eramo, "Robust Adversarial Reinforcement Learning via
+Bounded Rationality Curricula" (ICLR 2024, arXiv 2311.01642; authors' code
+``AryamanReddi99/quantal-adversarial-rl``). Learner: :class:`control.qarl.QARL` around any off-policy
+protagonist, config :class:`control.qarl.QARLConfig` (``configs/adversary/{qarl,rarl,linear}.yaml``).
+
+- adversary with the per-sample temperature alpha = s[-1] (``AdaptiveTempSAC``): :class:`control.qarl.AdversarySAC`;
+  its forces on named bodies via ``xfrc_applied``: :class:`control.qarl.Perturbation`.
+- self-paced Gamma curriculum over alpha (Eq. 5, importance-weighted performance Eq. 12, ``trust-constr``):
+  :class:`control.curriculum.SelfPacedGamma`; RARL and the linear ablation: ``FixedGamma``, ``LinearGamma``.
+- alternation of adversary and protagonist phases: :meth:`control.qarl.QARL.observe`.
+
 **PPO** -- Schulman et al., "Proximal Policy Optimization Algorithms" (arXiv 1707.06347), in the form of
 CleanRL's ``ppo_continuous_action.py``; GAE: Schulman et al. 2016 (arXiv 1506.02438).
 Learner: :class:`control.ppo.PPO`, config :class:`control.ppo.PPOConfig` (``configs/learner/ppo.yaml``).

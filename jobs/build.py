@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import inspect
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
-from types import SimpleNamespace
 
 from reward_models.relabel import relabel_files, relabel_key
 from reward_models.shaping import RewardShaper
@@ -115,13 +114,25 @@ def takes_offline_data(learner) -> bool:
     return _accepts(target, "offline_data")
 
 
-def build_learner(learner, env, *, seed: int, device: str = "cpu", offline_data=()):
-    """The learner of config node ``learner`` for ``env`` (obs/action sizes, num_envs).
+def build_learner(learner, env, *, seed: int, device: str = "cpu", offline_data=(), adversary=None):
+    """The learner of config node ``learner`` for ``env`` (obs/action sizes, num_envs); with an
+    ``adversary`` node (``configs/adversary/<qarl|rarl|linear>.yaml``, None: none) the learner is
+    the protagonist, built for the state plus the temperature alpha, inside a
+    :class:`control.qarl.QARL` (bind it to the training env with ``bind_env``).
 
     Raises:
-        ValueError: bad learner values (the config's messages); ``offline_data`` for a learner
-            that takes none ("offline_data was given but learner <name> takes no offline_data").
+        ValueError: bad learner or adversary values (the config's messages); ``offline_data`` for a
+            learner that takes none ("offline_data was given but learner <name> takes no
+            offline_data") or with an adversary.
     """
+    if adversary is not None and adversary.get("_target_"):
+        if offline_data:
+            raise ValueError("offline_data was given with an adversary: its states carry no alpha; "
+                             "train with adversary=none or offline_data=[]")
+        qarl = instantiate(adversary) if isinstance(adversary, DictConfig) else adversary
+        protagonist = build_learner(learner, _WithAlpha(env), seed=seed, device=device)
+        return qarl.make(protagonist, task=env.task, obs_dim=int(env.state_dim), num_envs=int(env.num_envs),
+                         seed=int(seed), device=device)
     kw = dict(obs_dim=int(env.state_dim), action_dim=int(env.action_dim), num_envs=int(env.num_envs),
               seed=int(seed), device=device)
     offline = [str(p) for p in (offline_data or [])]
@@ -133,6 +144,14 @@ def build_learner(learner, env, *, seed: int, device: str = "cpu", offline_data=
             raise ValueError(f"offline_data was given but learner {learner._target_} takes no offline_data")
         kw["offline_data"] = offline
     return instantiate(learner, **kw)
+
+
+class _WithAlpha:
+    """An env's sizes with one more state entry (QARL's alpha) for building the protagonist."""
+
+    def __init__(self, env):
+        self.state_dim, self.action_dim = int(env.state_dim) + 1, int(env.action_dim)
+        self.num_envs, self.task = int(env.num_envs), env.task
 
 
 def build_potential(reward, env):

@@ -10,8 +10,10 @@ Run folder: ``runs/<env>__<learner>__<reward>__seed<seed>__<time>/{config.json, 
 videos, eval.jsonl}`` (or ``run_dir``).
 
 Resume: ``resume=<checkpoint or run folder>`` loads the checkpoint, checks that it fits the env,
-and continues the run exactly (:class:`control.train.Start`), in the checkpoint's own run folder.
-The run's own stored config is the base (:func:`compose_config`): overrides given with
+and continues the run exactly (:class:`control.train.Start`), in the checkpoint's own run folder
+(the folder holding ``checkpoints/step_*``, not the ``run_dir`` stored in its config: a copied run
+continues in the copy); ``run_dir=`` may name a new folder instead, never another run
+(:func:`resume_run_dir`). The run's own stored config is the base (:func:`compose_config`): overrides given with
 ``resume=`` apply only to :data:`RESUME_MAY_CHANGE` keys; any other change is refused, naming the
 key, its stored and its given value.
 """
@@ -28,6 +30,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from basics.atomic import write_json
+from basics.checks import check_seed
 from control.callbacks import Checkpoints, TensorBoard, flat_config
 from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint
 from control.evaluate import format_result
@@ -38,12 +41,12 @@ from jobs.prepare import prepare
 
 #: Config keys that may differ between a checkpoint and the run resuming it (fnmatch patterns):
 #: the run's length, its evaluation / logging / checkpoint cadence, where it writes, and display.
-RESUME_MAY_CHANGE = ("total_steps", "learner.total_steps", "resume", "run_dir", "eval.*", "progress",
+RESUME_MAY_CHANGE = ("total_steps", "learner.total_steps", "adversary.total_steps", "resume", "run_dir", "eval.*", "progress",
                      "log_every", "threads", "checkpoint_every", "checkpoint_keep")
 
 #: Stored keys that follow another key on resume (configs/learner/ppo.yaml: ``total_steps: ${total_steps}``):
 #: when the stored value equals the source's stored value, a new source value carries over.
-RESUME_FOLLOWS = {"learner.total_steps": "total_steps"}
+RESUME_FOLLOWS = {"learner.total_steps": "total_steps", "adversary.total_steps": "total_steps"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,9 +175,47 @@ def compose_config(overrides: list[str]) -> DictConfig:
                          "control.train.train with Checkpoints(config={})?), so there is no run to continue")
     given = OmegaConf.to_container(cfg, resolve=True)
     defaults = OmegaConf.to_container(compose("train", []), resolve=True)
-    merged = OmegaConf.create(resume_config(ckpt.config, given, given_keys(overrides, defaults, given)))
+    keys = given_keys(overrides, defaults, given)
+    plain = resume_config(ckpt.config, given, keys)
+    if "run_dir" not in keys:  # the stored run_dir names the run the checkpoint was written in, maybe another copy
+        own, stored = _own_run(ckpt), plain.get("run_dir")
+        if not (own is not None and stored and _same_folder(stored, own)):
+            plain["run_dir"] = str(own) if own is not None else None
+    resume_run_dir(ckpt, plain.get("run_dir"))  # refused here, before anything is prepared
+    merged = OmegaConf.create(plain)
     OmegaConf.set_struct(merged, True)
     return merged
+
+
+def _own_run(ckpt) -> Path | None:
+    """The run folder holding checkpoint ``ckpt`` (``<run>/checkpoints/step_*``), or None."""
+    return ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else None
+
+
+def _same_folder(a, b) -> bool:
+    return Path(str(a)).resolve() == Path(str(b)).resolve()
+
+
+def resume_run_dir(ckpt, run_dir) -> Path | None:
+    """The folder a run resumed from ``ckpt`` writes into: the run it resumes from (the folder
+    holding ``<run>/checkpoints/<ckpt>``) when ``run_dir`` is not given; ``run_dir`` when it is that
+    run, a new or empty folder (a copy of the run continues there), or ``ckpt`` is not inside a run
+    folder. None: a checkpoint outside any run and no ``run_dir`` (a new run folder is named).
+
+    Raises:
+        ValueError: ``run_dir`` is another existing run's folder (both folders named): a resume
+            never writes into another run.
+    """
+    own = _own_run(ckpt)
+    if run_dir is None or str(run_dir) == "":
+        return own
+    run_dir = Path(str(run_dir))
+    if own is None or _same_folder(run_dir, own) or not run_dir.exists() or (
+            run_dir.is_dir() and not any(run_dir.iterdir())):
+        return run_dir
+    raise ValueError(f"resume={str(ckpt.path)!r} belongs to the run in {str(own)!r}, but run_dir={str(run_dir)!r} "
+                     "is another existing folder; a resumed run writes into the run it resumes from (leave run_dir "
+                     "out) or into a new folder, never into another run")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +236,23 @@ def schedule_of(cfg: DictConfig) -> Schedule:
                     video_size=ev.get("video_size"), log_every=cfg.get("log_every", 1000),
                     checkpoint_keep=cfg.get("checkpoint_keep", 0) or 0, seed=cfg.seed,
                     progress=bool(cfg.get("progress", True)))
+
+
+def check_seeds(cfg: DictConfig) -> None:
+    """``seed`` (sub-env ``i`` of ``num_envs`` resets with ``seed + i``) and ``eval.seed`` (one episode
+    per seed, ``eval.episodes`` of them) as 32-bit seeds (:func:`basics.checks.check_seed`), checked
+    before anything is prepared or built.
+
+    Raises:
+        ValueError: one line naming the key and value and the allowed range.
+    """
+    def count(value) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+    check_seed(cfg.get("seed"), key="seed", count=count(cfg.get("num_envs")))
+    ev = cfg.get("eval") or {}
+    if "seed" in ev:
+        check_seed(ev.get("seed"), key="eval.seed", count=count(ev.get("episodes")))
 
 
 def _run_name(cfg: DictConfig, learner) -> str:
@@ -235,7 +293,7 @@ def _build_pieces(cfg: DictConfig, ckpt, config: dict):
             check_env_compatible(ckpt, probe)
             check_resume_config(ckpt.config, config)
         learner = build_learner(cfg.learner, probe, seed=seed, device=device,
-                                offline_data=list(cfg.get("offline_data") or []))
+                                offline_data=list(cfg.get("offline_data") or []), adversary=cfg.get("adversary"))
         shaper = build_shaper(cfg.reward, probe, learner)
         if cfg.reward.get("relabel_offline", True):  # one reward for every transition, offline ones included
             relabel_offline_data(cfg.reward, probe, learner)
@@ -243,11 +301,17 @@ def _build_pieces(cfg: DictConfig, ckpt, config: dict):
         probe.close()
         raise
     views, progress = step_views(shaper), shaper.needs_progress
-    if not views and not progress:
-        return probe, learner, shaper
-    probe.close()
-    return (build_env(cfg.env, num_envs=num_envs, views=views, seed=seed, device=device, progress=progress),
-            learner, shaper)
+    env = probe
+    if views or progress:
+        probe.close()
+        env = build_env(cfg.env, num_envs=num_envs, views=views, seed=seed, device=device, progress=progress)
+    if hasattr(learner, "bind_env"):  # QARL's adversary pushes the training env's bodies
+        try:
+            learner.bind_env(env)
+        except BaseException:
+            env.close()
+            raise
+    return env, learner, shaper
 
 
 def setup(cfg: DictConfig) -> Setup:
@@ -259,18 +323,20 @@ def setup(cfg: DictConfig) -> Setup:
             does not fit the env. control.checkpoint.CheckpointError: missing or corrupt checkpoint.
     """
     config = OmegaConf.to_container(cfg, resolve=True)
+    check_seeds(cfg)
     schedule = schedule_of(cfg)
     if isinstance(cfg.get("num_envs"), bool) or not isinstance(cfg.get("num_envs"), int) or cfg.num_envs < 1:
         raise ValueError(f"num_envs must be an int >= 1, got {cfg.get('num_envs')!r}")
     seed_everything(cfg.seed, cfg.get("threads", 1))
     ckpt = load_checkpoint(cfg.resume) if cfg.get("resume") else None
+    resumed_dir = resume_run_dir(ckpt, cfg.get("run_dir")) if ckpt is not None else None  # before building
     env, learner, shaper = _build_pieces(cfg, ckpt, config)
     try:
         start = Start.from_checkpoint(ckpt) if ckpt is not None else None
-        if cfg.get("run_dir"):
+        if resumed_dir is not None:
+            run_dir = resumed_dir  # the run it resumes from (or a new folder given as run_dir)
+        elif cfg.get("run_dir"):
             run_dir = Path(cfg.run_dir)
-        elif ckpt is not None and ckpt.path.parent.name == "checkpoints":
-            run_dir = ckpt.path.parent.parent  # continue in the checkpoint's own run folder
         else:
             run_dir = Path("runs") / _run_name(cfg, learner)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -335,6 +401,7 @@ def run(cfg: DictConfig) -> int:
     changed alongside).
     """
     try:
+        check_seeds(cfg)  # before the main job's files are prepared
         cfg = prepare(cfg)  # the main job's demos and GRM, found or built (jobs/prepare.py)
         out = train_from_config(cfg)
     except (CheckpointError, ValueError) as exc:
