@@ -20,6 +20,17 @@ set before and after adaptation.
 Writes ``benchmarks/results/grm_quality.json`` ({"benchmark", "date", "machine", "command",
 "metrics", "targets", "met"}) and PNGs beside it: held-out progress curves per task, the
 new task's curves before/after adaptation, and a VOC summary bar chart.
+
+Leave-one-task-out (``--leave-one-out``): for every task of ``--tasks`` (default: every robosuite
+task with a scripted expert), pretrain on the others, adapt from one demonstration of the left-out
+task (its first successful unperturbed episode; the others rehearsed, ``--replay-share``), and
+evaluate it before and after on its held-out episodes (``--heldout-episodes``, imperfect ones
+included), and the pretrained tasks' held-out episodes before and after (their drop). One result
+file per (left-out task, seed) under ``<out>/grm_loo/`` (skipped when present, so a stopped run
+resumes); the summary ``grm_loo.json`` + ``grm_loo.png`` has the table and the worst task as the
+headline, its targets (VOC >= 0.95, completion accuracy >= 0.90) recorded as met or not.
+
+    .venv/bin/python benchmarks/grm_quality.py --leave-one-out --data-dir data/grm_bench --minutes 10
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ import torch  # noqa: E402
 from basics.atomic import atomic_file, write_json  # noqa: E402
 from jobs.cli import compose  # noqa: E402
 from jobs.demos import run as demos  # noqa: E402
-from reward_models.adapt import adapt  # noqa: E402
+from reward_models.adapt import adapt, demo_reference  # noqa: E402
 from reward_models.evaluate import evaluate_checkpoint, plot_curves, print_table, voc  # noqa: E402
 from reward_models.fit import fit  # noqa: E402
 from reward_models.grm import GRM, GRMConfig, load_checkpoint, save_checkpoint  # noqa: E402
@@ -56,6 +67,7 @@ from reward_models.tracker import FUSION_CHOICES, FUSIONS, GRMBackend, ProgressT
 from sim.episodes import read_episodes  # noqa: E402
 
 TARGETS = {"voc_pretrain_min": 0.95, "voc_new_after": 0.90, "completion_accuracy": 0.93, "hops_per_s": 500.0}
+LOO_TARGETS = {"worst_voc_after": 0.95, "worst_completion_accuracy_after": 0.90}
 
 
 def ensure_data(data_dir: Path, task: str, episodes: int, seed: int) -> list[str]:
@@ -182,6 +194,11 @@ def parse_args():
     ap.add_argument("--checkpoint", default="runs/grm_bench")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--leave-one-out", action="store_true",
+                    help="leave-one-task-out adaptation over --tasks (see the module docstring)")
+    ap.add_argument("--tasks", default="lift,stack,pick-place-can,door", help="--leave-one-out: the tasks")
+    ap.add_argument("--replay-share", type=float, default=0.5,
+                    help="share of every adaptation batch rehearsing the pretraining tasks (reward-adapt replay_share)")
     args = ap.parse_args()
     args.fusion = resolve_fusion(args.fusion, has_distribution=True)
     args.others = [f.strip() for f in args.also_fusion.split(",") if f.strip() and f.strip() != args.fusion]
@@ -189,6 +206,9 @@ def parse_args():
     if bad:
         ap.error(f"--also-fusion: unknown fusion(s) {bad}; known: {', '.join(FUSIONS)}")
     args.pretrain = [t.strip() for t in args.pretrain.split(",") if t.strip()]
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.leave_one_out and len(args.tasks) < 2:
+        ap.error("--leave-one-out needs at least two --tasks")
     return args
 
 
@@ -290,8 +310,10 @@ def heldout_metrics(args, model, meta, held: dict, out: Path) -> dict:
     return metrics
 
 
-def adaptation_metrics(args, model, meta, demo, new_eval, views, out: Path) -> dict:
-    """One-shot adaptation to the new task: its metrics before and after (plots of both)."""
+def adaptation_metrics(args, model, meta, demo, new_eval, views, out: Path, d: dict | None = None) -> dict:
+    """One-shot adaptation to the new task: its metrics before and after (plots of both), rehearsing
+    the pretraining episodes (``--replay-share``, reward-adapt's default); with ``d`` also the
+    pretrained tasks' held-out metrics after adaptation and their drop."""
     te = text_embeddings([demo.task_text], ROOT / ".cache" / "text_emb")
     meta["references"][args.new] = {
         "text": demo.task_text, "text_emb": torch.from_numpy(te[demo.task_text]),
@@ -300,8 +322,16 @@ def adaptation_metrics(args, model, meta, demo, new_eval, views, out: Path) -> d
     before = evaluate_checkpoint(model, meta, new_eval, fusion=args.fusion)[args.new]
     t1 = time.time()
     adapt(model, meta, demo, steps=args.adapt_steps, batch_size=32, lr=3e-4, seed=args.seed,
-          text_cache=ROOT / ".cache" / "text_emb", progress_bar=False)
-    metrics = {"adapt_seconds": time.time() - t1}
+          text_cache=ROOT / ".cache" / "text_emb", progress_bar=False, replay=d["train"] if d else None,
+          replay_share=args.replay_share)
+    metrics = {"adapt_seconds": time.time() - t1, "replay_share": args.replay_share if d else 0.0}
+    if d:
+        held = evaluate_checkpoint(model, meta, [e for t in args.pretrain for e in d["held"][t]], fusion=args.fusion)
+        for t in args.pretrain:
+            metrics[f"voc_{t}_after_adaptation"] = held[t]["voc"]
+            metrics[f"completion_accuracy_{t}_after_adaptation"] = held[t]["completion_accuracy"]
+        print("pretrained tasks after adaptation: " + ", ".join(
+            f"{t} VOC {held[t]['voc']:.3f} completion {held[t]['completion_accuracy']:.3f}" for t in args.pretrain))
     after = evaluate_checkpoint(model, meta, new_eval, fusion=args.fusion)[args.new]
     plot_curves(out / f"grm_quality_{args.new}_before.png", new_eval, before["curves"],
                 f"{args.new} before adaptation: VOC {before['voc']:.3f}")
@@ -322,6 +352,134 @@ def adaptation_metrics(args, model, meta, demo, new_eval, views, out: Path) -> d
     return metrics
 
 
+def _loo_data(args, views) -> dict:
+    """{task: (training episodes, held-out episodes)} for --leave-one-out."""
+    data = {}
+    for t in args.tasks:
+        files = ensure_data(ROOT / args.data_dir, t, args.episodes, args.seed)
+        eps = read_episodes(files, views=views, image_size=64)
+        if args.heldout_episodes > 0:
+            te = read_episodes(ensure_heldout(ROOT / args.heldout_dir, t, args.heldout_episodes, args.heldout_seed,
+                                              files), views=views, image_size=64)
+            tr = eps
+        else:
+            tr, te = split_by_seed(eps, args.holdout)
+        data[t] = (tr, te)
+        print(f"{t}: {len(tr)} training episodes, {len(te)} held out ({sum(e.success for e in te)} successful)")
+    return data
+
+
+def _summary(r: dict) -> dict:
+    return {t: {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in m.items()
+                if k in ("voc", "completion_accuracy", "mae", "episodes", "successful", "anchors_off")}
+            for t, m in r.items()}
+
+
+def loo_one(args, left: str, data: dict, views) -> dict:
+    """One left-out task: pretrain on the others (within --minutes), adapt from one demonstration
+    of ``left`` rehearsing the others, evaluate every task's held-out episodes before and after."""
+    train = [e for t, (tr, _) in data.items() if t != left for e in tr]
+    held = [e for _, (_, te) in data.items() for e in te]
+    demo = next((e for e in sorted(data[left][0], key=lambda e: e.seed) if e.success and e.imperfection == "none"),
+                None)
+    if demo is None:
+        raise SystemExit(f"no successful unperturbed {left} episode to adapt from")
+    cache = ROOT / ".cache" / "text_emb"
+    text_emb = text_embeddings([e.task_text for e in train + held], cache)
+    hop = HopData(train, views, "front", text_emb, seed=args.seed, goal_pair_prob=args.goal_pair_prob,
+                  start_pair_prob=args.start_pair_prob)
+    torch.manual_seed(args.seed)
+    model = GRM(GRMConfig(views=views, image_size=64))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    t0, probe = time.time(), 10
+    fit(model, hop, probe, args.batch, args.lr, optimizer=opt, progress_bar=False, shift=3)
+    steps = int(min(args.steps, max(probe + 1, args.minutes * 60 / ((time.time() - t0) / probe))))
+    fit(model, hop, steps, args.batch, args.lr, optimizer=opt, start_step=probe, shift=3, desc=f"pretrain -{left}")
+    pretrain_s = time.time() - t0
+    meta = {"references": build_references(hop, text_emb)}
+    meta["references"][left] = demo_reference(demo, views, cache)
+    before = evaluate_checkpoint(model, meta, held, fusion=args.fusion)
+    t1 = time.time()
+    adapt(model, meta, demo, steps=args.adapt_steps, batch_size=32, lr=3e-4, seed=args.seed, text_cache=cache,
+          progress_bar=False, replay=train, replay_share=args.replay_share)
+    after = evaluate_checkpoint(model, meta, held, fusion=args.fusion)
+    b, a = before[left], after[left]
+    drops = {t: {"voc": before[t]["voc"] - after[t]["voc"],
+                 "completion_accuracy": before[t]["completion_accuracy"] - after[t]["completion_accuracy"]}
+             for t in before if t != left}
+    print(f"left out {left}: VOC {b['voc']:.3f} -> {a['voc']:.3f}, completion accuracy "
+          f"{b['completion_accuracy']:.3f} -> {a['completion_accuracy']:.3f}, MAE {b['mae']:.3f} -> {a['mae']:.3f}")
+    return {"left_out": left, "seed": args.seed, "pretrain_tasks": sorted({e.task for e in train}),
+            "pretrain_steps": steps, "pretrain_seconds": pretrain_s, "adapt_steps": args.adapt_steps,
+            "adapt_seconds": time.time() - t1, "replay_share": args.replay_share, "demo_seed": demo.seed,
+            "eval_episodes": b["episodes"], "eval_successful": b["successful"],
+            "before": _summary(before), "after": _summary(after), "pretrained_drop": drops}
+
+
+def leave_one_out(args, out: Path, views) -> int:
+    """--leave-one-out: every task once (result files per (task, seed) skipped when present), then
+    the table, the worst task as the headline, and its targets met or not."""
+    folder = out / "grm_loo"
+    folder.mkdir(parents=True, exist_ok=True)
+    data, results = None, {}
+    for left in args.tasks:
+        f = folder / f"{left}-seed{args.seed}.json"
+        if f.is_file():
+            results[left] = json.loads(f.read_text())
+            print(f"{left}: {f} exists, skipped")
+            continue
+        data = data or _loo_data(args, views)
+        results[left] = json.loads(json.dumps(loo_one(args, left, data, views), default=float))
+        write_json(f, results[left])
+    rows = {t: r["after"][t] for t, r in results.items()}
+    worst_voc = min((rows[t]["voc"] if rows[t]["voc"] is not None else -1.0) for t in rows)
+    worst_ca = min(rows[t]["completion_accuracy"] for t in rows)
+    worst = min(rows, key=lambda t: (rows[t]["voc"] if rows[t]["voc"] is not None else -1.0))
+    print(f"{'left out':<16} {'VOC before':>10} {'VOC after':>9} {'compl. before':>13} {'compl. after':>12} "
+          f"{'MAE after':>9} {'max drop (VOC)':>14}")
+    for t, r in results.items():
+        b, a = r["before"][t], r["after"][t]
+        drop = max([d["voc"] for d in r["pretrained_drop"].values() if d["voc"] is not None] or [float("nan")])
+        print(f"{t:<16} {b['voc'] or float('nan'):>10.3f} {a['voc'] or float('nan'):>9.3f} "
+              f"{b['completion_accuracy']:>13.3f} {a['completion_accuracy']:>12.3f} "
+              f"{a['mae'] or float('nan'):>9.3f} {drop:>14.3f}")
+    metrics = {"worst_task": worst, "worst_voc_after": worst_voc, "worst_completion_accuracy_after": worst_ca}
+    met = {k: bool(metrics[k] >= v) for k, v in LOO_TARGETS.items()}
+    print(f"worst left-out task {worst}: VOC {worst_voc:.3f}, worst completion accuracy {worst_ca:.3f}; met: {met}")
+    loo_plot(out / "grm_loo.png", results)
+    doc = {"benchmark": "grm_quality --leave-one-out", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
+           "command": " ".join([".venv/bin/python", "benchmarks/grm_quality.py", *sys.argv[1:]]),
+           "fusion": args.fusion, "results": results, "metrics": metrics, "targets": LOO_TARGETS, "met": met}
+    write_json(out / "grm_loo.json", doc)
+    return 0
+
+
+def loo_plot(path: Path, results: dict) -> None:
+    """Bars of VOC and completion accuracy before/after per left-out task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results)
+    x = np.arange(len(tasks))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, key, target in ((axes[0], "voc", 0.95), (axes[1], "completion_accuracy", 0.90)):
+        for j, when in enumerate(("before", "after")):
+            vals = [results[t][when][t][key] or 0.0 for t in tasks]
+            ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=when, color="C3" if j == 0 else "C2")
+        ax.axhline(target, ls="--", c="k", lw=0.8)
+        ax.set_xticks(x, tasks, fontsize=7)
+        ax.set_title(f"left-out task: {key.replace('_', ' ')}", fontsize=9)
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
 def main() -> int:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -329,13 +487,19 @@ def main() -> int:
     np.random.seed(args.seed)
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.leave_one_out:
+        return leave_one_out(args, out, ("front", "wrist"))
     views = ("front", "wrist")
     t_start = time.time()
     d = load_data(args, views)
     p = pretrain_model(args, d, views)
     model, meta = p["model"], p["meta"]
     metrics = heldout_metrics(args, model, meta, d["held"], out)
-    metrics.update(adaptation_metrics(args, model, meta, d["demo"], d["new_eval"], views, out))
+    metrics.update(adaptation_metrics(args, model, meta, d["demo"], d["new_eval"], views, out, d))
+    for t in args.pretrain:  # what adaptation cost the pretrained tasks (target: <= 0.02 VOC, <= 0.05 completion)
+        metrics[f"voc_drop_{t}"] = metrics[f"voc_{t}"] - metrics[f"voc_{t}_after_adaptation"]
+        metrics[f"completion_accuracy_drop_{t}"] = (metrics[f"completion_accuracy_{t}"]
+                                                    - metrics[f"completion_accuracy_{t}_after_adaptation"])
     tp = throughput(model, 256, 5, d["demo"].frames, args.fusion)
     metrics.update(tp)
     print(f"throughput: {tp['hops_per_s']:.0f} hops/s uncached (6 images each), tracker "

@@ -180,7 +180,8 @@ def _pretrain(data_dir: Path, demo_files: dict, demo_settings: dict, views: list
 
 def _adapt(data_dir: Path, task: str, pretrained: Path, pretrain_hash: str, demo: Path, demo_hash: str, a) -> Path:
     settings = {"kind": "grm-adapt", "task": task, "pretrained": pretrain_hash, "demo": demo_hash,
-                "demo_index": int(a.demo_index), "steps": int(a.steps), "batch_size": int(a.batch_size), "seed": 0}
+                "demo_index": int(a.demo_index), "steps": int(a.steps), "batch_size": int(a.batch_size), "seed": 0,
+                "replay_share": 0.5}  # reward_adapt.yaml's default: pretraining pairs rehearsed
     folder = data_dir / "grm" / f"{task}-adapted-{settings_hash(settings)}"
 
     def build(out: Path):

@@ -40,6 +40,9 @@ Ground-truth step-wise progress as the potential (ours:     ``potential.py``: ``
 the upper bound of a learned Phi*; Eq. 1's sub-tasks)       ``OraclePotentialConfig``
 §3.2.1 one-shot adaptation, Eq. 12 (MSE on hops of one     ``adapt.py``: ``adapt``; ``fit.py``:
 demonstration)                                              ``fit(loss="mse")``
+Rehearsal of the pretraining tasks while adapting (ours)    ``pairs.py``: ``MixedData``; ``adapt(replay=)``
+Episodes without ground truth: keyframes or time-uniform    ``task_data.py``: ``apply_keyframes``,
+i/M labels, task text from the command line                 ``labelled``; ``pairs.py``: ``sample_episode``
 Table 1 VOC (GVL's value-order correlation), Table 2        ``evaluate.py``: ``voc``, ``evaluate_episodes``,
 completion judgement                                        ``evaluate_checkpoint``
 The published GRM (Qwen2.5-VL, ``<score>+NN%</score>``;     ``qwen.py``: ``QwenGRMBackend``, ``parse_score``

@@ -46,9 +46,14 @@ def voc(progress) -> float:
 
 
 def track_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal: dict, fusion: str = "auto",
-                   completion_threshold: float = 0.95, batch: int = 64, **tracker_kwargs) -> list[np.ndarray]:
+                   completion_threshold: float = 0.95, batch: int = 64, anchors: list | None = None,
+                   **tracker_kwargs) -> list[np.ndarray]:
     """Run the progress tracker over whole episodes, ``batch`` episodes at a time.
 
+    Args:
+        anchors: when a list, one bool per episode is appended to it: whether the tracker kept
+            its start/goal anchors for that episode (:attr:`ProgressTracker.anchors_ok` after
+            the reset; False when the goal looked like the start and it tracked incrementally).
     Returns:
         one float32 [T_i + 1] progress curve per episode (frame 0 is 0, the reset).
     """
@@ -66,6 +71,8 @@ def track_episodes(backend, episodes, task_text: str, ref_start: dict, ref_goal:
             return {"images": {v: torch.stack([x[min(t, x.shape[0] - 1)] for x in frames[v]]) for v in views}}
 
         tr.reset(torch.arange(len(chunk)), obs_at(0))
+        if anchors is not None:
+            anchors += [bool(x) for x in tr.anchors_ok.tolist()]
         out = np.zeros((len(chunk), tmax), np.float32)
         for t in range(1, tmax):
             phi, _ = tr(obs_at(t))
@@ -80,16 +87,30 @@ def evaluate_episodes(backend, episodes, task_text: str, ref_start: dict, ref_go
 
     Returns:
         {"voc": mean VOC over successful episodes (NaN if none), "voc_all": [per successful
-        episode], "completion_accuracy", "mae": mean |tracked - true| over frames of episodes with
-        ground truth (NaN if none), "episodes": n, "successful": n, "curves": [float32 [T+1]]}.
+        episode], "completion_accuracy" (final progress >= threshold agrees with the file's
+        success flag), "mae": mean |tracked - true| over frames of episodes with ground truth
+        (NaN if none), "episodes": n, "successful": n, "curves": [float32 [T+1]],
+        "anchors_off": n episodes tracked without anchors, "anchors_off_episodes": [their names],
+        "skipped": {metric: why} for the metrics that could not be computed}.
     """
-    curves = track_episodes(backend, episodes, task_text, ref_start, ref_goal, fusion, completion_threshold)
+    anchors: list[bool] = []
+    curves = track_episodes(backend, episodes, task_text, ref_start, ref_goal, fusion, completion_threshold,
+                            anchors=anchors)
     vocs = [voc(c) for c, e in zip(curves, episodes, strict=False) if e.success]
     judged = [bool(c[-1] >= completion_threshold) == bool(e.success) for c, e in zip(curves, episodes, strict=False)]
     errs = [np.abs(c - e.progress).mean() for c, e in zip(curves, episodes, strict=False) if e.progress is not None]
+    skipped = {}
+    if not errs:
+        skipped["mae"] = "no episode has ground-truth progress (the file has no progress dataset)"
+    elif len(errs) < len(episodes):
+        skipped["mae"] = f"over the {len(errs)} of {len(episodes)} episodes with ground-truth progress only"
+    if not vocs:
+        skipped["voc"] = "no successful episode (VOC is the rank correlation over successful episodes)"
+    off = [e.name or f"seed {e.seed}" for e, ok in zip(episodes, anchors, strict=False) if not ok]
     return {"voc": float(np.mean(vocs)) if vocs else float("nan"), "voc_all": vocs,
             "completion_accuracy": float(np.mean(judged)), "mae": float(np.mean(errs)) if errs else float("nan"),
-            "episodes": len(episodes), "successful": int(sum(e.success for e in episodes)), "curves": curves}
+            "episodes": len(episodes), "successful": int(sum(e.success for e in episodes)), "curves": curves,
+            "anchors_off": len(off), "anchors_off_episodes": off, "skipped": skipped}
 
 
 def plot_curves(path: str | os.PathLike, episodes, curves, title: str, max_plots: int = 16) -> Path:
@@ -125,31 +146,52 @@ def plot_curves(path: str | os.PathLike, episodes, curves, title: str, max_plots
     return path
 
 
-def task_references(meta: dict, episodes, views) -> tuple[str, dict, dict]:
-    """Task text and reference frames for a list of one task's episodes: the checkpoint's stored
-    references for that task when present, else the episodes' first successful one."""
+def task_references(meta: dict, episodes, views, reference: dict | None = None) -> tuple[str, dict, dict]:
+    """Task text and reference frames for a list of one task's episodes: those of an explicit
+    reference (``reference``: {task: [episodes of a ``reference=`` file]}, its first successful
+    episode) or the checkpoint's stored ones; never the episodes under evaluation.
+
+    Raises:
+        ValueError: neither holds the task (names it and the tasks the checkpoint holds).
+    """
     task = episodes[0].task
+    if reference and reference.get(task):
+        s, g = reference_from_episodes(reference[task], views)
+        return episodes[0].task_text or reference[task][0].task_text, s, g
     ref = meta["references"].get(task)
     if ref is not None:
         return ref["text"], {v: ref["start"][i].numpy() for i, v in enumerate(views)}, \
             {v: ref["goal"][i].numpy() for i, v in enumerate(views)}
-    s, g = reference_from_episodes(episodes, views)
-    return episodes[0].task_text, s, g
+    raise ValueError(f"no reference start/goal frames for task {task!r}: the checkpoint holds "
+                     f"{sorted(meta['references']) or 'none'}; give reference=<episode file of {task}> (its first "
+                     "successful episode), or adapt the checkpoint to the task (dopa reward-adapt)")
 
 
 def evaluate_checkpoint(model, meta, episodes, fusion="auto", completion_threshold=0.95, out=None,
-                        tag: str = "") -> dict:
+                        tag: str = "", reference: dict | None = None, log=print) -> dict:
     """Per-task metrics (and plots into ``out`` when given) for a loaded GRM. Returns {task: metrics},
-    each with the ``fusion`` used (``auto`` resolved: ``precision``)."""
+    each with the ``fusion`` used (``auto`` resolved: ``precision``).
+
+    Reference frames come from ``reference`` ({task: episodes}, a ``reference=`` file) or the
+    checkpoint (:func:`task_references`); every episode whose anchors the tracker switched off is
+    reported through ``log`` (one line each).
+
+    Raises:
+        ValueError: a task with no reference frames (before anything is tracked).
+    """
     fusion = resolve_fusion(str(fusion), has_distribution=True)
     backend = GRMBackend(model, {r["text"]: r["text_emb"] for r in meta["references"].values()})
     by_task: dict[str, list] = {}
     for e in episodes:
         by_task.setdefault(e.task, []).append(e)
+    refs = {task: task_references(meta, eps, model.views, reference) for task, eps in by_task.items()}
     results = {}
     for task, eps in by_task.items():
-        text, rs, rg = task_references(meta, eps, model.views)
+        text, rs, rg = refs[task]
         r = evaluate_episodes(backend, eps, text, rs, rg, fusion, completion_threshold)
+        for name in r["anchors_off_episodes"]:
+            log(f"warning: {task}{tag} {name}: start/goal anchors switched off (the model's hop from the first "
+                f"frame to the reference goal was below 0.5, or the goal looks like the start); tracked incrementally")
         if out is not None:
             r["plot"] = str(plot_curves(Path(out) / f"progress_{task}{tag}.png", eps, r["curves"],
                                         f"{task}{tag}: VOC {r['voc']:.3f}, MAE {r['mae']:.3f} (fusion={fusion})"))
@@ -158,8 +200,12 @@ def evaluate_checkpoint(model, meta, episodes, fusion="auto", completion_thresho
 
 
 def print_table(results: dict) -> None:
-    """Print one row per task: episodes, successful ones, VOC, completion accuracy, MAE."""
-    print(f"{'task':<16} {'episodes':>8} {'success':>7} {'VOC':>7} {'complete acc':>12} {'MAE':>7}")
+    """Print one row per task: episodes, successful ones, VOC, completion accuracy, MAE, episodes
+    tracked without anchors; then one line per skipped metric and why."""
+    print(f"{'task':<16} {'episodes':>8} {'success':>7} {'VOC':>7} {'complete acc':>12} {'MAE':>7} {'anchors off':>11}")
     for task, r in results.items():
         print(f"{task:<16} {r['episodes']:>8} {r['successful']:>7} {r['voc']:>7.3f} "
-              f"{r['completion_accuracy']:>12.3f} {r['mae']:>7.3f}")
+              f"{r['completion_accuracy']:>12.3f} {r['mae']:>7.3f} {r.get('anchors_off', 0):>11}")
+    for task, r in results.items():
+        for metric, why in r.get("skipped", {}).items():
+            print(f"{task}: {metric} {'skipped' if 'only' not in why else 'computed'}: {why}")

@@ -19,24 +19,39 @@ from reward_models.labels import BalancedPairSampler, SampledEpisode, hop_label,
 from sim.episodes import Episode
 from sim.tasks import get_task
 
-__all__ = ["HopData", "sample_episode", "num_subtasks", "random_shift", "build_references"]
+__all__ = ["HopData", "MixedData", "sample_episode", "num_subtasks", "random_shift", "build_references"]
 
 
 def num_subtasks(ep: Episode) -> int:
-    """N for an episode: its task's sub-task count from ``sim.tasks`` (else its keyframe count, >= 1)."""
+    """N for an episode: its task's sub-task count from ``sim.tasks``, else the sub-tasks its file
+    (or :func:`reward_models.task_data.apply_keyframes`) states, else its keyframe count; >= 1."""
     try:
         n = len(get_task(ep.task).subtasks)
     except ValueError:
-        n = 0
+        n = len(getattr(ep, "subtasks", ()) or ())
     return max(n, len(ep.keyframes), 1)
 
 
 def sample_episode(ep: Episode, samples_per_subtask: int | None = None, chunk: int = 2) -> SampledEpisode:
-    """Step-wise discretized frames of one episode (m = max(2, round(T / (N * chunk))) by default)."""
+    """Step-wise discretized frames of one episode (m = max(2, round(T / (N * chunk))) by default).
+
+    Labels come from the ground-truth progress, else the keyframes (j/N at keyframe j), else, for a
+    successful episode, time-uniform progress i/M (Robo-Dopamine's labels without sub-task
+    annotations: the whole episode is one sub-task).
+
+    Raises:
+        ValueError: a failed episode with neither ground-truth progress nor keyframes (named).
+    """
     n = num_subtasks(ep)
     t = ep.num_frames - 1
+    progress = ep.progress
+    if progress is None and not len(ep.keyframes):
+        if not ep.success:
+            raise ValueError(f"{ep.task} {ep.name or 'episode'}: a failed episode without ground-truth progress "
+                             "or keyframes has no hop labels (how far it got is unknown)")
+        progress, n = np.linspace(0.0, 1.0, ep.num_frames, dtype=np.float32), 1
     m = samples_per_subtask or max(2, int(round(t / (n * chunk))))
-    idx, phi = stepwise_sample(ep.num_frames, ep.keyframes, m, n, progress=ep.progress)
+    idx, phi = stepwise_sample(ep.num_frames, ep.keyframes, m, n, progress=progress)
     return SampledEpisode(idx, phi)
 
 
@@ -181,3 +196,38 @@ def build_references(data: HopData, text_emb: dict) -> dict:
             out[e.task] = {"text": e.task_text, "start": r["start"], "goal": r["goal"],
                            "text_emb": np.asarray(text_emb[e.task_text], np.float32)}
     return out
+
+
+class MixedData:
+    """Adaptation batches that keep the pretrained tasks: a ``share`` of every batch are pairs of
+    the pretraining episodes (``replay``, labelled and anchored as in pretraining), the rest
+    pairs of the new task's demonstration (``new``). Rows from ``replay`` are marked in
+    ``batch()["replay"]`` (bool [n]) so the fit loop can train their hop distribution as in
+    pretraining (:func:`reward_models.fit.fit`).
+
+    Args:
+        new, replay: :class:`HopData` of one image size and one set of views.  share: in [0, 1).
+    Raises:
+        ValueError: ``share`` outside [0, 1).
+    """
+
+    def __init__(self, new: HopData, replay: HopData, share: float):
+        if not 0.0 <= float(share) < 1.0:
+            raise ValueError(f"replay_share must be in [0, 1), got {share!r}")
+        self.new, self.replay, self.share = new, replay, float(share)
+        self.sampler = new.sampler
+
+    def references(self, task_text: str) -> dict:
+        return self.new.references(task_text)
+
+    def batch(self, n: int, shift: int = 0, gen: torch.Generator | None = None) -> dict:
+        """``n`` pairs as :meth:`HopData.batch`, plus ``replay`` bool [n]."""
+        k = int(round(n * self.share))
+        parts = [self.new.batch(n - k, shift, gen)] + ([self.replay.batch(k, shift, gen)] if k else [])
+        out = {}
+        for key in ("text_emb", "ref_start", "ref_goal", "hop"):
+            out[key] = torch.cat([p[key] for p in parts])
+        for key in ("before", "after"):
+            out[key] = {v: torch.cat([p[key][v] for p in parts]) for v in parts[0][key]}
+        out["replay"] = torch.cat([torch.zeros(n - k, dtype=torch.bool), torch.ones(k, dtype=torch.bool)])
+        return out

@@ -117,9 +117,9 @@ def _load_cache(path: Path, eps: list[Episode]) -> bool:
             rewards = [np.asarray(z[ep.name], dtype=np.float32) for ep in eps]
     except (OSError, KeyError, ValueError):
         return False
-    if any(r.shape != (ep.num_steps,) or not np.isfinite(r).all() for r, ep in zip(rewards, eps)):
+    if any(r.shape != (ep.num_steps,) or not np.isfinite(r).all() for r, ep in zip(rewards, eps, strict=True)):
         return False
-    for ep, r in zip(eps, rewards):
+    for ep, r in zip(eps, rewards, strict=True):
         ep.rewards = r
     return True
 
