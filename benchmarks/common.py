@@ -26,12 +26,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def write_result(name: str, metrics: dict, targets: dict, met: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` atomically in the format of DESIGN.md.
+def write_result(name: str, metrics: dict, targets: dict, met: dict, results_dir=None) -> Path:
+    """Write ``<results_dir>/<name>.json`` (default ``benchmarks/results/``) atomically in the format
+    of DESIGN.md.
 
     Returns the path written.
     """
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_dir = Path(results_dir) if results_dir is not None else RESULTS
+    results_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -41,7 +43,7 @@ def write_result(name: str, metrics: dict, targets: dict, met: dict) -> Path:
         "targets": targets,
         "met": met,
     }
-    return write_json(RESULTS / f"{name}.json", payload)
+    return write_json(results_dir / f"{name}.json", payload)
 
 
 def save_figure(fig, path, dpi: int = 100) -> Path:
@@ -67,7 +69,73 @@ def arm_when_fresh(node, timeout_s: float = 30.0, warmup_s: float = 1.0) -> None
         raise RuntimeError("policy node configure failed")
     node.trigger_activate()
     end = time.monotonic() + float(timeout_s)
-    while node.core.watchdog.check(node.now()) is not None and time.monotonic() < end:
+    while node.core.watchdog.check() is not None and time.monotonic() < end:
         time.sleep(0.05)
     node.armed = True
     time.sleep(float(warmup_s))
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons run as one Hydra app per (arm, seed): shaping_vs_sparse, gorl_vs_ppo, qarl_vs_sac
+# ---------------------------------------------------------------------------------------------
+
+def plain(v):
+    """A config value as plain Python (``OmegaConf.to_container``, resolved); other values unchanged."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+
+
+def settings_digest(cfg, keys, bench_keys=(), extra: dict | None = None) -> str:
+    """10 hex digits of sha256 over the config values of ``keys``, of ``cfg.bench``'s ``bench_keys``
+    and of ``extra`` (resolved to plain JSON, sorted keys): the name of the settings every arm of a
+    comparison shares, so results of other settings never mix."""
+    import hashlib
+    import json
+
+    key = {k: plain(cfg.get(k)) for k in keys}
+    if bench_keys:
+        key["bench"] = {k: plain(cfg.bench.get(k)) for k in bench_keys}
+    key.update(extra or {})
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_paths(group: Path, arm: str | None = None, seed: int | None = None) -> dict:
+    """``group`` and ``results`` folders, and for an (arm, seed) its ``run`` folder and its
+    ``result`` file ``<group>/results/<arm>_seed<seed>.json`` (a run skips itself when it exists)."""
+    group = Path(group)
+    out = {"group": group, "results": group / "results"}
+    if arm is not None:
+        out["run"] = group / f"{arm}_seed{seed}"
+        out["result"] = group / "results" / f"{arm}_seed{seed}.json"
+    return out
+
+
+def load_group(group_dir: Path, arms) -> dict:
+    """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``, in ``arms`` order."""
+    import json
+
+    runs: dict = {}
+    for f in sorted(Path(group_dir, "results").glob("*.json")):
+        r = json.loads(f.read_text())
+        runs.setdefault(r["arm"], []).append(r)
+    return {a: sorted(runs[a], key=lambda r: r["seed"]) for a in arms if a in runs}
+
+
+def compose_groups(name: str, argv: list[str]) -> list:
+    """The configs of ``--aggregate [overrides]``: ``benchmarks/<name>.yaml`` composed with the
+    overrides, one config per value of the one override that may be a comma list (one group per
+    value, e.g. ``env=cartpole-swingup,cheetah-run``).
+
+    Raises:
+        SystemExit: more than one comma list, naming them.
+    """
+    from hydra import compose, initialize_config_dir
+
+    sweep = [a for a in argv if "," in a.split("=", 1)[-1] and a.split("=", 1)[-1][:1] not in "[\"'{"]
+    if len(sweep) > 1:
+        raise SystemExit(f"--aggregate: at most one comma list, got {sweep}")
+    fixed = [a for a in argv if a not in sweep]
+    variants = [[f"{sweep[0].split('=', 1)[0]}={v}"] for v in sweep[0].split("=", 1)[1].split(",")] if sweep else [[]]
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent), version_base="1.3"):
+        return [compose(config_name=name, overrides=fixed + extra) for extra in variants]

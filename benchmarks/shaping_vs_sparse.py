@@ -50,7 +50,6 @@ interval above 1.0; the GRM arm's speed-up at least 70 % of the oracle's (ratio_
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -113,24 +112,13 @@ def arm_of(cfg: DictConfig) -> str:
 def group_of(cfg: DictConfig) -> str:
     """The folder name of the settings every arm of a comparison shares:
     ``<learner>_demos<n>_<sha256 of GROUP_KEYS and GROUP_BENCH_KEYS, 10 hex>``."""
-    def plain(v):
-        return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-
-    key = {k: plain(cfg.get(k)) for k in GROUP_KEYS}
-    key["bench"] = {k: plain(cfg.bench.get(k)) for k in GROUP_BENCH_KEYS}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     learner = str(cfg.learner._target_).rsplit(".", 1)[-1].removesuffix("Config").lower()
-    return f"{learner}_demos{cfg.bench.demos}_{digest}"
+    return f"{learner}_demos{cfg.bench.demos}_{common.settings_digest(cfg, GROUP_KEYS, GROUP_BENCH_KEYS)}"
 
 
 def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
     """``group`` folder, ``results`` folder, and for an (arm, seed) its ``run`` folder and ``result`` file."""
-    group = Path(cfg.bench.out_dir) / group_of(cfg)
-    out = {"group": group, "results": group / "results"}
-    if arm is not None:
-        out["run"] = group / f"{arm}_seed{seed}"
-        out["result"] = group / "results" / f"{arm}_seed{seed}.json"
-    return out
+    return common.run_paths(Path(cfg.bench.out_dir) / group_of(cfg), arm, seed)
 
 
 def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
@@ -320,11 +308,7 @@ def summarize(runs: dict) -> tuple[dict, dict]:
 
 def load_group(group_dir: Path) -> dict:
     """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``."""
-    runs: dict = {}
-    for f in sorted(Path(group_dir, "results").glob("*.json")):
-        r = json.loads(f.read_text())
-        runs.setdefault(r["arm"], []).append(r)
-    return {a: sorted(runs[a], key=lambda r: r["seed"]) for a in ARMS if a in runs}
+    return common.load_group(group_dir, ARMS)
 
 
 COLORS = {"sparse": "tab:gray", "grm": "tab:red", "naive": "tab:blue", "oracle": "tab:green"}
@@ -413,12 +397,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
     if cfgs[0].bench.get("note"):
         metrics["note"] = str(cfgs[0].bench.note)
     results_dir = Path(results_dir) if results_dir is not None else common.RESULTS
-    orig = common.RESULTS
-    common.RESULTS = results_dir
-    try:
-        path = common.write_result(name, metrics, TARGETS, met)
-    finally:
-        common.RESULTS = orig
+    path = common.write_result(name, metrics, TARGETS, met, results_dir=results_dir)
     plot(groups, results_dir / f"{name}.png", float(cfgs[0].bench.threshold))
     return json.loads(path.read_text())
 
@@ -426,17 +405,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
 def _aggregate_cli(argv: list[str]) -> int:
     """``--aggregate [overrides]``: compose the benchmark's config with the overrides (one key may be
     a comma list: one group per value) and aggregate."""
-    from hydra import compose, initialize_config_dir
-
-    sweep = [a for a in argv if "," in a.split("=", 1)[-1] and a.split("=", 1)[-1][:1] not in "[\"'"]
-    if len(sweep) > 1:
-        raise SystemExit(f"--aggregate: at most one comma list, got {sweep}")
-    fixed = [a for a in argv if a not in sweep]
-    variants = [[f"{sweep[0].split('=', 1)[0]}={v}"] for v in sweep[0].split("=", 1)[1].split(",")] if sweep else [[]]
-    cfgs = []
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent), version_base="1.3"):
-        for extra in variants:
-            cfgs.append(compose(config_name=NAME, overrides=fixed + extra))
+    cfgs = common.compose_groups(NAME, argv)
     out = aggregate(cfgs, str(cfgs[0].bench.name), bool(cfgs[0].bench.pilot))
     m = out["metrics"]
     for g, gm in (m.get("groups") or {"": m}).items():

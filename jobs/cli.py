@@ -3,6 +3,7 @@
     dopa --help                       list the jobs
     dopa <job> --help                 the job's description and its default config
     dopa <job> [key=value ...]        run the job (Hydra override grammar)
+    dopa <job> -m key=a,b [...]       a multirun: one job per combination (jobs/multirun.py)
 
 Every job is registered in :data:`JOBS` below and nowhere else. A job is a function
 ``run(cfg: omegaconf.DictConfig) -> int | None`` in a module that is imported only when the job
@@ -58,9 +59,19 @@ JOBS: dict[str, Job] = {
                   "Run a deployment policy on a ROS 2 arm (lifecycle policy node; starts disarmed)."),
     "sim-robot": Job("jobs.deploy:run_sim_robot", "sim_robot",
                      "MuJoCo stand-in for a ros2_control arm (JointState, Images; executes JointTrajectory)."),
+    "import": Job("jobs.importing:run", "import",
+                  "Import demonstrations recorded elsewhere (robomimic HDF5, LeRobot v3 folder, MP4 per view)."),
     "tasks": Job("jobs.tasks:run_tasks", "tasks",
                  "List the simulation tasks, their views and layouts; optionally render a view grid."),
+    "robustness": Job("jobs.robustness:run", "robustness",
+                      "A checkpoint's return over mass x friction (x gain) grids: heatmaps, grid mean, worst cell."),
 }
+
+
+#: ``dopa <job> -m ...``: the multirun of any job above ("module:function" (name, job, args) -> exit code)
+MULTIRUN = "jobs.multirun:run_multirun"
+#: the check of a config's ``distributed`` keys (data-parallel ranks), run with the common checks
+DISTRIBUTED_CHECK = "jobs.torchrun:check_distributed"
 
 
 def _usage() -> str:
@@ -179,7 +190,8 @@ def _user_error(exc: BaseException) -> BaseException | None:
         exc, seen = exc.__cause__, seen + 1
     if isinstance(exc, MissingMandatoryValue):
         return ValueError(f"{exc.full_key}=... is required (no default)")
-    if isinstance(exc, user_types) or type(exc).__name__ in ("SafetensorError", "PolicyFileError"):
+    file_errors = ("SafetensorError", "PolicyFileError", "CheckpointError", "StateFileError")  # name their file
+    if isinstance(exc, user_types) or type(exc).__name__ in file_errors:
         return exc
     return None
 
@@ -273,7 +285,7 @@ INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "check
 
 #: Config nodes built from a typed config (``_target_`` names its class); each is checked by
 #: instantiating that config before the job runs (:func:`jobs.build.check_config`).
-TYPED_KEYS = ("env", "learner", "reward.potential")
+TYPED_KEYS = ("env", "learner", "reward.potential", "adversary")
 
 
 #: the typed potential config of ``reward=oracle``: it exists only for tasks whose simulator reports progress
@@ -360,6 +372,9 @@ def check_common(cfg, default) -> None:
 
         check_grm_checkpoint(grm, key="reward.checkpoint")
     _check_reward(cfg)
+    if OmegaConf.select(cfg, "distributed.nproc", default=None) is not None:  # reward-train's ranks
+        module_name, func_name = DISTRIBUTED_CHECK.split(":")  # imported only when the key is there
+        getattr(importlib.import_module(module_name), func_name)(cfg)
     for key in OUTPUT_KEYS:
         if key == "out" and cfg.get("render") is False:  # dopa tasks writes out only when rendering
             continue
@@ -379,6 +394,26 @@ def _group_overrides(overrides: list[str]) -> list[str]:
 _TERMINATED: list[int] = []  # the SIGTERMs received while a job runs
 
 
+def split_ros_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split ROS 2 arguments off a job's words, as ``ros2 run`` takes them: each ``--ros-args``
+    block runs to the next ``--`` (dropped) or to the end.
+
+    Returns:
+        ``(the other words, the ROS 2 words, each block starting with --ros-args)``.
+    """
+    rest, ros = [], []
+    i = 0
+    while i < len(args):
+        if args[i] != "--ros-args":
+            rest.append(args[i])
+            i += 1
+            continue
+        j = args.index("--", i) if "--" in args[i:] else len(args)
+        ros += args[i:j]
+        i = j + 1
+    return rest, ros
+
+
 def _raise_keyboard_interrupt(signum, frame):
     _TERMINATED.append(signum)
     raise KeyboardInterrupt
@@ -396,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = JOBS[name]
     module_name, func_name = job.target.split(":")
+    rest, ros_args = split_ros_args(rest)
     if any(a in ("-h", "--help") for a in rest):
         from omegaconf import OmegaConf
 
@@ -404,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dopa {name}: {doc}\n\ndefault config (override with key=value):\n")
         print(OmegaConf.to_yaml(compose(job.config, [])))
         return 0
+    if any(a in ("-m", "--multirun") for a in rest):  # a sweep: jobs/multirun.py, any job of JOBS
+        module_name, func_name = MULTIRUN.split(":")  # imported as the jobs are: only when used
+        return getattr(importlib.import_module(module_name), func_name)(name, job, rest)
     if job.composer:  # e.g. dopa train resume=...: the run's stored config is the base
         comp_module, comp_func = job.composer.split(":")
         try:
@@ -413,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         cfg = compose(job.config, rest, job=name)
+    if ros_args:  # the ROS 2 jobs pass them to rclpy.init (their config key ros_args)
+        if "ros_args" not in cfg:
+            print(f"dopa {name}: --ros-args is for the ROS 2 jobs (deploy, sim-robot), not {name}", file=sys.stderr)
+            return 2
+        cfg.ros_args = [*cfg.ros_args, *ros_args]
     try:
         check_common(cfg, compose(job.config, _group_overrides(rest), job=name))
     except (ValueError, OSError) as exc:
