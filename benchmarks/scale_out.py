@@ -1,8 +1,7 @@
 """Scale-out on one machine: a sweep through the local parallel launcher vs one job after another,
 and data-parallel GRM pretraining with 1 vs 2 ranks.
 
-    nice -n 10 .venv/bin/python benchmarks/scale_out.py                 # both parts (~5 min on 2 cores)
-    nice -n 10 .venv/bin/python benchmarks/scale_out.py --steps 600      # longer training jobs
+    .venv/bin/python benchmarks/scale_out.py --grm-data lift.hdf5     # both parts (~6 min on 2 idle cores)
 
 Part 1 runs four short ``dopa train`` jobs (SAC on cartpole-swingup, dense reward, updates
 from env step 100 with batches of 64, seeds
@@ -129,7 +128,8 @@ def plot(res: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=400, help="env steps of each training job")
+    p.add_argument("--steps", type=int, default=2000,
+                   help="env steps of each training job (long enough that a process's start-up, ~8 s, is not the job)")
     p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="parallel jobs (default: cores)")
     p.add_argument("--grm-data", nargs="+", default=sorted(glob.glob(str(ROOT / "data/demos/lift-*.hdf5")))[:1])
     p.add_argument("--grm-steps", type=int, default=60)
