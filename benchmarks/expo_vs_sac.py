@@ -355,16 +355,19 @@ def main(argv=None) -> int:
     if not all(results[m] for m in ("expo", "sac")):
         raise SystemExit(f"no finished runs of both methods in {group / 'results'}")
 
-    def steps(method):  # runs that never reached 80% count as max_steps (a lower bound)
-        return [r["steps_to_80"] if r["steps_to_80"] is not None else p["max_steps"] for r in results[method]]
+    def steps(method):  # a run that never reached 80 % has no figure: None, never the budget
+        return [r["steps_to_80"] for r in results[method]]
 
-    expo_steps, sac_steps = steps("expo"), steps("sac")
-    reached_any = any(r["steps_to_80"] is not None for m in ("expo", "sac") for r in results[m])
-    # with no seed of either method at 80 % there is nothing to compare: the ratio is not measured
-    ratio = float(np.mean(sac_steps) / max(np.mean(expo_steps), 1)) if reached_any else None
+    def mean_reached(method):  # the mean only when every seed reached 80 %; else not measured (None)
+        v = steps(method)
+        return float(np.mean(v)) if v and all(x is not None for x in v) else None
+
+    expo_mean, sac_mean = mean_reached("expo"), mean_reached("sac")
+    # the ratio needs both means: with a seed of either method short of 80 % it is not measured
+    ratio = float(sac_mean / max(expo_mean, 1)) if expo_mean is not None and sac_mean is not None else None
     metrics = {
         "steps_ratio_sac_over_expo": ratio,
-        "expo_steps_to_80_mean": float(np.mean(expo_steps)), "sac_steps_to_80_mean": float(np.mean(sac_steps)),
+        "expo_steps_to_80_mean": expo_mean, "sac_steps_to_80_mean": sac_mean,
         "expo_steps_to_80": [r["steps_to_80"] for r in results["expo"]],
         "sac_steps_to_80": [r["steps_to_80"] for r in results["sac"]],
         "expo_reached_80": sum(r["steps_to_80"] is not None for r in results["expo"]),
@@ -376,15 +379,13 @@ def main(argv=None) -> int:
         "expo_curves": [r["curve"] for r in results["expo"]], "sac_curves": [r["curve"] for r in results["sac"]],
         "total_wall_s": round(time.time() - t0, 1),
     }
-    note = ("steps to 80% = first evaluation at or above 80%; a seed that never got there counts as max_steps "
-            "(the *_steps_to_80_mean values are then lower bounds); with no seed of either method at 80% the "
-            "ratio is not measured (null)")
+    note = ("steps to 80% = first evaluation at or above 80%; a seed that never got there is null (not reached), "
+            "and a method's mean is null unless every seed reached 80%; the ratio needs both means (else null)")
     n_seeds = min(len(results["expo"]), len(results["sac"]))
     both_reached = metrics["expo_reached_80"] == p["seeds"] and metrics["sac_reached_80"] == p["seeds"]
     targets = {"steps_ratio_sac_over_expo": ">= 2.0 (EXPO needs at most half the steps of SAC)",
                "seeds": ">= 3"}
-    met = {"steps_ratio_sac_over_expo": bool(ratio is not None and ratio >= 2.0
-                                             and metrics["expo_reached_80"] == p["seeds"]),
+    met = {"steps_ratio_sac_over_expo": bool(ratio is not None and ratio >= 2.0),
            "seeds": n_seeds >= 3}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
