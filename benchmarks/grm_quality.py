@@ -197,6 +197,9 @@ def parse_args():
     ap.add_argument("--leave-one-out", action="store_true",
                     help="leave-one-task-out adaptation over --tasks (see the module docstring)")
     ap.add_argument("--tasks", default="lift,stack,pick-place-can,door", help="--leave-one-out: the tasks")
+    ap.add_argument("--launcher", default="local", help="--leave-one-out: configs/hydra/launcher (local | slurm | slurm_local)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="--leave-one-out, local launcher: left-out tasks trained at a time (each uses --threads)")
     ap.add_argument("--replay-share", type=float, default=0.5,
                     help="share of every adaptation batch rehearsing the pretraining tasks (reward-adapt replay_share)")
     args = ap.parse_args()
@@ -416,21 +419,48 @@ def loo_one(args, left: str, data: dict, views) -> dict:
             "before": _summary(before), "after": _summary(after), "pretrained_drop": drops}
 
 
+def loo_task(cfg) -> None:
+    """One job of the leave-one-out sweep: the left-out task ``cfg.left`` with the script's
+    arguments from ``<cfg.folder>/settings.json``, into ``<left>-seed<seed>.json``; nothing when that
+    file exists."""
+    import argparse
+
+    folder, left = Path(str(cfg.folder)), str(cfg.left)
+    args = argparse.Namespace(**json.loads((folder / "settings.json").read_text()))
+    if left not in args.tasks:
+        raise ValueError(f"left={left!r} is not one of --tasks: {', '.join(args.tasks)}")
+    f = folder / f"{left}-seed{args.seed}.json"
+    if f.is_file():
+        print(f"{left}: {f} exists, skipped")
+        return
+    torch.set_num_threads(int(args.threads))
+    views = tuple(args.views)
+    write_json(f, json.loads(json.dumps(loo_one(args, left, _loo_data(args, views), views), default=float)))
+
+
 def leave_one_out(args, out: Path, views) -> int:
-    """--leave-one-out: every task once (result files per (task, seed) skipped when present), then
+    """--leave-one-out: every left-out task as one job of a Hydra multirun (``benchmarks/sweep.py``,
+    ``--launcher``, ``--jobs`` at a time; result files per (task, seed) skipped when present), then
     the table, the worst task as the headline, and its targets met or not."""
+    from benchmarks.sweep import multirun
+
     folder = out / "grm_loo"
     folder.mkdir(parents=True, exist_ok=True)
-    data, results = None, {}
+    todo = [t for t in args.tasks if not (folder / f"{t}-seed{args.seed}.json").is_file()]
+    if todo:
+        _loo_data(args, views)  # records any missing episode files once, before the jobs read them
+        write_json(folder / "settings.json", {**vars(args), "views": list(views)})
+        failures = multirun("grm_loo", loo_task, [f"left={','.join(todo)}", f"folder={folder}"],
+                            launcher=args.launcher, n_jobs=args.jobs)
+        for line in failures:
+            print(f"  failed: {line}")
+    results = {}
     for left in args.tasks:
         f = folder / f"{left}-seed{args.seed}.json"
         if f.is_file():
             results[left] = json.loads(f.read_text())
-            print(f"{left}: {f} exists, skipped")
-            continue
-        data = data or _loo_data(args, views)
-        results[left] = json.loads(json.dumps(loo_one(args, left, data, views), default=float))
-        write_json(f, results[left])
+    if not results:
+        raise SystemExit(f"no left-out task finished in {folder}")
     rows = {t: r["after"][t] for t, r in results.items()}
     worst_voc = min((rows[t]["voc"] if rows[t]["voc"] is not None else -1.0) for t in rows)
     worst_ca = min(rows[t]["completion_accuracy"] for t in rows)
@@ -440,9 +470,10 @@ def leave_one_out(args, out: Path, views) -> int:
     for t, r in results.items():
         b, a = r["before"][t], r["after"][t]
         drop = max([d["voc"] for d in r["pretrained_drop"].values() if d["voc"] is not None] or [float("nan")])
-        print(f"{t:<16} {b['voc'] or float('nan'):>10.3f} {a['voc'] or float('nan'):>9.3f} "
+        nan = float("nan")
+        print(f"{t:<16} {nan if b['voc'] is None else b['voc']:>10.3f} {nan if a['voc'] is None else a['voc']:>9.3f} "
               f"{b['completion_accuracy']:>13.3f} {a['completion_accuracy']:>12.3f} "
-              f"{a['mae'] or float('nan'):>9.3f} {drop:>14.3f}")
+              f"{nan if a['mae'] is None else a['mae']:>9.3f} {drop:>14.3f}")
     metrics = {"worst_task": worst, "worst_voc_after": worst_voc, "worst_completion_accuracy_after": worst_ca}
     met = {k: bool(metrics[k] >= v) for k, v in LOO_TARGETS.items()}
     print(f"worst left-out task {worst}: VOC {worst_voc:.3f}, worst completion accuracy {worst_ca:.3f}; met: {met}")
