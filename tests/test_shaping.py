@@ -73,6 +73,50 @@ def test_naive_shaping_falls_into_semantic_trap_potential_shaping_does_not():
                                shaped_R(R, phi, np.zeros_like(terminal), 1.0, "potential"))
 
 
+def _q_learning(mode, seed, episodes=3000, horizon=60, gamma=0.9, lr=0.2, eps=0.2):
+    """Tabular epsilon-greedy Q-learning on :func:`_trap_mdp` from the dead end T, each transition's
+    reward r_gold + F with F from the project's :func:`shaping_term` (``mode``); returns Q [S, 2]."""
+    P, R, terminal, phi = _trap_mdp()
+    S = P.shape[0]
+    nxt = P.argmax(axis=2)  # deterministic transitions: s' of (s, a)
+    f = shaping_term(torch.tensor(phi).repeat_interleave(2), torch.tensor(phi[nxt.reshape(-1)]), gamma,
+                     torch.tensor(terminal[nxt.reshape(-1)]), mode).numpy().reshape(S, 2)
+    r = R[np.arange(S)[:, None], np.arange(2)[None, :], nxt] + f
+    rng = np.random.default_rng(seed)
+    Q = np.zeros((S, 2))
+    for _ in range(episodes):
+        s = 0
+        for _ in range(horizon):
+            a = int(rng.integers(2)) if rng.random() < eps else int(Q[s].argmax())
+            s2 = int(nxt[s, a])
+            target = r[s, a] + (0.0 if terminal[s2] else gamma * Q[s2].max())
+            Q[s, a] += lr * (target - Q[s, a])
+            s = s2
+            if terminal[s2]:
+                break
+    return Q
+
+
+def _greedy_steps_to_goal(Q, horizon=60):
+    """Env steps the greedy policy of Q needs from T to the goal; None when it never gets there."""
+    P, _, terminal, _ = _trap_mdp()
+    s = 0
+    for t in range(1, horizon + 1):
+        s = int(P[s, int(Q[s].argmax())].argmax())
+        if terminal[s]:
+            return t
+    return None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_learner_with_naive_shaping_hovers_in_the_trap_with_potential_shaping_it_reaches_the_goal(seed):
+    """The trap learnt, not only solved for: Q-learning with exploration from the high-progress
+    dead end T. With PBRS its greedy policy walks through the valley to the goal (11 steps, the
+    shortest path); with naive Phi(s') - Phi(s) it learns to stay at T for the whole horizon."""
+    assert _greedy_steps_to_goal(_q_learning("potential", seed)) == 11
+    assert _greedy_steps_to_goal(_q_learning("naive", seed)) is None
+
+
 def test_shaping_term_terminal_vs_truncation():
     phi = torch.tensor([0.2, 0.2, 0.2])
     nxt = torch.tensor([0.7, 0.7, 0.7])
