@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from basics.atomic import atomic_file, write_json  # noqa: E402
+from benchmarks.sweep import multirun  # noqa: E402
 from jobs.cli import compose  # noqa: E402
 from jobs.demos import run as demos  # noqa: E402
 from reward_models.adapt import adapt, demo_reference  # noqa: E402
@@ -442,8 +443,6 @@ def leave_one_out(args, out: Path, views) -> int:
     """--leave-one-out: every left-out task as one job of a Hydra multirun (``benchmarks/sweep.py``,
     ``--launcher``, ``--jobs`` at a time; result files per (task, seed) skipped when present), then
     the table, the worst task as the headline, and its targets met or not."""
-    from benchmarks.sweep import multirun
-
     folder = out / "grm_loo"
     folder.mkdir(parents=True, exist_ok=True)
     todo = [t for t in args.tasks if not (folder / f"{t}-seed{args.seed}.json").is_file()]

@@ -100,17 +100,18 @@ def task_perturbation(perturbations: dict, task: str, max_force: float | None = 
         ValueError: no entry for the task (the known ones listed), an empty body list, an unknown
             component, a negative or non-finite bound.
     """
-    entry = perturbations.get(task) or perturbations.get(str(task).split("-", 1)[0])
+    key = task if perturbations.get(task) else str(task).split("-", 1)[0]
+    entry = perturbations.get(key)
     if entry is None:
         raise ValueError(f"adversary.perturbations has no entry for task {task!r}; known: "
                          f"{', '.join(sorted(perturbations))} (add one: bodies, components, max_force, threshold)")
     bodies, comps = [str(b) for b in entry.get("bodies") or []], [str(c) for c in entry.get("components") or []]
     if not bodies or not comps:
-        raise ValueError(f"adversary.perturbations.{task}: bodies and components must be non-empty, "
+        raise ValueError(f"adversary.perturbations.{key}: bodies and components must be non-empty, "
                          f"got {bodies} and {comps}")
     for c in comps:
         if c not in COMPONENTS:
-            raise ValueError(f"adversary.perturbations.{task}.components: unknown {c!r}; known: {', '.join(COMPONENTS)}")
+            raise ValueError(f"adversary.perturbations.{key}.components: unknown {c!r}; known: {', '.join(COMPONENTS)}")
     force = check_float("adversary.max_force", entry.get("max_force", 1.0) if max_force is None else max_force, 0.0)
     torque = check_float("adversary.max_torque", entry.get("max_torque", 0.0), 0.0)
     xi = check_float("adversary.threshold", entry.get("threshold", 10.0) if threshold is None else threshold)
@@ -241,6 +242,10 @@ class QARLConfig:
             self.adversary_config()
         except TypeError as exc:
             raise ValueError(f"adversary.adversary: {exc}") from None
+        except ValueError as exc:  # SACConfig names its own key ("hidden must be ..."): give the full one
+            text = str(exc)
+            raise ValueError(f"adversary.adversary.{text}" if text.split(" ", 1)[0].isidentifier()
+                             else f"adversary.adversary: {text}") from None
 
     def adversary_config(self) -> SACConfig:
         """The adversary's :class:`control.sac.SACConfig` (``autotune`` off: alpha comes from the state)."""

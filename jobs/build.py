@@ -114,6 +114,41 @@ def takes_offline_data(learner) -> bool:
     return _accepts(target, "offline_data")
 
 
+def check_adversary(cfg) -> None:
+    """``dopa train adversary=qarl|rarl|linear``: what :func:`build_learner` would refuse, checked from
+    the config alone, before the main job prepares its demonstrations and GRM: an on-policy
+    protagonist (``learner=ppo``, ``gorl``), offline data (given, or the demonstrations the preset
+    would prepare for a learner that takes them), a task without a ``perturbations`` entry or a bad
+    entry (:func:`control.qarl.task_perturbation`; the bodies are checked when the env is built).
+
+    Raises:
+        ValueError: one line naming the learner, the offline data or the task.
+    """
+    from control.qarl import ON_POLICY, task_perturbation  # lazy: control.qarl loads torch
+    from sim.experts import EXPERT_TASKS
+
+    adversary = cfg.get("adversary")
+    if adversary is None or not adversary.get("_target_"):
+        return
+    curriculum = adversary.get("curriculum", "qarl")
+    typed = _typed_target(cfg.learner) or str(cfg.learner.get("_target_") or "")
+    name = typed.rsplit(".", 1)[-1].lower().removesuffix("config")
+    if name in ON_POLICY:
+        raise ValueError(f"adversary={curriculum} needs an off-policy protagonist (learner=sac, rlpd or expo); "
+                         f"learner={name} is on-policy and cannot skip the adversary's phases")
+    if cfg.get("offline_data"):
+        raise ValueError("offline_data was given with an adversary: its states carry no alpha; "
+                         "train with adversary=none or offline_data=[]")
+    prepare, task = cfg.get("prepare"), str(cfg.env.name)
+    if (prepare is not None and prepare.get("enabled", False) and not cfg.get("resume")
+            and takes_offline_data(cfg.learner) and task in EXPERT_TASKS):
+        raise ValueError(f"adversary={curriculum} cannot train on offline data (its states carry no alpha), and the "
+                         f"preset would prepare {task} demonstrations as learner={name}'s offline data; use a learner "
+                         "without offline data (learner=sac) or preset=none")
+    plain = _plain(adversary)
+    task_perturbation(plain.get("perturbations") or {}, task, plain.get("max_force"), plain.get("threshold"))
+
+
 def build_learner(learner, env, *, seed: int, device: str = "cpu", offline_data=(), adversary=None):
     """The learner of config node ``learner`` for ``env`` (obs/action sizes, num_envs); with an
     ``adversary`` node (``configs/adversary/<qarl|rarl|linear>.yaml``, None: none) the learner is

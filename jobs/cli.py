@@ -98,36 +98,63 @@ def compose(config: str, overrides: list[str], job: str | None = None):
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    outer = GlobalHydra.instance().hydra  # inside a job of a multirun (the launcher's Hydra): set aside
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="configs", version_base="1.3"):
-            cfg = hydra_compose(config_name=config, overrides=overrides)
+            cfg = hydra_compose(config_name=config, overrides=replace_overrides(config, overrides))
         OmegaConf.resolve(cfg)
     except MissingConfigException as exc:
         print(f"dopa {job or config}: {_missing_choice(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except (HydraException, OmegaConfBaseException) as exc:
-        print(f"dopa {job or config}: {_unknown_key(config, str(exc), job) or f'bad override: {exc}'}",
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # one line: no link to the grammar
+        print(f"dopa {job or config}: {_unknown_key(config, exc, job) or f'bad override: {first}'}",
               file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if outer is not None:  # initialize_config_module put back a copy of the cleared instance
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(outer)
     return cfg
 
 
-def _unknown_key(config: str, message: str, job: str | None) -> str | None:
-    """One line for Hydra's "Could not override 'foo'": the key, close matches among the config's
-    keys, and where to see them (None for other errors)."""
+#: (job config, key) of a mapping whose entries the user names: ``key={...}`` replaces the default
+#: mapping (``dopa robustness grids={mass_gain: {x: mass, y: gain}}``) where Hydra would merge into it
+#: and refuse the new names; ``+key.<name>={...}`` adds an entry to the default one.
+REPLACE_KEYS = {("robustness", "grids")}
+
+
+def replace_overrides(config: str, overrides: list[str]) -> list[str]:
+    """``overrides`` with each ``key=value`` of :data:`REPLACE_KEYS` as ``~key +key=value``."""
+    out = []
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        out += [f"~{key}", f"+{key}={value}"] if eq and (config, key) in REPLACE_KEYS else [o]
+    return out
+
+
+def _unknown_key(config: str, exc: BaseException, job: str | None) -> str | None:
+    """One line for Hydra's "Could not override 'foo'": the key (the one inside a mapping value,
+    ``env.x`` for ``env={x: 1}``), close matches among the config's keys, and where to see them
+    (None for other errors)."""
     import difflib
     import re
 
     from omegaconf import OmegaConf
 
-    m = re.match(r"Could not override '([^']+)'", message)
+    m = re.match(r"Could not override '([^']+)'", str(exc))
     if not m:
         return None
     key = m.group(1)
+    inner = re.search(r"full_key: (\S+)", str(exc.__cause__ or ""))
+    if inner and inner.group(1).startswith(f"{key}."):
+        key = inner.group(1)  # env={x: 1}: 'x' is the unknown key, not 'env'
     try:
         keys = _flat_keys(OmegaConf.to_container(compose(config, [], job)))
     except SystemExit:
@@ -283,6 +310,11 @@ INT_MINIMUMS = {"threads": 1, "seed": 0, "num_envs": 1, "total_steps": 1, "check
                 "episodes": 1, "eval.episodes": 1, "eval.every": 0, "eval.seed": 0, "reward.query_every": 1}
 
 
+#: (job config, key): a size range narrower than the renderer's [8, 1024] (``dopa import`` writes
+#: files for the GRM, whose frames are 16 to 512 px: sim/importers.py, reward_models/grm.py)
+SIZE_RANGES = {("import", "image_size"): (16, 512)}
+
+
 #: Config nodes built from a typed config (``_target_`` names its class); each is checked by
 #: instantiating that config before the job runs (:func:`jobs.build.check_config`).
 TYPED_KEYS = ("env", "learner", "reward.potential", "adversary")
@@ -314,12 +346,14 @@ def _check_reward(cfg) -> None:
         check_has_progress(task, OmegaConf.select(cfg, "env.backend", default="cpu"))
 
 
-def check_common(cfg, default) -> None:
+def check_common(cfg, default, config: str | None = None) -> None:
     """The checks every job gets before it runs: value types against the defaults
-    (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS`, ``image_size`` and the
-    video sizes in [8, 1024],
+    (:func:`check_override_types`), the keys of :data:`INT_MINIMUMS` (not where the job's default
+    is null), ``image_size`` and the video sizes in [8, 1024] (narrower for ``config`` by
+    :data:`SIZE_RANGES`),
     ``device`` a torch device this machine has, the typed configs of :data:`TYPED_KEYS` (env,
-    learner, potential: their own range rules, e.g. ``reward.potential.fusion``), the tracker's
+    learner, potential: their own range rules, e.g. ``reward.potential.fusion``), an adversary's
+    protagonist and data (:func:`jobs.build.check_adversary`), the tracker's
     ``fusion`` / ``reward.fusion`` a known one, ``reward.checkpoint`` a GRM checkpoint when the
     potential loads it, output paths writable (:func:`check_output_path`, :data:`OUTPUT_KEYS`).
 
@@ -332,12 +366,15 @@ def check_common(cfg, default) -> None:
         check_override_types(cfg, default)
     for key, minimum in INT_MINIMUMS.items():
         v = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.select(default, key, default=False) is None:
+            continue  # a null default means something else here (dopa import episodes=[0,2]): the job checks it
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
             raise ValueError(f"{key} must be an int >= {minimum}, got {v!r}")
     for key in ("image_size", "video_size", "eval.video_size"):  # rendered pixels per side: sim.make_env's rule
         size = OmegaConf.select(cfg, key, default=None)
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024):
-            raise ValueError(f"{key} must be an int in [8, 1024], got {size!r}")
+        lo, hi = SIZE_RANGES.get((config, key), (8, 1024))
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not lo <= size <= hi):
+            raise ValueError(f"{key} must be an int in [{lo}, {hi}], got {size!r}")
     device = cfg.get("device")
     if device is not None and str(device) != "cpu":
         import torch  # third-party, imported only when a device is named
@@ -353,10 +390,12 @@ def check_common(cfg, default) -> None:
             raise ValueError(f"device={str(device)!r} is not available here; available: {', '.join(have)}")
     # the typed configs validate their own values (sim.EnvConfig, control.<x>Config, the potential's)
     # lazy: jobs.build loads torch and the simulator; `dopa --help` needs neither
-    from jobs.build import check_config
+    from jobs.build import check_adversary, check_config
 
     for key in TYPED_KEYS:
         check_config(OmegaConf.select(cfg, key, default=None), key)
+    if OmegaConf.select(cfg, "adversary._target_", default=None):  # train adversary=qarl: its learner and data
+        check_adversary(cfg)
     absent = object()
     for key in ("fusion", "reward.fusion"):  # the tracker's, in configs without a typed potential (reward-*, deploy)
         fusion = OmegaConf.select(cfg, key, default=absent)
@@ -458,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cfg.ros_args = [*cfg.ros_args, *ros_args]
     try:
-        check_common(cfg, compose(job.config, _group_overrides(rest), job=name))
+        check_common(cfg, compose(job.config, _group_overrides(rest), job=name), job.config)
     except (ValueError, OSError) as exc:
         print(f"dopa {name}: error: {exc}", file=sys.stderr)
         return 1

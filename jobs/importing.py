@@ -13,9 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from basics.checks import check_int
 from sim.episodes import read_episodes
-from sim.importers import import_lerobot, import_robomimic, import_videos
+from sim.importers import check_image_size, import_lerobot, import_robomimic, import_videos
 
 FORMATS = ("robomimic", "lerobot", "video")
 
@@ -23,11 +22,24 @@ FORMATS = ("robomimic", "lerobot", "video")
 def _mapping(value, key: str) -> dict | None:
     if value is None:
         return None
-    d = OmegaConf.to_container(value) if not isinstance(value, dict) else value
+    d = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     if not isinstance(d, dict) or not d or not all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()):
         raise ValueError(f"{key} must map view names to {'files' if key == 'videos' else 'source keys'}, "
                          f"e.g. {key}={{front: ...}}, got {value!r}")
     return d
+
+
+def _episodes(value) -> list[int] | None:
+    """``episodes``: null (all), one index or a non-empty list of indices >= 0."""
+    if value is None:
+        return None
+    vals = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    vals = [vals] if not isinstance(vals, (list, tuple)) else vals
+    ok = bool(vals) and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in vals)
+    if not ok:
+        raise ValueError(f"episodes must be null (all) or a non-empty list of ints >= 0 (robomimic: demo positions, "
+                         f"lerobot: episode_index), got {vals!r}")
+    return list(vals)
 
 
 def run(cfg: DictConfig) -> int:
@@ -35,16 +47,28 @@ def run(cfg: DictConfig) -> int:
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    check_int("image_size", cfg.image_size, 16)
+    size = check_image_size(cfg.image_size)
+    if not str(cfg.out).strip():
+        raise ValueError("out must name the episode file to write, e.g. out=data/wipe.hdf5, got ''")
     out = Path(str(cfg.out))
     if out.is_dir():
         raise IsADirectoryError(f"out={str(out)!r} is a folder; out is the episode file to write (.hdf5)")
-    views, size = _mapping(cfg.views, "views"), int(cfg.image_size)
-    episodes = None if cfg.episodes is None else [int(e) for e in OmegaConf.to_container(cfg.episodes)]
+    views = _mapping(cfg.views, "views")
+    episodes = _episodes(cfg.episodes)
     text = None if cfg.task_text is None else str(cfg.task_text)
+    if text is not None and not text.strip():
+        raise ValueError(f"task_text must say what the robot does, e.g. task_text='wipe the table', got {text!r}")
     task = None if cfg.task is None else str(cfg.task)
     if fmt != "video" and cfg.src is None:
         raise ValueError(f"format={fmt} needs src=<{'file.hdf5' if fmt == 'robomimic' else 'dataset folder'}>")
+    if fmt == "video":
+        sources = list((_mapping(cfg.videos, "videos") or {}).values())
+    else:
+        sources = [] if cfg.src is None else [str(cfg.src)]
+    for src in sources:
+        if out.resolve() == Path(src).expanduser().resolve():
+            raise ValueError(f"out={str(out)!r} is the source file itself; write the episode file elsewhere, "
+                             "the import would replace the recording")
     if fmt == "robomimic":
         if text is None:
             raise ValueError("format=robomimic needs task_text='<what the robot does>' (robomimic files state none)")

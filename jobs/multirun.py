@@ -32,7 +32,16 @@ import traceback
 from pathlib import Path
 
 from basics.atomic import write_json
-from jobs.cli import JOBS, _group_overrides, _user_error, check_common, compose
+from jobs.cli import (
+    JOBS,
+    _group_overrides,
+    _missing_choice,
+    _unknown_key,
+    _user_error,
+    check_common,
+    compose,
+    replace_overrides,
+)
 from jobs.launchers import DRY_RUN_KEY, DryRunDone, slurm_dry_run
 
 __all__ = ["is_multirun", "run_multirun", "expand_sweep", "summarize", "final_eval", "JobTask",
@@ -72,13 +81,61 @@ def _value(overrides: list[str], key: str) -> str | None:
     return None
 
 
+class MalformedSweep(ValueError):
+    """An override of the sweep that Hydra cannot parse (exit code 2, as a malformed override)."""
+
+
+#: the launchers whose ``n_jobs`` is joblib's (an int, not 0; -1 one per core, -2 all but one, ...)
+JOBLIB_LAUNCHERS = ("local", "joblib")
+
+
+def _check_launcher(name: str, job, overrides: list[str], launcher: str) -> None:
+    """The ``hydra/launcher`` choice and the ``hydra.*`` keys, composed as Hydra will compose the
+    sweep, and joblib's ``n_jobs``, before any job starts.
+
+    Raises:
+        MalformedSweep: an unknown launcher or ``hydra.*`` key (the choices or close keys named).
+        ValueError: ``hydra.launcher.n_jobs`` not an int or 0.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    n_jobs = _value(overrides, "hydra.launcher.n_jobs")
+    if n_jobs is not None and launcher in JOBLIB_LAUNCHERS:
+        try:
+            ok = int(n_jobs) != 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"hydra.launcher.n_jobs must be an int other than 0 (jobs at a time; -1: one per core, "
+                             f"-2: all cores but one), got {n_jobs!r}")
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name=name, config_search_path=create_config_search_path("pkg://configs"))
+        given = overrides if _value(overrides, "hydra/launcher") else [f"hydra/launcher={DEFAULT_LAUNCHER}", *overrides]
+        hydra.compose_config(job.config, given, run_mode=RunMode.MULTIRUN)
+        return
+    except (HydraException, OmegaConfBaseException) as exc:  # MissingConfigException is a HydraException
+        error = exc
+    finally:
+        GlobalHydra.instance().clear()
+    if isinstance(error, MissingConfigException):
+        raise MalformedSweep(_missing_choice(error))
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise MalformedSweep(_unknown_key(job.config, error, name) or f"bad override: {first}")
+
+
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
     """The jobs of a sweep: Hydra's basic sweeper's product of the comma lists, in its order (the
     job numbers). ``hydra.*`` overrides are left out.
 
     Raises:
-        ValueError: a malformed override or a sweep kind the basic sweeper cannot run (a range
-            or interval sweep), with Hydra's message.
+        MalformedSweep: an override Hydra cannot parse (``seed=0,,1``), with Hydra's message.
+        ValueError: a sweep kind the basic sweeper cannot run (a range or interval sweep).
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -87,6 +144,9 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     plain = [o for o in overrides if not _is_hydra(o)]
     try:
         parsed = OverridesParser.create().parse_overrides(plain)
+    except HydraException as exc:
+        raise MalformedSweep(f"bad sweep: {str(exc).strip().splitlines()[0]}") from None
+    try:
         return BasicSweeper.split_arguments(parsed, None)[0]
     except HydraException as exc:
         raise ValueError(f"bad sweep: {str(exc).strip().splitlines()[0]}") from None
@@ -99,7 +159,7 @@ def _check_all(name: str, job, combos: list[list[str]]) -> None:
             raise ValueError(f"resume={_value(combo, 'resume')} continues one run; run it without -m")
         cfg = compose(job.config, combo, job=name)
         try:
-            check_common(cfg, compose(job.config, _group_overrides(combo), job=name))
+            check_common(cfg, compose(job.config, _group_overrides(combo), job=name), job.config)
         except (ValueError, OSError) as exc:
             raise ValueError(f"job {' '.join(combo) or '(no overrides)'}: {exc}") from None
 
@@ -135,6 +195,11 @@ def run_multirun(name: str, job, args: list[str]) -> int:
                 "hydra/launcher=local (parallel processes on this machine)")
         combos = expand_sweep(overrides)
         _check_all(name, job, combos)
+        overrides = replace_overrides(job.config, overrides)  # as compose() reads them (grids={...})
+        _check_launcher(name, job, overrides, launcher)
+    except MalformedSweep as exc:
+        print(f"dopa {name} -m: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         print(f"dopa {name} -m: error: {exc}", file=sys.stderr)
         return 1
@@ -273,7 +338,7 @@ class JobTask:
                     cfg[key] = str(run_dir / "run")
                 elif isinstance(value, str) and value:
                     cfg[key] = str(run_dir / Path(value).name)
-        check_common(cfg, hydra_compose(config_name=job.config, overrides=_group_overrides(overrides)))
+        check_common(cfg, hydra_compose(config_name=job.config, overrides=_group_overrides(overrides)), job.config)
         module_name, func_name = job.target.split(":")
         return int(getattr(importlib.import_module(module_name), func_name)(cfg) or 0)
 

@@ -180,6 +180,8 @@ def run(cfg: DictConfig) -> int:
         raise ValueError(f"policy must be learner or deploy, got {cfg.policy!r}")
     ckpt = _open(cfg.checkpoint, "checkpoint")
     adv_ckpt = _open(cfg.adversary_checkpoint, "adversary_checkpoint") if cfg.get("adversary_checkpoint") else None
+    if adv_ckpt is not None and not ((adv_ckpt.config or {}).get("adversary") or {}).get("_target_"):
+        raise ValueError(f"adversary_checkpoint={str(adv_ckpt.path)!r} holds no adversary (trained with adversary=none)")
     out = Path(cfg.out) if cfg.get("out") else ckpt.path / "robustness"
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out={str(out)!r} is a file; give a folder for robustness.json and the heatmaps")

@@ -35,7 +35,14 @@ from control.callbacks import Checkpoints, TensorBoard, flat_config
 from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint
 from control.evaluate import format_result
 from control.train import Schedule, Start, step_views, train
-from jobs.build import build_env, build_learner, build_shaper, relabel_offline_data, seed_everything
+from jobs.build import (
+    build_env,
+    build_learner,
+    build_shaper,
+    check_adversary,
+    relabel_offline_data,
+    seed_everything,
+)
 from jobs.cli import compose
 from jobs.prepare import prepare
 
@@ -402,6 +409,7 @@ def run(cfg: DictConfig) -> int:
     """
     try:
         check_seeds(cfg)  # before the main job's files are prepared
+        check_adversary(cfg)
         cfg = prepare(cfg)  # the main job's demos and GRM, found or built (jobs/prepare.py)
         out = train_from_config(cfg)
     except (CheckpointError, ValueError) as exc:

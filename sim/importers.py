@@ -5,8 +5,8 @@ renamed into place only when every episode was read and checked):
 
 - :func:`import_robomimic`: a robomimic HDF5 file (``data/demo_<i>/obs/<image key>`` uint8
   [T, H, W, 3], ``actions`` [T, A], ``rewards``, ``dones``; the last observation from
-  ``next_obs``). Image keys map to view names (``{"front": "agentview_image", "wrist":
-  "robot0_eye_in_hand_image"}``); the low-dimensional ``obs`` keys, concatenated in name order,
+  ``next_obs``; a file without it gives T frames and the first T - 1 actions). Image keys map to
+  view names (``{"front": "agentview_image", "wrist": "robot0_eye_in_hand_image"}``); the low-dimensional ``obs`` keys, concatenated in name order,
   are the state; success is ``dones[-1]`` or a positive reward.
 - :func:`import_lerobot`: a LeRobot dataset folder, format v3.0, read locally (``meta/info.json``,
   ``meta/episodes/*/*.parquet``, ``data/*/*.parquet``, ``videos/<key>/*/*.mp4`` holding several
@@ -35,8 +35,8 @@ import numpy as np
 
 from sim.episodes import Episode, EpisodeWriter
 
-__all__ = ["SourceError", "import_robomimic", "import_lerobot", "import_videos", "square_frames", "read_video",
-           "ROBOMIMIC_VIEWS"]
+__all__ = ["SourceError", "check_image_size", "import_robomimic", "import_lerobot", "import_videos", "square_frames",
+           "read_video", "ROBOMIMIC_VIEWS"]
 
 #: robomimic's usual camera observation keys and the stack's view names for them
 ROBOMIMIC_VIEWS = {"front": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
@@ -92,7 +92,8 @@ def read_video(path, where: str | None = None) -> np.ndarray:
     return x[..., :3].astype(np.uint8, copy=False)
 
 
-def _check_size(image_size) -> int:
+def check_image_size(image_size) -> int:
+    """``image_size`` of an imported file: an int in [16, 512] (the GRM's frame sizes), else ValueError."""
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not 16 <= image_size <= 512:
         raise ValueError(f"image_size must be an int in [16, 512], got {image_size!r}")
     return int(image_size)
@@ -181,7 +182,9 @@ def import_robomimic(src, out, task: str | None = None, task_text: str | None = 
         SourceError: not HDF5, no ``data`` group, a missing key, mismatched frame counts, images
             that are not uint8 RGB (names the file and key).  ValueError: bad arguments.
     """
-    size, src = _check_size(image_size), os.fspath(src)
+    size, src = check_image_size(image_size), os.fspath(src)
+    if Path(src).is_dir():
+        raise IsADirectoryError(f"src={src!r} is a folder; format=robomimic reads one .hdf5 file")
     if not Path(src).is_file():
         raise FileNotFoundError(f"src={src!r}: no robomimic file there")
     try:
@@ -219,8 +222,10 @@ def import_robomimic(src, out, task: str | None = None, task_text: str | None = 
             dones = g["dones"][()] if "dones" in g else None
             success = bool((dones is not None and len(dones) and dones[-1]) or
                            (rewards is not None and len(rewards) and np.max(rewards) > 0))
-            eps.append(_episode(frames, states, g["actions"][()], rewards, success, int(i),
-                                f"{src}: data/{name}"))
+            actions, n = g["actions"][()], next(iter(frames.values())).shape[0]
+            if len(actions) == n:  # no next_obs: the last action leads to no stored frame
+                actions, rewards = actions[:n - 1], None if rewards is None else rewards[:n - 1]
+            eps.append(_episode(frames, states, actions, rewards, success, int(i), f"{src}: data/{name}"))
     return _write(out, task, task_text or "", views, size, eps, f"robomimic:{src}")
 
 
@@ -290,7 +295,7 @@ def import_lerobot(root, out, task: str | None = None, task_text: str | None = N
             counts that do not match the episode's length, several task texts and no ``task_text``
             (the message names the file and key).  ValueError: bad arguments.
     """
-    size, root = _check_size(image_size), Path(root)
+    size, root = check_image_size(image_size), Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"src={os.fspath(root)!r}: no LeRobot dataset folder there")
     info, meta = _lerobot_meta(root)
@@ -362,7 +367,7 @@ def import_videos(videos: Mapping[str, str], out, task: str, task_text: str, ima
         SourceError: an unreadable video or views whose frame counts differ (names the files).
         ValueError: no videos, an empty task text, a bad image size.
     """
-    size = _check_size(image_size)
+    size = check_image_size(image_size)
     if not videos:
         raise ValueError("videos must map at least one view to a video file, e.g. videos={front: front.mp4}")
     frames = {v: square_frames(read_video(p), size, os.fspath(p)) for v, p in videos.items()}

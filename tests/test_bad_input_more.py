@@ -169,3 +169,158 @@ def test_tasks_render_png_is_written_atomically(capsys, tmp_path, monkeypatch):
     main(["tasks", "task=lift", "render=true", "image_size=16", f"out={out}"])
     assert out.read_bytes() == before  # the old PNG stays whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lift.png"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the newest jobs: dopa import, dopa robustness, multirun launchers, adversary=qarl
+# ------------------------------------------------------------------------------------------------
+def _robomimic(path: Path, demos: int = 2, t: int = 4) -> Path:
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        for i in range(demos):
+            g = f.create_group(f"data/demo_{i}")
+            g["actions"] = rng.standard_normal((t, 2)).astype("f4")
+            g["dones"] = np.r_[np.zeros(t - 1), 1].astype("u1")
+            g["obs/agentview_image"] = rng.integers(0, 255, (t, 20, 24, 3), dtype=np.uint8)
+    return path
+
+
+def test_import_takes_an_episodes_list_and_refuses_bad_ones(capsys, tmp_path):
+    src = _robomimic(tmp_path / "rm.hdf5")
+    common = ["import", "format=robomimic", f"src={src}", "task_text=lift it"]
+    rc, err = _run(capsys, *common, "episodes=[1]", f"out={tmp_path / 'one.hdf5'}")
+    assert rc == 0, err
+    from sim.episodes import read_episodes
+
+    assert [e.seed for e in read_episodes(tmp_path / "one.hdf5", views=())] == [1]
+    for bad in ("[-1]", "[]", "[a]"):
+        rc, err = _run(capsys, *common, f"episodes={bad}", f"out={tmp_path / 'bad.hdf5'}")
+        assert rc == 1 and "episodes must be null (all) or a non-empty list of ints >= 0" in err, err
+    assert not (tmp_path / "bad.hdf5").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("image_size=4", "image_size must be an int in [16, 512], got 4"),
+    ("image_size=10", "image_size must be an int in [16, 512], got 10"),
+    ("task_text=", "task_text must say what the robot does"),
+    ("src=FOLDER", "is a folder; format=robomimic reads one .hdf5 file"),
+    ("views=agentview_image", "views must map view names to source keys, e.g. views={front: ...}, got 'agentview_image'"),
+    ("out=", "out must name the episode file to write"),
+])
+def test_import_bad_values_name_the_range_the_importer_takes(capsys, tmp_path, monkeypatch, override, message):
+    src = _robomimic(tmp_path / "rm.hdf5")
+    override = override.replace("FOLDER", str(tmp_path))
+    args = ["import", "format=robomimic", f"src={src}", "task_text=lift it", f"out={tmp_path / 'o.hdf5'}", override]
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, *args)
+    assert rc == 1 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o.hdf5").exists()
+
+
+def test_import_refuses_to_write_over_its_own_source(capsys, tmp_path):
+    src = _robomimic(tmp_path / "rm.hdf5")
+    before = src.read_bytes()
+    rc, err = _run(capsys, "import", "format=robomimic", f"src={src}", "task_text=lift it", f"out={src}")
+    assert rc == 1 and "is the source file itself" in err, err
+    assert src.read_bytes() == before
+
+
+def test_robustness_grids_override_replaces_the_default_grid_and_a_mapping_key_is_named(capsys):
+    from jobs.cli import compose
+    from jobs.robustness import check_grids
+
+    cfg = compose("robustness", ["grids={mass_gain: {x: mass, y: gain, x_values: null, y_values: null}}"])
+    assert list(check_grids(cfg.grids, cfg.scales)) == ["mass_gain"]
+    with pytest.raises(ValueError, match="grids must be a non-empty mapping"):
+        cfg = compose("robustness", ["grids={}"])
+        check_grids(cfg.grids, cfg.scales)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "env={x: 1}"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown key 'env.x'" in err and "did you mean 'env'?" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_robustness_adversary_checkpoint_without_adversary_refused_before_any_episode(capsys, tmp_path, monkeypatch):
+    import jobs.robustness as rob
+
+    fake = type("Ckpt", (), {"path": tmp_path, "config": {"adversary": None, "env": {}}})()
+    monkeypatch.setattr(rob, "_open", lambda path, key: fake)
+
+    def build_env(*a, **k):
+        raise AssertionError("an env was built before the bad adversary checkpoint was refused")
+
+    monkeypatch.setattr(rob, "build_env", build_env)
+    rc, err = _run(capsys, "robustness", f"checkpoint={tmp_path}", f"adversary_checkpoint={tmp_path}")
+    assert rc == 1 and "holds no adversary (trained with adversary=none)" in err, err
+
+
+@pytest.mark.parametrize("extra, code, message", [
+    (["seed=0,,1"], 2, "bad sweep: Error parsing override 'seed=0,,1'"),
+    (["seed=0,1", "hydra.launcher.n_jobs=0"], 1, "hydra.launcher.n_jobs must be an int other than 0"),
+    (["seed=0,1", "hydra.launcher.n_jobs=abc"], 1, "got 'abc'"),
+    (["seed=0,1", "hydra/launcher=nope"], 2, "unknown hydra/launcher 'nope'; available hydra/launcher choices"),
+    (["seed=0,1", "hydra.launcher.nokey=3"], 2, "unknown key 'hydra.launcher.nokey'"),
+])
+def test_multirun_launcher_values_refused_before_any_job(capsys, tmp_path, extra, code, message):
+    rc, err = _run(capsys, "tasks", "-m", "task=lift", *extra, f"hydra.sweep.dir={tmp_path}/s")
+    assert rc == code and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["preset=quick"], "the preset would prepare lift demonstrations as learner=expo's offline data"),
+    (["learner=ppo"], "learner=ppo is on-policy"),
+    (["env=stack", "learner=sac", "reward=dense"], "adversary.perturbations has no entry for task 'stack'"),
+])
+def test_adversary_refused_before_the_main_job_prepares(capsys, monkeypatch, tmp_path, args, message):
+    import jobs.train
+    from jobs.cli import compose
+
+    def prepare(cfg):
+        raise AssertionError("prepare ran before the adversary was refused")
+
+    monkeypatch.setattr(jobs.train, "prepare", prepare)
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, "train", "adversary=qarl", *args)
+    assert rc == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exc:  # the job's own check, for callers that skip the common ones
+        jobs.train.run(compose("train", ["adversary=qarl", *args]))
+    assert message in str(exc.value.code)
+    rc, err = _run(capsys, "train", "-m", "adversary=none,qarl", *args, f"hydra.sweep.dir={tmp_path}/s")
+    assert rc == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_adversary_values_name_their_full_key(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    common = ["train", "env=cartpole-swingup", "learner=sac", "reward=dense", "preset=none", "adversary=qarl"]
+    rc, err = _run(capsys, *common, "adversary.adversary.hidden=[0]")
+    assert rc == 1 and "adversary.adversary.hidden must be a non-empty list of ints >= 1, got [0]" in err, err
+    rc, err = _run(capsys, *common, "adversary.perturbations.cartpole.bodies=[]")
+    assert rc == 1 and "adversary.perturbations.cartpole: bodies and components must be non-empty" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compose_inside_a_multirun_job_keeps_the_launchers_hydra():
+    """A job of a multirun runs with the launcher's GlobalHydra set (the main job's preparation
+    composes the demos and reward-train configs inside it)."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    from jobs.cli import compose
+
+    GlobalHydra.instance().clear()
+    outer = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path("pkg://configs"))
+    try:
+        assert compose("demos", ["n=3"]).n == 3
+        assert GlobalHydra.instance().hydra is outer
+        with pytest.raises(SystemExit):
+            compose("demos", ["no_such_key=1"])
+        assert GlobalHydra.instance().hydra is outer
+    finally:
+        GlobalHydra.instance().clear()
