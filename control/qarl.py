@@ -2,7 +2,7 @@
 2311.01642; the authors' code ``AryamanReddi99/quantal-adversarial-rl``), with RARL and a linear
 alpha schedule as baselines.
 
-A zero-sum game between a protagonist (any off-policy learner of ``control/``: SAC by default) and
+A zero-sum game between a protagonist (any off-policy learner of ``control/``, the run's ``learner=``) and
 an adversary that pushes named bodies: its action a in [-1, 1]^(K C) becomes the force (N) and
 torque (N m) components ``a * max_force`` / ``a * max_torque`` on K bodies (C components each, e.g.
 fx and fz), written to the simulation's ``xfrc_applied`` through ``env.apply_force`` for exactly
