@@ -149,6 +149,31 @@ def check_adversary(cfg) -> None:
     task_perturbation(plain.get("perturbations") or {}, task, plain.get("max_force"), plain.get("threshold"))
 
 
+def check_offline_start(cfg) -> None:
+    """``dopa train`` with a learner that behaviour-clones before its first env step
+    (``learner.pretrain_steps`` > 0: EXPO) needs offline data: ``offline_data=[...]``, the resumed
+    run's, or the demonstrations the preset prepares (``prepare.enabled`` and a scripted expert for
+    the task). Checked from the config alone (``jobs.train.run``, after the preparation and before the
+    env is built), so a run without them stops in one line instead of at the learner's ``pretrain()``.
+
+    Raises:
+        ValueError: one line naming ``learner.pretrain_steps``, the task and the two ways out.
+    """
+    from sim.experts import EXPERT_TASKS  # lazy: sim.experts loads the robosuite task table
+
+    steps = OmegaConf.select(cfg, "learner.pretrain_steps", default=0)
+    if (not steps or cfg.get("offline_data") or cfg.get("resume")
+            or OmegaConf.select(cfg, "adversary._target_", default=None)):
+        return  # (an adversary refuses offline data itself: check_adversary)
+    prepare, task = cfg.get("prepare"), str(OmegaConf.select(cfg, "env.name", default=""))
+    if prepare is not None and prepare.get("enabled", False) and task in EXPERT_TASKS:
+        return
+    raise ValueError(f"learner.pretrain_steps={steps} clones the demonstrations before the first env step, and this "
+                     f"run has none: give offline_data=[<episode files>] (dopa demos), or learner.pretrain_steps=0 "
+                     f"(task {task!r}" + (" has no scripted expert to prepare them from)" if task not in EXPERT_TASKS
+                                          else "; with preset=none nothing is prepared)"))
+
+
 def build_learner(learner, env, *, seed: int, device: str = "cpu", offline_data=(), adversary=None):
     """The learner of config node ``learner`` for ``env`` (obs/action sizes, num_envs); with an
     ``adversary`` node (``configs/adversary/<qarl|rarl|linear>.yaml``, None: none) the learner is

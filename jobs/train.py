@@ -40,6 +40,7 @@ from jobs.build import (
     build_learner,
     build_shaper,
     check_adversary,
+    check_offline_start,
     relabel_offline_data,
     seed_everything,
 )
@@ -411,6 +412,7 @@ def run(cfg: DictConfig) -> int:
         check_seeds(cfg)  # before the main job's files are prepared
         check_adversary(cfg)
         cfg = prepare(cfg)  # the main job's demos and GRM, found or built (jobs/prepare.py)
+        check_offline_start(cfg)  # a learner that clones demos, with none: before the env is built
         out = train_from_config(cfg)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"dopa train: {exc}") from None

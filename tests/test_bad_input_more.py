@@ -324,3 +324,28 @@ def test_compose_inside_a_multirun_job_keeps_the_launchers_hydra():
         assert GlobalHydra.instance().hydra is outer
     finally:
         GlobalHydra.instance().clear()
+
+
+def test_a_learner_that_clones_demos_without_any_is_refused_before_the_run(capsys, monkeypatch, tmp_path):
+    """EXPO (learner.pretrain_steps > 0) with no offline data and nothing to prepare them from
+    failed only at pretrain(), after the env was built (a sweep: every EXPO job); now one line first."""
+    import jobs.train
+
+    def build_env(*a, **k):
+        raise AssertionError("the env was built before the missing demonstrations were named")
+
+    monkeypatch.setattr(jobs.train, "build_env", build_env)
+    monkeypatch.chdir(tmp_path)
+    common = ["env=cartpole-swingup", "reward=dense", "preset=none", "total_steps=50"]
+    with pytest.raises(SystemExit) as exc:  # the job's one line (exit code 1 from the interpreter)
+        _run(capsys, "train", *common, f"run_dir={tmp_path}/run")
+    message = str(exc.value.code)
+    assert "learner.pretrain_steps=3000 clones the demonstrations" in message, message
+    assert "offline_data=[<episode files>]" in message and len(message.splitlines()) == 1, message
+    assert list(tmp_path.iterdir()) == []
+    from jobs.build import check_offline_start
+    from jobs.cli import compose
+
+    check_offline_start(compose("train", [*common, "learner.pretrain_steps=0"]))  # no cloning: nothing needed
+    check_offline_start(compose("train", ["env=lift"]))  # the main job's preset prepares Lift demos
+    check_offline_start(compose("train", [*common, "offline_data=[x.hdf5]"]))  # given
