@@ -89,13 +89,15 @@ def _act_times(folder: Path, n: int) -> np.ndarray:
     return np.asarray(wall) * 1e3, np.asarray(cpu) * 1e3
 
 
-def _run_node(folder: Path, robot, seconds: float) -> tuple[np.ndarray, np.ndarray, float, int, int]:
+def _run_node(folder: Path, robot, seconds: float, node_name: str) -> tuple[np.ndarray, np.ndarray, float, int, int]:
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "deploy.yaml"), resolve=False)
     cfg.pop("defaults")
     cfg.update(checkpoint=str(folder), trigger="joint_states", rate_hz=20.0)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = PolicyNode(cfg, robot, context=ctx)
+    # a name of its own per policy: the previous node can linger in the ROS graph for a moment after
+    # it is destroyed, and the node refuses to configure beside another commander of the same name
+    node = PolicyNode(cfg, robot, context=ctx, node_name=node_name)
     spinner = NodeSpinner([node], ctx)
     try:
         arm_when_fresh(node)  # the 1 s warm-up is excluded below
@@ -136,7 +138,7 @@ def main() -> int:
             folder = tmp / kind
             _export(folder, kind)
             act, act_cpu = _act_times(folder, 200)
-            lat, comp, rate, rejected, late = _run_node(folder, robot, args.seconds)
+            lat, comp, rate, rejected, late = _run_node(folder, robot, args.seconds, f"dopa_policy_{kind}")
             series[kind] = lat
             metrics[f"{kind}_p50_ms"] = float(np.percentile(lat, 50))
             metrics[f"{kind}_p95_ms"] = float(np.percentile(lat, 95))
