@@ -110,11 +110,11 @@ def compose(config: str, overrides: list[str], job: str | None = None):
             cfg = hydra_compose(config_name=config, overrides=replace_overrides(config, overrides))
         OmegaConf.resolve(cfg)
     except MissingConfigException as exc:
-        print(f"dopa {job or config}: {_missing_choice(exc)}", file=sys.stderr)
+        print(f"dopa {job or config}: error: {_missing_choice(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except (HydraException, OmegaConfBaseException) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # one line: no link to the grammar
-        print(f"dopa {job or config}: {_unknown_key(config, exc, job) or f'bad override: {first}'}",
+        print(f"dopa {job or config}: error: {_unknown_key(config, exc, job) or f'bad override: {first}'}",
               file=sys.stderr)
         raise SystemExit(2) from None
     finally:
@@ -487,13 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = getattr(importlib.import_module(comp_module), comp_func)(rest)
         except ValueError as exc:
-            print(f"dopa {name}: {exc}", file=sys.stderr)
+            print(f"dopa {name}: error: {exc}", file=sys.stderr)
             return 2
     else:
         cfg = compose(job.config, rest, job=name)
     if ros_args:  # the ROS 2 jobs pass them to rclpy.init (their config key ros_args)
         if "ros_args" not in cfg:
-            print(f"dopa {name}: --ros-args is for the ROS 2 jobs (deploy, sim-robot), not {name}", file=sys.stderr)
+            print(f"dopa {name}: error: --ros-args is for the ROS 2 jobs (deploy, sim-robot), not {name}", file=sys.stderr)
             return 2
         cfg.ros_args = [*cfg.ros_args, *ros_args]
     try:

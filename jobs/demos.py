@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> int:
     """
     task = str(cfg.task)
     if task not in EXPERT_TASKS:
-        raise SystemExit(f"dopa demos: no scripted expert for task {task!r}; experts exist for: "
+        raise SystemExit(f"dopa demos: error: no scripted expert for task {task!r}; experts exist for: "
                          f"{', '.join(EXPERT_TASKS)}")
     views = [str(v) for v in (cfg.views or [])]
     out = str(cfg.out)

@@ -264,7 +264,7 @@ def run_deploy(cfg: DictConfig) -> int:
         nodes.append(node)
         if cfg.autostart:
             if node.trigger_configure().to_label() != "transition_success":
-                print(f"dopa deploy: configure failed: {node.configure_error or 'see the log above'}",
+                print(f"dopa deploy: error: configure failed: {node.configure_error or 'see the log above'}",
                       file=sys.stderr)
                 return 1
             node.trigger_activate()

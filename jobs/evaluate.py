@@ -90,7 +90,7 @@ def run(cfg: DictConfig) -> int:
         env_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(env_cfg), cfg.env), resolve=True)
     torch.set_num_threads(int(cfg.get("threads", 1)))
     if cfg.policy not in ("deploy", "learner"):
-        raise SystemExit(f"dopa eval: unknown policy {cfg.policy!r}; known: deploy, learner")
+        raise SystemExit(f"dopa eval: error: unknown policy {cfg.policy!r}; known: deploy, learner")
     pol = load_policy(ckpt.path / "deploy") if cfg.policy == "deploy" else None
     if int(cfg.episodes) < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")

@@ -51,6 +51,9 @@ def run(cfg: DictConfig) -> int:
     if not str(cfg.out).strip():
         raise ValueError("out must name the episode file to write, e.g. out=data/wipe.hdf5, got ''")
     out = Path(str(cfg.out))
+    if out.suffix.lower() not in (".hdf5", ".h5"):
+        raise ValueError(f"out={str(out)!r} must be an HDF5 episode file ending in .hdf5 or .h5, "
+                         f"got suffix {out.suffix!r}")
     if out.is_dir():
         raise IsADirectoryError(f"out={str(out)!r} is a folder; out is the episode file to write (.hdf5)")
     views = _mapping(cfg.views, "views")

@@ -130,12 +130,13 @@ def _check_launcher(name: str, job, overrides: list[str], launcher: str) -> None
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """The jobs of a sweep: Hydra's basic sweeper's product of the comma lists, in its order (the
-    job numbers). ``hydra.*`` overrides are left out.
+    """The jobs of a sweep: Hydra's basic sweeper's product of the comma lists and ranges
+    (``seed=range(0,3)`` is seeds 0, 1, 2), in its order (the job numbers). ``hydra.*`` overrides
+    are left out.
 
     Raises:
         MalformedSweep: an override Hydra cannot parse (``seed=0,,1``), with Hydra's message.
-        ValueError: a sweep kind the basic sweeper cannot run (a range or interval sweep).
+        ValueError: a sweep kind the basic sweeper cannot run (an ``interval(..)`` sweep).
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -198,7 +199,7 @@ def run_multirun(name: str, job, args: list[str]) -> int:
         overrides = replace_overrides(job.config, overrides)  # as compose() reads them (grids={...})
         _check_launcher(name, job, overrides, launcher)
     except MalformedSweep as exc:
-        print(f"dopa {name} -m: {exc}", file=sys.stderr)
+        print(f"dopa {name} -m: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"dopa {name} -m: error: {exc}", file=sys.stderr)

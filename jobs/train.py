@@ -415,6 +415,6 @@ def run(cfg: DictConfig) -> int:
         check_offline_start(cfg)  # a learner that clones demos, with none: before the env is built
         out = train_from_config(cfg)
     except (CheckpointError, ValueError) as exc:
-        raise SystemExit(f"dopa train: {exc}") from None
+        raise SystemExit(f"dopa train: error: {exc}") from None
     report(out)
     return 0

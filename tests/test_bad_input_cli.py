@@ -53,7 +53,7 @@ def test_unknown_group_choice_names_the_job_not_the_config(capsys):
         main(["sim-robot", "robot=nope"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "dopa sim-robot: unknown robot 'nope'; available robot choices: panda, ur5e" in err
+    assert "dopa sim-robot: error: unknown robot 'nope'; available robot choices: panda, ur5e" in err
 
 
 @pytest.mark.parametrize("job, extra", [
@@ -99,7 +99,7 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert "dopa demos: interrupted" in err and "Traceback" not in err
+    assert "dopa demos: interrupted" in err and "Traceback" not in err, err
     assert list(folder.iterdir()) == []
 
 
@@ -352,8 +352,8 @@ def test_image_size_follows_the_simulator_rule_in_every_job(capsys, tmp_path, jo
 
 
 @pytest.mark.parametrize("argv, line", [
-    (["demos", "foo=1"], "dopa demos: unknown key 'foo' ('dopa demos --help' lists the keys"),
-    (["demos", "fsp=10"], "dopa demos: unknown key 'fsp'; did you mean 'fps'?"),
+    (["demos", "foo=1"], "dopa demos: error: unknown key 'foo' ('dopa demos --help' lists the keys"),
+    (["demos", "fsp=10"], "dopa demos: error: unknown key 'fsp'; did you mean 'fps'?"),
     (["deploy", "checkpoint=x", "safety.max_dleta=1"], "unknown key 'safety.max_dleta'; did you mean 'safety.max_delta'"),
 ])
 def test_unknown_key_is_one_line_with_close_matches(capsys, argv, line):

@@ -92,7 +92,7 @@ def test_deploy_policy_that_does_not_fit_the_robot_is_one_line_naming_both_sizes
     err = capsys.readouterr().err
     assert rc == 1
     lines = [ln for ln in err.splitlines() if ln.startswith("dopa deploy:")]
-    assert lines == ["dopa deploy: configure failed: policy action_dim 8 does not fit robot 'ur5e', "
+    assert lines == ["dopa deploy: error: configure failed: policy action_dim 8 does not fit robot 'ur5e', "
                      "which takes 6 (6 arm joints)"]
 
 
@@ -209,6 +209,7 @@ def test_import_takes_an_episodes_list_and_refuses_bad_ones(capsys, tmp_path):
     ("src=FOLDER", "is a folder; format=robomimic reads one .hdf5 file"),
     ("views=agentview_image", "views must map view names to source keys, e.g. views={front: ...}, got 'agentview_image'"),
     ("out=", "out must name the episode file to write"),
+    ("out=episodes.mp4", "out='episodes.mp4' must be an HDF5 episode file ending in .hdf5 or .h5, got suffix '.mp4'"),
 ])
 def test_import_bad_values_name_the_range_the_importer_takes(capsys, tmp_path, monkeypatch, override, message):
     src = _robomimic(tmp_path / "rm.hdf5")

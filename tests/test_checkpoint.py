@@ -108,7 +108,7 @@ def test_resume_refuses_changes_of_fixed_keys_in_one_line(run_dir, capsys):
                          (["seed=4", "eval.every=50"], "seed: 3 -> 4")):
         assert main(["train", f"resume={ck}", *over]) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and err.startswith("dopa train: cannot resume") and detail in err, err
+        assert "\n" not in err and err.startswith("dopa train: error: cannot resume") and detail in err, err
         assert "eval.every" not in err.split("Keys allowed")[0]  # a safe key is not refused
     # the old way (repeating the run's overrides) still works; safe keys are applied
     cfg = compose_config([*TINY, f"resume={ck}", "total_steps=100", "eval.every=50", "log_every=10"])

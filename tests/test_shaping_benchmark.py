@@ -116,3 +116,20 @@ def test_summary_nulls_stay_null_and_bootstrap_intervals():
     assert svs.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
     assert svs.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
     assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], svs._mean)).all()
+
+
+def test_a_sweep_records_each_demo_file_once_before_its_jobs(tmp_path, monkeypatch):
+    calls = []
+    real = svs.record_demos
+
+    def counting(task, n, path, **kw):
+        calls.append((n, Path(path).name))
+        return real(task, n, path, **kw)
+
+    monkeypatch.setattr(svs, "record_demos", counting)
+    argv = ["-m", "reward=sparse,oracle", "seed=0,1", "bench.demos=1", f"bench.data_dir={tmp_path}",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    files = svs.record_sweep_demos(argv)
+    assert files == [tmp_path / "lift-osc_pose-clean-1.hdf5"] and files[0].exists()
+    assert calls == [(1, "lift-osc_pose-clean-1.hdf5")]  # four jobs, one recording
+    assert svs.record_sweep_demos(argv) == files and len(calls) == 1  # present: not recorded again

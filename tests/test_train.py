@@ -140,9 +140,9 @@ def test_bad_checkpoints_and_resume_config(tmp_path, capsys):
 
     assert main(["eval", f"checkpoint={tmp_path / 'nope'}"]) == 1
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="dopa train: checkpoint .*nope.* does not exist"):
+    with pytest.raises(SystemExit, match="dopa train: error: checkpoint .*nope.* does not exist"):
         main(["train", f"resume={tmp_path / 'nope'}", "progress=false"])
-    with pytest.raises(SystemExit, match="dopa train: unknown reward mode 'bogus'; known: sparse, dense, potential, naive"):
+    with pytest.raises(SystemExit, match="dopa train: error: unknown reward mode 'bogus'; known: sparse, dense, potential, naive"):
         main(["train", "reward.mode=bogus", "progress=false", f"run_dir={tmp_path / 'r2'}"])
 
 
