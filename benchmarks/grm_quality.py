@@ -201,6 +201,8 @@ def parse_args():
     ap.add_argument("--launcher", default="local", help="--leave-one-out: configs/hydra/launcher (local | slurm | slurm_local)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="--leave-one-out, local launcher: left-out tasks trained at a time (each uses --threads)")
+    ap.add_argument("--adapt-loss", default="ce+mse", choices=["ce+mse", "mse"],
+                    help="adaptation loss (reward-adapt loss): ce+mse trains the demonstration's hop distribution too")
     ap.add_argument("--replay-share", type=float, default=0.5,
                     help="share of every adaptation batch rehearsing the pretraining tasks (reward-adapt replay_share)")
     args = ap.parse_args()
@@ -327,8 +329,9 @@ def adaptation_metrics(args, model, meta, demo, new_eval, views, out: Path, d: d
     t1 = time.time()
     adapt(model, meta, demo, steps=args.adapt_steps, batch_size=32, lr=3e-4, seed=args.seed,
           text_cache=ROOT / ".cache" / "text_emb", progress_bar=False, replay=d["train"] if d else None,
-          replay_share=args.replay_share)
-    metrics = {"adapt_seconds": time.time() - t1, "replay_share": args.replay_share if d else 0.0}
+          replay_share=args.replay_share, loss=args.adapt_loss)
+    metrics = {"adapt_seconds": time.time() - t1, "replay_share": args.replay_share if d else 0.0,
+               "adapt_loss": args.adapt_loss}
     if d:
         held = evaluate_checkpoint(model, meta, [e for t in args.pretrain for e in d["held"][t]], fusion=args.fusion)
         for t in args.pretrain:
@@ -405,7 +408,8 @@ def loo_one(args, left: str, data: dict, views) -> dict:
     before = evaluate_checkpoint(model, meta, held, fusion=args.fusion)
     t1 = time.time()
     adapt(model, meta, demo, steps=args.adapt_steps, batch_size=32, lr=3e-4, seed=args.seed, text_cache=cache,
-          progress_bar=False, replay=train, replay_share=args.replay_share)
+          progress_bar=False, replay=train, replay_share=args.replay_share,
+          loss=getattr(args, "adapt_loss", "mse"))  # settings.json of a sweep begun before the key: mse
     after = evaluate_checkpoint(model, meta, held, fusion=args.fusion)
     b, a = before[left], after[left]
     drops = {t: {"voc": before[t]["voc"] - after[t]["voc"],
@@ -415,7 +419,8 @@ def loo_one(args, left: str, data: dict, views) -> dict:
           f"{b['completion_accuracy']:.3f} -> {a['completion_accuracy']:.3f}, MAE {b['mae']:.3f} -> {a['mae']:.3f}")
     return {"left_out": left, "seed": args.seed, "pretrain_tasks": sorted({e.task for e in train}),
             "pretrain_steps": steps, "pretrain_seconds": pretrain_s, "adapt_steps": args.adapt_steps,
-            "adapt_seconds": time.time() - t1, "replay_share": args.replay_share, "demo_seed": demo.seed,
+            "adapt_seconds": time.time() - t1, "replay_share": args.replay_share, "adapt_loss": getattr(args, "adapt_loss", "mse"),
+            "demo_seed": demo.seed,
             "eval_episodes": b["episodes"], "eval_successful": b["successful"],
             "before": _summary(before), "after": _summary(after), "pretrained_drop": drops}
 

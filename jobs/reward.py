@@ -22,6 +22,7 @@ from jobs.torchrun import in_rank, launch, rank_threads, wants_launch
 from reward_models.adapt import adapt, demo_reference, resolve_task_text
 from reward_models.distributed import init_from_env
 from reward_models.evaluate import evaluate_checkpoint, print_table
+from reward_models.fit import LOSSES
 from reward_models.grm import check_grm_checkpoint, load_checkpoint, save_checkpoint
 from reward_models.task_data import apply_keyframes, apply_task_text, label_source, labelled
 from reward_models.text import check_task_text
@@ -204,6 +205,8 @@ def _check_adapt(cfg: DictConfig) -> str:
     check_int("stride", cfg.stride, 1)
     check_seed(cfg.seed)
     check_int("demo_index", cfg.demo_index, 0)
+    if str(cfg.get("loss", "mse")) not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {cfg.get('loss')!r}")
     check_float("replay_share", cfg.replay_share, 0.0, 1.0)
     if float(cfg.replay_share) >= 1.0:
         raise ValueError(f"replay_share must be below 1 (a share of each batch; the rest is the demonstration), "
@@ -335,7 +338,7 @@ def run_adapt(cfg: DictConfig) -> int:
         print("before adaptation:")
         print_table(before)
     adapt(model, meta, demo, int(cfg.steps), int(cfg.batch_size), float(cfg.lr), int(cfg.shift), int(cfg.seed),
-          cfg.text_cache, replay=replay, replay_share=float(cfg.replay_share))
+          cfg.text_cache, replay=replay, replay_share=float(cfg.replay_share), loss=str(cfg.get("loss", "mse")))
     after = evaluate_checkpoint(model, meta, others, fusion, out=out, tag="_after") if others else {}
     if after:
         print("after adaptation:")
@@ -353,7 +356,7 @@ def run_adapt(cfg: DictConfig) -> int:
                "completion_accuracy_before": b.get("completion_accuracy"),
                "completion_accuracy_after": a.get("completion_accuracy"),
                "mae_before": b.get("mae"), "mae_after": a.get("mae"), "labels": label_source(demo),
-               "eval_episodes": sum(e.task == demo.task for e in others), "fusion": fusion, "steps": int(cfg.steps),
+               "eval_episodes": sum(e.task == demo.task for e in others), "fusion": fusion, "steps": int(cfg.steps), "loss": str(cfg.get("loss", "mse")),
                "replay_share": float(cfg.replay_share) if replay else 0.0,
                "replay_tasks": sorted({e.task for e in replay}), "tasks": tasks, "warnings": warns,
                "skipped": a.get("skipped", {})}

@@ -50,7 +50,8 @@ def resolve_task_text(task, demo_task: str) -> str:
 
 def adapt(model, meta: dict, demo, steps: int = 1000, batch_size: int = 32, lr: float = 3e-4,
           shift: int = 2, seed: int = 0, text_cache=None, samples_per_subtask=None, chunk: int = 2,
-          writer=None, progress_bar: bool = True, replay=None, replay_share: float = 0.5) -> dict:
+          writer=None, progress_bar: bool = True, replay=None, replay_share: float = 0.5,
+          loss: str = "mse") -> dict:
     """Fine-tune ``model`` in place on one demonstration (MSE on hops); returns the new task's
     reference entry ``{"text", "start", "goal", "text_emb"}`` and adds it to ``meta["references"]``.
 
@@ -63,6 +64,9 @@ def adapt(model, meta: dict, demo, steps: int = 1000, batch_size: int = 32, lr: 
             ``replay_share`` of every batch are their pairs (labelled and anchored as in
             pretraining, their hop distribution trained too; :class:`reward_models.pairs.MixedData`).
             None or empty: the demonstration alone (the paper's Eq. 12).
+        loss: ``"mse"`` (Eq. 12: the demonstration's pairs train the hop's mean; rehearsed rows add
+            their cross-entropy) or ``"ce+mse"`` (every row, the demonstration's too, also trains
+            the hop distribution, as pretraining does).
     Raises:
         ValueError: a demonstration shorter than two frames or with other views than the model;
             ``replay_share`` outside [0, 1).
@@ -82,7 +86,7 @@ def adapt(model, meta: dict, demo, steps: int = 1000, batch_size: int = 32, lr: 
         rehearse = HopData(list(replay), views, model.config.reference_view, text_emb, seed=seed + 1)
         data = MixedData(new, rehearse, replay_share)
     torch.manual_seed(seed)
-    fit(model, data, steps, batch_size, lr, weight_decay=0.01, warmup=0.1, loss="mse", shift=shift,
+    fit(model, data, steps, batch_size, lr, weight_decay=0.01, warmup=0.1, loss=loss, shift=shift,
         writer=writer, progress_bar=progress_bar, desc="adapt")
     r = new.references(demo.task_text)
     ref = {"text": demo.task_text, "start": r["start"], "goal": r["goal"],

@@ -170,6 +170,7 @@ def test_reward_train_pair_shares_checked_before_loading(capsys, tmp_path, overr
     ("demo_index=-1", "demo_index must be an int >= 0, got -1"),
     ("batch_size=0", "batch_size must be an int >= 1, got 0"),
     ("task=' '", "task text must not be empty"),
+    ("loss=ce", "loss must be one of ce+mse, mse, got 'ce'"),
 ])
 def test_reward_adapt_values_checked_before_loading(capsys, tmp_path, override, message):
     rc, err = _run(capsys, "reward-adapt", f"checkpoint={tmp_path}/nope", "demo=x.hdf5", f"out={tmp_path}/out",

@@ -117,3 +117,32 @@ def test_eval_references_never_from_the_data(pretrained, capsys, tmp_path):
     assert m["episodes"] == 2 and m["successful"] == 1
     eps = read_episodes(other)
     assert eps[0].progress is None and eps[0].task == "wave"
+
+
+def test_adaptation_with_ce_trains_the_demonstrations_hop_distribution(pretrained):
+    """loss=ce+mse: the demonstration's pairs train the hop distribution, not only its mean, so the
+    two-hot cross-entropy on them ends lower than after MSE-only adaptation (same model, seed, steps)."""
+    import torch
+
+    from reward_models.adapt import adapt
+    from reward_models.pairs import HopData
+    from reward_models.text import text_embeddings
+
+    base, push, ck = pretrained
+    demo = read_episodes(_file(base / "raise_ce.hdf5", "raise-block", "raise the block", "up", [1], n=14),
+                         views=VIEWS)[0]
+    ce = {}
+    for loss in ("mse", "ce+mse"):
+        model, meta = load_checkpoint(ck)
+        adapt(model, meta, demo, steps=60, batch_size=8, lr=3e-3, seed=0, text_cache=base / "tc",
+              progress_bar=False, loss=loss)
+        data = HopData([demo], model.views, model.config.reference_view,
+                       text_embeddings([demo.task_text], base / "tc"), replace_prob=0.0, seed=7)
+        model.eval()
+        with torch.no_grad():
+            b = data.batch(64)
+            out = model(b["text_emb"], b["ref_start"], b["ref_goal"], b["before"], b["after"])
+            ce[loss] = float(model.loss(out, b["hop"], mse_weight=0.0)[0])
+    assert ce["ce+mse"] < 0.9 * ce["mse"], ce
+    with pytest.raises(ValueError, match="unknown loss 'ce'"):
+        adapt(*load_checkpoint(ck), demo, steps=1, batch_size=2, text_cache=base / "tc", progress_bar=False, loss="ce")
