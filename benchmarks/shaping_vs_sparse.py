@@ -72,6 +72,7 @@ from basics.atomic import write_json  # noqa: E402
 from benchmarks import common  # noqa: E402
 from control.callbacks import Callback  # noqa: E402
 from control.evaluate import wilson_interval  # noqa: E402
+from jobs.multirun import expand_sweep  # noqa: E402
 from jobs.train import setup  # noqa: E402
 from sim.demos import record_demos  # noqa: E402
 from sim.tasks import get_task  # noqa: E402
@@ -430,8 +431,6 @@ def record_sweep_demos(argv: list[str]) -> list[Path]:
     minutes of wasted CPU per job). ``argv``: the multirun's overrides (``-m`` and ``hydra.*``
     ignored). Returns the demo files."""
     from hydra import compose, initialize_config_dir
-
-    from jobs.multirun import expand_sweep
 
     plain = [a for a in argv if a not in ("-m", "--multirun") and not a.startswith(("hydra.", "hydra/"))]
     files = []
