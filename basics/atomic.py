@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -193,6 +194,40 @@ def atomic_file(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     except BaseException:
         f.discard()
         raise
+
+
+def atomic_symlink(path: str | os.PathLike, target: str) -> Path:
+    """Point the symbolic link ``path`` at ``target`` atomically: a link is made under a temporary
+    name beside ``path`` and renamed onto it (``os.replace`` replaces an existing link, never what it
+    points to), so a reader sees the old target or the new one, never no link.
+
+    Args:
+        path: the link (its parent folder must exist).  target: what it points to, stored as given
+            (give a name relative to the link's folder so that a copied folder keeps working).
+    Returns:
+        The link's path.
+    Raises:
+        IsADirectoryError: ``path`` is a real folder (not a link).
+    """
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise IsADirectoryError(f"{str(path)!r} is a folder, not a link; refusing to replace it with a link")
+    _sweep(path.parent)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789_"
+    while True:
+        tmp = path.parent / (_prefix(path.name) + "".join(secrets.choice(alphabet) for _ in range(8)))
+        try:
+            os.symlink(target, tmp)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return path
 
 
 def check_json_path(path, key: str | None = None) -> Path:

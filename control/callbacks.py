@@ -11,15 +11,18 @@ depend on no logger (as Brax's ``progress_fn``).
 
 Here: :class:`TensorBoard` (``<run>/tb``: the config as text and hparams, every scalar the loop
 reports), :class:`ProgressBar` (tqdm with live return and success), :class:`Checkpoints` (the one
-checkpoint writer, :func:`control.checkpoint.save_checkpoint`, with the deployment policy).
+checkpoint writer, :func:`control.checkpoint.save_checkpoint`, with the deployment policy, and
+the ``best`` link to the best evaluated checkpoint).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from basics.atomic import atomic_symlink, write_json
 from control.checkpoint import save_checkpoint
 from control.evaluate import format_result
 from control.export import policy_meta
@@ -183,6 +186,14 @@ class Checkpoints(Callback):
     (:func:`control.checkpoint.save_checkpoint`: weights, training state of the learner, shaper
     and loop, and the deployment policy ``deploy/`` when the learner has ``export_policy()``).
 
+    The best evaluated checkpoint: after every evaluation made at a step with a checkpoint of this
+    run, ``<run>/checkpoints/best`` is a relative link to the checkpoint with the highest evaluation
+    success rate (ties: the higher mean return, then the later step) and ``best.json`` holds that
+    evaluation (``checkpoint``, ``env_steps``, ``success_rate``, ``success_ci``, ``return_mean``,
+    ``return_ci``, ``episodes``), as robomimic keeps the best checkpoint by success rate. Online RL
+    can lose what it learned (an evaluation may fall after a high one); ``dopa deploy
+    checkpoint=<run>/checkpoints/best`` deploys the best one. ``keep`` never removes the best one.
+
     Args:
         config: the resolved run config stored in each checkpoint (plain dict).
         keep: keep only the newest ``keep`` checkpoints (0: all; None: the schedule's
@@ -194,6 +205,22 @@ class Checkpoints(Callback):
 
     def on_start(self, run: Run) -> None:
         (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.run = run
+
+    def on_eval(self, env_steps: int, result: dict) -> None:
+        """Point ``checkpoints/best`` at the best evaluated checkpoint (class docstring)."""
+        folder = self.run.run_dir / "checkpoints"
+        scored = [h for h in self.run.history
+                  if (folder / f"step_{int(h['env_steps']):09d}" / "pretrained_model").is_dir()]
+        if not scored:
+            return
+        best = max(scored, key=lambda h: (float(h["success_rate"]), float(h["return_mean"]), int(h["env_steps"])))
+        name = f"step_{int(best['env_steps']):09d}"
+        link = folder / "best"
+        if link.is_symlink() and os.readlink(link) == name and (folder / "best.json").is_file():
+            return
+        write_json(folder / "best.json", {"checkpoint": name, **best})
+        atomic_symlink(link, name)
 
     def on_checkpoint(self, run: Run) -> Path:
         env, learner = run.env, run.learner
@@ -213,8 +240,10 @@ class Checkpoints(Callback):
                         shaping_state=run.shaper.state_dict(), deploy=deploy)
         keep = int(run.schedule.checkpoint_keep if self.keep is None else self.keep)
         if keep > 0:
+            best = os.readlink(folder / "best") if (folder / "best").is_symlink() else None
             for old in sorted(folder.glob("step_*"))[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+                if old.name != best:
+                    shutil.rmtree(old, ignore_errors=True)
         return path
 
 

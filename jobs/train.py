@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import datetime
 import fnmatch
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,7 +373,8 @@ def train_from_config(cfg: DictConfig, callbacks=()) -> dict:
 def report(out: dict) -> None:
     """Print where the run went and its figures: the evaluation before online learning (env step 0,
     after any behaviour cloning) and the last one, each with its 95 % intervals (or the last alone
-    when the run has no step-0 evaluation).
+    when the run has no step-0 evaluation), and the best evaluated checkpoint
+    (``checkpoints/best``) when it is not the last.
 
     Args:
         out: the loop's summary (:func:`control.train.train`).
@@ -393,6 +395,12 @@ def report(out: dict) -> None:
         print(f"after online learning (env step {last['env_steps']}): {format_result(last)}")
     elif last and "episodes" in last:
         print(f"last evaluation: {format_result(last)}")
+    best = run_dir / "checkpoints" / "best.json"
+    if best.is_file() and last and json.loads(best.read_text())["env_steps"] != last["env_steps"]:
+        b = json.loads(best.read_text())
+        print(f"best evaluation (env step {b['env_steps']}): {format_result(b)}\n"
+              f"  its checkpoint: {run_dir / 'checkpoints' / 'best'} -> {b['checkpoint']} "
+              f"(dopa deploy checkpoint={run_dir / 'checkpoints' / 'best'})")
 
 
 def run(cfg: DictConfig) -> int:

@@ -38,3 +38,16 @@ def test_failure_leaves_the_old_folder(tmp_path):
             raise RuntimeError("interrupted")
     assert (out / "config.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_atomic_symlink_replaces_a_link_and_refuses_a_folder(tmp_path):
+    from basics.atomic import atomic_symlink
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    atomic_symlink(tmp_path / "best", "a")
+    atomic_symlink(tmp_path / "best", "b")
+    assert str((tmp_path / "best").readlink()) == "b" and (tmp_path / "a").is_dir()  # the old target is untouched
+    with pytest.raises(IsADirectoryError, match="is a folder, not a link"):
+        atomic_symlink(tmp_path / "a", "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "best"]  # no temporary link left

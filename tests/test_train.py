@@ -322,3 +322,55 @@ def test_loop_statistics_follow_the_env_device(device):
     stats.add(r, 2 * r, {"reward": 2 * r}, done, success, {})
     assert stats.recent == [(4.0, 8.0, True)]
     assert stats.ep_return.device.type == device and stats.ep_return.tolist() == [2.0, 0.0, 6.0]
+
+
+def test_best_checkpoint_link_follows_the_evaluations(tmp_path, capsys):
+    """``checkpoints/best`` links the checkpoint whose evaluation had the highest success (ties: the
+    higher return, then the later step), survives ``checkpoint_keep`` pruning, deploys, and the
+    job's report names it when it is not the last."""
+    from control.callbacks import Checkpoints, Run
+    from jobs.deploy import policy_path
+    from jobs.train import report
+
+    # a real run: every checkpoint evaluated, only the newest kept besides the best
+    out = train(_cfg(tmp_path / "run", *SAC_TINY, "total_steps=100", "checkpoint_every=25", "eval.every=25",
+                     "eval.episodes=2", "eval.at_start=false", "checkpoint_keep=1", "reward=state"))
+    folder = tmp_path / "run" / "checkpoints"
+    evals = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    want = max(evals, key=lambda r: (r["success_rate"], r["return_mean"], r["env_steps"]))
+    assert (folder / "best").is_symlink() and str((folder / "best").readlink()) == f"step_{want['env_steps']:09d}"
+    assert json.loads((folder / "best.json").read_text())["env_steps"] == want["env_steps"]
+    kept = sorted(p.name for p in folder.glob("step_*"))
+    assert kept == sorted({f"step_{want['env_steps']:09d}", "step_000000100"})  # keep=1 spared the best
+    assert policy_path(folder / "best") == str(folder / "best")
+    assert load_checkpoint(folder / "best").info["env_steps"] == want["env_steps"]
+    assert load_checkpoint(tmp_path / "run").path.name == "step_000000100"  # a run folder still means the newest
+
+    # the selection itself, on a history where the last evaluation is not the best
+    run_dir = tmp_path / "selection"
+    for s in (10, 20, 30, 40):
+        (run_dir / "checkpoints" / f"step_{s:09d}" / "pretrained_model").mkdir(parents=True)
+    run = Run(run_dir, env=None, learner=None, shaper=None, schedule=None)
+    cb = Checkpoints({})
+    cb.on_start(run)
+
+    def evaluate(step, success, ret):
+        run.history.append({"env_steps": step, "episodes": 10, "success_rate": success, "success_ci": [0.0, 1.0],
+                            "return_mean": ret, "return_ci": [ret - 1, ret + 1]})
+        cb.on_eval(step, run.history[-1])
+        return str((run_dir / "checkpoints" / "best").readlink())
+
+    run.history.append({"env_steps": 0, "episodes": 10, "success_rate": 1.0, "success_ci": [0.7, 1.0],
+                        "return_mean": 99.0, "return_ci": [98.0, 100.0]})  # step 0: no checkpoint, never "best"
+    assert evaluate(10, 0.5, 5.0) == "step_000000010"
+    assert evaluate(20, 0.9, 3.0) == "step_000000020"
+    assert evaluate(30, 0.2, 9.0) == "step_000000020"   # a collapse after the best keeps the best
+    assert evaluate(40, 0.9, 4.0) == "step_000000040"   # same success, higher return
+    assert not list((run_dir / "checkpoints").glob(".*"))  # no temporary link left behind
+
+    # the report names the best checkpoint when the last evaluation is worse
+    report({**out, "run_dir": str(run_dir), "checkpoints": [], "first_eval": None,
+            "last_eval": {**run.history[3], "env_steps": 30}})
+    text = capsys.readouterr().out
+    assert "best evaluation (env step 40): success 0.90" in text
+    assert f"dopa deploy checkpoint={run_dir / 'checkpoints' / 'best'}" in text
