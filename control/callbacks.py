@@ -204,7 +204,18 @@ class Checkpoints(Callback):
         self.config, self.keep = config, keep
 
     def on_start(self, run: Run) -> None:
-        (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        """Create ``<run>/checkpoints``.
+
+        Raises:
+            FileExistsError: ``checkpoints/best`` exists and is not a link (refused before the first
+                step rather than at the first evaluation).
+        """
+        folder = run.run_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        best = folder / "best"
+        if best.exists() and not best.is_symlink():
+            raise FileExistsError(f"{str(best)!r} exists and is not a link; the run keeps its best checkpoint "
+                                  "there as a link to a checkpoints/step_* folder: move it away first")
         self.run = run
 
     def on_eval(self, env_steps: int, result: dict) -> None:

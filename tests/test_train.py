@@ -368,6 +368,12 @@ def test_best_checkpoint_link_follows_the_evaluations(tmp_path, capsys):
     assert evaluate(40, 0.9, 4.0) == "step_000000040"   # same success, higher return
     assert not list((run_dir / "checkpoints").glob(".*"))  # no temporary link left behind
 
+    # a real folder named best is refused before the first step, not at the first evaluation
+    other = tmp_path / "other"
+    (other / "checkpoints" / "best").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="best' exists and is not a link"):
+        Checkpoints({}).on_start(Run(other, env=None, learner=None, shaper=None, schedule=None))
+
     # the report names the best checkpoint when the last evaluation is worse
     report({**out, "run_dir": str(run_dir), "checkpoints": [], "first_eval": None,
             "last_eval": {**run.history[3], "env_steps": 30}})
