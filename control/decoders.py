@@ -26,7 +26,7 @@ from torch import nn
 from basics.checks import check_float, check_int
 from control.export import register_kind
 
-__all__ = ["DECODERS", "DIFFUSION_PREDICTIONS", "mlp", "time_embedding", "IdentityDecoder", "GenerativeDecoder",
+__all__ = ["DECODERS", "DIFFUSION_PREDICTIONS", "ENCODER_ACTIVATIONS", "critic_mlp", "mlp", "time_embedding", "IdentityDecoder", "GenerativeDecoder",
            "fit_decoder", "Encoder", "GoRLPolicy"]
 
 DECODERS = ("flow", "diffusion")
@@ -281,31 +281,74 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
 # =================================================================================================
 # The encoder pi_theta(eps | s) and the deployment module
 
+ENCODER_ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def critic_mlp(obs_dim: int, hidden: Sequence[int], activation: str = "silu", ortho_init: bool = False) -> nn.Sequential:
+    """The value network V(s): float32 [B, D] -> [B, 1], :func:`mlp` with ``activation``
+    (``ENCODER_ACTIVATIONS``); ``ortho_init``: orthogonal weights (gain sqrt(2), the head 1) and zero
+    biases, as SB3 / CleanRL PPO.
+
+    Raises:
+        ValueError: unknown activation (lists the known ones), a size < 1.
+    """
+    if activation not in ENCODER_ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ENCODER_ACTIVATIONS)}")
+    net = mlp(obs_dim, hidden, 1, activation=ENCODER_ACTIVATIONS[activation])
+    if ortho_init:
+        _orthogonal(net, head_gain=1.0)
+    return net
+
+
+def _orthogonal(net: nn.Sequential, head_gain: float) -> None:
+    lin = [m for m in net if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for i, m in enumerate(lin):
+            nn.init.orthogonal_(m.weight, head_gain if i == len(lin) - 1 else math.sqrt(2))
+            nn.init.zeros_(m.bias)
+
+
 class Encoder(nn.Module):
     """Diagonal Gaussian over the latent eps (dim = action dim), authors' ``EncoderState`` actor.
 
-    ``forward(obs_norm float32 [B, D]) -> (mu [B, A], sigma [B, A])`` with
-    sigma = clamp(softplus(.) + 1e-3, 1e-3, 10). The last layer's weights are scaled by 0.01 and its
-    bias set so a fresh encoder starts at mu ~ 0, sigma ~ ``init_std`` (in (1e-3, 10); the authors'
-    zero bias gives softplus(0) + 1e-3 = 0.694).
+    ``forward(obs_norm float32 [B, D]) -> (mu [B, A], sigma [B, A])``. With ``state_dependent_std``
+    (the authors') sigma = clamp(softplus(.) + 1e-3, 1e-3, 10) from the network's second head;
+    without it sigma = clamp(exp(log_std), 1e-3, 10) with ``log_std`` one parameter per latent
+    dimension (as :mod:`control.ppo`). The last layer's weights are scaled by 0.01 and its bias set
+    so a fresh encoder starts at mu ~ 0, sigma ~ ``init_std`` (in (1e-3, 10); the authors' zero bias
+    gives softplus(0) + 1e-3 = 0.694). ``activation``: ``silu`` (authors) or ``tanh``;
+    ``ortho_init``: orthogonal hidden weights (gain sqrt(2)) and zero biases before that scaling.
 
     Raises:
-        ValueError: ``init_std`` outside (1e-3, 10).
+        ValueError: ``init_std`` outside (1e-3, 10); unknown ``activation`` (lists the known ones).
     """
 
-    def __init__(self, obs_dim: int, latent_dim: int, hidden: Sequence[int], init_std: float = 1.0):
+    def __init__(self, obs_dim: int, latent_dim: int, hidden: Sequence[int], init_std: float = 1.0,
+                 activation: str = "silu", state_dependent_std: bool = True, ortho_init: bool = False):
         super().__init__()
         A = check_int("latent_dim", latent_dim, 1)
         init_std = check_float("encoder_init_std", init_std, 1e-3, 10.0, low_open=True, high_open=True)
-        self.net = mlp(obs_dim, hidden, 2 * A)
+        if activation not in ENCODER_ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ENCODER_ACTIVATIONS)}")
+        self.state_dependent_std = bool(state_dependent_std)
+        self.net = mlp(obs_dim, hidden, 2 * A if self.state_dependent_std else A,
+                       activation=ENCODER_ACTIVATIONS[activation])
+        if ortho_init:
+            _orthogonal(self.net, head_gain=1.0)
         with torch.no_grad():
             self.net[-1].weight.mul_(0.01)
             self.net[-1].bias.zero_()
-            # softplus^-1(init_std - 1e-3) = log(expm1(init_std - 1e-3))
-            self.net[-1].bias[A:] = math.log(math.expm1(init_std - 1e-3))
+            if self.state_dependent_std:
+                # softplus^-1(init_std - 1e-3) = log(expm1(init_std - 1e-3))
+                self.net[-1].bias[A:] = math.log(math.expm1(init_std - 1e-3))
+        if not self.state_dependent_std:
+            self.log_std = nn.Parameter(torch.full((A,), math.log(init_std)))
 
     def forward(self, obs_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised states float32 [B, D] -> (mu float32 [B, A], sigma float32 [B, A] in [1e-3, 10])."""
+        if not self.state_dependent_std:
+            mu = self.net(obs_norm)
+            return mu, self.log_std.exp().clamp(1e-3, 10.0).expand_as(mu)
         mu, raw = self.net(obs_norm).chunk(2, dim=-1)
         sigma = (F.softplus(raw) + 1e-3).clamp(1e-3, 10.0)
         return mu, sigma
@@ -321,11 +364,14 @@ class GoRLPolicy(nn.Module):
     outside the training data either way).
     """
 
-    def __init__(self, state_dim: int, action_dim: int, encoder_hidden: Sequence[int], decoder: dict | None = None):
+    def __init__(self, state_dim: int, action_dim: int, encoder_hidden: Sequence[int], decoder: dict | None = None,
+                 activation: str = "silu", state_dependent_std: bool = True):
         super().__init__()
         self.config = {"state_dim": int(state_dim), "action_dim": int(action_dim),
-                       "encoder_hidden": [int(h) for h in encoder_hidden], "decoder": decoder}
-        self.encoder = Encoder(state_dim, action_dim, encoder_hidden)
+                       "encoder_hidden": [int(h) for h in encoder_hidden], "decoder": decoder,
+                       "activation": str(activation), "state_dependent_std": bool(state_dependent_std)}
+        self.encoder = Encoder(state_dim, action_dim, encoder_hidden, activation=activation,
+                               state_dependent_std=state_dependent_std)
         if decoder is None:
             self.decoder = None
         else:

@@ -84,12 +84,13 @@ from control.buffers import RolloutBuffer
 from control.decoders import (
     DECODERS,
     DIFFUSION_PREDICTIONS,
+    ENCODER_ACTIVATIONS,
     Encoder,
     GenerativeDecoder,
     GoRLPolicy,
     IdentityDecoder,
+    critic_mlp,
     fit_decoder,
-    mlp,
     time_embedding,
 )
 from control.learner import Learner, LearnerConfig, Transition
@@ -197,6 +198,12 @@ class GoRLConfig(LearnerConfig):
     """Fresh critic at each new stage [True]."""
     encoder_hidden: Sequence[int] = (32, 32, 32, 32)
     """Encoder MLP widths, each >= 1 [4 x 32]."""
+    activation: str = "silu"
+    """Hidden activation of the encoder and the critic: ``silu`` [authors] or ``tanh`` (SB3 / CleanRL PPO)."""
+    ortho_init: bool = False
+    """Orthogonal initialisation of the encoder and the critic (gain sqrt(2), heads 1), zero biases [False]."""
+    state_dependent_std: bool = True
+    """sigma from an encoder head [True, authors]; False: one learned log-sigma per latent dimension."""
     critic_hidden: Sequence[int] = (256, 256, 256)
     """Critic MLP widths, each >= 1 [5 x 256]."""
     num_steps: int = 256
@@ -263,8 +270,10 @@ class GoRLConfig(LearnerConfig):
         if self.decoder_prediction not in DIFFUSION_PREDICTIONS:
             raise ValueError(f"unknown decoder_prediction {self.decoder_prediction!r}; known: "
                              f"{', '.join(DIFFUSION_PREDICTIONS)}")
+        if self.activation not in ENCODER_ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ENCODER_ACTIVATIONS)}")
         for key in ("decoder_reinit", "reinit_encoder", "reinit_critic", "normalize_obs", "normalize_returns",
-                    "anneal_lr"):
+                    "anneal_lr", "ortho_init", "state_dependent_std"):
             setattr(self, key, bool(getattr(self, key)))
         self.encoder_init_std = check_float("encoder_init_std", self.encoder_init_std, 1e-3, 10.0, low_open=True,
                                             high_open=True)
@@ -314,13 +323,14 @@ class GoRL(Learner):
         self.clip_eps, self.max_grad_norm, self.prior_coef = c.clip_eps, c.max_grad_norm, c.prior_coef
         self.prior_penalty, self.reward_scale, self.normalize_obs = c.prior_penalty, c.reward_scale, c.normalize_obs
         self.encoder_init_std, self.anneal_lr, self.total_steps = c.encoder_init_std, c.anneal_lr, c.total_steps
+        self.activation, self.ortho_init, self.state_dependent_std = c.activation, c.ortho_init, c.state_dependent_std
 
         self.gen = torch.Generator(device="cpu").manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.obs_norm = RunningMeanStd(self.obs_dim).to(self.device)
             self.encoder = self._new_encoder()
-            self.critic = mlp(self.obs_dim, self.critic_hidden, 1).to(self.device)
+            self.critic = self._new_critic()
         self._frozen_norm = FrozenNorm(self.obs_norm)
         self.return_norm = ReturnNormalizer(self.num_envs, self.gamma) if c.normalize_returns else None
         self.decoder: nn.Module = IdentityDecoder()
@@ -350,7 +360,12 @@ class GoRL(Learner):
                                           lr=self.lr, eps=1e-5)
 
     def _new_encoder(self) -> Encoder:
-        return Encoder(self.obs_dim, self.action_dim, self.encoder_hidden, self.encoder_init_std).to(self.device)
+        return Encoder(self.obs_dim, self.action_dim, self.encoder_hidden, self.encoder_init_std,
+                       activation=self.activation, state_dependent_std=self.state_dependent_std,
+                       ortho_init=self.ortho_init).to(self.device)
+
+    def _new_critic(self) -> nn.Module:
+        return critic_mlp(self.obs_dim, self.critic_hidden, self.activation, self.ortho_init).to(self.device)
 
     def collect_target(self) -> int:
         """Env steps the current collection phase lasts: ``max(collect_steps, 2 * num_envs * L)``, L
@@ -622,7 +637,7 @@ class GoRL(Learner):
             if self.reinit_encoder:
                 self.encoder = self._new_encoder()
             if self.reinit_critic:
-                self.critic = mlp(self.obs_dim, self.critic_hidden, 1).to(self.device)
+                self.critic = self._new_critic()
         self._make_optimizer()
         self.buffer.clear()
         early = float((ep_t < max(1, int(0.1 * max(int(ep_t.max()), 1)))).float().mean()) if ep_t.numel() else 0.0
@@ -691,7 +706,8 @@ class GoRL(Learner):
         :meth:`obs_normalizer`, which goes into the policy's meta."""
         dec = self.decoder
         mod = GoRLPolicy(self.obs_dim, self.action_dim, self.encoder_hidden,
-                         None if isinstance(dec, IdentityDecoder) else dec.export_config())
+                         None if isinstance(dec, IdentityDecoder) else dec.export_config(),
+                         activation=self.activation, state_dependent_std=self.state_dependent_std)
         mod.encoder.load_state_dict(self.encoder.state_dict())
         if mod.decoder is not None:
             mod.decoder.load_state_dict(dec.state_dict())

@@ -409,3 +409,47 @@ def test_sigma_continuity_at_a_refit():
     print(f"sigma continuity: mean err {float(mean_err):.3f}, std ratio sigma=1 {ratio.flatten().tolist()}, "
           f"sigma=0.69 {narrow.flatten().tolist()}")
     assert (narrow < 0.8 * ratio).all(), (narrow, ratio)
+
+
+def test_ppo_like_encoder_options_build_train_checkpoint_and_deploy(tmp_path):
+    """activation=tanh, ortho_init, state_dependent_std=False (the networks of control/ppo.py inside
+    GoRL): the encoder has one log-sigma per latent dimension starting at encoder_init_std, tanh
+    hidden layers with orthogonal weights, the same for the critic; a stage's fresh encoder keeps
+    them; the state round-trips and the deployment policy acts as the learner; a bad activation is
+    refused by name."""
+    import sim
+    from control.export import load_policy, policy_meta, save_policy
+
+    B = 4
+    env = sim.make_env("cartpole-swingup", num_envs=B, seed=0, max_episode_steps=50)
+    kw = dict(num_envs=B, seed=0, stage_steps=[1e12], num_steps=16, num_minibatches=2, update_epochs=2,
+              activation="tanh", ortho_init=True, state_dependent_std=False, encoder_init_std=1.0)
+    L = build(GoRLConfig, env.state_dim, env.action_dim, **kw)
+    assert isinstance(L.encoder.net[1], torch.nn.Tanh) and isinstance(L.critic[1], torch.nn.Tanh)
+    w = L.critic[0].weight  # orthogonal rows (5 inputs -> 256): W W^T = 2 I
+    torch.testing.assert_close(w.T @ w, 2.0 * torch.eye(w.shape[1]), atol=1e-4, rtol=1e-4)
+    mu, sigma = L.encoder(torch.randn(3, env.state_dim))
+    assert torch.allclose(sigma, torch.ones_like(sigma)) and mu.abs().max() < 0.1
+    before = L.encoder.log_std.detach().clone()
+    obs, _ = env.reset()
+    for _ in range(16 * 3):
+        a = L.act(obs["state"])
+        nobs, r, te, tr, info = env.step(a)
+        final = info["final_obs"]["state"] if "final_obs" in info else nobs["state"]
+        L.observe(Transition(obs["state"], a, r, final, te, tr))
+        L.update()
+        obs = nobs
+    assert L.updates == 3 and not torch.equal(L.encoder.log_std.detach(), before)  # sigma is learned
+    assert hasattr(L._new_encoder(), "log_std")  # a stage's fresh encoder keeps the options
+
+    L2 = build(GoRLConfig, env.state_dim, env.action_dim, **kw)
+    L2.load_state_dict(L.state_dict())
+    o = obs["state"]
+    assert torch.equal(L.act(o, deterministic=True), L2.act(o, deterministic=True))
+    module, meta = L.export_policy()
+    save_policy(tmp_path / "deploy", module, {**policy_meta(env, kind="gorl"), **meta})
+    pol = load_policy(tmp_path / "deploy")
+    got = torch.stack([torch.from_numpy(pol.act(o[i].numpy())[0]) for i in range(B)])
+    assert torch.allclose(got, L.act(o, deterministic=True), atol=1e-4)
+    with pytest.raises(ValueError, match="unknown activation 'relu6'; known: silu, tanh"):
+        GoRLConfig(activation="relu6")
