@@ -181,6 +181,11 @@ class ProgressBar(Callback):
             self.bar.close()
 
 
+def step_name(env_steps: int) -> str:
+    """The checkpoint folder name of a step: ``step_<env steps, 9 digits>``."""
+    return f"step_{int(env_steps):09d}"
+
+
 class Checkpoints(Callback):
     """Writes ``<run>/checkpoints/step_<env steps, 9 digits>`` at every boundary
     (:func:`control.checkpoint.save_checkpoint`: weights, training state of the learner, shaper
@@ -221,12 +226,11 @@ class Checkpoints(Callback):
     def on_eval(self, env_steps: int, result: dict) -> None:
         """Point ``checkpoints/best`` at the best evaluated checkpoint (class docstring)."""
         folder = self.run.run_dir / "checkpoints"
-        scored = [h for h in self.run.history
-                  if (folder / f"step_{int(h['env_steps']):09d}" / "pretrained_model").is_dir()]
+        scored = [h for h in self.run.history if (folder / step_name(h["env_steps"]) / "pretrained_model").is_dir()]
         if not scored:
             return
         best = max(scored, key=lambda h: (float(h["success_rate"]), float(h["return_mean"]), int(h["env_steps"])))
-        name = f"step_{int(best['env_steps']):09d}"
+        name = step_name(best["env_steps"])
         link = folder / "best"
         if link.is_symlink() and os.readlink(link) == name and (folder / "best.json").is_file():
             return
@@ -245,7 +249,7 @@ class Checkpoints(Callback):
             meta.update({k: v for k, v in extra.items() if k not in meta})
             deploy = (module, meta)
         folder = run.run_dir / "checkpoints"
-        path = folder / f"step_{run.env_steps:09d}"
+        path = folder / step_name(run.env_steps)
         save_checkpoint(path, learner=learner, config=self.config, env_info=env_info, step=run.step,
                         env_steps=run.env_steps, loop_state={"step": run.step, "history": run.history},
                         shaping_state=run.shaper.state_dict(), deploy=deploy)

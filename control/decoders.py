@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from basics.checks import check_float, check_int
-from control.export import register_kind
+from control.export import _ACTIVATIONS, register_kind
 
-__all__ = ["DECODERS", "DIFFUSION_PREDICTIONS", "ENCODER_ACTIVATIONS", "critic_mlp", "mlp", "time_embedding", "IdentityDecoder", "GenerativeDecoder",
+__all__ = ["DECODERS", "DIFFUSION_PREDICTIONS", "critic_mlp", "mlp", "time_embedding", "IdentityDecoder", "GenerativeDecoder",
            "fit_decoder", "Encoder", "GoRLPolicy"]
 
 DECODERS = ("flow", "diffusion")
@@ -281,20 +281,26 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
 # =================================================================================================
 # The encoder pi_theta(eps | s) and the deployment module
 
-ENCODER_ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh}
+def activation_class(name: str) -> type[nn.Module]:
+    """The activation module class for ``name`` (``control.export``'s table: relu, elu, tanh, silu, gelu).
+
+    Raises:
+        ValueError: an unknown name (lists the known ones).
+    """
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
 
 
 def critic_mlp(obs_dim: int, hidden: Sequence[int], activation: str = "silu", ortho_init: bool = False) -> nn.Sequential:
     """The value network V(s): float32 [B, D] -> [B, 1], :func:`mlp` with ``activation``
-    (``ENCODER_ACTIVATIONS``); ``ortho_init``: orthogonal weights (gain sqrt(2), the head 1) and zero
+    (a name of ``control.export``'s activations: relu, elu, tanh, silu, gelu); ``ortho_init``: orthogonal weights (gain sqrt(2), the head 1) and zero
     biases, as SB3 / CleanRL PPO.
 
     Raises:
         ValueError: unknown activation (lists the known ones), a size < 1.
     """
-    if activation not in ENCODER_ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ENCODER_ACTIVATIONS)}")
-    net = mlp(obs_dim, hidden, 1, activation=ENCODER_ACTIVATIONS[activation])
+    net = mlp(obs_dim, hidden, 1, activation=activation_class(activation))
     if ortho_init:
         _orthogonal(net, head_gain=1.0)
     return net
@@ -316,7 +322,7 @@ class Encoder(nn.Module):
     without it sigma = clamp(exp(log_std), 1e-3, 10) with ``log_std`` one parameter per latent
     dimension (as :mod:`control.ppo`). The last layer's weights are scaled by 0.01 and its bias set
     so a fresh encoder starts at mu ~ 0, sigma ~ ``init_std`` (in (1e-3, 10); the authors' zero bias
-    gives softplus(0) + 1e-3 = 0.694). ``activation``: ``silu`` (authors) or ``tanh``;
+    gives softplus(0) + 1e-3 = 0.694). ``activation``: ``silu`` (authors), ``tanh``, ... (:func:`activation_class`);
     ``ortho_init``: orthogonal hidden weights (gain sqrt(2)) and zero biases before that scaling.
 
     Raises:
@@ -328,11 +334,10 @@ class Encoder(nn.Module):
         super().__init__()
         A = check_int("latent_dim", latent_dim, 1)
         init_std = check_float("encoder_init_std", init_std, 1e-3, 10.0, low_open=True, high_open=True)
-        if activation not in ENCODER_ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ENCODER_ACTIVATIONS)}")
+        act = activation_class(activation)
         self.state_dependent_std = bool(state_dependent_std)
         self.net = mlp(obs_dim, hidden, 2 * A if self.state_dependent_std else A,
-                       activation=ENCODER_ACTIVATIONS[activation])
+                       activation=act)
         if ortho_init:
             _orthogonal(self.net, head_gain=1.0)
         with torch.no_grad():

@@ -84,11 +84,11 @@ from control.buffers import RolloutBuffer
 from control.decoders import (
     DECODERS,
     DIFFUSION_PREDICTIONS,
-    ENCODER_ACTIVATIONS,
     Encoder,
     GenerativeDecoder,
     GoRLPolicy,
     IdentityDecoder,
+    activation_class,
     critic_mlp,
     fit_decoder,
     time_embedding,
@@ -199,7 +199,8 @@ class GoRLConfig(LearnerConfig):
     encoder_hidden: Sequence[int] = (32, 32, 32, 32)
     """Encoder MLP widths, each >= 1 [4 x 32]."""
     activation: str = "silu"
-    """Hidden activation of the encoder and the critic: ``silu`` [authors] or ``tanh`` (SB3 / CleanRL PPO)."""
+    """Hidden activation of the encoder and the critic: ``silu`` [authors], ``tanh`` (SB3 / CleanRL PPO),
+    ``relu``, ``elu`` or ``gelu``."""
     ortho_init: bool = False
     """Orthogonal initialisation of the encoder and the critic (gain sqrt(2), heads 1), zero biases [False]."""
     state_dependent_std: bool = True
@@ -270,8 +271,7 @@ class GoRLConfig(LearnerConfig):
         if self.decoder_prediction not in DIFFUSION_PREDICTIONS:
             raise ValueError(f"unknown decoder_prediction {self.decoder_prediction!r}; known: "
                              f"{', '.join(DIFFUSION_PREDICTIONS)}")
-        if self.activation not in ENCODER_ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ENCODER_ACTIVATIONS)}")
+        activation_class(self.activation)  # refuses an unknown name, listing the known ones
         for key in ("decoder_reinit", "reinit_encoder", "reinit_critic", "normalize_obs", "normalize_returns",
                     "anneal_lr", "ortho_init", "state_dependent_std"):
             setattr(self, key, bool(getattr(self, key)))

@@ -396,8 +396,8 @@ def report(out: dict) -> None:
     elif last and "episodes" in last:
         print(f"last evaluation: {format_result(last)}")
     best = run_dir / "checkpoints" / "best.json"
-    if best.is_file() and last and json.loads(best.read_text())["env_steps"] != last["env_steps"]:
-        b = json.loads(best.read_text())
+    b = json.loads(best.read_text()) if best.is_file() and last else None
+    if b is not None and b["env_steps"] != last["env_steps"]:
         print(f"best evaluation (env step {b['env_steps']}): {format_result(b)}\n"
               f"  its checkpoint: {run_dir / 'checkpoints' / 'best'} -> {b['checkpoint']} "
               f"(dopa deploy checkpoint={run_dir / 'checkpoints' / 'best'})")

@@ -451,5 +451,5 @@ def test_ppo_like_encoder_options_build_train_checkpoint_and_deploy(tmp_path):
     pol = load_policy(tmp_path / "deploy")
     got = torch.stack([torch.from_numpy(pol.act(o[i].numpy())[0]) for i in range(B)])
     assert torch.allclose(got, L.act(o, deterministic=True), atol=1e-4)
-    with pytest.raises(ValueError, match="unknown activation 'relu6'; known: silu, tanh"):
+    with pytest.raises(ValueError, match="unknown activation 'relu6'; known: relu, elu, tanh, silu, gelu"):
         GoRLConfig(activation="relu6")
