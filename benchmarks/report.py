@@ -5,7 +5,8 @@
 
 The table sits between the markers ``<!-- results:start -->`` and ``<!-- results:end -->``.
 Each row is one headline metric: every metric that has a target, plus the first ``--top``
-scalar metrics of each file (the format puts ratios first); the JSON files hold the rest.
+scalar metrics of each file (the format puts ratios first), with its 95 % interval when the file
+holds one as ``<metric>_ci`` ([low, high]); the JSON files hold the rest.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ def render_table(results_dir: Path, top: int = 3) -> str:
                 continue
             target = data["targets"].get(name, "")
             met = data["met"].get(name, "")
-            rows.append(f"| {data['benchmark']} | {name} | {_fmt(value)} | {_fmt(target)} | {_fmt(met)} | "
+            shown = _fmt(value)
+            ci = data["metrics"].get(f"{name}_ci")
+            if isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+                shown += f" [{_fmt(float(ci[0]))}, {_fmt(float(ci[1]))}]"  # a ratio never without its interval
+            rows.append(f"| {data['benchmark']} | {name} | {shown} | {_fmt(target)} | {_fmt(met)} | "
                         f"{data['date'][:10]} | {data['machine']} |")
     if not files:
         rows.append("| (no results yet) | | | | | | |")
