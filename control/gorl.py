@@ -198,13 +198,14 @@ class GoRLConfig(LearnerConfig):
     """Fresh critic at each new stage [True]."""
     encoder_hidden: Sequence[int] = (32, 32, 32, 32)
     """Encoder MLP widths, each >= 1 [4 x 32]."""
-    activation: str = "silu"
-    """Hidden activation of the encoder and the critic: ``silu`` [authors], ``tanh`` (SB3 / CleanRL PPO),
-    ``relu``, ``elu`` or ``gelu``."""
-    ortho_init: bool = False
-    """Orthogonal initialisation of the encoder and the critic (gain sqrt(2), heads 1), zero biases [False]."""
-    state_dependent_std: bool = True
-    """sigma from an encoder head [True, authors]; False: one learned log-sigma per latent dimension."""
+    activation: str = "tanh"
+    """Hidden activation of the encoder and the critic: ``tanh`` [default; SB3 / CleanRL PPO],
+    ``silu`` (authors), ``relu``, ``elu`` or ``gelu``."""
+    ortho_init: bool = True
+    """Orthogonal initialisation of the encoder and the critic (gain sqrt(2), heads 1), zero biases
+    [True; authors: False]."""
+    state_dependent_std: bool = False
+    """False [default]: one learned log-sigma per latent dimension; True: sigma from an encoder head (authors)."""
     critic_hidden: Sequence[int] = (256, 256, 256)
     """Critic MLP widths, each >= 1 [5 x 256]."""
     num_steps: int = 256
