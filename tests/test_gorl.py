@@ -453,3 +453,38 @@ def test_ppo_like_encoder_options_build_train_checkpoint_and_deploy(tmp_path):
     assert torch.allclose(got, L.act(o, deterministic=True), atol=1e-4)
     with pytest.raises(ValueError, match="unknown activation 'relu6'; known: relu, elu, tanh, silu, gelu"):
         GoRLConfig(activation="relu6")
+
+
+def test_authors_encoder_options_build_train_and_deploy(tmp_path):
+    """activation=silu, ortho_init=False, state_dependent_std=True (the authors' networks, no longer
+    the default): sigma comes from the encoder's second head (no log_std parameter) and starts at
+    encoder_init_std, SiLU hidden layers in encoder and critic; it trains, and the deployment policy
+    records the options and acts as the learner."""
+    import sim
+    from control.export import load_policy, policy_meta, save_policy
+
+    B = 4
+    env = sim.make_env("cartpole-swingup", num_envs=B, seed=0, max_episode_steps=50)
+    kw = dict(num_envs=B, seed=0, stage_steps=[1e12], num_steps=16, num_minibatches=2, update_epochs=2,
+              activation="silu", ortho_init=False, state_dependent_std=True, encoder_init_std=1.0)
+    L = build(GoRLConfig, env.state_dim, env.action_dim, **kw)
+    assert isinstance(L.encoder.net[1], torch.nn.SiLU) and isinstance(L.critic[1], torch.nn.SiLU)
+    assert not hasattr(L.encoder, "log_std") and L.encoder.net[-1].out_features == 2 * env.action_dim
+    mu, sigma = L.encoder(torch.randn(3, env.state_dim))
+    torch.testing.assert_close(sigma, torch.ones_like(sigma), atol=0.05, rtol=0.0)
+    head = L.encoder.net[-1].weight.detach().clone()
+    obs, _ = env.reset()
+    for _ in range(16 * 3):
+        a = L.act(obs["state"])
+        nobs, r, te, tr, info = env.step(a)
+        final = info["final_obs"]["state"] if "final_obs" in info else nobs["state"]
+        L.observe(Transition(obs["state"], a, r, final, te, tr))
+        L.update()
+        obs = nobs
+    assert L.updates == 3 and not torch.equal(L.encoder.net[-1].weight.detach(), head)
+    module, meta = L.export_policy()
+    save_policy(tmp_path / "deploy", module, {**policy_meta(env, kind="gorl"), **meta})
+    pol = load_policy(tmp_path / "deploy")
+    o = obs["state"]
+    got = torch.stack([torch.from_numpy(pol.act(o[i].numpy())[0]) for i in range(B)])
+    assert torch.allclose(got, L.act(o, deterministic=True), atol=1e-4)
