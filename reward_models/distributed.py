@@ -139,8 +139,13 @@ class Ranks:
             i += n
 
     def close(self) -> None:
-        """Leave the process group (when this process joined one)."""
+        """Leave the process group (when this process joined one), all ranks together.
+
+        ``destroy_process_group`` is collective: a rank that tears its connections down while
+        another still works (rank 0 saving and reloading the checkpoint) can abort either
+        process, so every rank first waits at a barrier."""
         if self.parallel:
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
