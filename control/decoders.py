@@ -193,12 +193,20 @@ class GenerativeDecoder(nn.Module):
 
 def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Tensor, *, epochs: int = 50,
                 batch_size: int = 8192, lr: float = 3e-4, noise_samples: int = 8, val_fraction: float = 0.1,
-                patience: int = 20, generator: torch.Generator | None = None) -> dict[str, float]:
-    """Supervised refit of g_phi on (s, u) pairs with fresh eps ~ N(0, I) (GoRL phase 2).
+                patience: int = 20, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> dict[str, float]:
+    """Supervised refit of g_phi on (s, u) pairs (GoRL phase 2): with fresh eps ~ N(0, I) per pair
+    and step (independent coupling, the paper's), or with each pair's own ``noise``.
 
     Args:
         decoder: the decoder to train in place (its obs normaliser is set from ``obs``).
         obs: float32 [N, D] raw states.  action: float32 [N, A] pre-tanh actions u.
+        noise: None, or float32 [N, A] ~ N(0, I): the noise that produced each u (policy coupling:
+            u = g_old(s, mu(s) + sigma(s) * noise) from a known frozen policy). The loss then pairs
+            each u with its own noise (fresh t only), so the target is a deterministic map: it has
+            no irreducible variance and, for a flow, its paths are straight, so 10 Euler steps
+            integrate them without the spread shrinking (independent coupling's paths between
+            N(0, 1) and N(mu, sigma^2 != 1) are curved).
         epochs, batch_size, lr: Adam training; ``noise_samples`` (eps, t) draws per pair and step
             (authors: 8). ``val_fraction`` of the pairs is held out; training stops after
             ``patience`` epochs without a better validation loss and the best weights are kept.
@@ -206,9 +214,9 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
     Returns:
         {"decoder_train_loss", "decoder_val_loss", "decoder_epochs", "decoder_pairs"}.
     Raises:
-        ValueError: mismatched shapes, fewer than 10 pairs, NaN/inf in the data, a non-finite loss,
-            or a setting out of range (epochs, batch_size, noise_samples, patience >= 1; lr > 0;
-            val_fraction in (0, 1)).
+        ValueError: mismatched shapes (``noise`` included), fewer than 10 pairs, NaN/inf in the
+            data, a non-finite loss, or a setting out of range (epochs, batch_size, noise_samples,
+            patience >= 1; lr > 0; val_fraction in (0, 1)).
     """
     for key, v in (("epochs", epochs), ("batch_size", batch_size), ("noise_samples", noise_samples),
                    ("patience", patience)):
@@ -224,8 +232,14 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
         raise ValueError(f"fit_decoder needs at least 10 (s, u) pairs, got {n}")
     if not (torch.isfinite(obs).all() and torch.isfinite(action).all()):
         raise ValueError("fit_decoder: the (s, u) data contain NaN or inf")
+    if noise is not None:
+        if tuple(noise.shape) != tuple(action.shape):
+            raise ValueError(f"fit_decoder: noise must have the actions' shape {tuple(action.shape)}, got {tuple(noise.shape)}")
+        if not torch.isfinite(noise).all():
+            raise ValueError("fit_decoder: the paired noise contains NaN or inf")
     dev = decoder.obs_mean.device
     obs, action = obs.to(dev, torch.float32), action.to(dev, torch.float32)
+    paired = noise.to(dev, torch.float32) if noise is not None else None
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     with torch.no_grad():
         decoder.obs_mean.copy_(obs.mean(0))
@@ -237,7 +251,8 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
     # A fixed validation noise draw so validation losses are comparable between epochs.
     k = int(noise_samples)
     vo, va = obs[val_idx].repeat(k, 1), action[val_idx].repeat(k, 1)
-    v_noise = torch.randn(vo.shape[0], action.shape[1], generator=g).to(dev)
+    v_noise = (paired[val_idx].repeat(k, 1) if paired is not None
+               else torch.randn(vo.shape[0], action.shape[1], generator=g).to(dev))
     v_t = torch.rand(vo.shape[0], generator=g).to(dev)
     best, best_state, bad, train_loss, epoch = math.inf, None, 0, math.nan, 0
     for epoch in range(1, int(epochs) + 1):
@@ -247,9 +262,10 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
         for i in range(0, order.shape[0], int(batch_size)):
             b = order[i:i + int(batch_size)]
             bo, ba = obs[b].repeat(k, 1), action[b].repeat(k, 1)
-            noise = torch.randn(bo.shape[0], action.shape[1], generator=g).to(dev)
+            eps = (paired[b].repeat(k, 1) if paired is not None
+                   else torch.randn(bo.shape[0], action.shape[1], generator=g).to(dev))
             t = torch.rand(bo.shape[0], generator=g).to(dev)
-            loss = decoder.loss(bo, ba, noise, t)
+            loss = decoder.loss(bo, ba, eps, t)
             if not torch.isfinite(loss):
                 raise ValueError(f"decoder loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)

@@ -22,7 +22,8 @@ Stages alternate (the paper's two time-scales; the authors' ``run_gorl_fm.py`` d
 2. **Decoder refit** (encoder frozen): the current policy collects (s, u) pairs (all those env
    steps are counted), then g_phi is refit by supervised generative learning with *fresh*
    eps ~ N(0, I) -- flow matching or DDPM -- so that g_phi(s, eps ~ N(0, I)) reproduces the policy
-   that collected the data. The (eps, u) pairs are not used (paper; authors' code).
+   that collected the data. The (eps, u) pairs are not used (paper; authors' code); by default
+   the refit pairs each target with its whitened draw instead (policy coupling, below).
 
 Stage 0 uses the identity decoder u = eps exactly, i.e. Gaussian PPO with tanh squashing.
 
@@ -50,10 +51,22 @@ Choices made here (and why):
   data from the first 10% of an episode.
 - **Several decoder targets per stored state** (``decoder_targets_per_state`` = K): the encoder and
   the decoder are frozen during collection, so the policy that collected is known exactly; each
-  stored state s gets its executed u plus K - 1 more draws u = g_phi(s, mu(s) + sigma(s) * n),
-  n ~ N(0, I), from that same policy (no extra env steps): the refit sees the policy's spread at
-  every state rather than one sample of it. ``decoder_dataset_size`` caps the (s, u) pairs of a
-  refit (states subsampled uniformly when over it, so early-episode coverage is kept).
+  stored state s gets K draws u = g_phi(s, mu(s) + sigma(s) * n), n ~ N(0, I), from that same
+  policy (no extra env steps): the refit sees the policy's spread at every state rather than one
+  sample of it. ``decoder_dataset_size`` caps the (s, u) pairs of a refit (states subsampled
+  uniformly when over it, so early-episode coverage is kept).
+- **Policy coupling** (``decoder_coupling: policy``, the default; a departure from the paper): each
+  target is fit with the n that drew it (x_t = t n + (1 - t) u) instead of fresh noise, so the
+  refit learns the deterministic map n -> g_phi(s, mu(s) + sigma(s) n), which pushes N(0, I) to
+  exactly the frozen policy. Fresh noise (``independent``, the paper's) asks the flow to learn the
+  same distribution from a target with irreducible variance, and its paths between N(0, 1) and
+  N(mu, sigma^2 != 1) are curved, so 10 Euler steps shrink the spread. Measured on two
+  cartpole-swingup refits with equal data and steps: mean action error 0.12 -> 0.03, std ratio
+  0.93 -> 1.00; with K = 16 the error fell to 0.01 (README "GoRL"). The family of policies is the
+  same: either coupling reproduces the frozen policy's distribution when the fit is exact. Each
+  refit logs ``gorl/refit_action_mean_err``, ``gorl/refit_action_std_ratio`` and
+  ``gorl/refit_det_action_err`` (:meth:`GoRL.refit_fidelity`): the new stage's policy against
+  the frozen one on the stored states.
 - **Return normalisation** (``normalize_returns``, :class:`control.ppo.ReturnNormalizer`) and
   optional linear learning-rate decay over ``total_steps`` (``anneal_lr``), as in :mod:`control.ppo`.
 - **Decoder refit from a fresh initialisation** every stage with a 10% validation split, early
@@ -99,9 +112,11 @@ from control.ppo import FrozenNorm, ReturnNormalizer, gaussian_log_prob, ppo_los
 
 __all__ = ["GoRL", "GoRLConfig", "GoRLPolicy", "Encoder", "GenerativeDecoder", "IdentityDecoder", "fit_decoder",
            "gaussian_log_prob", "prior_penalty", "time_embedding", "DECODERS", "DIFFUSION_PREDICTIONS",
-           "PRIOR_PENALTIES", "PHASES"]
+           "PRIOR_PENALTIES", "PHASES", "DECODER_COUPLINGS"]
 
 PRIOR_PENALTIES = ("kl", "l2")
+#: how a refit pairs each decoder target with noise (see GoRLConfig.decoder_coupling)
+DECODER_COUPLINGS = ("policy", "independent")
 PHASES = ("encoder", "collect")
 
 
@@ -175,8 +190,15 @@ class GoRLConfig(LearnerConfig):
     phase lasts at least 2 x num_envs x the longest episode seen (the data-size rule)."""
     decoder_dataset_size: int = 1_000_000
     """Most (s, u) pairs in one refit (states x targets), >= 1; states subsampled uniformly when over."""
-    decoder_targets_per_state: int = 4
-    """K >= 1 targets per stored state: the executed u and K - 1 draws from the same frozen policy."""
+    decoder_targets_per_state: int = 16
+    """K >= 1 targets per stored state: K draws from the frozen policy that collected the data
+    (``decoder_coupling: independent``: the executed u and K - 1 draws)."""
+    decoder_coupling: str = "policy"
+    """How a refit pairs targets with noise: ``policy`` (default): each target u = g_old(s, mu(s) +
+    sigma(s) n) is trained with its own n, so g_new(s, n) learns the frozen policy's map itself;
+    ``independent`` (paper, authors): fresh eps ~ N(0, I) per pair. Measured on cartpole-swingup
+    (README "GoRL"): with equal data and steps, policy coupling cut the refit's action error 4-5x
+    and kept the spread (std ratio 1.00 vs 0.93)."""
     decoder_epochs: int = 50
     """Refit epochs, >= 1 [50]."""
     decoder_batch_size: int = 256
@@ -246,6 +268,8 @@ class GoRLConfig(LearnerConfig):
     def __post_init__(self):
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; known: {', '.join(DECODERS)}")
+        if self.decoder_coupling not in DECODER_COUPLINGS:
+            raise ValueError(f"unknown decoder_coupling {self.decoder_coupling!r}; known: {', '.join(DECODER_COUPLINGS)}")
         if self.prior_penalty not in PRIOR_PENALTIES:
             raise ValueError(f"unknown prior_penalty {self.prior_penalty!r}; known: {', '.join(PRIOR_PENALTIES)}")
         for key in ("num_steps", "update_epochs", "num_minibatches", "decoder_steps", "decoder_dataset_size",
@@ -314,6 +338,7 @@ class GoRL(Learner):
         self.decoder_prediction = c.decoder_prediction
         self.stage_steps, self.collect_steps = list(c.stage_steps), c.collect_steps
         self.decoder_dataset_size, self.targets_per_state = c.decoder_dataset_size, c.decoder_targets_per_state
+        self.decoder_coupling = c.decoder_coupling
         self.decoder_fit = dict(epochs=c.decoder_epochs, batch_size=c.decoder_batch_size, lr=c.decoder_lr,
                                 noise_samples=c.decoder_noise_samples, patience=c.decoder_patience)
         self.decoder_reinit, self.reinit_encoder, self.reinit_critic = c.decoder_reinit, c.reinit_encoder, c.reinit_critic
@@ -579,18 +604,20 @@ class GoRL(Learner):
 
     @torch.no_grad()
     def decoder_targets(self, obs: torch.Tensor, u: torch.Tensor, ep_t: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The refit's (s, u) pairs: each stored state with its executed u and K - 1 further draws
-        u = g_phi(s, mu(s) + sigma(s) n), n ~ N(0, I), from the current (frozen) encoder and decoder,
-        K = ``decoder_targets_per_state``; states subsampled uniformly (learner RNG) when N * K would
-        exceed ``decoder_dataset_size``.
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The refit's (s, u) pairs from the stored states and the current (frozen) encoder and
+        decoder, K = ``decoder_targets_per_state`` per state; states subsampled uniformly (learner
+        RNG) when N * K would exceed ``decoder_dataset_size``.
+
+        ``decoder_coupling: policy``: K draws u = g_phi(s, mu(s) + sigma(s) n), n ~ N(0, I), each
+        returned with its n. ``independent``: the executed u and K - 1 such draws, no noise.
 
         Args:
             obs: float32 [N, D] raw states.  u: float32 [N, A] executed pre-tanh actions.
             ep_t: int64 [N] step-in-episode or None (subsampled alike).
         Returns:
-            (states float32 [M*K, D], targets float32 [M*K, A], ep_t int64 [M] or None), M <= N; the
-            first M rows hold the executed actions.
+            (states float32 [M*K, D], targets float32 [M*K, A], noise float32 [M*K, A] or None,
+            ep_t int64 [M] or None), M <= N.
         """
         K = self.targets_per_state
         keep = max(1, self.decoder_dataset_size // K)
@@ -598,19 +625,23 @@ class GoRL(Learner):
             idx = torch.randperm(obs.shape[0], generator=self.gen)[:keep].sort().values
             obs, u = obs[idx], u[idx]
             ep_t = ep_t[idx] if ep_t is not None else None
-        states, targets = [obs], [u]
+        paired = self.decoder_coupling == "policy"
+        states, targets, noises = ([], [], []) if paired else ([obs], [u], [])
         for lo in range(0, obs.shape[0], 65536):
             s = obs[lo:lo + 65536].to(self.device)
             mu, sigma = self.encoder(self._norm(s))
-            for _ in range(1, K):
-                latent = mu + sigma * torch.randn(mu.shape, generator=self.gen).to(self.device)
+            for _ in range(K if paired else K - 1):
+                n = torch.randn(mu.shape, generator=self.gen).to(self.device)
                 states.append(s.cpu())
-                targets.append(self.decoder(s, latent).cpu())
-        return torch.cat(states), torch.cat(targets), ep_t
+                targets.append(self.decoder(s, mu + sigma * n).cpu())
+                noises.append(n.cpu())
+        return torch.cat(states), torch.cat(targets), (torch.cat(noises) if paired else None), ep_t
 
-    def refit_decoder(self, obs: torch.Tensor, action: torch.Tensor) -> dict[str, float]:
+    def refit_decoder(self, obs: torch.Tensor, action: torch.Tensor, noise: torch.Tensor | None = None
+                      ) -> dict[str, float]:
         """Phase 2 on given data: fit a decoder (fresh unless ``decoder_reinit`` is false and a
-        generative decoder exists) on raw states float32 [N, D] and pre-tanh actions float32 [N, A],
+        generative decoder exists) on raw states float32 [N, D] and pre-tanh actions float32 [N, A]
+        (each with its noise float32 [N, A] when given: :func:`fit_decoder`'s policy coupling),
         and install it (frozen). Returns the fit metrics of :func:`fit_decoder`."""
         if self.decoder_reinit or not isinstance(self.decoder, GenerativeDecoder):
             with torch.random.fork_rng(devices=[]):
@@ -619,18 +650,56 @@ class GoRL(Learner):
         else:
             dec = copy.deepcopy(self.decoder)
         g = torch.Generator().manual_seed(self.seed * 1000 + self.stage + 7)
-        out = fit_decoder(dec, obs, action, generator=g, **self.decoder_fit)
+        out = fit_decoder(dec, obs, action, generator=g, noise=noise, **self.decoder_fit)
         for p in dec.parameters():
             p.requires_grad_(False)
         self.decoder = dec
         return out
 
+    @torch.no_grad()
+    def refit_fidelity(self, obs: torch.Tensor, encoder: nn.Module, decoder: nn.Module, draws: int = 64,
+                       max_states: int = 1000) -> dict[str, float]:
+        """How closely the current policy (the installed encoder and decoder; at a stage start a
+        fresh encoder, mu ~ 0, sigma = ``encoder_init_std``) reproduces the frozen policy
+        tanh(``decoder``(s, eps)), eps ~ ``encoder``'s N(mu(s), sigma(s)^2), that collected the
+        refit's data, on up to ``max_states`` of the stored states (every k-th), ``draws`` latents each.
+
+        Args:
+            obs: float32 [N, D] raw states.  encoder, decoder: the frozen policy's networks.
+        Returns:
+            ``{"refit_action_mean_err"``: mean |E new a - E old a| per state and dimension,
+            ``"refit_action_std_ratio"``: mean new std / mean old std of a (1 = the spread kept),
+            ``"refit_det_action_err"``: mean |tanh(g_new(s, mu_new(s))) - tanh(g_old(s, mu(s)))|
+            (the deterministic policies evaluation runs)``}``, actions in [-1, 1].
+        """
+        if obs.shape[0] == 0:
+            return {}
+        s = obs[::max(1, obs.shape[0] // max_states)][:max_states].to(self.device)
+        x = self._norm(s)
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.stage + 11)
+        S = s.repeat(draws, 1)
+        # common random numbers: both policies see the same n, so the difference of the two Monte
+        # Carlo means is unbiased and its variance small when the policies agree
+        n = torch.randn(S.shape[0], self.action_dim, generator=g).to(self.device)
+        actions, det = [], []
+        for enc, dec in ((encoder, decoder), (self.encoder, self.decoder)):
+            mu, sigma = enc(x)
+            actions.append(torch.tanh(dec(S, mu.repeat(draws, 1) + sigma.repeat(draws, 1) * n)).view(draws, -1, self.action_dim))
+            det.append(torch.tanh(dec(s, mu)))
+        old, new = actions
+        det_old, det_new = det
+        return {"refit_action_mean_err": float((new.mean(0) - old.mean(0)).abs().mean()),
+                "refit_action_std_ratio": float(new.std(0).mean() / old.std(0).mean().clamp_min(1e-8)),
+                "refit_det_action_err": float((det_new - det_old).abs().mean())}
+
     def _refit_and_next_stage(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        states_collected = self.decoder_dataset()[0].shape[0]
-        obs, u, ep_t = self.decoder_targets(*self.decoder_dataset())
+        stored = self.decoder_dataset()[0]
+        states_collected = stored.shape[0]
+        obs, u, noise, ep_t = self.decoder_targets(*self.decoder_dataset())
         self.data_obs, self.data_u, self.data_t = [], [], []
-        out = self.refit_decoder(obs, u)
+        old_encoder, old_decoder = self.encoder, self.decoder
+        out = self.refit_decoder(obs, u, noise)
         self.stage += 1
         self.phase, self.phase_steps = "encoder", 0
         with torch.random.fork_rng(devices=[]):
@@ -641,6 +710,7 @@ class GoRL(Learner):
                 self.critic = self._new_critic()
         self._make_optimizer()
         self.buffer.clear()
+        out.update(self.refit_fidelity(stored, old_encoder, old_decoder))
         early = float((ep_t < max(1, int(0.1 * max(int(ep_t.max()), 1)))).float().mean()) if ep_t.numel() else 0.0
         out = {f"gorl/{k}": v for k, v in out.items()}
         out.update({"gorl/decoder_fit_seconds": time.perf_counter() - t0, "gorl/decoder_data_early_frac": early,

@@ -199,6 +199,14 @@ def test_gorl_decoder_and_fit_refuse_bad_settings():
         fit_decoder(dec, obs, u, val_fraction=1.0)
     with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got -0.001"):
         fit_decoder(dec, obs, u, lr=-1e-3)
+    with pytest.raises(ValueError, match=rf"noise must have the actions' shape \(20, {A}\), got \(19, {A}\)"):
+        fit_decoder(dec, obs, u, noise=torch.randn(19, A))
+    bad = torch.randn(20, A)
+    bad[2, 0] = float("nan")
+    with pytest.raises(ValueError, match="paired noise contains NaN or inf"):
+        fit_decoder(dec, obs, u, noise=bad)
+    with pytest.raises(ValueError, match="unknown decoder_coupling 'ot'; known: policy, independent"):
+        GoRLConfig(decoder_coupling="ot")
 
 
 # ------------------------------------------------------------------------------------------------
