@@ -146,7 +146,9 @@ class RefitEvals(Callback):
     """Evaluates GoRL just before each refit (when the collection phase starts: the policy is frozen
     from there to the refit) and just after it (the first step of the next stage), on the periodic
     evaluation's seeds; records ``{"stage", "env_steps_before", "before", "env_steps_after", "after",
-    "drop_pct"}`` per refit and the periodic curve ``[env_steps, return_mean, lo, hi]``."""
+    "drop_pct"}`` per refit, with the learner's refit metrics when it logs them (``refit_action_mean_err``,
+    ``refit_action_std_ratio``, ``refit_det_action_err``, ``decoder_val_loss``, ``decoder_epochs``,
+    ``decoder_fit_seconds``), and the periodic curve ``[env_steps, return_mean, lo, hi]``."""
 
     def __init__(self, cfg: DictConfig):
         self.cfg, self.env = cfg, None
@@ -174,6 +176,10 @@ class RefitEvals(Callback):
         if stage != self._stage and self.refits:
             r = self.refits[-1]
             r.update({"env_steps_after": run.env_steps, "after": self._eval(run)})
+            hist = getattr(L, "history", None) or [{}]  # the refit's fit and fidelity metrics
+            r.update({k.removeprefix("gorl/"): float(v) for k, v in hist[-1].items()
+                      if k in ("gorl/refit_action_mean_err", "gorl/refit_action_std_ratio", "gorl/refit_det_action_err",
+                               "gorl/decoder_val_loss", "gorl/decoder_epochs", "gorl/decoder_fit_seconds")})
             r["drop_pct"] = 100.0 * (r["before"] - r["after"]) / r["before"] if r["before"] > 0 else None
         self._phase, self._stage = phase, stage
 
@@ -239,6 +245,10 @@ def summarize(runs: dict) -> tuple[dict, dict]:
             drops = [f["drop_pct"] for rf in refits for f in rf if f.get("drop_pct") is not None]
             a["max_refit_drop_pct"] = float(max(drops)) if drops else None
             a["mean_refit_drop_pct"] = float(np.mean(drops)) if drops else None
+            for k in ("refit_action_mean_err", "refit_action_std_ratio", "refit_det_action_err"):
+                vals = [f[k] for rf in refits for f in rf if f.get(k) is not None]
+                if vals:  # runs of a learner that logs its refit fidelity
+                    a[f"mean_{k}"] = float(np.mean(vals))
         arms[arm] = a
     metrics: dict = {}
     g = arms.get("gorl")
