@@ -80,3 +80,14 @@ def test_unknown_group_choice_is_one_line(capsys, job, override, group):
     assert choices and all(c in err for c in choices), err  # every yaml in configs/<group>/
     assert f"unknown {group} 'nope'" in err and err.startswith("dopa train:")
     assert "cartpole-swingup" in group_choices("env") and "sac" in group_choices("learner")
+
+
+def test_main_job_takes_r_gold_from_the_task_and_the_grm_as_potential():
+    """The main job's reward (README "Reward model"): r_gold is the task's success (``gold: env``),
+    the GRM stays the potential; ``reward.gold=potential`` keeps DESIGN.md's GRM completion."""
+    from jobs.cli import compose
+
+    cfg = compose("train", ["reward.checkpoint=ckpt"])
+    assert cfg.reward.name == "grm" and cfg.reward.mode == "potential" and cfg.reward.gold == "env"
+    assert cfg.reward.potential.checkpoint == "ckpt"
+    assert compose("train", ["reward.checkpoint=ckpt", "reward.gold=potential"]).reward.gold == "potential"
