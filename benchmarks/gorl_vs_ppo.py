@@ -90,8 +90,20 @@ def arm_of(cfg: DictConfig) -> str:
     return arm
 
 
+#: learner keys added after results were recorded, with the behaviour the learner had before each
+#: existed: at that value the key is left out of the group hash, so earlier groups stay findable
+LEARNER_KEYS_ADDED = {"decoder_coupling": "independent"}
+
+
 def group_of(cfg: DictConfig) -> str:
-    """``<task>_<sha256 of GROUP_KEYS and bench.refits, 10 hex>``: the folder every arm shares."""
+    """``<task>_<sha256 of GROUP_KEYS and bench.refits, 10 hex>``: the folder every arm shares
+    (a :data:`LEARNER_KEYS_ADDED` key at its earlier behaviour is hashed as absent)."""
+    legacy = [k for k, v in LEARNER_KEYS_ADDED.items() if cfg.learner.get(k) == v]
+    if legacy:
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            for k in legacy:
+                cfg.learner.pop(k)
     return f"{cfg.env.name}_{common.settings_digest(cfg, GROUP_KEYS, extra={'refits': int(cfg.bench.refits)})}"
 
 

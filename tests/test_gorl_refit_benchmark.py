@@ -61,3 +61,18 @@ def test_bad_variants_are_refused_with_the_allowed_keys(tmp_path):
         grf.check_variants({"a": {"decoder_hiden": [8]}})
     with pytest.raises(ValueError, match="at least one variant"):
         grf.check_variants({})
+
+
+def test_comparison_groups_hash_a_later_key_at_its_earlier_behaviour_as_absent():
+    """benchmarks/gorl_vs_ppo.py: results recorded before ``decoder_coupling`` existed stay findable
+    with ``learner.decoder_coupling=independent``; the default (policy) makes another group."""
+    from omegaconf import open_dict
+
+    import benchmarks.gorl_vs_ppo as gvp
+
+    old = common.compose_groups("gorl_vs_ppo", ["learner.decoder_coupling=independent"])[0]
+    without = common.compose_groups("gorl_vs_ppo", [])[0]
+    with open_dict(without):
+        without.learner.pop("decoder_coupling")
+    assert gvp.group_of(old) == gvp.group_of(without)
+    assert gvp.group_of(common.compose_groups("gorl_vs_ppo", [])[0]) != gvp.group_of(old)
