@@ -13,8 +13,8 @@ Reported per variant (mean over seeds with 95 % Student-t intervals): the learne
 [-1, 1]), the fit's seconds, and the evaluation return of the new stage's first policy against the
 frozen one, deterministic (what ``gorl_vs_ppo`` reports) and stochastic (the policy PPO continues
 from), on ``fidelity.eval_episodes`` fixed seeds, with the drop in %. Target: the default variant's
-deterministic drop <= 10 % (issue 18's refit target) -- a per-refit view, the comparison's
-``max_refit_drop_pct`` is the one that counts.
+largest deterministic drop over seeds <= 10 % (the comparison's refit target, here on one refit per
+seed; the comparison's ``max_refit_drop_pct`` over all its refits is the one that counts).
 
 Each seed writes ``<fidelity.out_dir>/<group>/results/refit_seed<seed>.json`` atomically (skipped on a
 rerun); seeds run in parallel through Hydra multirun::
@@ -58,7 +58,7 @@ VARIANT_KEYS = {"decoder_coupling": "decoder_coupling", "decoder_targets_per_sta
 FIT_KEYS = {"decoder_epochs", "decoder_batch_size", "decoder_lr", "decoder_patience", "decoder_noise_samples"}
 METRICS = ("refit_action_mean_err", "refit_action_std_ratio", "refit_det_action_err", "fit_s", "det_return",
            "det_drop_pct", "stoch_return", "stoch_drop_pct")
-TARGETS = {"default_det_drop_pct": 10.0}
+TARGETS = {"default_max_det_drop_pct": 10.0}
 GROUP_KEYS = ("env", "learner", "num_envs", "device")
 
 
@@ -204,10 +204,13 @@ def summarize(runs: list[dict], default: str) -> tuple[dict, dict]:
                 m, lo, hi = mean_interval(vals)
                 per[n][k], per[n][f"{k}_ci"], per[n][f"{k}_per_seed"] = m, [lo, hi], vals
     before = {k: [r["before"][k] for r in runs] for k in ("det_return", "stoch_return")}
-    metrics = {"variants": per, "before": before, "seeds": [r["seed"] for r in runs], "default": default,
-               "default_det_drop_pct": per[default].get("det_drop_pct")}
-    d = metrics["default_det_drop_pct"]
-    return metrics, {"default_det_drop_pct": d is not None and d <= TARGETS["default_det_drop_pct"]}
+    for n in names:
+        drops = per[n].get("det_drop_pct_per_seed")
+        per[n]["max_det_drop_pct"] = max(drops) if drops else None
+    metrics = {"default_max_det_drop_pct": per[default]["max_det_drop_pct"], "variants": per, "before": before,
+               "seeds": [r["seed"] for r in runs], "default": default}
+    d = metrics["default_max_det_drop_pct"]
+    return metrics, {"default_max_det_drop_pct": d is not None and d <= TARGETS["default_max_det_drop_pct"]}
 
 
 def plot(metrics: dict, path: Path) -> None:
@@ -235,7 +238,7 @@ def plot(metrics: dict, path: Path) -> None:
         ax.set_ylabel(label)
         ax.axhline(0, color="grey", lw=0.5)
         ax.legend(fontsize=7)
-    axes[1].axhline(TARGETS["default_det_drop_pct"], color="r", ls="--", lw=0.8)
+    axes[1].axhline(TARGETS["default_max_det_drop_pct"], color="r", ls="--", lw=0.8)
     fig.suptitle(f"GoRL refit fidelity, {len(metrics['seeds'])} seeds (95 % t intervals; dots: seeds)", fontsize=9)
     fig.tight_layout()
     common.save_figure(fig, path, dpi=110)
@@ -260,7 +263,7 @@ def aggregate(cfg: DictConfig, results_dir: Path | None = None, log=print) -> di
     for n, v in metrics["variants"].items():
         log(f"{n:18s}: action err {v['refit_action_mean_err']:.3f}, std ratio {v['refit_action_std_ratio']:.3f}, "
             f"det err {v['refit_det_action_err']:.3f}, det drop {v.get('det_drop_pct', float('nan')):.1f} % "
-            f"{v.get('det_drop_pct_ci')}, stoch drop {v.get('stoch_drop_pct', float('nan')):.1f} %, fit {v['fit_s']:.0f} s")
+            f"(max {v['max_det_drop_pct']:.1f}), stoch drop {v.get('stoch_drop_pct', float('nan')):.1f} %, fit {v['fit_s']:.0f} s")
     log(f"met: {met}")
     return json.loads(path.read_text())
 
