@@ -207,8 +207,10 @@ def summarize(runs: list[dict], default: str) -> tuple[dict, dict]:
     for n in names:
         drops = per[n].get("det_drop_pct_per_seed")
         per[n]["max_det_drop_pct"] = max(drops) if drops else None
-    metrics = {"default_max_det_drop_pct": per[default]["max_det_drop_pct"], "variants": per, "before": before,
-               "seeds": [r["seed"] for r in runs], "default": default}
+    metrics = {"default_max_det_drop_pct": per[default]["max_det_drop_pct"],
+               "default_action_mean_err": per[default].get("refit_action_mean_err"),
+               "default_action_std_ratio": per[default].get("refit_action_std_ratio"),
+               "variants": per, "before": before, "seeds": [r["seed"] for r in runs], "default_variant": default}
     d = metrics["default_max_det_drop_pct"]
     return metrics, {"default_max_det_drop_pct": d is not None and d <= TARGETS["default_max_det_drop_pct"]}
 

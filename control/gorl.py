@@ -62,7 +62,7 @@ Choices made here (and why):
   same distribution from a target with irreducible variance, and its paths between N(0, 1) and
   N(mu, sigma^2 != 1) are curved, so 10 Euler steps shrink the spread. Measured on
   cartpole-swingup refits with equal data and steps (``benchmarks/gorl_refit_fidelity.py``):
-  action error 0.115 -> 0.030 at K = 4, 0.042 -> 0.008 at K = 16, std ratio 0.92-0.97 -> 1.00
+  action error 0.100 -> 0.028 at K = 4, 0.041 -> 0.008 at K = 16 (5 seeds), std ratio 0.92-0.96 -> 1.00
   (README "GoRL"). The family of policies is the
   same: either coupling reproduces the frozen policy's distribution when the fit is exact. Each
   refit logs ``gorl/refit_action_mean_err``, ``gorl/refit_action_std_ratio`` and
@@ -198,8 +198,8 @@ class GoRLConfig(LearnerConfig):
     """How a refit pairs targets with noise: ``policy`` (default): each target u = g_old(s, mu(s) +
     sigma(s) n) is trained with its own n, so g_new(s, n) learns the frozen policy's map itself;
     ``independent`` (paper, authors): fresh eps ~ N(0, I) per pair. Measured on cartpole-swingup
-    (README "GoRL"): with equal data and steps, policy coupling cut the refit's action error 3.8-5x
-    and kept the spread (std ratio 1.00 vs 0.92-0.97)."""
+    (README "GoRL"): with equal data and steps, policy coupling cut the refit's action error 3.6-5x
+    and kept the spread (std ratio 1.00 vs 0.92-0.96)."""
     decoder_epochs: int = 50
     """Refit epochs, >= 1 [50]."""
     decoder_batch_size: int = 256
