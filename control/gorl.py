@@ -49,25 +49,16 @@ Choices made here (and why):
   env steps, L the longest episode seen so far, so every step-in-episode appears in the data for
   every env at least twice; the metric ``gorl/decoder_data_early_frac`` reports the share of the
   data from the first 10% of an episode.
-- **Several decoder targets per stored state** (``decoder_targets_per_state`` = K): the encoder and
-  the decoder are frozen during collection, so the policy that collected is known exactly; each
-  stored state s gets K draws u = g_phi(s, mu(s) + sigma(s) * n), n ~ N(0, I), from that same
-  policy (no extra env steps): the refit sees the policy's spread at every state rather than one
-  sample of it. ``decoder_dataset_size`` caps the (s, u) pairs of a refit (states subsampled
-  uniformly when over it, so early-episode coverage is kept).
-- **Policy coupling** (``decoder_coupling: policy``, the default; a departure from the paper): each
-  target is fit with the n that drew it (x_t = t n + (1 - t) u) instead of fresh noise, so the
-  refit learns the deterministic map n -> g_phi(s, mu(s) + sigma(s) n), which pushes N(0, I) to
-  exactly the frozen policy. Fresh noise (``independent``, the paper's) asks the flow to learn the
-  same distribution from a target with irreducible variance, and its paths between N(0, 1) and
-  N(mu, sigma^2 != 1) are curved, so 10 Euler steps shrink the spread. Measured on
-  cartpole-swingup refits with equal data and steps (``benchmarks/gorl_refit_fidelity.py``):
-  action error 0.100 -> 0.028 at K = 4, 0.041 -> 0.008 at K = 16 (5 seeds), std ratio 0.92-0.96 -> 1.00
-  (README "GoRL"). The family of policies is the
-  same: either coupling reproduces the frozen policy's distribution when the fit is exact. Each
-  refit logs ``gorl/refit_action_mean_err``, ``gorl/refit_action_std_ratio`` and
-  ``gorl/refit_det_action_err`` (:meth:`GoRL.refit_fidelity`): the new stage's policy against
-  the frozen one on the stored states.
+- **Several decoder targets per stored state** (``decoder_targets_per_state`` = K): the policy that
+  collected is frozen, hence known exactly; each stored state gets K draws from it (no extra env
+  steps), so the refit sees its spread at every state. ``decoder_dataset_size`` caps the pairs.
+- **Policy coupling** (``decoder_coupling: policy``, default; a departure from the paper): each
+  target u = g_phi(s, mu(s) + sigma(s) n) is fit with its own n (x_t = t n + (1 - t) u), so the refit
+  learns a deterministic map pushing N(0, I) to exactly the frozen policy; fresh noise
+  (``independent``, the paper's) leaves a target with irreducible variance, and its curved paths
+  shrink the spread under 10 Euler steps. Cartpole refits (``benchmarks/gorl_refit_fidelity.py``,
+  README "GoRL"): action error 0.100 -> 0.008 (independent K = 4 -> policy K = 16), std ratio 1.00.
+  Each refit logs :meth:`GoRL.refit_fidelity` (``gorl/refit_*``).
 - **Return normalisation** (``normalize_returns``, :class:`control.ppo.ReturnNormalizer`) and
   optional linear learning-rate decay over ``total_steps`` (``anneal_lr``), as in :mod:`control.ppo`.
 - **Decoder refit from a fresh initialisation** every stage with a 10% validation split, early
@@ -660,10 +651,9 @@ class GoRL(Learner):
     @torch.no_grad()
     def refit_fidelity(self, obs: torch.Tensor, encoder: nn.Module, decoder: nn.Module, draws: int = 64,
                        max_states: int = 1000) -> dict[str, float]:
-        """How closely the current policy (the installed encoder and decoder; at a stage start a
-        fresh encoder, mu ~ 0, sigma = ``encoder_init_std``) reproduces the frozen policy
-        tanh(``decoder``(s, eps)), eps ~ ``encoder``'s N(mu(s), sigma(s)^2), that collected the
-        refit's data, on up to ``max_states`` of the stored states (every k-th), ``draws`` latents each.
+        """How closely the current policy (at a stage start: a fresh encoder behind the refit decoder)
+        reproduces the frozen policy tanh(``decoder``(s, eps ~ ``encoder``)) that collected the data,
+        on up to ``max_states`` of the stored states (every k-th), ``draws`` latents each.
 
         Args:
             obs: float32 [N, D] raw states.  encoder, decoder: the frozen policy's networks.
@@ -679,16 +669,14 @@ class GoRL(Learner):
         x = self._norm(s)
         g = torch.Generator().manual_seed(self.seed * 1000 + self.stage + 11)
         S = s.repeat(draws, 1)
-        # common random numbers: both policies see the same n, so the difference of the two Monte
-        # Carlo means is unbiased and its variance small when the policies agree
+        # common random numbers: the difference of the two means is unbiased, its variance small
         n = torch.randn(S.shape[0], self.action_dim, generator=g).to(self.device)
         actions, det = [], []
         for enc, dec in ((encoder, decoder), (self.encoder, self.decoder)):
             mu, sigma = enc(x)
             actions.append(torch.tanh(dec(S, mu.repeat(draws, 1) + sigma.repeat(draws, 1) * n)).view(draws, -1, self.action_dim))
             det.append(torch.tanh(dec(s, mu)))
-        old, new = actions
-        det_old, det_new = det
+        (old, new), (det_old, det_new) = actions, det
         return {"refit_action_mean_err": float((new.mean(0) - old.mean(0)).abs().mean()),
                 "refit_action_std_ratio": float(new.std(0).mean() / old.std(0).mean().clamp_min(1e-8)),
                 "refit_det_action_err": float((det_new - det_old).abs().mean())}
