@@ -421,6 +421,32 @@ def test_sigma_continuity_at_a_refit(coupling):
     assert (narrow < 0.8 * ratio).all(), (narrow, ratio)
 
 
+def _run_on_env(L, env, steps: int) -> dict:
+    """``steps`` loop steps of learner ``L`` on a real batched env (act, step, observe, update);
+    returns the last observation."""
+    obs, _ = env.reset()
+    for _ in range(steps):
+        a = L.act(obs["state"])
+        nobs, r, te, tr, info = env.step(a)
+        final = info["final_obs"]["state"] if "final_obs" in info else nobs["state"]
+        L.observe(Transition(obs["state"], a, r, final, te, tr))
+        L.update()
+        obs = nobs
+    return obs
+
+
+def _assert_deploys_as_learner(L, env, states, tmp_path) -> None:
+    """The exported deployment policy, saved and reloaded, acts as the learner's deterministic
+    policy on ``states`` float32 [B, D]."""
+    from control.export import load_policy, policy_meta, save_policy
+
+    module, meta = L.export_policy()
+    save_policy(tmp_path / "deploy", module, {**policy_meta(env, kind="gorl"), **meta})
+    pol = load_policy(tmp_path / "deploy")
+    got = torch.stack([torch.from_numpy(pol.act(states[i].numpy())[0]) for i in range(states.shape[0])])
+    assert torch.allclose(got, L.act(states, deterministic=True), atol=1e-4)
+
+
 def test_ppo_like_encoder_options_build_train_checkpoint_and_deploy(tmp_path):
     """activation=tanh, ortho_init, state_dependent_std=False (the networks of control/ppo.py inside
     GoRL): the encoder has one log-sigma per latent dimension starting at encoder_init_std, tanh
@@ -428,7 +454,6 @@ def test_ppo_like_encoder_options_build_train_checkpoint_and_deploy(tmp_path):
     them; the state round-trips and the deployment policy acts as the learner; a bad activation is
     refused by name."""
     import sim
-    from control.export import load_policy, policy_meta, save_policy
 
     B = 4
     env = sim.make_env("cartpole-swingup", num_envs=B, seed=0, max_episode_steps=50)
@@ -441,14 +466,7 @@ def test_ppo_like_encoder_options_build_train_checkpoint_and_deploy(tmp_path):
     mu, sigma = L.encoder(torch.randn(3, env.state_dim))
     assert torch.allclose(sigma, torch.ones_like(sigma)) and mu.abs().max() < 0.1
     before = L.encoder.log_std.detach().clone()
-    obs, _ = env.reset()
-    for _ in range(16 * 3):
-        a = L.act(obs["state"])
-        nobs, r, te, tr, info = env.step(a)
-        final = info["final_obs"]["state"] if "final_obs" in info else nobs["state"]
-        L.observe(Transition(obs["state"], a, r, final, te, tr))
-        L.update()
-        obs = nobs
+    obs = _run_on_env(L, env, 16 * 3)
     assert L.updates == 3 and not torch.equal(L.encoder.log_std.detach(), before)  # sigma is learned
     assert hasattr(L._new_encoder(), "log_std")  # a stage's fresh encoder keeps the options
 
@@ -456,11 +474,7 @@ def test_ppo_like_encoder_options_build_train_checkpoint_and_deploy(tmp_path):
     L2.load_state_dict(L.state_dict())
     o = obs["state"]
     assert torch.equal(L.act(o, deterministic=True), L2.act(o, deterministic=True))
-    module, meta = L.export_policy()
-    save_policy(tmp_path / "deploy", module, {**policy_meta(env, kind="gorl"), **meta})
-    pol = load_policy(tmp_path / "deploy")
-    got = torch.stack([torch.from_numpy(pol.act(o[i].numpy())[0]) for i in range(B)])
-    assert torch.allclose(got, L.act(o, deterministic=True), atol=1e-4)
+    _assert_deploys_as_learner(L, env, o, tmp_path)
     with pytest.raises(ValueError, match="unknown activation 'relu6'; known: relu, elu, tanh, silu, gelu"):
         GoRLConfig(activation="relu6")
 
@@ -471,7 +485,6 @@ def test_authors_encoder_options_build_train_and_deploy(tmp_path):
     encoder_init_std, SiLU hidden layers in encoder and critic; it trains, and the deployment policy
     records the options and acts as the learner."""
     import sim
-    from control.export import load_policy, policy_meta, save_policy
 
     B = 4
     env = sim.make_env("cartpole-swingup", num_envs=B, seed=0, max_episode_steps=50)
@@ -483,18 +496,6 @@ def test_authors_encoder_options_build_train_and_deploy(tmp_path):
     mu, sigma = L.encoder(torch.randn(3, env.state_dim))
     torch.testing.assert_close(sigma, torch.ones_like(sigma), atol=0.05, rtol=0.0)
     head = L.encoder.net[-1].weight.detach().clone()
-    obs, _ = env.reset()
-    for _ in range(16 * 3):
-        a = L.act(obs["state"])
-        nobs, r, te, tr, info = env.step(a)
-        final = info["final_obs"]["state"] if "final_obs" in info else nobs["state"]
-        L.observe(Transition(obs["state"], a, r, final, te, tr))
-        L.update()
-        obs = nobs
+    obs = _run_on_env(L, env, 16 * 3)
     assert L.updates == 3 and not torch.equal(L.encoder.net[-1].weight.detach(), head)
-    module, meta = L.export_policy()
-    save_policy(tmp_path / "deploy", module, {**policy_meta(env, kind="gorl"), **meta})
-    pol = load_policy(tmp_path / "deploy")
-    o = obs["state"]
-    got = torch.stack([torch.from_numpy(pol.act(o[i].numpy())[0]) for i in range(B)])
-    assert torch.allclose(got, L.act(o, deterministic=True), atol=1e-4)
+    _assert_deploys_as_learner(L, env, obs["state"], tmp_path)
