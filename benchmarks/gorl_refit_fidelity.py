@@ -78,8 +78,11 @@ def check_variants(variants) -> dict:
     """``fidelity.variants`` as ``{name: {key: value}}``; ``fidelity.default`` must be one of them.
 
     Raises:
-        ValueError: an empty mapping or a key a variant may not set (the allowed ones listed).
+        ValueError: an empty mapping, a key a variant may not set (the allowed ones listed), or a
+            value :class:`control.gorl.GoRLConfig` refuses (named there).
     """
+    from control.gorl import GoRLConfig
+
     v = OmegaConf.to_container(variants, resolve=True) if OmegaConf.is_config(variants) else dict(variants or {})
     if not v:
         raise ValueError("fidelity.variants must name at least one variant")
@@ -87,6 +90,10 @@ def check_variants(variants) -> dict:
         bad = sorted(set(kv or {}) - set(VARIANT_KEYS))
         if bad:
             raise ValueError(f"fidelity.variants.{name}: unknown keys {bad}; allowed: {', '.join(VARIANT_KEYS)}")
+        try:  # the learner's own checks on the values (set on a built learner, they would skip them)
+            GoRLConfig(**(kv or {}))
+        except ValueError as e:
+            raise ValueError(f"fidelity.variants.{name}: {e}") from None
     return v
 
 

@@ -59,6 +59,10 @@ def test_bad_variants_are_refused_with_the_allowed_keys(tmp_path):
         grf.run_one(cfg)
     with pytest.raises(ValueError, match=r"unknown keys \['decoder_hiden'\]; allowed: decoder_coupling"):
         grf.check_variants({"a": {"decoder_hiden": [8]}})
+    with pytest.raises(ValueError, match="fidelity.variants.a: unknown decoder_coupling 'ot'; known: policy, independent"):
+        grf.check_variants({"a": {"decoder_coupling": "ot"}})
+    with pytest.raises(ValueError, match="fidelity.variants.b: decoder_targets_per_state must be an int >= 1, got 0"):
+        grf.check_variants({"b": {"decoder_targets_per_state": 0}})
     with pytest.raises(ValueError, match="at least one variant"):
         grf.check_variants({})
 
