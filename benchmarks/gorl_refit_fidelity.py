@@ -46,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 from basics.atomic import write_json  # noqa: E402
 from benchmarks import common  # noqa: E402
 from control.evaluate import evaluate, evaluate_learner, mean_interval  # noqa: E402
+from control.gorl import GoRLConfig  # noqa: E402
 from jobs.build import build_env  # noqa: E402
 from jobs.train import setup  # noqa: E402
 
@@ -81,7 +82,6 @@ def check_variants(variants) -> dict:
         ValueError: an empty mapping, a key a variant may not set (the allowed ones listed), or a
             value :class:`control.gorl.GoRLConfig` refuses (named there).
     """
-    from control.gorl import GoRLConfig
 
     v = OmegaConf.to_container(variants, resolve=True) if OmegaConf.is_config(variants) else dict(variants or {})
     if not v:
