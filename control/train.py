@@ -22,7 +22,8 @@ takes the pieces built (``dopa train``, :mod:`jobs.train`, builds them from its 
 
 Per step: ``act -> env.step -> shaping -> observe -> update``. Reported to the callbacks every
 ``log_every`` env steps: each reward term as its own scalar (``reward/task``, ``reward/shaping``,
-``reward/gold``, ``reward/progress``, ``reward/total``), the learner's metrics (``learner/*``),
+``reward/gold``, ``reward/progress``, ``reward/total``), the learner's metrics (``learner/*``, the
+latest value of each key, so a rare one such as GoRL's refit fidelity is logged after its event),
 the recent episodes' return and success and the throughput (``train/*``); periodic evaluation
 (:func:`control.evaluate.evaluate_learner`: success rate with its Wilson interval, return with
 its t interval) is appended to ``<run_dir>/eval.jsonl`` (videos in ``<run_dir>/videos``).
@@ -193,8 +194,8 @@ class _Stats:
         self.t0, self.step0 = time.time(), step
 
     def add(self, reward_env, reward, terms: dict, done, success, metrics) -> None:
-        if metrics:
-            self.metrics = metrics
+        if metrics:  # latest value per key: a metric of a rare event (a GoRL refit) outlives the next update
+            self.metrics.update(metrics)
         for k, v in terms.items():  # summed as tensors: no host sync per term and step (floats at log time)
             m = v.detach().mean(dtype=torch.float64)
             self.term_sums[k] = self.term_sums[k] + m if k in self.term_sums else m

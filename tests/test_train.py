@@ -324,6 +324,19 @@ def test_loop_statistics_follow_the_env_device(device):
     assert stats.ep_return.device.type == device and stats.ep_return.tolist() == [2.0, 0.0, 6.0]
 
 
+def test_learner_metrics_keep_the_latest_value_of_each_key():
+    """A metric reported once (GoRL's refit fidelity) is still logged after later updates that do not
+    report it; a key reported again takes its new value."""
+    from control.train import _Stats
+
+    stats = _Stats(num_envs=1, step=0)
+    z, f = torch.zeros(1), torch.zeros(1, dtype=torch.bool)
+    stats.add(z, z, {}, f, f, {"loss": 1.0, "gorl/refit_action_mean_err": 0.01})
+    stats.add(z, z, {}, f, f, {"loss": 0.5})
+    stats.add(z, z, {}, f, f, {})
+    assert stats.metrics == {"loss": 0.5, "gorl/refit_action_mean_err": 0.01}
+
+
 def test_best_checkpoint_link_follows_the_evaluations(tmp_path, capsys):
     """``checkpoints/best`` links the checkpoint whose evaluation had the highest success (ties: the
     higher return, then the later step), survives ``checkpoint_keep`` pruning, deploys, and the
