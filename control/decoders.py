@@ -297,6 +297,40 @@ def fit_decoder(decoder: GenerativeDecoder, obs: torch.Tensor, action: torch.Ten
 # =================================================================================================
 # The encoder pi_theta(eps | s) and the deployment module
 
+@torch.no_grad()
+def policy_fidelity(obs: torch.Tensor, obs_norm: torch.Tensor, old: tuple[nn.Module, nn.Module],
+                    new: tuple[nn.Module, nn.Module], draws: int = 64,
+                    generator: torch.Generator | None = None) -> dict[str, float]:
+    """How closely the latent policy ``new`` = (encoder, decoder) reproduces ``old`` on the given states:
+    a = tanh(decoder(s, mu(s) + sigma(s) n)), n ~ N(0, I), with the same n for both (common random
+    numbers: the difference of the two means is unbiased and its variance small).
+
+    Args:
+        obs: float32 [N, D] raw states (the decoders' input).  obs_norm: float32 [N, D] the same states
+            normalised (the encoders' input).  old, new: (encoder, decoder) pairs; an encoder maps
+            [N, D] -> (mu, sigma) [N, A] each.  draws: latents per state.  generator: for n (CPU).
+    Returns:
+        ``{"refit_action_mean_err"``: mean |E new a - E old a| per state and dimension,
+        ``"refit_action_std_ratio"``: mean new std / mean old std of a (1 = the spread kept),
+        ``"refit_det_action_err"``: mean |tanh(g_new(s, mu_new(s))) - tanh(g_old(s, mu_old(s)))|
+        (the deterministic policies evaluation runs)``}``, actions in [-1, 1].
+    """
+    S = obs.repeat(draws, 1)
+    actions, det = [], []
+    n = None
+    for enc, dec in (old, new):
+        mu, sigma = enc(obs_norm)
+        if n is None:
+            n = torch.randn(S.shape[0], mu.shape[1], generator=generator).to(obs.device)
+        a = torch.tanh(dec(S, mu.repeat(draws, 1) + sigma.repeat(draws, 1) * n))
+        actions.append(a.view(draws, obs.shape[0], -1))
+        det.append(torch.tanh(dec(obs, mu)))
+    (a_old, a_new), (det_old, det_new) = actions, det
+    return {"refit_action_mean_err": float((a_new.mean(0) - a_old.mean(0)).abs().mean()),
+            "refit_action_std_ratio": float(a_new.std(0).mean() / a_old.std(0).mean().clamp_min(1e-8)),
+            "refit_det_action_err": float((det_new - det_old).abs().mean())}
+
+
 def activation_class(name: str) -> type[nn.Module]:
     """The activation module class for ``name`` (``control.export``'s table: relu, elu, tanh, silu, gelu).
 

@@ -96,6 +96,7 @@ from control.decoders import (
     activation_class,
     critic_mlp,
     fit_decoder,
+    policy_fidelity,
     time_embedding,
 )
 from control.learner import Learner, LearnerConfig, Transition
@@ -652,34 +653,14 @@ class GoRL(Learner):
     def refit_fidelity(self, obs: torch.Tensor, encoder: nn.Module, decoder: nn.Module, draws: int = 64,
                        max_states: int = 1000) -> dict[str, float]:
         """How closely the current policy (at a stage start: a fresh encoder behind the refit decoder)
-        reproduces the frozen policy tanh(``decoder``(s, eps ~ ``encoder``)) that collected the data,
-        on up to ``max_states`` of the stored states (every k-th), ``draws`` latents each.
-
-        Args:
-            obs: float32 [N, D] raw states.  encoder, decoder: the frozen policy's networks.
-        Returns:
-            ``{"refit_action_mean_err"``: mean |E new a - E old a| per state and dimension,
-            ``"refit_action_std_ratio"``: mean new std / mean old std of a (1 = the spread kept),
-            ``"refit_det_action_err"``: mean |tanh(g_new(s, mu_new(s))) - tanh(g_old(s, mu(s)))|
-            (the deterministic policies evaluation runs)``}``, actions in [-1, 1].
-        """
+        reproduces the frozen policy (``encoder``, ``decoder``) that collected the data, on up to
+        ``max_states`` of the stored states ``obs`` (float32 [N, D] raw, every k-th), ``draws`` latents
+        each: :func:`control.decoders.policy_fidelity` (its keys, actions in [-1, 1])."""
         if obs.shape[0] == 0:
             return {}
         s = obs[::max(1, obs.shape[0] // max_states)][:max_states].to(self.device)
-        x = self._norm(s)
         g = torch.Generator().manual_seed(self.seed * 1000 + self.stage + 11)
-        S = s.repeat(draws, 1)
-        # common random numbers: the difference of the two means is unbiased, its variance small
-        n = torch.randn(S.shape[0], self.action_dim, generator=g).to(self.device)
-        actions, det = [], []
-        for enc, dec in ((encoder, decoder), (self.encoder, self.decoder)):
-            mu, sigma = enc(x)
-            actions.append(torch.tanh(dec(S, mu.repeat(draws, 1) + sigma.repeat(draws, 1) * n)).view(draws, -1, self.action_dim))
-            det.append(torch.tanh(dec(s, mu)))
-        (old, new), (det_old, det_new) = actions, det
-        return {"refit_action_mean_err": float((new.mean(0) - old.mean(0)).abs().mean()),
-                "refit_action_std_ratio": float(new.std(0).mean() / old.std(0).mean().clamp_min(1e-8)),
-                "refit_det_action_err": float((det_new - det_old).abs().mean())}
+        return policy_fidelity(s, self._norm(s), (encoder, decoder), (self.encoder, self.decoder), draws, g)
 
     def _refit_and_next_stage(self) -> dict[str, float]:
         t0 = time.perf_counter()

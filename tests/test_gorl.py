@@ -499,3 +499,25 @@ def test_authors_encoder_options_build_train_and_deploy(tmp_path):
     obs = _run_on_env(L, env, 16 * 3)
     assert L.updates == 3 and not torch.equal(L.encoder.net[-1].weight.detach(), head)
     _assert_deploys_as_learner(L, env, obs["state"], tmp_path)
+
+
+def test_policy_fidelity_is_zero_for_the_same_policy_and_sees_a_wider_one():
+    """The refit-fidelity metrics: a policy against itself gives no error and spread ratio 1; the same
+    decoder behind an encoder with twice the sigma gives a larger spread and a zero deterministic error."""
+    from control.decoders import Encoder, policy_fidelity
+
+    torch.manual_seed(0)
+    dec = GenerativeDecoder(3, 2, kind="flow", hidden=(16, 16), steps=4)
+    enc = Encoder(3, 2, [16], init_std=0.3)
+
+    class Wider(torch.nn.Module):
+        def forward(self, x):
+            mu, sigma = enc(x)
+            return mu, 2 * sigma
+
+    s = torch.randn(50, 3)
+    same = policy_fidelity(s, s, (enc, dec), (enc, dec), draws=16, generator=torch.Generator().manual_seed(0))
+    assert same["refit_action_mean_err"] == 0.0 and same["refit_det_action_err"] == 0.0
+    assert same["refit_action_std_ratio"] == pytest.approx(1.0)
+    wide = policy_fidelity(s, s, (enc, dec), (Wider(), dec), draws=16, generator=torch.Generator().manual_seed(0))
+    assert wide["refit_action_std_ratio"] > 1.3 and wide["refit_det_action_err"] == 0.0
