@@ -91,13 +91,14 @@ GROUP_BENCH_KEYS = ("demos", "threshold")
 # One run
 # ---------------------------------------------------------------------------------------------
 
-def demo_file(data_dir, n: int) -> Path:
-    """``<data_dir>/lift-osc_pose-clean-<n>.hdf5``: ``n`` clean scripted Lift demos (env seeds 0..n-1,
-    state only, each ending at its first success), recorded when missing (written atomically)."""
-    path = Path(data_dir) / f"lift-osc_pose-clean-{int(n)}.hdf5"
+def demo_file(data_dir, n: int, controller: str = "osc_pose") -> Path:
+    """``<data_dir>/lift-<controller>-clean-<n>.hdf5``: ``n`` clean scripted Lift demos (env seeds
+    0..n-1, state only, each ending at its first success) with the env's controller (``osc_pose`` |
+    ``joint_position``), recorded when missing (written atomically)."""
+    path = Path(data_dir) / f"lift-{controller}-clean-{int(n)}.hdf5"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        record_demos("lift", int(n), path, views=(), seed=0, controller="osc_pose",
+        record_demos("lift", int(n), path, views=(), seed=0, controller=controller,
                      imperfections={"none": 1.0, "noise": 0.0, "stop": 0.0, "regress": 0.0}, post_success_steps=0)
     return path
 
@@ -201,7 +202,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
         res = json.loads(p["result"].read_text())
         log(f"{arm} seed {seed}: done already ({p['result']}), skipped")
         return {**res, "skipped": True}
-    offline = demo_file(cfg.bench.data_dir, int(cfg.bench.demos))
+    offline = demo_file(cfg.bench.data_dir, int(cfg.bench.demos), str(cfg.env.kwargs.controller))
     tc = train_config(cfg, p["run"], offline)
     if p["run"].exists():  # an unfinished earlier attempt: start over
         shutil.rmtree(p["run"])
@@ -437,7 +438,7 @@ def record_sweep_demos(argv: list[str]) -> list[Path]:
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent), version_base="1.3"):
         for combo in expand_sweep(plain):
             cfg = compose(config_name=NAME, overrides=combo)
-            path = demo_file(cfg.bench.data_dir, int(cfg.bench.demos))
+            path = demo_file(cfg.bench.data_dir, int(cfg.bench.demos), str(cfg.env.kwargs.controller))
             if path not in files:
                 files.append(path)
     return files

@@ -133,3 +133,17 @@ def test_a_sweep_records_each_demo_file_once_before_its_jobs(tmp_path, monkeypat
     assert files == [tmp_path / "lift-osc_pose-clean-1.hdf5"] and files[0].exists()
     assert calls == [(1, "lift-osc_pose-clean-1.hdf5")]  # four jobs, one recording
     assert svs.record_sweep_demos(argv) == files and len(calls) == 1  # present: not recorded again
+
+
+def test_demos_follow_the_envs_controller(tmp_path):
+    """A sweep on the joint_position controller records joint_position demonstrations (8-D actions:
+    7 joint deltas + gripper) in a file of their own, next to the osc_pose ones."""
+    import h5py
+
+    argv = ["-m", "reward=sparse", "bench.demos=1", f"bench.data_dir={tmp_path}",
+            "env.kwargs.controller=joint_position"]
+    files = svs.record_sweep_demos(argv)
+    assert files == [tmp_path / "lift-joint_position-clean-1.hdf5"]
+    with h5py.File(files[0], "r") as f:
+        actions = [f["data"][k]["actions"].shape for k in f["data"]]
+    assert actions and all(s[1] == 8 for s in actions), actions
