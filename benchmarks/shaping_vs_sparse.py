@@ -10,14 +10,18 @@ Four arms, the same learner, demos, seeds and task; they differ only in the rewa
   (``sim/experts.py``), the upper bound of any learned potential; no rendering.
 
 Setting (``benchmarks/shaping_vs_sparse.yaml``, which is ``configs/train.yaml`` plus ``bench``):
-robosuite Lift, ``osc_pose``, 100-step episodes (the scripted expert needs 47.6 steps, so >= 2x),
-an episode ends at its first success; EXPO at its CPU size (``learner=expo_cpu``, the main job's
-learner: behaviour cloning on the demos, then online RL with 50/50 offline/online batches) from
-``bench.demos`` clean scripted demonstrations (recorded once into ``bench.data_dir``, state only);
-evaluation on 20 fixed-seed episodes every 1,000 env steps and at env step 0 (the cloned base).
-Why EXPO and not ``learner=rlpd``: RLPD at its published settings (UTD 20, ten 256-wide critics)
-ran at 0.7 env steps/s on one of this machine's 2 CPU cores, EXPO-CPU at 3.8-6.0 (measured in
-the pilot, two runs side by side), and EXPO-CPU is what the main job trains with.
+robosuite Lift with the ``joint_position`` controller (the main job's, whose policies deploy to arms),
+300-step episodes (the scripted expert needs 130 steps, so >= 2x), an episode ends at its first
+success; EXPO at its CPU size (``learner=expo_cpu``, the main job's learner: behaviour cloning on the
+demos, then online RL with 50/50 offline/online batches) from ``bench.demos`` = 10 clean scripted
+demonstrations (recorded once into ``bench.data_dir``, state only); 20,000 env steps; evaluation on
+20 fixed-seed episodes every 2,000 env steps and at env step 0 (the cloned base).
+Why these (the pilots, README "Shaping vs sparse"): on ``osc_pose`` Lift no arm learned at all (the
+cloned base 0-1/20 with 2-20 demos; EXPO-CPU 0/20 after 3,000 env steps; RLPD-style SAC at a CPU size
+0/20 after 20,000), on ``joint_position`` Lift the cloned base scores 0/20 with 2, 5 and 10 demos and
+the sparse arm from 10 demos starts to succeed within 2,000-6,000 env steps (neither at once nor
+never). Why EXPO and not ``learner=rlpd``: RLPD at its published settings (UTD 20, ten 256-wide
+critics) ran at 0.7 env steps/s on one of this machine's 2 CPU cores, EXPO-CPU at 4-6.
 
 One run = one (arm, seed) = one process, a Hydra app with the project's own training loop
 (:func:`jobs.train.setup` then :func:`control.train.train`, as ``dopa train``):

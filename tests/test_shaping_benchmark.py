@@ -28,8 +28,8 @@ TINY = ["total_steps=20", "eval.every=10", "eval.episodes=2", "env.kwargs.max_ep
 
 def test_config_is_the_train_config_with_the_benchmark_setting():
     cfg = bench_cfg("reward=oracle", "seed=3", hydra_config=True)
-    assert cfg.env.name == "lift" and cfg.env.kwargs.controller == "osc_pose"
-    assert cfg.env.kwargs.max_episode_steps >= 2 * 47.58  # twice the scripted expert's mean length
+    assert cfg.env.name == "lift" and cfg.env.kwargs.controller == "joint_position"
+    assert cfg.env.kwargs.max_episode_steps >= 2 * 129.65  # twice the scripted expert's mean length
     assert cfg.env.kwargs.terminate_on_success and cfg.learner.offline_done_is_terminal
     assert cfg.learner._target_ == "control.expo.EXPOConfig" and cfg.eval.at_start and cfg.eval.episodes >= 20
     assert svs.arm_of(cfg) == "oracle" and cfg.seed == 3 and cfg.prepare.enabled is False
@@ -37,7 +37,7 @@ def test_config_is_the_train_config_with_the_benchmark_setting():
     assert "joblib" in bench_cfg("hydra/launcher=joblib", hydra_config=True).hydra.launcher._target_.lower()
     # every arm of a comparison shares the group; the demo count or the budget makes another
     g = svs.group_of(cfg)
-    assert g == svs.group_of(bench_cfg("reward=sparse", "seed=0")) and g.startswith("expo_demos2_")
+    assert g == svs.group_of(bench_cfg("reward=sparse", "seed=0")) and g.startswith("expo_demos10_")
     assert svs.group_of(bench_cfg("bench.demos=5")) != g != svs.group_of(bench_cfg("total_steps=500"))
 
 
@@ -63,7 +63,7 @@ def test_two_arms_result_files_rerun_skips_and_aggregate(tmp_path):
         assert res["env_steps"] == 20 and res["env_steps_per_s"] > 0
         if res["env_steps_to_80"] is None:
             assert res["episodes_to_80"] is None  # never reached: null, not the budget
-    assert (tmp_path / "data" / "lift-osc_pose-clean-1.hdf5").exists()
+    assert (tmp_path / "data" / "lift-joint_position-clean-1.hdf5").exists()
     group = svs.paths(bench_cfg(*common))["group"]
     files = sorted(p.name for p in (group / "results").glob("*.json"))
     assert files == ["oracle_seed0.json", "sparse_seed0.json"]
@@ -130,20 +130,21 @@ def test_a_sweep_records_each_demo_file_once_before_its_jobs(tmp_path, monkeypat
     argv = ["-m", "reward=sparse,oracle", "seed=0,1", "bench.demos=1", f"bench.data_dir={tmp_path}",
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     files = svs.record_sweep_demos(argv)
-    assert files == [tmp_path / "lift-osc_pose-clean-1.hdf5"] and files[0].exists()
-    assert calls == [(1, "lift-osc_pose-clean-1.hdf5")]  # four jobs, one recording
+    assert files == [tmp_path / "lift-joint_position-clean-1.hdf5"] and files[0].exists()
+    assert calls == [(1, "lift-joint_position-clean-1.hdf5")]  # four jobs, one recording
     assert svs.record_sweep_demos(argv) == files and len(calls) == 1  # present: not recorded again
 
 
 def test_demos_follow_the_envs_controller(tmp_path):
-    """A sweep on the joint_position controller records joint_position demonstrations (8-D actions:
-    7 joint deltas + gripper) in a file of their own, next to the osc_pose ones."""
+    """A sweep on the osc_pose controller records osc_pose demonstrations (7-D actions: 6 pose deltas +
+    gripper) in a file of their own; the default (joint_position) ones have 8-D actions (7 joints +
+    gripper)."""
     import h5py
 
-    argv = ["-m", "reward=sparse", "bench.demos=1", f"bench.data_dir={tmp_path}",
-            "env.kwargs.controller=joint_position"]
-    files = svs.record_sweep_demos(argv)
-    assert files == [tmp_path / "lift-joint_position-clean-1.hdf5"]
-    with h5py.File(files[0], "r") as f:
-        actions = [f["data"][k]["actions"].shape for k in f["data"]]
-    assert actions and all(s[1] == 8 for s in actions), actions
+    argv = ["-m", "reward=sparse", "bench.demos=1", f"bench.data_dir={tmp_path}"]
+    files = svs.record_sweep_demos([*argv, "env.kwargs.controller=osc_pose"]) + svs.record_sweep_demos(argv)
+    assert files == [tmp_path / "lift-osc_pose-clean-1.hdf5", tmp_path / "lift-joint_position-clean-1.hdf5"]
+    for path, dim in zip(files, (7, 8), strict=True):
+        with h5py.File(path, "r") as f:
+            shapes = [f["data"][k]["actions"].shape for k in f["data"]]
+        assert shapes and all(s[1] == dim for s in shapes), (path, shapes)
