@@ -383,7 +383,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
         metrics["runs"] = {a: [{k: v for k, v in r.items() if k != "settings"} for r in rs] for a, rs in runs.items()}
         per_group[gdir.name] = (metrics, met)
         s = cfg
-        groups[f"Lift osc_pose, {s.learner._target_.rsplit('.', 1)[-1].removesuffix('Config')}, {s.bench.demos} demos, "
+        groups[f"Lift {s.env.kwargs.controller}, {s.learner._target_.rsplit('.', 1)[-1].removesuffix('Config')}, {s.bench.demos} demos, "
                f"{s.total_steps} env steps, eval {s.eval.episodes} episodes every {s.eval.every}"] = runs
         log(f"{gdir.name}: " + ", ".join(f"{a} {len(rs)} runs" for a, rs in runs.items()))
     if not per_group:
