@@ -28,8 +28,11 @@ One run = one (arm, seed) = one process, a Hydra app with the project's own trai
 
     .venv/bin/python benchmarks/shaping_vs_sparse.py reward=oracle seed=0            # one run
     .venv/bin/python benchmarks/shaping_vs_sparse.py -m reward=sparse,grm,naive,oracle seed=0,1,2,3,4 \\
-        bench.grm=<GRM checkpoint> hydra/launcher=joblib hydra.launcher.n_jobs=2     # all, one per core
+        bench.grm=main hydra/launcher=joblib hydra.launcher.n_jobs=2                 # all, one per core
     .venv/bin/python benchmarks/shaping_vs_sparse.py --aggregate                      # JSON + PNG
+
+``bench.grm``: a GRM checkpoint folder, or ``main`` (:func:`main_job_grm`: the main job's adapted
+Lift GRM, found or built once by the launching process before any run starts).
 
 Each run writes ``<bench.out_dir>/<group>/results/<arm>_seed<seed>.json`` atomically
 (:func:`basics.atomic.write_json`) when it ends; a run whose file exists is skipped, so the
@@ -76,7 +79,9 @@ from basics.atomic import write_json  # noqa: E402
 from benchmarks import common  # noqa: E402
 from control.callbacks import Callback  # noqa: E402
 from control.evaluate import wilson_interval  # noqa: E402
+from jobs.cli import compose as compose_job  # noqa: E402
 from jobs.multirun import expand_sweep  # noqa: E402
+from jobs.prepare import prepare  # noqa: E402
 from jobs.train import setup  # noqa: E402
 from sim.demos import record_demos  # noqa: E402
 from sim.tasks import get_task  # noqa: E402
@@ -140,8 +145,9 @@ def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
         tc.reward.gold = "env"
         if arm in ("grm", "naive"):
             if not cfg.bench.grm:
-                raise ValueError(f"reward={arm} needs bench.grm=<GRM checkpoint folder>")
-            tc.reward.checkpoint = str(cfg.bench.grm)
+                raise ValueError(f"reward={arm} needs bench.grm=<GRM checkpoint folder> or bench.grm={MAIN_JOB_GRM} "
+                                 "(the main job's adapted Lift GRM, built when missing)")
+            tc.reward.checkpoint = main_job_grm() if cfg.bench.grm == MAIN_JOB_GRM else str(cfg.bench.grm)
             tc.reward.query_every = int(cfg.bench.query_every)
             if tc.reward.potential.get("task_text") is None:
                 tc.reward.potential.task_text = get_task(str(cfg.env.name)).text
@@ -430,6 +436,36 @@ def main(cfg: DictConfig) -> None:
     run_one(cfg)
 
 
+#: ``bench.grm`` value that stands for the main job's adapted Lift GRM (:func:`main_job_grm`)
+MAIN_JOB_GRM = "main"
+
+
+def main_job_grm(prepare_fn=prepare) -> str:
+    """The checkpoint folder of the main job's adapted Lift GRM: ``dopa train``'s defaults (GRM
+    pretrained on stack, pick-place-can and door, adapted to Lift from one ``joint_position``
+    demonstration; ``jobs/prepare.py``), found under ``data/grm/`` when built before with the same
+    settings, otherwise built (about 45 min on 2 CPU cores). ``prepare_fn``: :func:`jobs.prepare.prepare`.
+
+    Raises:
+        RuntimeError: a preparation job failed (from ``prepare_fn``).
+    """
+    cfg = prepare_fn(compose_job("train", [], job="shaping_vs_sparse"))
+    return str(cfg.reward.checkpoint)
+
+
+def resolve_sweep_grm(argv: list[str], find=None) -> list[str]:
+    """Before the runs: replace ``bench.grm=main`` in ``argv`` by the main job's GRM checkpoint
+    (:func:`main_job_grm`, or ``find``), once, in this process, when an arm of the command needs a
+    GRM (``reward=`` lists ``grm`` or ``naive``); the jobs then all read the same folder and none of
+    them builds it. ``argv`` unchanged otherwise."""
+    key = f"bench.grm={MAIN_JOB_GRM}"
+    arms = [v for a in argv if a.startswith("reward=") for v in a.split("=", 1)[1].split(",")]
+    if key not in argv or not {"grm", "naive"} & set(arms):
+        return list(argv)
+    path = (find or main_job_grm)()
+    return [f"bench.grm={path}" if a == key else a for a in argv]
+
+
 def record_sweep_demos(argv: list[str]) -> list[Path]:
     """Before a multirun: record each demo file its jobs will read, once, in this process (the
     jobs would otherwise each record the same file in parallel: safe, as the write is atomic, but
@@ -451,6 +487,7 @@ def record_sweep_demos(argv: list[str]) -> list[Path]:
 if __name__ == "__main__":
     if "--aggregate" in sys.argv[1:]:
         sys.exit(_aggregate_cli([a for a in sys.argv[1:] if a != "--aggregate"]))
+    sys.argv[1:] = resolve_sweep_grm(sys.argv[1:])
     if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
         record_sweep_demos(sys.argv[1:])
     main()

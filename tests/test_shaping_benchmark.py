@@ -148,3 +148,42 @@ def test_demos_follow_the_envs_controller(tmp_path):
         with h5py.File(path, "r") as f:
             shapes = [f["data"][k]["actions"].shape for k in f["data"]]
         assert shapes and all(s[1] == dim for s in shapes), (path, shapes)
+
+
+def test_bench_grm_main_is_the_main_jobs_adapted_grm_found_once_before_the_runs(tmp_path, monkeypatch):
+    """``bench.grm=main``: the launching process finds (or builds) the main job's adapted Lift GRM once
+    and hands its folder to every run; commands without a GRM arm leave it alone."""
+    from omegaconf import OmegaConf
+
+    seen = []
+
+    def fake_prepare(cfg):  # stands for jobs.prepare.prepare: records what it was asked to prepare
+        seen.append(cfg)
+        out = OmegaConf.create(OmegaConf.to_container(cfg))
+        out.reward.checkpoint = str(tmp_path / "grm" / "lift-adapted-abc" / "checkpoint")
+        return out
+
+    path = svs.main_job_grm(prepare_fn=fake_prepare)
+    assert path.endswith("lift-adapted-abc/checkpoint") and len(seen) == 1
+    main_cfg = seen[0]  # dopa train's defaults: Lift, joint_position, GRM reward with no checkpoint yet
+    assert main_cfg.env.name == "lift" and main_cfg.env.kwargs.controller == "joint_position"
+    assert main_cfg.reward.name == "grm" and OmegaConf.is_missing(main_cfg.reward, "checkpoint")
+    assert main_cfg.prepare.enabled
+
+    calls = []
+
+    def find():
+        calls.append(1)
+        return "/data/grm/x/checkpoint"
+
+    argv = ["-m", "reward=sparse,grm,naive,oracle", "seed=0,1", "bench.grm=main"]
+    assert svs.resolve_sweep_grm(argv, find) == [*argv[:3], "bench.grm=/data/grm/x/checkpoint"] and calls == [1]
+    for same in (["-m", "reward=sparse,oracle", "bench.grm=main"], ["reward=grm", "bench.grm=/my/ckpt"], ["seed=0"]):
+        assert svs.resolve_sweep_grm(same, find) == same
+    assert calls == [1]
+    # a run reached with bench.grm=main (run_one called directly) resolves it itself
+    monkeypatch.setattr(svs, "main_job_grm", lambda: "/data/grm/y/checkpoint")
+    tc = svs.train_config(bench_cfg("reward=grm", "bench.grm=main"), tmp_path / "run", tmp_path / "d.hdf5")
+    assert tc.reward.checkpoint == "/data/grm/y/checkpoint"
+    with pytest.raises(ValueError, match="bench.grm=main"):
+        svs.train_config(bench_cfg("reward=naive"), tmp_path / "run", tmp_path / "d.hdf5")
