@@ -13,8 +13,8 @@ Every variant is an EXPO learner at the ``learner=expo_cpu`` sizes (``configs/le
 on the main job's task dimensions (Lift ``joint_position``: the state size of ``sim.make_env`` and
 8-D actions), its online buffer holding random transitions (the cost does not depend on their
 values). Rounds alternate the variants (the order rotated each round) so load on a shared machine
-hits all alike; per round and variant: ``--updates`` critic updates (``update_critic`` on fresh
-batches) and ``--rounds-per-variant`` full update rounds (``update_round``: ``utd_ratio`` critic
+hits all alike; per round and variant: ``--updates`` critic-only rounds (``utd_ratio`` critic
+updates on fresh batches each) and ``--rounds-per-variant`` full update rounds (``update_round``: ``utd_ratio`` critic
 updates, one base and one edit + temperature step: the learner's cost per env step). Reported per
 variant: the mean over rounds with a 95 % t interval; against ``ddpm10``: the mean of the per-round
 ratios (paired, same round) with its t interval. Target (issue 17): critic updates per second at
@@ -79,8 +79,12 @@ def task_dims() -> tuple[int, int]:
 
 
 def build(variant: str, obs_dim: int, action_dim: int, overrides: list[str], seed: int = 0):
-    """An EXPO learner at ``learner=expo_cpu`` (+ ``overrides``) with the variant's sampler, its online
-    buffer filled with 1,000 random transitions."""
+    """(learner, its :class:`control.expo.EXPOConfig`): EXPO at ``learner=expo_cpu`` (+ ``overrides``)
+    with the variant's sampler, its online buffer filled with 1,000 random transitions.
+
+    Raises:
+        ValueError: a value the config refuses (e.g. ``ddim<k>`` with k > ``diffusion_steps``), named.
+    """
     cfg = compose("train", ["learner=expo_cpu", *overrides], job=NAME).learner
     with open_dict(cfg):
         cfg.update(parse_variant(variant))
@@ -91,22 +95,23 @@ def build(variant: str, obs_dim: int, action_dim: int, overrides: list[str], see
         cause = exc.__cause__ if isinstance(exc.__cause__, ValueError) else exc
         raise ValueError(f"variant {variant}: {cause}") from None
     learner = config.build(obs_dim, action_dim, 1, seed, torch.device("cpu"), [])
-    learner.bench_config = config
     g = torch.Generator().manual_seed(seed)
     for _ in range(1000):
         learner.observe(Transition(obs=torch.randn(1, obs_dim, generator=g),
                                    action=torch.rand(1, action_dim, generator=g) * 2 - 1,
                                    reward=torch.zeros(1), next_obs=torch.randn(1, obs_dim, generator=g),
                                    terminated=torch.zeros(1, dtype=torch.bool), truncated=torch.zeros(1, dtype=torch.bool)))
-    return learner
+    return learner, config
 
 
 def time_variant(learner, updates: int, rounds: int) -> tuple[float, float]:
-    """(critic updates per second, update rounds per second) over ``updates`` / ``rounds`` calls."""
+    """(critic updates per second, update rounds per second): ``updates`` critic-only rounds
+    (``update_round(base=False, edit=False)``: ``utd_ratio`` critic updates on fresh batches each),
+    then ``rounds`` full update rounds."""
     t0 = time.perf_counter()
     for _ in range(updates):
-        learner.update_critic(learner._batch(learner.batch_size))
-    critic = updates / (time.perf_counter() - t0)
+        learner.update_round(critic=True, base=False, edit=False)
+    critic = updates * learner.utd_ratio / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for _ in range(rounds):
         learner.update_round()
@@ -122,7 +127,8 @@ def run(args) -> dict:
     for v in variants:
         parse_variant(v)
     obs_dim, action_dim = (args.obs_dim, args.action_dim) if args.obs_dim else task_dims()
-    learners = {v: build(v, obs_dim, action_dim, args.overrides) for v in variants}
+    built = {v: build(v, obs_dim, action_dim, args.overrides) for v in variants}
+    learners = {v: b[0] for v, b in built.items()}
     for L in learners.values():  # warm-up: first calls allocate
         time_variant(L, 2, 1)
     critic = {v: [] for v in variants}
@@ -135,7 +141,7 @@ def run(args) -> dict:
             rounds[v].append(u)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v} {critic[v][-1]:.1f} critic/s" for v in variants),
               flush=True)
-    c0 = learners["ddpm10"].bench_config
+    c0 = built["ddpm10"][1]
     metrics: dict = {}
     for v in variants:
         ratio_c = np.asarray(critic[v]) / np.asarray(critic["ddpm10"])
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=["ddpm10", "ddim5", "ddim3"],
                    help="ddpm10 (the reference, always measured) and ddim<k>")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--updates", type=int, default=40, help="critic updates per variant and round")
+    p.add_argument("--updates", type=int, default=20, help="critic-only rounds (utd_ratio updates each) per variant and round")
     p.add_argument("--rounds-per-variant", type=int, default=10, help="update rounds per variant and round")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--obs-dim", type=int, default=0, help="state size (0: Lift's, from sim.make_env)")

@@ -82,7 +82,6 @@ def check_variants(variants) -> dict:
         ValueError: an empty mapping, a key a variant may not set (the allowed ones listed), or a
             value :class:`control.gorl.GoRLConfig` refuses (named there).
     """
-
     v = OmegaConf.to_container(variants, resolve=True) if OmegaConf.is_config(variants) else dict(variants or {})
     if not v:
         raise ValueError("fidelity.variants must name at least one variant")

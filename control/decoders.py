@@ -308,13 +308,19 @@ def policy_fidelity(obs: torch.Tensor, obs_norm: torch.Tensor, old: tuple[nn.Mod
     Args:
         obs: float32 [N, D] raw states (the decoders' input).  obs_norm: float32 [N, D] the same states
             normalised (the encoders' input).  old, new: (encoder, decoder) pairs; an encoder maps
-            [N, D] -> (mu, sigma) [N, A] each.  draws: latents per state.  generator: for n (CPU).
+            [N, D] -> (mu, sigma) [N, A] each.  draws: latents per state, >= 2.  generator: for n (CPU).
+    Raises:
+        ValueError: ``draws`` < 2 (a spread needs two draws) or ``obs``/``obs_norm`` of other shapes.
     Returns:
         ``{"refit_action_mean_err"``: mean |E new a - E old a| per state and dimension,
         ``"refit_action_std_ratio"``: mean new std / mean old std of a (1 = the spread kept),
         ``"refit_det_action_err"``: mean |tanh(g_new(s, mu_new(s))) - tanh(g_old(s, mu_old(s)))|
         (the deterministic policies evaluation runs)``}``, actions in [-1, 1].
     """
+    if int(draws) < 2:
+        raise ValueError(f"draws must be >= 2 (a spread needs two draws), got {draws}")
+    if obs.shape != obs_norm.shape:
+        raise ValueError(f"obs {tuple(obs.shape)} and obs_norm {tuple(obs_norm.shape)} must have the same shape")
     S = obs.repeat(draws, 1)
     actions, det = [], []
     n = None

@@ -521,3 +521,15 @@ def test_policy_fidelity_is_zero_for_the_same_policy_and_sees_a_wider_one():
     assert same["refit_action_std_ratio"] == pytest.approx(1.0)
     wide = policy_fidelity(s, s, (enc, dec), (Wider(), dec), draws=16, generator=torch.Generator().manual_seed(0))
     assert wide["refit_action_std_ratio"] > 1.3 and wide["refit_det_action_err"] == 0.0
+
+
+def test_policy_fidelity_refuses_one_draw_and_mismatched_states():
+    from control.decoders import Encoder, policy_fidelity
+
+    dec = GenerativeDecoder(3, 2, kind="flow", hidden=(8,), steps=2)
+    enc = Encoder(3, 2, [8])
+    s = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="draws must be >= 2 .* got 1"):
+        policy_fidelity(s, s, (enc, dec), (enc, dec), draws=1)
+    with pytest.raises(ValueError, match=r"obs \(4, 3\) and obs_norm \(2, 3\)"):
+        policy_fidelity(s, s[:2], (enc, dec), (enc, dec))
