@@ -10,7 +10,8 @@ from pathlib import Path
 
 from basics.atomic import atomic_file, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def machine() -> str:
@@ -100,23 +101,47 @@ def settings_digest(cfg, keys, bench_keys=(), extra: dict | None = None) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def run_paths(group: Path, arm: str | None = None, seed: int | None = None) -> dict:
-    """``group`` and ``results`` folders, and for an (arm, seed) its ``run`` folder and its
-    ``result`` file ``<group>/results/<arm>_seed<seed>.json`` (a run skips itself when it exists)."""
-    group = Path(group)
-    out = {"group": group, "results": group / "results"}
+def repo_relative(path) -> str:
+    """``path`` relative to the repository root when it lies under it, else as given (a result
+    file names the folders it came from without the machine's checkout path)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def run_paths(out_dir, record_dir, group: str, name: str, arm: str | None = None, seed: int | None = None) -> dict:
+    """Where one benchmark group lives.
+
+    Args:
+        out_dir: the run folders' root (``runs/<name>``, not tracked: checkpoints, logs).
+        record_dir: the per-run result files' root; ``None`` means ``benchmarks/results/runs/<name>``
+            (tracked, so that a sweep built up over several sittings keeps every finished run).
+        group: the settings' folder name every arm of a comparison shares.
+        name: the benchmark's name (the default ``record_dir``'s last part).
+        arm, seed: one run's arm and seed, or ``None`` for the group alone.
+
+    Returns:
+        ``{"group": <out_dir>/<group>, "results": <record_dir>/<group>}`` and, for an (arm, seed),
+        ``"run": <out_dir>/<group>/<arm>_seed<seed>`` and ``"result": <record_dir>/<group>/<arm>_seed<seed>.json``
+        (a run skips itself when its result file exists).
+    """
+    record = Path(record_dir) if record_dir is not None else RESULTS / "runs" / name
+    out = {"group": Path(out_dir) / group, "results": record / group}
     if arm is not None:
-        out["run"] = group / f"{arm}_seed{seed}"
-        out["result"] = group / "results" / f"{arm}_seed{seed}.json"
+        out["run"] = out["group"] / f"{arm}_seed{seed}"
+        out["result"] = out["results"] / f"{arm}_seed{seed}.json"
     return out
 
 
-def load_group(group_dir: Path, arms) -> dict:
-    """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``, in ``arms`` order."""
+def load_group(results: Path, arms) -> dict:
+    """``{arm: [result dicts sorted by seed]}`` from the result files ``<results>/*.json`` (a
+    :func:`run_paths` ``results`` folder), in ``arms`` order; ``{}`` when the folder is missing."""
     import json
 
     runs: dict = {}
-    for f in sorted(Path(group_dir, "results").glob("*.json")):
+    for f in sorted(Path(results).glob("*.json")):
         r = json.loads(f.read_text())
         runs.setdefault(r["arm"], []).append(r)
     return {a: sorted(runs[a], key=lambda r: r["seed"]) for a in arms if a in runs}

@@ -16,8 +16,9 @@ from), on ``fidelity.eval_episodes`` fixed seeds, with the drop in %. Target: th
 largest deterministic drop over seeds <= 10 % (the comparison's refit target, here on one refit per
 seed; the comparison's ``max_refit_drop_pct`` over all its refits is the one that counts).
 
-Each seed writes ``<fidelity.out_dir>/<group>/results/refit_seed<seed>.json`` atomically (skipped on a
-rerun); seeds run in parallel through Hydra multirun::
+Each seed trains in ``<fidelity.out_dir>/<group>/refit_seed<seed>/`` (not tracked) and writes
+``<fidelity.record_dir>/<group>/refit_seed<seed>.json`` (default
+``benchmarks/results/runs/gorl_refit_fidelity/``, tracked) atomically (skipped on a rerun); seeds run in parallel through Hydra multirun::
 
     python benchmarks/gorl_refit_fidelity.py -m seed=0,1,2,3,4 hydra/launcher=joblib hydra.launcher.n_jobs=2
     python benchmarks/gorl_refit_fidelity.py --aggregate     # -> benchmarks/results/gorl_refit_fidelity.{json,png}
@@ -151,7 +152,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
     if str(cfg.fidelity.default) not in variants:
         raise ValueError(f"fidelity.default={cfg.fidelity.default!r} is not a variant; variants: {', '.join(variants)}")
     seed = int(cfg.seed)
-    p = common.run_paths(Path(cfg.fidelity.out_dir) / group_of(cfg), "refit", seed)
+    p = common.run_paths(cfg.fidelity.out_dir, cfg.fidelity.get("record_dir"), group_of(cfg), NAME, "refit", seed)
     if p["result"].exists():
         log(f"seed {seed}: done already ({p['result']}), skipped")
         return json.loads(p["result"].read_text())
@@ -255,7 +256,7 @@ def plot(metrics: dict, path: Path) -> None:
 
 def aggregate(cfg: DictConfig, results_dir: Path | None = None, log=print) -> dict:
     """``<results_dir>/<fidelity.name>.{json,png}`` from the group's finished seeds."""
-    g = common.run_paths(Path(cfg.fidelity.out_dir) / group_of(cfg))
+    g = common.run_paths(cfg.fidelity.out_dir, cfg.fidelity.get("record_dir"), group_of(cfg), NAME)
     runs = [json.loads(f.read_text()) for f in sorted(g["results"].glob("refit_seed*.json"))] if g["results"].exists() else []
     if not runs:
         raise SystemExit(f"no finished seeds under {g['results']}")
@@ -264,7 +265,7 @@ def aggregate(cfg: DictConfig, results_dir: Path | None = None, log=print) -> di
     metrics, met = summarize(runs, default)
     metrics["setting"] = {"group": g["group"].name, "task": str(cfg.env.name), "stage_steps": int(cfg.fidelity.stage_steps),
                           "env_steps_at_refit": [r["env_steps"] for r in runs],
-                          "eval_episodes": int(cfg.fidelity.eval_episodes), "results": str(g["results"])}
+                          "eval_episodes": int(cfg.fidelity.eval_episodes), "results": common.repo_relative(g["results"])}
     results_dir = Path(results_dir) if results_dir is not None else common.RESULTS
     path = common.write_result(str(cfg.fidelity.name), metrics, TARGETS, met, results_dir=results_dir)
     plot(metrics, results_dir / f"{cfg.fidelity.name}.png")

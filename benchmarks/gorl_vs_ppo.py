@@ -26,8 +26,10 @@ One run = one (arm, seed) = one process, a Hydra app:
     .venv/bin/python benchmarks/gorl_vs_ppo.py --aggregate env=cartpole-swingup,cheetah-run  # JSON + PNG
     .venv/bin/python benchmarks/gorl_vs_ppo.py -m ... env=hopper-stand env.backend=warp device=cuda num_envs=2048
 
-Each run writes ``<bench.out_dir>/<group>/results/<arm>_seed<seed>.json`` atomically when it ends;
-a run whose file exists is skipped, so a sweep is resumed by rerunning it. ``<group>`` names what
+Each run trains in ``<bench.out_dir>/<group>/<arm>_seed<seed>/`` (not tracked) and writes its result
+file ``<bench.record_dir>/<group>/<arm>_seed<seed>.json`` (default
+``benchmarks/results/runs/gorl_vs_ppo/``, tracked) atomically when it ends; a run whose file exists is
+skipped, so a sweep is resumed by rerunning it, in this checkout or a later one. ``<group>`` names what
 the arms share (task, a hash of env, learner, schedule, evaluation and ``bench.refits``).
 
 ``--aggregate`` (same overrides as the runs; ``bench.arm`` and ``seed`` ignored; one key may be a
@@ -109,7 +111,7 @@ def group_of(cfg: DictConfig) -> str:
 
 def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
     """``group`` and ``results`` folders, and for an (arm, seed) its ``run`` folder and ``result`` file."""
-    return common.run_paths(Path(cfg.bench.out_dir) / group_of(cfg), arm, seed)
+    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), NAME, arm, seed)
 
 
 def gorl_schedule(cfg: DictConfig) -> tuple[list[float], int]:
@@ -229,7 +231,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
            "final_return": periodic[-1] if periodic else None, "best_return": max(periodic) if periodic else None,
            "env_steps": int(out["env_steps"]), "wall_s": round(wall, 1), "eval_s": round(rec.eval_s, 1),
            "env_steps_per_s": round(out["env_steps"] / max(1e-9, wall - rec.eval_s), 1),
-           "settings": {"run_dir": str(p["run"]), "config": OmegaConf.to_container(tc, resolve=True)}}
+           "settings": {"run_dir": common.repo_relative(p["run"]), "config": OmegaConf.to_container(tc, resolve=True)}}
     write_json(p["result"], res)
     drops = ", ".join(f"{r['before']:.0f}->{r.get('after', float('nan')):.0f}" for r in rec.refits)
     log(f"{arm} seed {seed}: final {res['final_return']:.1f}, best {res['best_return']:.1f}, refits [{drops}], "
@@ -282,9 +284,9 @@ def summarize(runs: dict) -> tuple[dict, dict]:
     return metrics, met
 
 
-def load_group(group_dir: Path) -> dict:
-    """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``."""
-    return common.load_group(group_dir, ARMS)
+def load_group(results: Path) -> dict:
+    """``{arm: [result dicts sorted by seed]}`` from the result files ``<results>/*.json``."""
+    return common.load_group(results, ARMS)
 
 
 COLORS = {"gorl": "tab:blue", "gorl_1stage": "tab:orange", "ppo": "tab:gray"}
@@ -333,7 +335,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
     ``metrics["tasks"][<task>]``. Returns the JSON dict written."""
     groups, per_task, targets, met_all = {}, {}, {}, {}
     for cfg in cfgs:
-        gdir = paths(cfg)["group"]
+        gdir = paths(cfg)["results"]
         runs = load_group(gdir)
         if not runs:
             log(f"{gdir.name}: no finished runs, left out")
@@ -346,7 +348,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
                         "refits": int(cfg.bench.refits), "gorl_stage_steps": sched[0][:-1],
                         "collect_steps_per_refit": sched[1], "eval_every": int(cfg.eval.every),
                         "eval_episodes": int(cfg.eval.episodes), "decoder": str(cfg.learner.decoder),
-                        "results": str(gdir / "results")}
+                        "results": common.repo_relative(gdir)}
         m["runs"] = {a: [{k: v for k, v in r.items() if k != "settings"} for r in rs] for a, rs in runs.items()}
         per_task[task] = m
         for k, v in met.items():
@@ -355,7 +357,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
                f"{cfg.eval.episodes} episodes every {cfg.eval.every}"] = runs
         log(f"{gdir.name}: " + ", ".join(f"{a} {len(rs)} runs" for a, rs in runs.items()))
     if not per_task:
-        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['group']) for c in cfgs)}")
+        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['results']) for c in cfgs)}")
     metrics: dict = {}
     for task, m in per_task.items():
         for k in ("gorl_over_gorl_1stage_final", "gorl_over_gorl_1stage_final_ci", "max_refit_drop_pct",

@@ -28,9 +28,11 @@ with the trained protagonist (deterministic, alpha = 0, no adversary):
     .venv/bin/python benchmarks/qarl_vs_sac.py --aggregate env=cartpole-swingup,cheetah-run   # JSON + PNG
 
 Adversary settings shared by the adversarial arms go under ``bench.adversary`` (merged into the arm's
-adversary config), so one sweep covers ``adversary=none`` too. Each run writes
-``<bench.out_dir>/<group>/results/<arm>_seed<seed>.json`` atomically when it ends; a run whose file
-exists is skipped (rerun an interrupted sweep to finish it). ``<group>`` names the settings every
+adversary config), so one sweep covers ``adversary=none`` too. Each run trains in
+``<bench.out_dir>/<group>/<arm>_seed<seed>/`` (not tracked) and writes its result file
+``<bench.record_dir>/<group>/<arm>_seed<seed>.json`` (default ``benchmarks/results/runs/qarl_vs_sac/``,
+tracked) atomically when it ends; a run whose file exists is skipped (rerun an interrupted sweep to
+finish it). ``<group>`` names the settings every
 arm shares (task, learner, sizes, grid, ``bench.adversary``: a hash).
 
 ``--aggregate`` (the runs' overrides; ``adversary=`` and ``seed=`` ignored; one key may be a comma
@@ -91,7 +93,7 @@ def group_of(cfg: DictConfig) -> str:
 
 def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
     """``group`` and ``results`` folders, and for an (arm, seed) its ``run`` folder and ``result`` file."""
-    return common.run_paths(Path(cfg.bench.out_dir) / group_of(cfg), arm, seed)
+    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), NAME, arm, seed)
 
 
 def grid_of(cfg: DictConfig) -> dict:
@@ -151,7 +153,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
     res = {"arm": arm, "seed": seed, "group": p["group"].name, "task": str(cfg.env.name), "nominal": nominal,
            "grid": g, "grid_mean": g["grid_mean"], "worst": g["worst"]["return"], "env_steps": int(out["env_steps"]),
            "train_s": round(t1 - t0, 1), "eval_s": round(time.time() - t1, 1),
-           "settings": {"run_dir": str(p["run"]), "config": OmegaConf.to_container(tc, resolve=True)}}
+           "settings": {"run_dir": common.repo_relative(p["run"]), "config": OmegaConf.to_container(tc, resolve=True)}}
     write_json(p["result"], res)
     log(f"{arm} seed {seed}: nominal {nominal['return_mean']:.1f}, grid mean {g['grid_mean']:.1f}, worst "
         f"{res['worst']:.1f} after {res['env_steps']} env steps ({res['train_s']:.0f} s training) -> {p['result']}")
@@ -189,9 +191,9 @@ def summarize(runs: dict) -> dict:
     return out
 
 
-def load_group(group_dir: Path) -> dict:
-    """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``."""
-    return common.load_group(group_dir, ARMS)
+def load_group(results: Path) -> dict:
+    """``{arm: [result dicts sorted by seed]}`` from the result files ``<results>/*.json``."""
+    return common.load_group(results, ARMS)
 
 
 def plot(per_task: dict, path: Path) -> None:
@@ -230,7 +232,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
     """Aggregate each config's group (one per task) into ``<results_dir>/<name>.{json,png}``."""
     per_task = {}
     for cfg in cfgs:
-        gdir = paths(cfg)["group"]
+        gdir = paths(cfg)["results"]
         runs = load_group(gdir)
         if not runs:
             log(f"{gdir.name}: no finished runs, left out")
@@ -240,11 +242,11 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
                         "episode_steps": int(cfg.env.kwargs.max_episode_steps), "episodes": int(cfg.bench.episodes),
                         "grid_episodes": int(cfg.bench.grid_episodes), "mass": list(common.plain(cfg.bench.mass)),
                         "friction": list(common.plain(cfg.bench.friction)), "adversary": common.plain(cfg.bench.get("adversary")),
-                        "learner": common.plain(cfg.learner), "results": str(gdir / "results")}
+                        "learner": common.plain(cfg.learner), "results": common.repo_relative(gdir)}
         per_task[str(cfg.env.name)] = m
         log(f"{gdir.name}: " + ", ".join(f"{a} {len(rs)} runs" for a, rs in runs.items()))
     if not per_task:
-        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['group']) for c in cfgs)}")
+        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['results']) for c in cfgs)}")
     metrics: dict = {}
     for key in ("qarl_over_sac_grid_mean", "qarl_over_sac_nominal", "qarl_over_sac_worst",
                 "rarl_over_sac_grid_mean", "rarl_over_sac_nominal"):

@@ -34,8 +34,10 @@ One run = one (arm, seed) = one process, a Hydra app with the project's own trai
 ``bench.grm``: a GRM checkpoint folder, or ``main`` (:func:`main_job_grm`: the main job's adapted
 Lift GRM, found or built once by the launching process before any run starts).
 
-Each run writes ``<bench.out_dir>/<group>/results/<arm>_seed<seed>.json`` atomically
-(:func:`basics.atomic.write_json`) when it ends; a run whose file exists is skipped, so the
+Each run trains in ``<bench.out_dir>/<group>/<arm>_seed<seed>/`` (not tracked) and writes its result
+file ``<bench.record_dir>/<group>/<arm>_seed<seed>.json`` (default
+``benchmarks/results/runs/shaping_vs_sparse/``, tracked) atomically (:func:`basics.atomic.write_json`)
+when it ends; a run whose file exists is skipped, so the
 benchmark is built up over several sittings and an interrupted sweep is resumed by rerunning it.
 ``<group>`` names the settings every arm shares (learner, demos, a hash of the env, learner,
 schedule and evaluation settings); any other override makes a new group.
@@ -129,7 +131,7 @@ def group_of(cfg: DictConfig) -> str:
 
 def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
     """``group`` folder, ``results`` folder, and for an (arm, seed) its ``run`` folder and ``result`` file."""
-    return common.run_paths(Path(cfg.bench.out_dir) / group_of(cfg), arm, seed)
+    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), NAME, arm, seed)
 
 
 def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
@@ -228,7 +230,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
            "train_episodes": curve.episodes, "env_steps": int(out["env_steps"]), "wall_s": round(wall, 1),
            "eval_s": round(curve.eval_s, 1),
            "env_steps_per_s": round(out["env_steps"] / max(1e-9, wall - curve.eval_s), 3),
-           "settings": {"demos": int(cfg.bench.demos), "demo_file": str(offline), "run_dir": str(p["run"]),
+           "settings": {"demos": int(cfg.bench.demos), "demo_file": str(offline), "run_dir": common.repo_relative(p["run"]),
                         "config": OmegaConf.to_container(tc, resolve=True)}}
     write_json(p["result"], res)
     log(f"{arm} seed {seed}: success {last[3]}/{last[4]} at {res['env_steps']} env steps, env steps to 80 %: "
@@ -318,9 +320,9 @@ def summarize(runs: dict) -> tuple[dict, dict]:
     return metrics, met
 
 
-def load_group(group_dir: Path) -> dict:
-    """``{arm: [result dicts sorted by seed]}`` from ``<group_dir>/results/*.json``."""
-    return common.load_group(group_dir, ARMS)
+def load_group(results: Path) -> dict:
+    """``{arm: [result dicts sorted by seed]}`` from the result files ``<results>/*.json``."""
+    return common.load_group(results, ARMS)
 
 
 COLORS = {"sparse": "tab:gray", "grm": "tab:red", "naive": "tab:blue", "oracle": "tab:green"}
@@ -374,7 +376,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
     """
     groups, per_group = {}, {}
     for cfg in cfgs:
-        gdir = paths(cfg)["group"]
+        gdir = paths(cfg)["results"]
         runs = load_group(gdir)
         if not runs:
             log(f"{gdir.name}: no finished runs, left out")
@@ -385,7 +387,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
                               "eval_episodes": int(cfg.eval.episodes), "episode_steps":
                               int(cfg.env.kwargs.max_episode_steps), "controller": str(cfg.env.kwargs.controller),
                               "threshold": float(cfg.bench.threshold), "grm": cfg.bench.grm,
-                              "results": str(gdir / "results")}
+                              "results": common.repo_relative(gdir)}
         metrics["runs"] = {a: [{k: v for k, v in r.items() if k != "settings"} for r in rs] for a, rs in runs.items()}
         per_group[gdir.name] = (metrics, met)
         s = cfg
@@ -393,7 +395,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
                f"{s.total_steps} env steps, eval {s.eval.episodes} episodes every {s.eval.every}"] = runs
         log(f"{gdir.name}: " + ", ".join(f"{a} {len(rs)} runs" for a, rs in runs.items()))
     if not per_group:
-        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['group']) for c in cfgs)}")
+        raise SystemExit(f"no finished runs under {', '.join(str(paths(c)['results']) for c in cfgs)}")
     first = next(iter(per_group.values()))
     metrics, met = dict(first[0]), dict(first[1])
     if len(per_group) > 1:  # per group: the sparse/oracle ratio, then each arm's figures; the rest below

@@ -32,7 +32,8 @@ def test_probe_keeps_the_comparisons_settings():
 
 
 def test_one_seed_refits_each_variant_on_the_same_snapshot_and_aggregates(tmp_path):
-    cfg = common.compose_groups(grf.NAME, [*TINY, f"fidelity.out_dir={tmp_path / 'runs'}"])[0]
+    cfg = common.compose_groups(grf.NAME, [*TINY, f"fidelity.out_dir={tmp_path / 'runs'}",
+                                          f"fidelity.record_dir={tmp_path / 'records'}"])[0]
     logs = []
     res = grf.run_one(cfg, log=logs.append)
     assert set(res["variants"]) == {"independent", "policy"}
@@ -44,7 +45,7 @@ def test_one_seed_refits_each_variant_on_the_same_snapshot_and_aggregates(tmp_pa
     # the same snapshot: both variants saw the same stored states and the same frozen policy
     assert res["variants"]["independent"]["decoder_data_states"] == res["variants"]["policy"]["decoder_data_states"]
     assert res["env_steps"] >= 32 + 2 * 2 * 20
-    files = list((tmp_path / "runs").glob("*/results/refit_seed0.json"))
+    files = list((tmp_path / "records").glob("*/refit_seed0.json"))  # result files apart from the run folders
     assert len(files) == 1
     again = grf.run_one(cfg, log=logs.append)
     assert again == json.loads(files[0].read_text()) and "skipped" in logs[-1]
@@ -54,7 +55,8 @@ def test_one_seed_refits_each_variant_on_the_same_snapshot_and_aggregates(tmp_pa
 
 
 def test_bad_variants_are_refused_with_the_allowed_keys(tmp_path):
-    cfg = common.compose_groups(grf.NAME, [*TINY, f"fidelity.out_dir={tmp_path}", "fidelity.default=nope"])[0]
+    cfg = common.compose_groups(grf.NAME, [*TINY, f"fidelity.out_dir={tmp_path}", f"fidelity.record_dir={tmp_path}",
+                                          "fidelity.default=nope"])[0]
     with pytest.raises(ValueError, match="fidelity.default='nope' is not a variant; variants: independent, policy"):
         grf.run_one(cfg)
     with pytest.raises(ValueError, match=r"unknown keys \['decoder_hiden'\]; allowed: decoder_coupling"):

@@ -17,7 +17,8 @@ TINY = ["num_envs=2", "learner.num_steps=8", "learner.num_minibatches=2", "learn
 
 
 def _cfg(tmp_path, *extra):
-    return common.compose_groups(gvp.NAME, [*TINY, f"bench.out_dir={tmp_path / 'runs'}", *extra])[0]
+    return common.compose_groups(gvp.NAME, [*TINY, f"bench.out_dir={tmp_path / 'runs'}",
+                                                 f"bench.record_dir={tmp_path / 'records'}", *extra])[0]
 
 
 def test_three_arms_train_record_refits_and_aggregate(tmp_path):
@@ -38,6 +39,9 @@ def test_three_arms_train_record_refits_and_aggregate(tmp_path):
     # the ppo arm is control/ppo.py with GoRL's rollout settings
     ppo_cfg = results["ppo"]["settings"]["config"]["learner"]
     assert ppo_cfg["_target_"].endswith("PPOConfig") and ppo_cfg["num_steps"] == 8
+    p = gvp.paths(_cfg(tmp_path), "gorl", 0)
+    assert p["result"] == tmp_path / "records" / p["group"].name / "gorl_seed0.json" and p["result"].exists()
+    assert p["run"] == tmp_path / "runs" / p["group"].name / "gorl_seed0" and not p["result"].is_relative_to(p["run"].parent)
     again = gvp.run_one(_cfg(tmp_path, "bench.arm=gorl"), log=logs.append)
     assert again["skipped"] and "skipped" in logs[-1]
     out = gvp.aggregate([_cfg(tmp_path)], "tiny", results_dir=tmp_path / "results", log=logs.append)

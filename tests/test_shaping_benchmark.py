@@ -53,7 +53,8 @@ def test_grm_arms_need_a_checkpoint_and_query_it_on_schedule(tmp_path):
 
 
 def test_two_arms_result_files_rerun_skips_and_aggregate(tmp_path):
-    common = [*TINY, f"bench.out_dir={tmp_path / 'runs'}", f"bench.data_dir={tmp_path / 'data'}"]
+    common = [*TINY, f"bench.out_dir={tmp_path / 'runs'}", f"bench.record_dir={tmp_path / 'records'}",
+              f"bench.data_dir={tmp_path / 'data'}"]
     logs = []
     for arm in ("sparse", "oracle"):
         res = svs.run_one(bench_cfg(f"reward={arm}", "seed=0", *common), log=logs.append)
@@ -64,10 +65,11 @@ def test_two_arms_result_files_rerun_skips_and_aggregate(tmp_path):
         if res["env_steps_to_80"] is None:
             assert res["episodes_to_80"] is None  # never reached: null, not the budget
     assert (tmp_path / "data" / "lift-joint_position-clean-1.hdf5").exists()
-    group = svs.paths(bench_cfg(*common))["group"]
-    files = sorted(p.name for p in (group / "results").glob("*.json"))
+    results = svs.paths(bench_cfg(*common))["results"]
+    assert results.parent == tmp_path / "records"  # the result files, apart from the run folders
+    files = sorted(p.name for p in results.glob("*.json"))
     assert files == ["oracle_seed0.json", "sparse_seed0.json"]
-    stored = json.loads((group / "results" / "sparse_seed0.json").read_text())
+    stored = json.loads((results / "sparse_seed0.json").read_text())
     again = svs.run_one(bench_cfg("reward=sparse", "seed=0", *common), log=logs.append)
     assert again["skipped"] and again["curve"] == stored["curve"] and "skipped" not in stored
     assert "done already" in logs[-1]
