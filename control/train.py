@@ -194,8 +194,8 @@ class _Stats:
         self.t0, self.step0 = time.time(), step
 
     def add(self, reward_env, reward, terms: dict, done, success, metrics) -> None:
-        if metrics:  # latest value per key: a metric of a rare event (a GoRL refit) outlives the next update
-            self.metrics.update(metrics)
+        if metrics:  # latest value per key until the next report: a metric of a rare event (a GoRL
+            self.metrics.update(metrics)  # refit) outlives the updates after it, but is logged once
         for k, v in terms.items():  # summed as tensors: no host sync per term and step (floats at log time)
             m = v.detach().mean(dtype=torch.float64)
             self.term_sums[k] = self.term_sums[k] + m if k in self.term_sums else m
@@ -212,11 +212,14 @@ class _Stats:
         self.recent = self.recent[-20:]
 
     def scalars(self, run: Run) -> dict[str, float]:
-        """The scalars of one log period (the reward-term sums start over)."""
+        """The scalars of one log period: reward-term means, the latest value of each learner metric
+        reported since the last period (each logged once, at the first report after the update that
+        set it), recent episodes, throughput. The reward-term sums and the metrics start over."""
         out = {f"reward/{'total' if k == 'reward' else k}": float(v) / max(1, self.term_count)
                for k, v in self.term_sums.items()}
         self.term_sums, self.term_count = {}, 0
         out.update({f"learner/{k}": v for k, v in self.metrics.items()})
+        self.metrics = {}
         if self.recent:
             out["train/episode_return"] = float(np.mean([r[0] for r in self.recent]))
             out["train/episode_shaped_return"] = float(np.mean([r[1] for r in self.recent]))
