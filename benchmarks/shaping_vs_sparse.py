@@ -320,6 +320,18 @@ def summarize(runs: dict) -> tuple[dict, dict]:
     return metrics, met
 
 
+def grm_checkpoints(runs: dict) -> dict:
+    """``{arm: [GRM checkpoint folders]}``: the checkpoints the GRM arms' (grm, naive) finished runs
+    actually used, read from each result file's stored config (the aggregate's ``bench.grm`` may
+    differ from the runs'); one folder per arm unless runs of one group used different GRMs."""
+    out = {}
+    for arm in ("grm", "naive"):
+        used = {str(r["settings"]["config"]["reward"].get("checkpoint")) for r in runs.get(arm, [])}
+        if used:
+            out[arm] = sorted(used)
+    return out
+
+
 def load_group(results: Path) -> dict:
     """``{arm: [result dicts sorted by seed]}`` from the result files ``<results>/*.json``."""
     return common.load_group(results, ARMS)
@@ -387,7 +399,7 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
                               "eval_episodes": int(cfg.eval.episodes), "episode_steps":
                               int(cfg.env.kwargs.max_episode_steps), "controller": str(cfg.env.kwargs.controller),
                               "threshold": float(cfg.bench.threshold), "grm": cfg.bench.grm,
-                              "results": common.repo_relative(gdir)}
+                              "grm_checkpoints": grm_checkpoints(runs), "results": common.repo_relative(gdir)}
         metrics["runs"] = {a: [{k: v for k, v in r.items() if k != "settings"} for r in rs] for a, rs in runs.items()}
         per_group[gdir.name] = (metrics, met)
         s = cfg

@@ -84,6 +84,16 @@ def test_two_arms_result_files_rerun_skips_and_aggregate(tmp_path):
     for a in m["arms"].values():
         assert a["final_episodes"] == 2 and 0 <= a["final_success_ci"][0] <= a["final_success"] <= a["final_success_ci"][1]
     assert not any(on_disk["met"].values())  # no GRM arm: nothing measured, nothing met
+    assert m["setting"]["grm_checkpoints"] == {}  # no GRM arm ran
+
+
+def test_grm_checkpoints_are_read_from_the_runs_configs():
+    def run(arm, ckpt):
+        return {"arm": arm, "settings": {"config": {"reward": {"checkpoint": ckpt}}}}
+
+    runs = {"sparse": [run("sparse", None)], "grm": [run("grm", "checkpoints/lift_grm"), run("grm", "checkpoints/lift_grm")],
+            "naive": [run("naive", "checkpoints/lift_grm"), run("naive", "checkpoints/other")]}
+    assert svs.grm_checkpoints(runs) == {"grm": ["checkpoints/lift_grm"], "naive": ["checkpoints/lift_grm", "checkpoints/other"]}
 
 
 def _run(arm, seed, e80, k=18, n=20):
