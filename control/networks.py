@@ -143,6 +143,15 @@ class TanhGaussianActor(_MLPActor):
         logp = logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
         return a, logp
 
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """log pi(a|s) of given actions (behaviour cloning): obs float32 ``[B, D]``, action float32
+        ``[B, A]`` in [-1, 1] (clamped to +-(1 - eps) before atanh, so actions at the bounds stay
+        finite) -> float32 ``[B]`` in nats, the same density as :meth:`sample` (SAC eq. 26)."""
+        mean, log_std = self(obs)
+        u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
+        logp = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
+
 
 class GaussianActor(_MLPActor):
     """PPO's diagonal Gaussian policy with a state-independent log sigma (as CleanRL's

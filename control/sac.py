@@ -18,6 +18,9 @@ RLPD (:class:`RLPDConfig`, ``learner=rlpd``): 10 LayerNorm critics, TD target ov
 temperature update per environment step after ``utd_ratio`` critic updates, and symmetric sampling:
 every batch holds ``offline_ratio`` (1/2) offline transitions from episode files (read with
 :func:`sim.episodes.read_episodes` through :mod:`control.expo_data`) and the rest online ones.
+``bc_steps`` > 0 (not in RLPD) first behaviour-clones the actor on the offline data (max log pi(a|s),
+:meth:`SAC.pretrain`) and acts with it from the first env step: the "RLPD + BC" arm that separates
+an offline start from what online learning adds.
 
 Time-limit truncations bootstrap (only ``terminated`` zeroes the target). All randomness (random
 warm-up actions, policy noise, minibatches, critic subsets) comes from the learner's own
@@ -208,11 +211,17 @@ class RLPDConfig(SACConfig):
     """Share of every batch drawn from the offline data, in [0, 1] [0.5]."""
     offline_done_is_terminal: bool = False
     """The last ``done`` of an offline episode is a true terminal (no bootstrap)."""
+    bc_steps: int = 0
+    """Behaviour cloning of the actor before online learning, >= 0: gradient steps (Adam at
+    ``actor_lr``, ``batch_size`` offline transitions each) of max E[log pi(a_demo | s)] on the offline
+    data; the warm-up before ``learning_starts`` then acts with the cloned policy instead of uniform
+    random actions. 0 (RLPD): none. Separates what the offline start gives from the online part."""
 
     def __post_init__(self):
         super().__post_init__()
         self.offline_ratio = check_float("offline_ratio", self.offline_ratio, 0.0, 1.0)
         self.offline_done_is_terminal = bool(self.offline_done_is_terminal)
+        self.bc_steps = check_int("bc_steps", self.bc_steps, 0)
 
     def build(self, obs_dim: int, action_dim: int, num_envs: int, seed: int, device, offline_data: list[str]) -> "SAC":
         return SAC(self, obs_dim, action_dim, num_envs, seed, device, offline_data=offline_data,
@@ -274,6 +283,8 @@ class SAC(Learner):
         self.offline: ReplayBuffer | None = None
         self.offline_ratio, self.offline_done_is_terminal = float(offline_ratio), bool(offline_done_is_terminal)
         self.offline_data = [str(p) for p in (offline_data or [])]
+        self.bc_steps = int(getattr(c, "bc_steps", 0))
+        self.pretrained = self.bc_steps == 0
         if self.offline_data:
             self.set_offline_episodes(read_offline_data(self.offline_data))
 
@@ -333,14 +344,17 @@ class SAC(Learner):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """States float32 [B, D] -> actions float32 [B, A] in [-1, 1], on the CPU.
 
-        Stochastic: uniform random before ``learning_starts`` env steps, then a ~ pi(.|s); deterministic:
-        tanh(mean). Both draw from the learner's generator.
+        Stochastic: uniform random before ``learning_starts`` env steps (with ``bc_steps``: the cloned
+        policy from the start), then a ~ pi(.|s); deterministic: tanh(mean). Both draw from the
+        learner's generator. With ``bc_steps`` the first call runs :meth:`pretrain`.
 
         Raises:
             TypeError: ``obs`` is not a tensor.  ValueError: ``obs`` not [B, D] or holding NaN/inf.
         """
         obs = check_states("obs", obs, self.obs_dim).to(self.device, torch.float32)
-        if not deterministic and self.env_steps < self.learning_starts:
+        if not self.pretrained:
+            self.pretrain()
+        if not deterministic and self.env_steps < self.learning_starts and self.bc_steps == 0:
             return torch.rand(obs.shape[0], self.action_dim, generator=self.generator) * 2 - 1
         a, _ = self.actor.sample(self._norm(obs), deterministic, self.generator)
         return a.cpu()
@@ -363,6 +377,36 @@ class SAC(Learner):
         self.env_steps += int(tr.obs.shape[0])
         if self.env_steps >= self.learning_starts:
             self._update_credit += self.utd_ratio * tr.obs.shape[0]
+
+    def pretrain(self) -> dict[str, float]:
+        """Behaviour cloning of the actor (``bc_steps`` > 0, :class:`RLPDConfig`): ``bc_steps`` Adam
+        steps of -E[log pi(a|s)] (:meth:`control.networks.TanhGaussianActor.log_prob`) on minibatches of
+        ``batch_size`` offline transitions (normalised states as the actor sees them). Runs once (the
+        loop calls it before the first env step; :meth:`act` otherwise); returns ``{"pretrain/bc_loss",
+        "pretrain/bc_action_err"}`` (the last minibatch's mean |tanh(mean) - a_demo|), ``{}`` when done.
+
+        Raises:
+            ValueError: ``bc_steps`` > 0 and no offline data.
+            FloatingPointError: the loss became NaN/inf.
+        """
+        if self.pretrained:
+            return {}
+        if self.offline is None:
+            raise ValueError(f"bc_steps={self.bc_steps} > 0 needs offline data (offline_data files or set_offline_episodes)")
+        with torch.enable_grad():  # also when called from act() (no_grad)
+            for step in range(self.bc_steps):
+                b = self.offline.sample(self.batch_size, self.generator)
+                obs, act = self._norm(b["obs"]), b["action"].clamp(-1, 1)
+                loss = -self.actor.log_prob(obs, act).mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"SAC bc_loss became {float(loss)} at behaviour-cloning step {step}")
+                self.actor_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.actor_opt.step()
+        with torch.no_grad():
+            err = (torch.tanh(self.actor(obs)[0]) - act).abs().mean()
+        self.pretrained = True
+        return {"pretrain/bc_loss": float(loss.detach()), "pretrain/bc_action_err": float(err)}
 
     def update(self) -> dict[str, float]:
         """Run the gradient steps earned since the last call (``utd_ratio`` per env step after
@@ -453,6 +497,7 @@ class SAC(Learner):
             "normalizer": self.normalizer.state_dict() if self.normalizer is not None else None,
             "buffer": self.buffer.state_dict(), "generator": self.generator.get_state(),
             "env_steps": self.env_steps, "grad_steps": self.grad_steps, "update_credit": self._update_credit,
+            "pretrained": self.pretrained,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -472,3 +517,4 @@ class SAC(Learner):
         self.generator.set_state(state["generator"])
         self.env_steps, self.grad_steps = int(state["env_steps"]), int(state["grad_steps"])
         self._update_credit = float(state["update_credit"])
+        self.pretrained = bool(state.get("pretrained", True))  # checkpoints from before bc_steps: nothing to clone

@@ -199,3 +199,50 @@ def test_resume_repeats_the_run(tmp_path):
     _observe(a, 1, obs=torch.ones(1, D))
     _observe(b, 1, obs=torch.ones(1, D))
     assert a.update() == b.update()
+
+
+def _write_expert_episodes(path, n=20, t=10, seed=0):
+    """Episodes whose action is a fixed function of the state, a = tanh(s W) (a demonstrator to clone)."""
+    rng = np.random.default_rng(seed)
+    W = np.asarray([[1.0, -0.5], [0.5, 1.0], [-1.0, 0.5]], np.float32)
+    with EpisodeWriter(path, "lift", {"controller": "osc_pose"}, views=(), image_size=0) as w:
+        for _ in range(n):
+            states = rng.standard_normal((t + 1, D)).astype(np.float32)
+            dones = np.zeros(t, np.uint8)
+            dones[-1] = 1
+            w.add(Episode(frames={}, states=states, actions=np.tanh(states[:-1] @ W), rewards=np.zeros(t, np.float32),
+                          dones=dones, progress=np.zeros(t + 1, np.float32), keyframes=np.zeros(0, np.int64),
+                          keyframe_names=[], success=True, imperfection="none", seed=0))
+    return str(path), W
+
+
+def test_behaviour_cloning_start_clones_the_demonstrator_once_and_acts_with_it(tmp_path):
+    path, W = _write_expert_episodes(tmp_path / "expert.hdf5")
+    kw = dict(hidden=(32, 32), batch_size=64, buffer_size=64, learning_starts=1000, utd_ratio=1, actor_lr=1e-3)
+    states = torch.randn(256, D, generator=torch.Generator().manual_seed(1))
+    target = torch.tanh(states @ torch.from_numpy(W))
+    plain = RLPDConfig(**kw).make(obs_dim=D, action_dim=A, num_envs=1, seed=0, offline_data=[path])
+    cloned = RLPDConfig(**kw, bc_steps=800).make(obs_dim=D, action_dim=A, num_envs=1, seed=0, offline_data=[path])
+    assert plain.pretrain() == {} and plain.pretrained  # RLPD: nothing to clone
+    before = (cloned.act(states[:1], deterministic=True) - target[:1]).abs().mean()  # runs the cloning first
+    assert cloned.pretrained
+    err_cloned = (cloned.act(states, deterministic=True) - target).abs().mean()
+    err_plain = (plain.act(states, deterministic=True) - target).abs().mean()
+    assert err_cloned < 0.1 < err_plain, (float(err_cloned), float(err_plain), float(before))
+    assert cloned.pretrain() == {}  # once only
+    # the warm-up before learning_starts acts with the cloned policy, not uniform random actions
+    noisy = cloned.act(states)
+    assert (noisy - target).abs().mean() < 0.5 * (plain.act(states) - target).abs().mean()
+    # the flag is checkpointed: a resumed learner does not clone again over its trained actor
+    resumed = RLPDConfig(**kw, bc_steps=800).make(obs_dim=D, action_dim=A, num_envs=1, seed=5, offline_data=[path])
+    resumed.load_state_dict(cloned.state_dict())
+    assert resumed.pretrained and resumed.pretrain() == {}
+    assert torch.equal(resumed.act(states, deterministic=True), cloned.act(states, deterministic=True))
+
+
+def test_behaviour_cloning_needs_offline_data_and_a_count():
+    with pytest.raises(ValueError, match="bc_steps"):
+        RLPDConfig(bc_steps=-1)
+    learner = RLPDConfig(**TINY, bc_steps=5).make(obs_dim=D, action_dim=A, num_envs=1, seed=0)
+    with pytest.raises(ValueError, match=r"bc_steps=5 > 0 needs offline data"):
+        learner.act(torch.zeros(1, D))
