@@ -471,10 +471,18 @@ def resolve_sweep_grm(argv: list[str], find=None) -> list[str]:
     """Before the runs: replace ``bench.grm=main`` in ``argv`` by the main job's GRM checkpoint
     (:func:`main_job_grm`, or ``find``), once, in this process, when an arm of the command needs a
     GRM (``reward=`` lists ``grm`` or ``naive``); the jobs then all read the same folder and none of
-    them builds it. ``argv`` unchanged otherwise."""
+    them builds it. ``argv`` unchanged otherwise. The arms are read as Hydra's basic sweeper expands
+    them (:func:`jobs.multirun.expand_sweep`: comma lists, ``choice(...)``); a ``reward=`` sweep it
+    cannot expand here (``glob(...)``, which needs the config group's options) counts as needing it."""
     key = f"bench.grm={MAIN_JOB_GRM}"
-    arms = [v for a in argv if a.startswith("reward=") for v in a.split("=", 1)[1].split(",")]
-    if key not in argv or not {"grm", "naive"} & set(arms):
+    if key not in argv:
+        return list(argv)
+    try:
+        combos = expand_sweep([a for a in argv if a not in ("-m", "--multirun")])
+        arms = {o.split("=", 1)[1] for combo in combos for o in combo if o.startswith("reward=")}
+    except ValueError:  # MalformedSweep is one too; Hydra reports the bad override when the run starts
+        arms = {"grm"} if any(a.startswith("reward=") for a in argv) else set()
+    if not {"grm", "naive"} & arms:
         return list(argv)
     path = (find or main_job_grm)()
     return [f"bench.grm={path}" if a == key else a for a in argv]

@@ -190,9 +190,13 @@ def test_bench_grm_main_is_the_main_jobs_adapted_grm_found_once_before_the_runs(
 
     argv = ["-m", "reward=sparse,grm,naive,oracle", "seed=0,1", "bench.grm=main"]
     assert svs.resolve_sweep_grm(argv, find) == [*argv[:3], "bench.grm=/data/grm/x/checkpoint"] and calls == [1]
-    for same in (["-m", "reward=sparse,oracle", "bench.grm=main"], ["reward=grm", "bench.grm=/my/ckpt"], ["seed=0"]):
+    for same in (["-m", "reward=sparse,oracle", "bench.grm=main"], ["reward=grm", "bench.grm=/my/ckpt"], ["seed=0"],
+                 ["-m", "reward=choice(sparse,oracle)", "seed=range(0,2)", "bench.grm=main"]):
         assert svs.resolve_sweep_grm(same, find) == same
     assert calls == [1]
+    for needs in (["-m", "reward=choice(sparse,naive)", "bench.grm=main"], ["-m", "reward=glob(*)", "bench.grm=main"]):
+        assert svs.resolve_sweep_grm(needs, find)[-1] == "bench.grm=/data/grm/x/checkpoint"
+    assert calls == [1, 1, 1]
     # a run reached with bench.grm=main (run_one called directly) resolves it itself
     monkeypatch.setattr(svs, "main_job_grm", lambda: "/data/grm/y/checkpoint")
     tc = svs.train_config(bench_cfg("reward=grm", "bench.grm=main"), tmp_path / "run", tmp_path / "d.hdf5")
