@@ -111,15 +111,15 @@ def repo_relative(path) -> str:
         return str(path)
 
 
-def run_paths(out_dir, record_dir, group: str, name: str, arm: str | None = None, seed: int | None = None) -> dict:
+def run_paths(out_dir, record_dir, group: str, arm: str | None = None, seed: int | None = None) -> dict:
     """Where one benchmark group lives.
 
     Args:
-        out_dir: the run folders' root (``runs/<name>``, not tracked: checkpoints, logs).
-        record_dir: the per-run result files' root; ``None`` means ``benchmarks/results/runs/<name>``
-            (tracked, so that a sweep built up over several sittings keeps every finished run).
+        out_dir: the run folders' root (e.g. ``runs/gorl_vs_ppo``, not tracked: checkpoints, logs).
+        record_dir: the per-run result files' root; ``None`` means ``benchmarks/results/runs/<last part
+            of out_dir>`` (tracked, so that a sweep built up over several sittings keeps every finished
+            run; another ``out_dir``, e.g. a pilot's, gets its own record folder too).
         group: the settings' folder name every arm of a comparison shares.
-        name: the benchmark's name (the default ``record_dir``'s last part).
         arm, seed: one run's arm and seed, or ``None`` for the group alone.
 
     Returns:
@@ -127,7 +127,7 @@ def run_paths(out_dir, record_dir, group: str, name: str, arm: str | None = None
         ``"run": <out_dir>/<group>/<arm>_seed<seed>`` and ``"result": <record_dir>/<group>/<arm>_seed<seed>.json``
         (a run skips itself when its result file exists).
     """
-    record = Path(record_dir) if record_dir is not None else RESULTS / "runs" / name
+    record = Path(record_dir) if record_dir is not None else RESULTS / "runs" / Path(out_dir).name
     out = {"group": Path(out_dir) / group, "results": record / group}
     if arm is not None:
         out["run"] = out["group"] / f"{arm}_seed{seed}"

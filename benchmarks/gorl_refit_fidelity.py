@@ -18,6 +18,7 @@ seed; the comparison's ``max_refit_drop_pct`` over all its refits is the one tha
 
 Each seed trains in ``<fidelity.out_dir>/<group>/refit_seed<seed>/`` (not tracked) and writes
 ``<fidelity.record_dir>/<group>/refit_seed<seed>.json`` (default
+``benchmarks/results/runs/<last part of out_dir>/``; with the default out_dir
 ``benchmarks/results/runs/gorl_refit_fidelity/``, tracked) atomically (skipped on a rerun); seeds run in parallel through Hydra multirun::
 
     python benchmarks/gorl_refit_fidelity.py -m seed=0,1,2,3,4 hydra/launcher=joblib hydra.launcher.n_jobs=2
@@ -152,7 +153,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
     if str(cfg.fidelity.default) not in variants:
         raise ValueError(f"fidelity.default={cfg.fidelity.default!r} is not a variant; variants: {', '.join(variants)}")
     seed = int(cfg.seed)
-    p = common.run_paths(cfg.fidelity.out_dir, cfg.fidelity.get("record_dir"), group_of(cfg), NAME, "refit", seed)
+    p = common.run_paths(cfg.fidelity.out_dir, cfg.fidelity.get("record_dir"), group_of(cfg), "refit", seed)
     if p["result"].exists():
         log(f"seed {seed}: done already ({p['result']}), skipped")
         return json.loads(p["result"].read_text())
@@ -256,7 +257,7 @@ def plot(metrics: dict, path: Path) -> None:
 
 def aggregate(cfg: DictConfig, results_dir: Path | None = None, log=print) -> dict:
     """``<results_dir>/<fidelity.name>.{json,png}`` from the group's finished seeds."""
-    g = common.run_paths(cfg.fidelity.out_dir, cfg.fidelity.get("record_dir"), group_of(cfg), NAME)
+    g = common.run_paths(cfg.fidelity.out_dir, cfg.fidelity.get("record_dir"), group_of(cfg))
     runs = [json.loads(f.read_text()) for f in sorted(g["results"].glob("refit_seed*.json"))] if g["results"].exists() else []
     if not runs:
         raise SystemExit(f"no finished seeds under {g['results']}")

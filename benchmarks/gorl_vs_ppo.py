@@ -28,6 +28,7 @@ One run = one (arm, seed) = one process, a Hydra app:
 
 Each run trains in ``<bench.out_dir>/<group>/<arm>_seed<seed>/`` (not tracked) and writes its result
 file ``<bench.record_dir>/<group>/<arm>_seed<seed>.json`` (default
+``benchmarks/results/runs/<last part of out_dir>/``; with the default out_dir
 ``benchmarks/results/runs/gorl_vs_ppo/``, tracked) atomically when it ends; a run whose file exists is
 skipped, so a sweep is resumed by rerunning it, in this checkout or a later one. ``<group>`` names what
 the arms share (task, a hash of env, learner, schedule, evaluation and ``bench.refits``).
@@ -111,7 +112,7 @@ def group_of(cfg: DictConfig) -> str:
 
 def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
     """``group`` and ``results`` folders, and for an (arm, seed) its ``run`` folder and ``result`` file."""
-    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), NAME, arm, seed)
+    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), arm, seed)
 
 
 def gorl_schedule(cfg: DictConfig) -> tuple[list[float], int]:

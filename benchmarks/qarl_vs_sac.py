@@ -30,7 +30,8 @@ with the trained protagonist (deterministic, alpha = 0, no adversary):
 Adversary settings shared by the adversarial arms go under ``bench.adversary`` (merged into the arm's
 adversary config), so one sweep covers ``adversary=none`` too. Each run trains in
 ``<bench.out_dir>/<group>/<arm>_seed<seed>/`` (not tracked) and writes its result file
-``<bench.record_dir>/<group>/<arm>_seed<seed>.json`` (default ``benchmarks/results/runs/qarl_vs_sac/``,
+``<bench.record_dir>/<group>/<arm>_seed<seed>.json`` (default ``benchmarks/results/runs/<last part of out_dir>/``; with the default out_dir
+``benchmarks/results/runs/qarl_vs_sac/``,
 tracked) atomically when it ends; a run whose file exists is skipped (rerun an interrupted sweep to
 finish it). ``<group>`` names the settings every
 arm shares (task, learner, sizes, grid, ``bench.adversary``: a hash).
@@ -93,7 +94,7 @@ def group_of(cfg: DictConfig) -> str:
 
 def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
     """``group`` and ``results`` folders, and for an (arm, seed) its ``run`` folder and ``result`` file."""
-    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), NAME, arm, seed)
+    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), arm, seed)
 
 
 def grid_of(cfg: DictConfig) -> dict:

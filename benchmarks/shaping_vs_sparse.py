@@ -36,6 +36,7 @@ Lift GRM, found or built once by the launching process before any run starts).
 
 Each run trains in ``<bench.out_dir>/<group>/<arm>_seed<seed>/`` (not tracked) and writes its result
 file ``<bench.record_dir>/<group>/<arm>_seed<seed>.json`` (default
+``benchmarks/results/runs/<last part of out_dir>/``; with the default out_dir
 ``benchmarks/results/runs/shaping_vs_sparse/``, tracked) atomically (:func:`basics.atomic.write_json`)
 when it ends; a run whose file exists is skipped, so the
 benchmark is built up over several sittings and an interrupted sweep is resumed by rerunning it.
@@ -131,7 +132,7 @@ def group_of(cfg: DictConfig) -> str:
 
 def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> dict:
     """``group`` folder, ``results`` folder, and for an (arm, seed) its ``run`` folder and ``result`` file."""
-    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), NAME, arm, seed)
+    return common.run_paths(cfg.bench.out_dir, cfg.bench.get("record_dir"), group_of(cfg), arm, seed)
 
 
 def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
@@ -322,11 +323,12 @@ def summarize(runs: dict) -> tuple[dict, dict]:
 
 def grm_checkpoints(runs: dict) -> dict:
     """``{arm: [GRM checkpoint folders]}``: the checkpoints the GRM arms' (grm, naive) finished runs
-    actually used, read from each result file's stored config (the aggregate's ``bench.grm`` may
-    differ from the runs'); one folder per arm unless runs of one group used different GRMs."""
+    actually used (repository-relative where they lie in it), read from each result file's stored
+    config (the aggregate's ``bench.grm`` may differ from the runs'); one folder per arm unless runs
+    of one group used different GRMs."""
     out = {}
     for arm in ("grm", "naive"):
-        used = {str(r["settings"]["config"]["reward"].get("checkpoint")) for r in runs.get(arm, [])}
+        used = {common.repo_relative(r["settings"]["config"]["reward"]["checkpoint"]) for r in runs.get(arm, [])}
         if used:
             out[arm] = sorted(used)
     return out
@@ -477,11 +479,11 @@ def resolve_sweep_grm(argv: list[str], find=None) -> list[str]:
     key = f"bench.grm={MAIN_JOB_GRM}"
     if key not in argv:
         return list(argv)
+    rewards = [a for a in argv if a.startswith("reward=")]
     try:
-        combos = expand_sweep([a for a in argv if a not in ("-m", "--multirun")])
-        arms = {o.split("=", 1)[1] for combo in combos for o in combo if o.startswith("reward=")}
-    except ValueError:  # MalformedSweep is one too; Hydra reports the bad override when the run starts
-        arms = {"grm"} if any(a.startswith("reward=") for a in argv) else set()
+        arms = {o.split("=", 1)[1] for combo in expand_sweep(rewards) for o in combo}
+    except ValueError:  # MalformedSweep is one too; Hydra reports a bad override when the run starts
+        arms = {"grm"}
     if not {"grm", "naive"} & arms:
         return list(argv)
     path = (find or main_job_grm)()

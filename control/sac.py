@@ -285,6 +285,7 @@ class SAC(Learner):
         self.offline_data = [str(p) for p in (offline_data or [])]
         self.bc_steps = int(getattr(c, "bc_steps", 0))
         self.pretrained = self.bc_steps == 0
+        self._pretrain_metrics: dict[str, float] = {}  # cloned from act(): reported by the next update()
         if self.offline_data:
             self.set_offline_episodes(read_offline_data(self.offline_data))
 
@@ -346,14 +347,16 @@ class SAC(Learner):
 
         Stochastic: uniform random before ``learning_starts`` env steps (with ``bc_steps``: the cloned
         policy from the start), then a ~ pi(.|s); deterministic: tanh(mean). Both draw from the
-        learner's generator. With ``bc_steps`` the first call runs :meth:`pretrain`.
+        learner's generator. With ``bc_steps`` the first call runs :meth:`pretrain` unless the loop
+        did (its metrics then come with the next :meth:`update`).
 
         Raises:
-            TypeError: ``obs`` is not a tensor.  ValueError: ``obs`` not [B, D] or holding NaN/inf.
+            TypeError: ``obs`` is not a tensor.  ValueError: ``obs`` not [B, D] or holding NaN/inf;
+            ``bc_steps`` > 0 without offline data (:meth:`pretrain`).
         """
         obs = check_states("obs", obs, self.obs_dim).to(self.device, torch.float32)
         if not self.pretrained:
-            self.pretrain()
+            self._pretrain_metrics = self.pretrain()
         if not deterministic and self.env_steps < self.learning_starts and self.bc_steps == 0:
             return torch.rand(obs.shape[0], self.action_dim, generator=self.generator) * 2 - 1
         a, _ = self.actor.sample(self._norm(obs), deterministic, self.generator)
@@ -410,19 +413,21 @@ class SAC(Learner):
 
     def update(self) -> dict[str, float]:
         """Run the gradient steps earned since the last call (``utd_ratio`` per env step after
-        ``learning_starts``); returns the last step's metrics (``{}`` when none ran).
+        ``learning_starts``); returns the last step's metrics (``{}`` when none ran), with the
+        behaviour-cloning metrics of a :meth:`pretrain` that :meth:`act` ran since the last call.
 
         Raises:
             FloatingPointError: a loss or metric became NaN/inf.
         """
+        pending, self._pretrain_metrics = self._pretrain_metrics, {}
         n = int(self._update_credit)
         if n < 1 or (len(self.buffer) < 1 and self.offline is None):
-            return {}
+            return pending
         self._update_credit -= n
         metrics: dict[str, float] = {}
         for _ in range(n):
             metrics = self.gradient_step()
-        return metrics
+        return {**pending, **metrics}
 
     def gradient_step(self) -> dict[str, float]:
         """One critic update (eqs. 5-6), then every ``actor_update_every`` steps an actor (eq. 7, on

@@ -4,6 +4,7 @@ before/after evaluation with the learner's fidelity metrics, a rerun skips finis
 aggregate writes JSON + PNG, and groups measured before `decoder_coupling` existed stay findable."""
 
 import json
+from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
@@ -76,3 +77,14 @@ def test_result_files_are_json_with_the_run_settings(tmp_path):
     stored = json.loads(gvp.paths(cfg, "gorl_1stage", 0)["result"].read_text())
     assert stored["settings"]["config"]["learner"]["stage_steps"] == [gvp.ONE_STAGE]
     assert stored["final_return"] == res["final_return"]
+
+
+def test_result_files_default_to_a_tracked_folder_named_after_the_out_dir(tmp_path):
+    """Without bench.record_dir the result files go to benchmarks/results/runs/<last part of out_dir>/:
+    the default out_dir's records are the benchmark's, a pilot's own out_dir keeps its own records."""
+    cfg = common.compose_groups(gvp.NAME, [])[0]
+    p = gvp.paths(cfg, "gorl", 3)
+    assert p["result"] == common.RESULTS / "runs" / "gorl_vs_ppo" / p["group"].name / "gorl_seed3.json"
+    assert p["run"] == Path("runs/gorl_vs_ppo") / p["group"].name / "gorl_seed3"
+    pilot = common.compose_groups(gvp.NAME, ["bench.out_dir=runs/gorl_pilot"])[0]
+    assert gvp.paths(pilot)["results"] == common.RESULTS / "runs" / "gorl_pilot" / p["group"].name

@@ -230,6 +230,9 @@ def test_behaviour_cloning_start_clones_the_demonstrator_once_and_acts_with_it(t
     err_plain = (plain.act(states, deterministic=True) - target).abs().mean()
     assert err_cloned < 0.1 < err_plain, (float(err_cloned), float(err_plain), float(before))
     assert cloned.pretrain() == {}  # once only
+    bc = cloned.update()  # the cloning's metrics (run by act) come with the next update
+    assert set(bc) == {"pretrain/bc_loss", "pretrain/bc_action_err"} and bc["pretrain/bc_action_err"] < 0.1
+    assert cloned.update() == {}
     # the warm-up before learning_starts acts with the cloned policy, not uniform random actions
     noisy = cloned.act(states)
     assert (noisy - target).abs().mean() < 0.5 * (plain.act(states) - target).abs().mean()
