@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import benchmarks.shaping_vs_sparse as svs
+from benchmarks import success_curves
 
 BENCH = Path(svs.__file__).resolve().parent
 
@@ -124,10 +125,10 @@ def test_summary_nulls_stay_null_and_bootstrap_intervals():
     runs["grm"][2] = _run("grm", 2, None, k=5)
     m, met = svs.summarize(runs)
     assert m["sparse_over_grm_episodes_to_80"] is None and not any(met.values())
-    assert svs.bootstrap_ci([[1.0]], svs._mean) is None  # one seed: no interval
+    assert svs.bootstrap_ci([[1.0]], success_curves._mean) is None  # one seed: no interval
     assert svs.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
     assert svs.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
-    assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], svs._mean)).all()
+    assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], success_curves._mean)).all()
 
 
 def test_a_sweep_records_each_demo_file_once_before_its_jobs(tmp_path, monkeypatch):

@@ -1,0 +1,140 @@
+"""Success-curve helpers of the benchmarks that train from demonstrations and count env steps and
+training episodes to a success threshold (``shaping_vs_sparse``, ``expo_vs_rlpd``): the evaluation
+recorder, the first crossing, bootstrap intervals over seeds, one arm's summary, the curves' plot."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import common
+from control.callbacks import Callback
+from control.evaluate import wilson_interval
+
+
+class Curve(Callback):
+    """Records each evaluation as ``[env_steps, training episodes finished, success_rate, successes,
+    episodes, wall s since the start]`` and the seconds spent evaluating. Counts the finished
+    training episodes by wrapping ``learner.observe`` (the learner trains unchanged)."""
+
+    def __init__(self, learner):
+        self.rows: list[list] = []
+        self.episodes = 0
+        self.eval_s = 0.0
+        self.t0 = self.t_step = time.time()
+        observe = learner.observe
+
+        def counting_observe(batch):
+            self.episodes += int((batch.terminated | batch.truncated).sum())
+            return observe(batch)
+
+        learner.observe = counting_observe
+
+    def on_start(self, run) -> None:
+        self.t0 = self.t_step = time.time()
+
+    def on_step(self, run) -> None:
+        self.t_step = time.time()
+
+    def on_eval(self, env_steps: int, result: dict) -> None:
+        now = time.time()
+        self.eval_s += now - self.t_step  # the evaluation ran since the last step (at step 0: with BC)
+        self.t_step = now
+        k = int(sum(bool(s) for s in result["successes"]))
+        self.rows.append([int(env_steps), int(self.episodes), float(result["success_rate"]), k,
+                          int(result["episodes"]), round(now - self.t0, 1)])
+
+
+def first_reach(curve, threshold: float = 0.8) -> tuple[int | None, int | None]:
+    """(env steps, training episodes) at the first evaluation with success rate >= ``threshold``;
+    (None, None) when none reached it (never the budget)."""
+    for row in curve:
+        if row[2] >= threshold:
+            return int(row[0]), int(row[1])
+    return None, None
+
+
+def bootstrap_ci(samples, statistic, seed: int = 0) -> list[float] | None:
+    """95 % percentile bootstrap interval of ``statistic(*samples)`` (``scipy.stats.bootstrap``,
+    each sample resampled on its own, 9999 resamples); None when a sample has fewer than 2 values."""
+    from scipy.stats import bootstrap
+
+    samples = [np.asarray(s, dtype=float) for s in samples]
+    if any(len(s) < 2 for s in samples):
+        return None
+    if all(np.ptp(s) == 0 for s in samples):  # every resample gives the same value
+        v = float(statistic(*samples, axis=-1))
+        return [v, v]
+    res = bootstrap(samples, lambda *a, axis=-1: statistic(*a, axis=axis), vectorized=True, paired=False,
+                    confidence_level=0.95, n_resamples=9999, method="percentile", random_state=np.random.default_rng(seed))
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _ratio(a, b, axis=-1):
+    return np.mean(a, axis=axis) / np.mean(b, axis=axis)
+
+
+def summarize_arm(runs: list[dict]) -> dict:
+    """One arm's figures over its seeds (see the module docstring)."""
+    out: dict = {"seeds": [r["seed"] for r in runs]}
+    for key in ("env_steps_to_80", "episodes_to_80"):
+        vals = [r[key] for r in runs]
+        reached = [v for v in vals if v is not None]
+        out[f"{key}_per_seed"] = vals
+        out[f"{key}_reached"] = f"{len(reached)}/{len(vals)}"
+        full = bool(vals) and len(reached) == len(vals)
+        out[key] = float(np.mean(vals)) if full else None
+        out[f"{key}_ci"] = bootstrap_ci([vals], _mean) if full else None
+    k, n = sum(r["final_successes"] for r in runs), sum(r["final_episodes"] for r in runs)
+    out["final_success"] = k / n if n else None
+    out["final_success_ci"] = list(wilson_interval(k, n)) if n else None
+    out["final_successes"], out["final_episodes"] = k, n
+    out["start_success"] = (sum(r["curve"][0][3] for r in runs if r["curve"]) /
+                            max(1, sum(r["curve"][0][4] for r in runs if r["curve"]))) if runs else None
+    out["env_steps"] = [r["env_steps"] for r in runs]
+    out["wall_s_per_run"] = float(np.mean([r["wall_s"] for r in runs])) if runs else None
+    out["env_steps_per_s"] = float(np.mean([r["env_steps_per_s"] for r in runs])) if runs else None
+    return out
+
+
+def plot_success(groups: dict, path: Path, threshold: float, colors: dict, styles: dict, labels: dict) -> None:
+    """One row per group (``{title: {arm: [result dicts with "curve"]}}``): success vs env steps and vs
+    training episodes; per arm the success pooled over seeds at each evaluation (band: 95 % Wilson),
+    thin lines = seeds; ``colors``/``styles``/``labels`` per arm. Written atomically to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    for row, (title, runs) in enumerate(groups.items()):
+        for col, xi in enumerate((0, 1)):
+            ax = axes[row][col]
+            for arm, rs in runs.items():
+                n_pts = min(len(r["curve"]) for r in rs)
+                if n_pts == 0:
+                    continue
+                for r in rs:
+                    c = np.asarray(r["curve"], dtype=float)[:n_pts]
+                    ax.plot(c[:, xi], c[:, 2], color=colors[arm], alpha=0.3, lw=0.8)
+                x = np.array([np.mean([r["curve"][i][xi] for r in rs]) for i in range(n_pts)])
+                k = np.array([sum(r["curve"][i][3] for r in rs) for i in range(n_pts)])
+                n = np.array([sum(r["curve"][i][4] for r in rs) for i in range(n_pts)])
+                ci = np.array([wilson_interval(int(a), int(b)) for a, b in zip(k, n, strict=True)])
+                ax.plot(x, k / n, color=colors[arm], ls=styles[arm], lw=2, label=f"{labels[arm]} ({len(rs)} seeds)")
+                ax.fill_between(x, ci[:, 0], ci[:, 1], color=colors[arm], alpha=0.12)
+            ax.axhline(threshold, color="black", ls="--", lw=0.7)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("env steps" if xi == 0 else "training episodes (mean over seeds)")
+            ax.set_ylabel("eval success (band: 95 % Wilson)")
+            ax.set_title(title, fontsize=8)
+            ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    common.save_figure(fig, path, dpi=110)
+    plt.close(fig)
