@@ -47,9 +47,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +59,8 @@ import hydra  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from basics.atomic import write_json  # noqa: E402
 from benchmarks import common  # noqa: E402
-from benchmarks.success_curves import Curve, _ratio, bootstrap_ci, first_reach, plot_success, summarize_arm  # noqa: E402
-from jobs.train import setup  # noqa: E402
+from benchmarks.success_curves import _ratio, bootstrap_ci, plot_success, summarize_arm, train_and_record  # noqa: E402
 from sim.demos import record_demos  # noqa: E402
 
 NAME = "expo_vs_rlpd"
@@ -147,26 +143,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
         return {**json.loads(p["result"].read_text()), "skipped": True}
     offline = demo_file(cfg)
     tc = train_config(cfg, p["run"], offline)
-    if p["run"].exists():  # an unfinished earlier attempt: start over
-        shutil.rmtree(p["run"])
-    t0 = time.time()
-    pieces = setup(tc)
-    curve = Curve(pieces.learner)
-    out = pieces.train([curve])
-    wall = time.time() - t0
-    s80, e80 = first_reach(curve.rows, float(cfg.bench.threshold))
-    last = curve.rows[-1] if curve.rows else [0, 0, 0.0, 0, 0, 0.0]
-    res = {"arm": arm, "seed": seed, "group": p["group"].name, "curve": curve.rows,
-           "env_steps_to_80": s80, "episodes_to_80": e80, "final_successes": last[3], "final_episodes": last[4],
-           "train_episodes": curve.episodes, "env_steps": int(out["env_steps"]), "wall_s": round(wall, 1),
-           "eval_s": round(curve.eval_s, 1),
-           "env_steps_per_s": round(out["env_steps"] / max(1e-9, wall - curve.eval_s), 3),
-           "settings": {"demo_file": str(offline), "run_dir": common.repo_relative(p["run"]),
-                        "config": OmegaConf.to_container(tc, resolve=True)}}
-    write_json(p["result"], res)
-    log(f"{arm} seed {seed}: success {last[3]}/{last[4]} at {res['env_steps']} env steps, env steps to 80 %: "
-        f"{s80}, {res['env_steps_per_s']} env steps/s, {wall:.0f} s -> {p['result']}")
-    return {**res, "skipped": False}
+    return train_and_record(tc, p, arm, seed, float(cfg.bench.threshold), {"demo_file": str(offline)}, log)
 
 
 def summarize(runs: dict) -> tuple[dict, dict]:

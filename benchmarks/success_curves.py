@@ -1,17 +1,22 @@
 """Success-curve helpers of the benchmarks that train from demonstrations and count env steps and
 training episodes to a success threshold (``shaping_vs_sparse``, ``expo_vs_rlpd``): the evaluation
-recorder, the first crossing, bootstrap intervals over seeds, one arm's summary, the curves' plot."""
+recorder, one run's training and result file, the first crossing, bootstrap intervals over seeds, one
+arm's summary, the curves' plot."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
+from basics.atomic import write_json
 from benchmarks import common
 from control.callbacks import Callback
 from control.evaluate import wilson_interval
+from jobs.train import setup
 
 
 class Curve(Callback):
@@ -54,6 +59,42 @@ def first_reach(curve, threshold: float = 0.8) -> tuple[int | None, int | None]:
         if row[2] >= threshold:
             return int(row[0]), int(row[1])
     return None, None
+
+
+def train_and_record(tc, p: dict, arm: str, seed: int, threshold: float, settings: dict, log=print) -> dict:
+    """Train one (arm, seed) from its ``dopa train`` config ``tc`` (:func:`jobs.train.setup`, then the
+    project's loop with a :class:`Curve`) and write its result file ``p["result"]`` atomically.
+
+    Args:
+        tc: the run's train config.  p: :func:`benchmarks.common.run_paths` of the run (``group``,
+            ``run``, ``result``); an unfinished earlier run folder is removed first.
+        threshold: the success rate whose first crossing is "to 80 %".  settings: stored under
+            ``settings`` beside the run folder and the resolved config.
+    Returns:
+        ``{"arm", "seed", "group", "curve", "env_steps_to_80", "episodes_to_80", "final_successes",
+        "final_episodes", "train_episodes", "env_steps", "wall_s", "eval_s", "env_steps_per_s",
+        "settings", "skipped": False}`` (``skipped`` is not stored).
+    """
+    if p["run"].exists():  # an unfinished earlier attempt: start over
+        shutil.rmtree(p["run"])
+    t0 = time.time()
+    pieces = setup(tc)
+    curve = Curve(pieces.learner)
+    out = pieces.train([curve])
+    wall = time.time() - t0
+    s80, e80 = first_reach(curve.rows, threshold)
+    last = curve.rows[-1] if curve.rows else [0, 0, 0.0, 0, 0, 0.0]
+    res = {"arm": arm, "seed": seed, "group": p["group"].name, "curve": curve.rows,
+           "env_steps_to_80": s80, "episodes_to_80": e80, "final_successes": last[3], "final_episodes": last[4],
+           "train_episodes": curve.episodes, "env_steps": int(out["env_steps"]), "wall_s": round(wall, 1),
+           "eval_s": round(curve.eval_s, 1),
+           "env_steps_per_s": round(out["env_steps"] / max(1e-9, wall - curve.eval_s), 3),
+           "settings": {**settings, "run_dir": common.repo_relative(p["run"]),
+                        "config": OmegaConf.to_container(tc, resolve=True)}}
+    write_json(p["result"], res)
+    log(f"{arm} seed {seed}: success {last[3]}/{last[4]} at {res['env_steps']} env steps, env steps to 80 %: "
+        f"{s80}, episodes to 80 %: {e80}, {res['env_steps_per_s']} env steps/s, {wall:.0f} s -> {p['result']}")
+    return {**res, "skipped": False}
 
 
 def bootstrap_ci(samples, statistic, seed: int = 0) -> list[float] | None:

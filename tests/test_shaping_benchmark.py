@@ -126,8 +126,8 @@ def test_summary_nulls_stay_null_and_bootstrap_intervals():
     m, met = svs.summarize(runs)
     assert m["sparse_over_grm_episodes_to_80"] is None and not any(met.values())
     assert svs.bootstrap_ci([[1.0]], success_curves._mean) is None  # one seed: no interval
-    assert svs.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
-    assert svs.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
+    assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
+    assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
     assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], success_curves._mean)).all()
 
 
