@@ -101,6 +101,22 @@ def settings_digest(cfg, keys, bench_keys=(), extra: dict | None = None) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def run_config(cfg, run_dir):
+    """The ``dopa train`` config of one benchmark run: a copy of the benchmark's composed ``cfg``
+    without its ``bench`` and ``hydra`` keys, with ``run_dir`` set (the caller adds its arm's keys
+    under ``open_dict``, then ``OmegaConf.resolve``-s it). ``cfg`` is left unchanged."""
+    import copy
+
+    from omegaconf import open_dict
+
+    tc = copy.deepcopy(cfg)
+    with open_dict(tc):
+        tc.pop("bench", None)
+        tc.pop("hydra", None)
+        tc.run_dir = str(run_dir)
+    return tc
+
+
 def repo_relative(path) -> str:
     """``path`` relative to the repository root when it lies under it, else as given (a result
     file names the folders it came from without the machine's checkout path)."""

@@ -44,7 +44,6 @@ Target (issue 17): rlpd / expo env steps to 80 % >= 2 with the lower end of its 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -117,11 +116,8 @@ def paths(cfg: DictConfig, arm: str | None = None, seed: int | None = None) -> d
 def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
     """The ``dopa train`` config of one run: ``cfg`` without ``bench`` and ``hydra``, with the demos
     and the run folder."""
-    tc = copy.deepcopy(cfg)
+    tc = common.run_config(cfg, run_dir)
     with open_dict(tc):
-        tc.pop("bench", None)
-        tc.pop("hydra", None)
-        tc.run_dir = str(run_dir)
         tc.offline_data = [str(offline)]
     OmegaConf.resolve(tc)
     return tc

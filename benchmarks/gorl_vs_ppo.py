@@ -139,11 +139,8 @@ def train_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """The ``dopa train`` config of one run: ``cfg`` without ``bench`` and ``hydra``, the learner set
     for the arm (see the module docstring)."""
     arm = arm_of(cfg)
-    tc = copy.deepcopy(cfg)
+    tc = common.run_config(cfg, run_dir)
     with open_dict(tc):
-        tc.pop("bench", None)
-        tc.pop("hydra", None)
-        tc.run_dir = str(run_dir)
         if arm == "gorl":
             tc.learner.stage_steps = gorl_schedule(cfg)[0]
         elif arm == "gorl_1stage":

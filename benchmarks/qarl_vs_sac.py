@@ -47,7 +47,6 @@ At the published scale: ``env.backend=warp num_envs=<thousands> device=cuda`` on
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -106,11 +105,8 @@ def grid_of(cfg: DictConfig) -> dict:
 def train_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """The ``dopa train`` config of one run: ``cfg`` without ``bench`` and ``hydra``, the run folder,
     and ``bench.adversary`` merged into the adversary of the adversarial arms."""
-    tc = copy.deepcopy(cfg)
+    tc = common.run_config(cfg, run_dir)
     with open_dict(tc):
-        tc.pop("bench", None)
-        tc.pop("hydra", None)
-        tc.run_dir = str(run_dir)
         if tc.get("adversary") is not None and cfg.bench.get("adversary"):
             tc.adversary = OmegaConf.merge(tc.adversary, cfg.bench.adversary)
     OmegaConf.resolve(tc)

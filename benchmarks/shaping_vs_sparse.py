@@ -59,7 +59,6 @@ interval above 1.0; the GRM arm's speed-up at least 70 % of the oracle's (ratio_
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -140,11 +139,8 @@ def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
     """The ``dopa train`` config of one run: ``cfg`` without ``bench`` and ``hydra``, with the demos,
     the run folder, and for the GRM arms the checkpoint, ``gold=env`` and ``bench.query_every``."""
     arm = arm_of(cfg)
-    tc = copy.deepcopy(cfg)
+    tc = common.run_config(cfg, run_dir)
     with open_dict(tc):
-        tc.pop("bench", None)
-        tc.pop("hydra", None)
-        tc.run_dir = str(run_dir)
         tc.offline_data = [str(offline)]
         tc.reward.gold = "env"
         if arm in ("grm", "naive"):

@@ -93,6 +93,15 @@ class _MLPActor(nn.Module):
         return pol
 
 
+def _tanh_gaussian_log_density(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, std: torch.Tensor
+                               ) -> torch.Tensor:
+    """log density of a = tanh(u), u ~ N(mean, std^2) per dimension: float ``[B, A]`` pre-tanh ``u``,
+    ``mean``, ``log_std`` and ``std = exp(log_std)`` (passed, not recomputed) -> ``[B]`` nats, with the tanh change of variables of SAC eq. 26 in the
+    stable form log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))."""
+    logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
+
+
 class TanhGaussianActor(_MLPActor):
     """SAC's squashed Gaussian policy (Haarnoja et al. 2018, appendix C): a = tanh(u), u ~ N(mu, sigma).
 
@@ -138,19 +147,14 @@ class TanhGaussianActor(_MLPActor):
         else:
             eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
             u = mean + std * eps
-        a = torch.tanh(u)
-        logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        logp = logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
-        return a, logp
+        return torch.tanh(u), _tanh_gaussian_log_density(u, mean, log_std, std)
 
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
         """log pi(a|s) of given actions (behaviour cloning): obs float32 ``[B, D]``, action float32
         ``[B, A]`` in [-1, 1] (clamped to +-(1 - eps) before atanh, so actions at the bounds stay
         finite) -> float32 ``[B]`` in nats, the same density as :meth:`sample` (SAC eq. 26)."""
         mean, log_std = self(obs)
-        u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
-        logp = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        return logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
+        return _tanh_gaussian_log_density(torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps)), mean, log_std, log_std.exp())
 
 
 class GaussianActor(_MLPActor):
