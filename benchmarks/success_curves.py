@@ -122,7 +122,11 @@ def _ratio(a, b, axis=-1):
 
 
 def summarize_arm(runs: list[dict]) -> dict:
-    """One arm's figures over its seeds (see the module docstring)."""
+    """One arm's figures over its seeds, from its result dicts (:func:`train_and_record`): per
+    ``env_steps_to_80`` / ``episodes_to_80`` the per-seed values, ``"<reached>/<seeds>"``, the mean
+    and its bootstrap 95 % interval (both None unless every seed reached the threshold: a missing
+    value is never the budget); ``final_success`` pooled over seeds with its 95 % Wilson interval;
+    ``start_success`` (the evaluation at env step 0); env steps, wall s per run, env steps/s."""
     out: dict = {"seeds": [r["seed"] for r in runs]}
     for key in ("env_steps_to_80", "episodes_to_80"):
         vals = [r[key] for r in runs]
