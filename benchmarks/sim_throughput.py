@@ -206,11 +206,14 @@ def measure_batched(task: str, sizes, thread_counts, seconds: float, repeats: in
                 columns["envpool"] = (pool, B)
             row = _interleaved_rates(columns, seconds, repeats)
             row.setdefault("envpool", None)
+            # the backend's own choice (at most T): what its first steps timed (sim/mujoco_batched.py)
+            out.setdefault("mujoco_physics_threads", {})[f"{B}x{T}"] = env.physics_threads
             for close in closers:
                 close()
             out[f"{B}x{T}"] = row
             print(f"{task:<13} {B:>3} envs {T} threads: " + " | ".join(
-                f"{k} {'n/a' if v is None else f'{v:8.0f}'}" for k, v in row.items()), flush=True)
+                f"{k} {'n/a' if v is None else f'{v:8.0f}'}" for k, v in row.items())
+                + f" | mujoco stepped on {env.physics_threads} thread(s)", flush=True)
         cpu.close()
     return out
 
@@ -283,7 +286,7 @@ def main() -> None:
 
     fig, ax = plt.subplots(1, 2 + len(batched), figsize=(9 + 4.5 * len(batched), 3.5))
     for a, (task, b) in zip(ax[2:], batched.items(), strict=True):
-        configs = [k for k in b if "x" in k]
+        configs = [k for k in b if k[:1].isdigit()]  # "16x2"
         for column in ("raw_mj_step", "raw_rollout", "dm_control", "cpu", "mujoco", "envpool"):
             a.plot(configs, [b[c][column] if b[c][column] is not None else np.nan for c in configs], "o-", label=column)
         a.set_yscale("log")

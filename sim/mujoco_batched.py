@@ -9,10 +9,13 @@ seeds (sub-env ``i`` seeded ``seed + i``).
 What differs is where the time goes. Each env keeps its own dm_control ``Physics`` (one ``MjModel``
 and one ``MjData`` per env, so masses, frictions and gravity can differ per env), but a control step
 never enters dm_control's Python: the physics of all envs is advanced by raw ``mujoco.mj_step*`` calls
-spread over ``threads`` threads (MuJoCo's bindings release the GIL inside them), each env's state
-fields are copied with one ``memcpy``-like copy into a ``[B, ...]`` buffer, and observations and
-rewards are computed for the whole batch at once in float64 torch by :mod:`sim.dmc_rewards` (the
-functions the MuJoCo Warp backend uses). ``benchmarks/sim_throughput.py`` also measures
+spread over up to ``threads`` persistent threads (MuJoCo's bindings release the GIL inside them; the
+first steps are timed on one thread, and a batch whose physics is too cheap to pay for a second
+thread stays on one, see :data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied with one
+``memcpy``-like copy into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at
+once in float64 torch by :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend uses).
+Observations that are plain copies of state fields (cheetah, walker, cartpole) are one ``np.take``
+of that buffer (found by probing the task's torch observation function); hopper's uses the function. ``benchmarks/sim_throughput.py`` also measures
 ``mujoco.rollout`` (MuJoCo's own thread pool); it steps with ``mj_step`` from a given state and so
 cannot reproduce dm_control's step below, and it was not faster on the 2-core machine measured.
 
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+import weakref
 
 import gymnasium as gym
 import mujoco
@@ -46,6 +51,14 @@ _DIVERGENCE_WARNINGS = (int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWar
                         int(mujoco.mjtWarning.mjWARN_BADQACC))
 #: the MjData fields the suite tasks read (copied once per env per step, as one contiguous span)
 _FIELDS = ("qpos", "qvel", "sensordata", "xpos", "xmat", "xipos")
+#: physics seconds per thread below which a further thread costs more than it saves: each env's
+#: Python between its ``mj_step*`` calls holds the GIL, so threads that step cheap worlds mostly wait
+#: for each other (measured on 2 cores with ``benchmarks/sim_throughput.py``: cheetah-run, ~7 us per
+#: env step, was slower on 2 threads than on 1 at 16 envs and faster at 64; hopper-stand, ~28 us,
+#: faster on 2 from 16 envs)
+MIN_SECONDS_PER_THREAD = 180e-6
+#: steps stepped on one thread and timed before the physics is split over threads
+CALIBRATION_STEPS = 16
 
 
 def supported_tasks() -> tuple[str, ...]:
@@ -115,6 +128,69 @@ class _Span:
         return buf[:, off:off + n].view(buf.shape[0], *shape) if n else buf[:, :0].reshape(buf.shape[0], *shape)
 
 
+class _Workers:
+    """Persistent physics threads, one per chunk after the first, woken and awaited with a pair of
+    locks each (a ``ThreadPoolExecutor`` round trip costs tens of microseconds more per step: a
+    Future, a queue item and a condition variable per chunk; measured in ``benchmarks/sim_throughput.py``).
+
+    The threads hold only a weak reference to the env, so an env dropped without ``close()`` is
+    collected and its threads end.
+    """
+
+    def __init__(self, env: "MujocoBatchedEnv", chunks: list[tuple[int, int]]):
+        self._chunks = chunks
+        self._go = [threading.Lock() for _ in chunks]
+        self._done = [threading.Lock() for _ in chunks]
+        self._errors: list[BaseException | None] = [None] * len(chunks)
+        self._stop = False
+        for lock in self._go + self._done:
+            lock.acquire()
+        ref = weakref.ref(env)
+        self._threads = [threading.Thread(target=self._loop, args=(ref, k), daemon=True,
+                                          name=f"dopa-physics-{k + 1}") for k in range(len(chunks))]
+        for t in self._threads:
+            t.start()
+
+    def _loop(self, ref, k: int) -> None:
+        lo, hi = self._chunks[k]
+        while True:
+            self._go[k].acquire()
+            env = None if self._stop else ref()
+            if env is None:
+                self._done[k].release()
+                return
+            try:
+                env._step_range(lo, hi)
+            except BaseException as e:  # handed to the stepping thread, raised there
+                self._errors[k] = e
+            del env
+            self._done[k].release()
+
+    def run(self, first) -> None:
+        """Wake every worker, run ``first()`` (the first chunk) here, wait for all; re-raise the first error."""
+        for lock in self._go:
+            lock.release()
+        try:
+            first()
+        finally:
+            for lock in self._done:
+                lock.acquire()
+        for k, e in enumerate(self._errors):
+            if e is not None:
+                self._errors[k] = None
+                raise e
+
+    def close(self) -> None:
+        if self._stop:
+            return
+        self._stop = True
+        for lock in self._go:
+            lock.release()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join()
+
+
 class MujocoBatchedEnv:
     """``num_envs`` copies of a dm_control suite task, stepped in native threads, batched in torch.
 
@@ -139,7 +215,9 @@ class MujocoBatchedEnv:
         views: camera views rendered into every observation (``()``: state only).
         image_size: pixels per side of rendered views.
         seed: non-negative int; sub-env ``i`` is seeded ``seed + i`` (numpy streams of dm_control).
-        threads: physics threads, an int in ``[1, os.cpu_count()]`` (default 1).
+        threads: most physics threads, an int in ``[1, os.cpu_count()]`` (default 1); the env steps the
+            first ``CALIBRATION_STEPS`` on one thread, timing them, then uses
+            ``physics_threads = min(threads, B, step seconds / MIN_SECONDS_PER_THREAD)`` (at least 1).
         max_episode_steps: time limit in control steps (default: the task's).
         max_force, max_torque: clip of :meth:`apply_force` components (N, N m).
     Raises:
@@ -162,7 +240,7 @@ class MujocoBatchedEnv:
         self.max_force, self.max_torque = check_wrench_bounds(max_force, max_torque)
         self.seed = check_seed(seed, count=num_envs)
         # lazy: sim.dmc_rewards imports MuJoCo, which loads its GL backend at import (after sim.make_env's check)
-        from sim.dmc_rewards import DeviceState, make_suite_task
+        from sim.dmc_rewards import make_suite_task
 
         with gl_guard():  # dm_control sets up its GL platform at import
             from dm_control import suite
@@ -185,6 +263,9 @@ class MujocoBatchedEnv:
         self._limit = min(self.max_episode_steps, self.suite_step_limit)
         aspec = host.action_spec()
         self._a_low, self._a_high = aspec.minimum.astype(np.float64), aspec.maximum.astype(np.float64)
+        # low + (clip(a) + 1) * 0.5 * (high - low), with 0.5 * (high - low) taken first: halving is exact,
+        # so the product rounds as the "cpu" backend's does
+        self._a_half_range = 0.5 * (self._a_high - self._a_low)
         self.state_layout = [(k, int(np.prod(v.shape))) for k, v in host.observation_spec().items()]
         self._suite = make_suite_task(spec.name, m)
         self._body_names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, i) or f"<body {i}>" for i in range(m.nbody)]
@@ -206,21 +287,24 @@ class MujocoBatchedEnv:
         # per env, what the stepping loop touches: views made once (MjData memory never moves)
         self._rows = list(zip(self.models, self.datas, self._ctrl_views, self._ctrl, self._buf, self._span_views,
                               self._warn_views, strict=True))
-        buf = torch.from_numpy(self._buf)
-        self._state = DeviceState(qpos=self._span.field(buf, "qpos"), qvel=self._span.field(buf, "qvel"),
-                                  ctrl=torch.from_numpy(self._ctrl),
-                                  xpos=self._span.field(buf, "xpos"), xipos=self._span.field(buf, "xipos"),
-                                  xmat=self._span.field(buf, "xmat").reshape(B, m.nbody, 9),
-                                  sensordata=self._span.field(buf, "sensordata"))
-        bounds = np.linspace(0, B, self.threads + 1).astype(int)
-        self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-        self._pool = ThreadPoolExecutor(len(self._chunks) - 1) if len(self._chunks) > 1 else None
+        self._state = self._state_views(torch.from_numpy(self._buf), torch.from_numpy(self._ctrl))
+        self._finite = np.empty((B, len(self._span.columns)), dtype=bool)  # scratch of the divergence check
+        self._gathered = np.empty((B, len(self._span.columns)))
+        self._chunk_rows = {(0, B): list(enumerate(self._rows))}
+        self._chunks = [(0, B)]
+        self._pool: _Workers | None = None
+        #: threads that step the physics: 1 for the first CALIBRATION_STEPS steps, which time it; then
+        #: at most ``threads``, fewer where a thread's share of a step would be under
+        #: MIN_SECONDS_PER_THREAD (results never depend on it: each env is stepped alone)
+        self.physics_threads = 1
+        self._timed_steps, self._timed_seconds = 0, 0.0
         self._elapsed = np.zeros(B, dtype=np.int64)
         self._needs_seed = True
         self._last_obs: dict | None = None
         self._renderers: dict[int, mujoco.Renderer] = {}
         self.num_diverged = 0
 
+        self._obs_columns = self._gather_plan()
         self.action_dim = int(aspec.shape[0])
         self.state_dim = int(sum(n for _, n in self.state_layout))
         spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (self.state_dim,), np.float32)}
@@ -243,33 +327,63 @@ class MujocoBatchedEnv:
         n, rk4 = self.n_sub_steps, self._rk4
         step, step1, step2 = mujoco.mj_step, mujoco.mj_step1, mujoco.mj_step2
         w0, w1, w2 = _DIVERGENCE_WARNINGS
-        for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in enumerate(self._rows[lo:hi], lo):
-            ctrl_view[:] = ctrl_row
-            if xfrc is not None:
+        rows = self._chunk_rows[(lo, hi)]
+        if xfrc is not None:
+            for i, _ in rows:
                 self._xfrc_views[i][:] = xfrc[i]
-            if rk4:
-                step(m, d, n)
-            else:
+        # the hot loop: one branch per env, no attribute lookups (each costs ~0.1 us per env)
+        if rk4 or n == 1:
+            for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in rows:
+                ctrl_view[:] = ctrl_row
+                if rk4:
+                    step(m, d, n)
+                else:
+                    step2(m, d)
+                step1(m, d)
+                buf_row[:] = span
+                if warn[w0] or warn[w1] or warn[w2]:
+                    bad[i] = True
+                    warn[list(_DIVERGENCE_WARNINGS)] = 0
+        else:
+            for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in rows:
+                ctrl_view[:] = ctrl_row
                 step2(m, d)
-                if n > 1:
-                    step(m, d, n - 1)
-            step1(m, d)
-            if xfrc is not None:  # external forces act for exactly one control step
+                step(m, d, n - 1)
+                step1(m, d)
+                buf_row[:] = span
+                if warn[w0] or warn[w1] or warn[w2]:
+                    bad[i] = True
+                    warn[list(_DIVERGENCE_WARNINGS)] = 0
+        if xfrc is not None:  # external forces act for exactly one control step
+            for i, _ in rows:
                 self._xfrc_views[i][:] = 0.0
-            buf_row[:] = span
-            if warn[w0] or warn[w1] or warn[w2]:
-                bad[i] = True
-                warn[list(_DIVERGENCE_WARNINGS)] = 0
 
     def _advance(self) -> None:
         self._bad[:] = False
         if self._pool is None:
+            if self._timed_steps < CALIBRATION_STEPS and self.threads > 1:
+                t = time.perf_counter()
+                self._step_range(0, self.num_envs)
+                self._timed_seconds += time.perf_counter() - t
+                self._timed_steps += 1
+                if self._timed_steps == CALIBRATION_STEPS:
+                    self._use_threads(self._timed_seconds / CALIBRATION_STEPS)
+                return
             self._step_range(0, self.num_envs)
             return
-        futures = [self._pool.submit(self._step_range, lo, hi) for lo, hi in self._chunks[1:]]
-        self._step_range(*self._chunks[0])
-        for f in futures:
-            f.result()
+        self._pool.run(lambda: self._step_range(*self._chunks[0]))
+
+    def _use_threads(self, step_seconds: float) -> None:
+        """Split the envs over threads, given one thread's seconds per batch step of physics."""
+        B = self.num_envs
+        share = int(step_seconds / MIN_SECONDS_PER_THREAD) if MIN_SECONDS_PER_THREAD > 0 else B
+        self.physics_threads = max(1, min(self.threads, B, share))
+        if self.physics_threads == 1:
+            return
+        bounds = np.linspace(0, B, self.physics_threads + 1).astype(int)
+        self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self._chunk_rows.update({c: list(enumerate(self._rows[c[0]:c[1]], c[0])) for c in self._chunks})
+        self._pool = _Workers(self, self._chunks[1:])
 
     def _reset_env(self, i: int, seed: int | None = None) -> None:
         """dm_control's ``Environment.reset`` of env ``i`` (the suite's ``initialize_episode`` inside
@@ -283,10 +397,47 @@ class MujocoBatchedEnv:
         self._warn_views[i][list(_DIVERGENCE_WARNINGS)] = 0  # a reset's own warnings are not a step's
         self._elapsed[i] = 0
 
+    def _state_views(self, buf: torch.Tensor, ctrl: torch.Tensor):
+        # lazy: sim.dmc_rewards imports MuJoCo, which loads its GL backend at import (after sim.make_env's check)
+        from sim.dmc_rewards import DeviceState
+
+        B, span = buf.shape[0], self._span
+        return DeviceState(qpos=span.field(buf, "qpos"), qvel=span.field(buf, "qvel"), ctrl=ctrl,
+                           xpos=span.field(buf, "xpos"), xipos=span.field(buf, "xipos"),
+                           xmat=span.field(buf, "xmat").reshape(B, -1, 9), sensordata=span.field(buf, "sensordata"))
+
+    def _gather_plan(self) -> np.ndarray | None:
+        """Buffer columns of the state observation when every entry of it is a plain copy of a state
+        field (cheetah, walker, cartpole: one ``np.take`` per step instead of a chain of torch ops),
+        else None (hopper's ``log1p`` of its touch sensors: the task's torch function each step).
+
+        Found by running the task's observation function on a buffer whose columns hold their own
+        index, then confirmed on two random buffers (anything but a copy fails there)."""
+        ctrl = torch.full((1, self._ctrl.shape[1]), float("nan"), dtype=torch.float64)
+
+        def flat(buf):
+            parts = self._suite.observation(self._state_views(buf, ctrl))
+            return torch.cat([parts[k].reshape(buf.shape[0], -1) for k, _ in self.state_layout], dim=1)
+
+        cols = flat(torch.arange(self._span.size, dtype=torch.float64)[None])[0]
+        if not (torch.isfinite(cols).all() and torch.equal(cols, cols.round())):
+            return None
+        cols = cols.long().numpy()
+        g = torch.Generator().manual_seed(0)
+        for _ in range(2):
+            probe = torch.randn(3, self._span.size, generator=g, dtype=torch.float64)
+            if not torch.equal(flat(probe), probe[:, cols]):
+                return None
+        return cols
+
     def _observe(self) -> dict:
-        parts = self._suite.observation(self._state)
-        state = torch.cat([parts[k].reshape(self.num_envs, -1) for k, _ in self.state_layout], dim=1)
-        obs = {"state": state.to(torch.float32)}
+        if self._obs_columns is not None:
+            state = torch.from_numpy(np.take(self._buf, self._obs_columns, axis=1).astype(np.float32))
+        else:
+            parts = self._suite.observation(self._state)
+            state = torch.cat([parts[k].reshape(self.num_envs, -1) for k, _ in self.state_layout], dim=1)
+            state = state.to(torch.float32)
+        obs = {"state": state}
         if self.views:
             obs["images"] = self.render(self.views)
         return obs
@@ -354,8 +505,11 @@ class MujocoBatchedEnv:
         """
         if self._needs_seed:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(self.check_action(action), dtype=np.float64)
-        self._ctrl[:] = self._a_low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (self._a_high - self._a_low)
+        ctrl = self._ctrl  # in place: the stepping loop holds views of its rows
+        np.clip(self.check_action(action), -1.0, 1.0, out=ctrl)
+        ctrl += 1.0
+        ctrl *= self._a_half_range
+        ctrl += self._a_low
         try:
             self._advance()
         finally:
@@ -363,7 +517,8 @@ class MujocoBatchedEnv:
         obs = self._observe()
         reward64 = self._suite.reward(self._state).numpy()
         # the fields the task read, all finite (numpy: one pass, cheaper than torch on small arrays)
-        diverged = self._bad | ~np.isfinite(self._buf[:, self._span.columns]).all(axis=1)
+        np.take(self._buf, self._span.columns, axis=1, out=self._gathered)
+        diverged = self._bad | ~np.isfinite(self._gathered, out=self._finite).all(axis=1)
         success = reward64 >= float(self.spec.success_threshold)
         reward = reward64.astype(np.float32)
         self._elapsed += 1
@@ -540,7 +695,7 @@ class MujocoBatchedEnv:
             r.close()
         self._renderers.clear()
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.close()
             self._pool = None
 
     def __enter__(self):
@@ -548,6 +703,11 @@ class MujocoBatchedEnv:
 
     def __exit__(self, *exc):
         self.close()
+
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
 
 
 def _where_rows(rows: torch.Tensor, a, b):

@@ -63,6 +63,53 @@ def test_matches_the_cpu_backend_with_pushes_and_scales(task):
     new.close()
 
 
+@pytest.mark.parametrize("task", ["hopper-stand", "cheetah-run"])
+def test_physics_threads_step_the_same_worlds_and_end_with_the_env(task, monkeypatch):
+    """Split over worker threads after the timed first steps (forced here: any share pays), the
+    worlds step exactly as on one thread, through pushes and resets; a dropped env's threads end."""
+    import gc
+    import threading
+
+    import sim.mujoco_batched as mb
+
+    B, steps = 5, 60
+    one = sim.make_env(task, num_envs=B, seed=3, max_episode_steps=25, backend="mujoco", threads=1)
+    monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
+    monkeypatch.setattr(mb, "CALIBRATION_STEPS", 4)
+    two = sim.make_env(task, num_envs=B, seed=3, max_episode_steps=25, backend="mujoco", threads=2)
+    (o1, _), (o2, _) = one.reset(), two.reset()
+    assert torch.equal(o1["state"], o2["state"])
+    g = torch.Generator().manual_seed(1)
+    body = one.body_names()[0]
+    for t in range(steps):
+        if t % 7 == 3:
+            wrench = 30.0 * torch.randn(B, 6, generator=g)
+            for env in (one, two):
+                env.apply_force(body, wrench, env_ids=[0, B - 1])
+        action = 2.0 * torch.rand(B, one.action_dim, generator=g) - 1.0
+        r1, r2 = one.step(action), two.step(action)
+        assert torch.equal(r1[0]["state"], r2[0]["state"]) and torch.equal(r1[1], r2[1])
+        assert torch.equal(r1[3], r2[3])
+    assert one.physics_threads == 1 and two.physics_threads == 2
+    assert {t.name for t in threading.enumerate()} >= {"dopa-physics-1"}
+    one.close()
+    del two, env, r2
+    gc.collect()
+    assert not any(t.name.startswith("dopa-physics") and t.is_alive() for t in threading.enumerate())
+
+
+def test_state_observation_is_one_gather_where_it_is_a_copy():
+    """cheetah/walker/cartpole observations are copies of state fields (one np.take per step);
+    hopper's log1p touch is not, and keeps the task's torch function."""
+    for task, gathered in (("cheetah-run", True), ("walker-walk", True), ("cartpole-swingup", True),
+                           ("hopper-stand", False)):
+        env = sim.make_env(task, num_envs=2, backend="mujoco")
+        assert (env._obs_columns is not None) == gathered, task
+        if gathered:
+            assert len(env._obs_columns) == env.state_dim
+        env.close()
+
+
 @pytest.fixture(scope="module")
 def hopper():
     env = sim.make_env("hopper-stand", num_envs=3, seed=0, backend="mujoco", max_episode_steps=5)

@@ -283,14 +283,20 @@ def test_cartpole_matches_dm_control():
 def test_tolerance_matches_dm_control():
     from dm_control.utils import rewards
 
-    x = np.linspace(-4, 4, 81)
+    x = np.concatenate([np.linspace(-4, 4, 81), [np.nan, np.inf, -np.inf, 0.6, 2.0, 1.0, 10.0]])
     cases = [dict(), dict(bounds=(0.6, 2.0)), dict(margin=2), dict(bounds=(1.0, math.inf), margin=0.5,
                                                                    value_at_margin=0.5, sigmoid="linear"),
              dict(margin=1, value_at_margin=0, sigmoid="quadratic"),
-             dict(bounds=(10.0, math.inf), margin=10.0, value_at_margin=0, sigmoid="linear")]
+             dict(bounds=(10.0, math.inf), margin=10.0, value_at_margin=0, sigmoid="linear"),
+             dict(bounds=(-math.inf, 0.5), margin=1.5, value_at_margin=0.2, sigmoid="quadratic"),
+             dict(bounds=(0.6, 2.0), margin=0.3), dict(bounds=(-math.inf, math.inf), margin=1.0)]
     for kw in cases:
         ours = dmc_rewards.tolerance(torch.as_tensor(x, dtype=torch.float64), **kw).numpy()
-        np.testing.assert_allclose(ours, rewards.tolerance(x, **kw), atol=1e-12, err_msg=str(kw))
+        with np.errstate(invalid="ignore"):
+            theirs = rewards.tolerance(x, **kw)
+        # NaN where the suite gives NaN, and the same values elsewhere (inside the bounds exactly 1)
+        np.testing.assert_allclose(ours, theirs, atol=1e-12, rtol=0, equal_nan=True, err_msg=str(kw))
+        np.testing.assert_array_equal(ours[theirs == 1.0], 1.0, err_msg=str(kw))
     with pytest.raises(ValueError, match="unknown sigmoid 'cubic'"):
         dmc_rewards.tolerance(torch.zeros(2), margin=1, sigmoid="cubic")
 
