@@ -29,6 +29,10 @@ included), and the pretrained tasks' held-out episodes before and after (their d
 file per (left-out task, seed) under ``<out>/grm_loo/`` (skipped when present, so a stopped run
 resumes); the summary ``grm_loo.json`` + ``grm_loo.png`` has the table and the worst task as the
 headline, its targets (VOC >= 0.95, completion accuracy >= 0.90) recorded as met or not.
+``--left`` restricts which tasks are left out in turn. Each pretrained model is kept under
+``--checkpoint`` (named by the pretraining settings and the left-out task), so a second run that
+changes only the adaptation (``--adapt-steps``, ``--adapt-loss``, ``--replay-share``; give it its
+own ``--out``) adapts the same pretrained model without pretraining again.
 
     .venv/bin/python benchmarks/grm_quality.py --leave-one-out --data-dir data/grm_bench --minutes 10
 """
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -192,12 +197,15 @@ def parse_args():
                     help="other fusions reported beside it, comma-separated ('' for none)")
     ap.add_argument("--adapt-steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--checkpoint", default="runs/grm_bench")
+    ap.add_argument("--checkpoint", default="runs/grm_bench",
+                    help="GRM checkpoints; --leave-one-out: each pretrained model, reused by a run with the same "
+                         "pretraining settings (so adaptation settings compare on one pretrained model)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--leave-one-out", action="store_true",
                     help="leave-one-task-out adaptation over --tasks (see the module docstring)")
     ap.add_argument("--tasks", default="lift,stack,pick-place-can,door", help="--leave-one-out: the tasks")
+    ap.add_argument("--left", default="", help="--leave-one-out: the tasks left out in turn (default: every one of --tasks)")
     ap.add_argument("--launcher", default="local", help="--leave-one-out: configs/hydra/launcher (local | slurm | slurm_local)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="--leave-one-out, local launcher: left-out tasks trained at a time (each uses --threads)")
@@ -215,6 +223,9 @@ def parse_args():
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.leave_one_out and len(args.tasks) < 2:
         ap.error("--leave-one-out needs at least two --tasks")
+    args.left = [t.strip() for t in args.left.split(",") if t.strip()] or list(args.tasks)
+    if any(t not in args.tasks for t in args.left):
+        ap.error(f"--left {','.join(args.left)}: each must be one of --tasks ({','.join(args.tasks)})")
     return args
 
 
@@ -395,14 +406,29 @@ def loo_one(args, left: str, data: dict, views) -> dict:
     text_emb = text_embeddings([e.task_text for e in train + held], cache)
     hop = HopData(train, views, "front", text_emb, seed=args.seed, goal_pair_prob=args.goal_pair_prob,
                   start_pair_prob=args.start_pair_prob)
-    torch.manual_seed(args.seed)
-    model = GRM(GRMConfig(views=views, image_size=64))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    t0, probe = time.time(), 10
-    fit(model, hop, probe, args.batch, args.lr, optimizer=opt, progress_bar=False, shift=3)
-    steps = int(min(args.steps, max(probe + 1, args.minutes * 60 / ((time.time() - t0) / probe))))
-    fit(model, hop, steps, args.batch, args.lr, optimizer=opt, start_step=probe, shift=3, desc=f"pretrain -{left}")
-    pretrain_s = time.time() - t0
+    # the pretrained model is kept (GRM checkpoint folder under --checkpoint, named by the pretraining
+    # settings), so adaptation settings can be compared on the same pretrained model without pretraining again
+    key = {k: getattr(args, k, None) for k in ("data_dir", "episodes", "seed", "steps", "minutes", "batch", "lr",
+                                               "goal_pair_prob", "start_pair_prob", "tasks")}
+    digest = hashlib.sha256(json.dumps({**key, "left": left, "views": list(views)}, sort_keys=True).encode()).hexdigest()
+    cached = ROOT / args.checkpoint / f"loo-{left}-seed{args.seed}-{digest[:10]}"
+    t0 = time.time()
+    if (cached / "model.safetensors").is_file():
+        model, _ = load_checkpoint(cached, views=views)
+        info = json.loads((cached / "config.json").read_text())["info"]
+        steps, pretrain_s = int(info["steps"]), float(info["pretrain_seconds"])
+        print(f"pretrained model without {left}: {cached} ({steps} steps)")
+    else:
+        torch.manual_seed(args.seed)
+        model = GRM(GRMConfig(views=views, image_size=64))
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+        probe = 10
+        fit(model, hop, probe, args.batch, args.lr, optimizer=opt, progress_bar=False, shift=3)
+        steps = int(min(args.steps, max(probe + 1, args.minutes * 60 / ((time.time() - t0) / probe))))
+        fit(model, hop, steps, args.batch, args.lr, optimizer=opt, start_step=probe, shift=3,
+            desc=f"pretrain -{left}")
+        pretrain_s = time.time() - t0
+        save_checkpoint(cached, model, None, None, {"left_out": left, "steps": steps, "pretrain_seconds": pretrain_s})
     meta = {"references": build_references(hop, text_emb)}
     meta["references"][left] = demo_reference(demo, views, cache)
     before = evaluate_checkpoint(model, meta, held, fusion=args.fusion)
@@ -450,7 +476,7 @@ def leave_one_out(args, out: Path, views) -> int:
     the table, the worst task as the headline, and its targets met or not."""
     folder = out / "grm_loo"
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in args.tasks if not (folder / f"{t}-seed{args.seed}.json").is_file()]
+    todo = [t for t in args.left if not (folder / f"{t}-seed{args.seed}.json").is_file()]
     if todo:
         _loo_data(args, views)  # records any missing episode files once, before the jobs read them
         write_json(folder / "settings.json", {**vars(args), "views": list(views)})
@@ -459,7 +485,7 @@ def leave_one_out(args, out: Path, views) -> int:
         for line in failures:
             print(f"  failed: {line}")
     results = {}
-    for left in args.tasks:
+    for left in args.left:
         f = folder / f"{left}-seed{args.seed}.json"
         if f.is_file():
             results[left] = json.loads(f.read_text())
