@@ -20,6 +20,8 @@ import importlib  # noqa: E402
 import inspect  # noqa: E402
 from collections.abc import Mapping, Sequence  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from basics.checks import check_seed  # noqa: E402
 from sim import limits  # noqa: E402
 from sim.render import check_mujoco_gl, gl_guard  # noqa: E402
@@ -222,6 +224,8 @@ def make_env(name: str, num_envs: int = 1, views=(), image_size: int = 64, seed:
         check_has_progress(name, backend)
     _import_mujoco()
     _check_choices(backend, vectorization)
+    if isinstance(num_envs, np.integer) and not isinstance(num_envs, np.bool_):
+        num_envs = int(num_envs)
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
     check_image_size(image_size)

@@ -44,6 +44,7 @@ from basics.checks import check_seed
 from sim.limits import check_gravity, check_scales, check_wrench_bounds
 from sim.render import gl_guard, make_renderer, render_camera
 from sim.tasks import TaskSpec
+from sim.vector import check_actions
 
 OPTIONS = ("max_episode_steps", "max_force", "max_torque", "threads")
 #: MuJoCo warnings that mean the state is no longer physical (as the "cpu" backend's ``TaskEnv.step``)
@@ -167,7 +168,9 @@ class _Workers:
             self._done[k].release()
 
     def run(self, first) -> None:
-        """Wake every worker, run ``first()`` (the first chunk) here, wait for all; re-raise the first error."""
+        """Wake every worker, run ``first()`` (the first chunk) here, wait for all; then raise the
+        error of ``first()`` or else the first worker's (every worker's error is cleared either way,
+        so none reaches a later step)."""
         for lock in self._go:
             lock.release()
         try:
@@ -175,10 +178,10 @@ class _Workers:
         finally:
             for lock in self._done:
                 lock.acquire()
-        for k, e in enumerate(self._errors):
-            if e is not None:
-                self._errors[k] = None
-                raise e
+            errors = [e for e in self._errors if e is not None]
+            self._errors = [None] * len(self._chunks)
+        if errors:
+            raise errors[0]
 
     def close(self) -> None:
         if self._stop:
@@ -298,6 +301,7 @@ class MujocoBatchedEnv:
         #: MIN_SECONDS_PER_THREAD (results never depend on it: each env is stepped alone)
         self.physics_threads = 1
         self._timed_steps, self._timed_seconds = 0, 0.0
+        self._closed = False
         self._elapsed = np.zeros(B, dtype=np.int64)
         self._needs_seed = True
         self._last_obs: dict | None = None
@@ -323,14 +327,23 @@ class MujocoBatchedEnv:
         """One control step of envs ``lo..hi-1`` (dm_control's legacy ``Physics.step``), then copy
         their state span into the batch buffer and note new divergence warnings (MuJoCo counts them
         in ``MjData.warning``; the counters are cleared here once seen, so any count is new)."""
-        xfrc, bad = self._pending_xfrc, self._bad
-        n, rk4 = self.n_sub_steps, self._rk4
+        xfrc = self._pending_xfrc
+        rows = self._chunk_rows[(lo, hi)]
+        if xfrc is None:
+            self._step_rows(rows)
+            return
+        for i, _ in rows:
+            self._xfrc_views[i][:] = xfrc[i]
+        try:
+            self._step_rows(rows)
+        finally:  # external forces act for exactly one control step, also when the step failed
+            for i, _ in rows:
+                self._xfrc_views[i][:] = 0.0
+
+    def _step_rows(self, rows) -> None:
+        bad, n, rk4 = self._bad, self.n_sub_steps, self._rk4
         step, step1, step2 = mujoco.mj_step, mujoco.mj_step1, mujoco.mj_step2
         w0, w1, w2 = _DIVERGENCE_WARNINGS
-        rows = self._chunk_rows[(lo, hi)]
-        if xfrc is not None:
-            for i, _ in rows:
-                self._xfrc_views[i][:] = xfrc[i]
         # the hot loop: one branch per env, no attribute lookups (each costs ~0.1 us per env)
         if rk4 or n == 1:
             for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in rows:
@@ -354,9 +367,6 @@ class MujocoBatchedEnv:
                 if warn[w0] or warn[w1] or warn[w2]:
                     bad[i] = True
                     warn[list(_DIVERGENCE_WARNINGS)] = 0
-        if xfrc is not None:  # external forces act for exactly one control step
-            for i, _ in rows:
-                self._xfrc_views[i][:] = 0.0
 
     def _advance(self) -> None:
         self._bad[:] = False
@@ -453,7 +463,10 @@ class MujocoBatchedEnv:
             ``obs`` (see the class), ``info = {"success": bool [B]}`` (all False).
         Raises:
             ValueError: a negative or non-integer seed (nothing is reset).
+            RuntimeError: after ``close()``.
         """
+        if self._closed:
+            raise RuntimeError("this env is closed; make a new one with sim.make_env")
         if seed is None and self._needs_seed:
             seed = self.seed
         if seed is not None:
@@ -466,28 +479,13 @@ class MujocoBatchedEnv:
         return self._last_obs, {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
 
     def check_action(self, action) -> np.ndarray:
-        """Validate a batch of actions; returns them as a numpy array ``[B, A]``.
+        """Validate a batch of actions (:func:`sim.vector.check_actions`); returns numpy ``[B, A]``.
 
         Raises:
             TypeError: not a torch tensor / numpy array, or not a floating dtype.
             ValueError: wrong shape, or NaN/inf entries (the message gives the first bad row).
         """
-        if isinstance(action, torch.Tensor):
-            if not torch.is_floating_point(action):
-                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
-            action = action.detach().cpu().numpy()
-        elif isinstance(action, np.ndarray):
-            if not np.issubdtype(action.dtype, np.floating):
-                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
-        else:
-            raise TypeError(f"action must be a torch.Tensor or numpy array, got {type(action).__name__}")
-        expected = (self.num_envs, self.action_dim)
-        if action.shape != expected:
-            raise ValueError(f"action shape {tuple(action.shape)} does not match (num_envs, action_dim) = {expected}")
-        if not np.isfinite(action).all():
-            row = int(np.argwhere(~np.isfinite(action).all(axis=1))[0, 0])
-            raise ValueError(f"action contains NaN or inf (env {row}: {action[row].tolist()})")
-        return action
+        return check_actions(action, self.num_envs, self.action_dim)
 
     def step(self, action):
         """Step every sub-env one control step (``n_sub_steps`` physics steps).
@@ -501,8 +499,13 @@ class MujocoBatchedEnv:
             episode ended).
         Raises:
             TypeError, ValueError: see :meth:`check_action` (raised before anything is stepped).
-            RuntimeError: ``step()`` before the first ``reset()``.
+            RuntimeError: ``step()`` before the first ``reset()``, or after ``close()``.
+            mujoco.FatalError: MuJoCo failing inside the physics (rare; raised once every thread has
+                finished, pending pushes cleared): envs of other chunks may have been stepped, so
+                make a new env or reset this one.
         """
+        if self._closed:
+            raise RuntimeError("this env is closed; make a new one with sim.make_env")
         if self._needs_seed:
             raise RuntimeError("call reset() before step()")
         ctrl = self._ctrl  # in place: the stepping loop holds views of its rows
@@ -691,6 +694,8 @@ class MujocoBatchedEnv:
                              "MjData (env.models, env.datas)")
 
     def close(self) -> None:
+        """Release the physics threads and renderers; ``reset``/``step`` refuse afterwards."""
+        self._closed = True
         for r in self._renderers.values():
             r.close()
         self._renderers.clear()

@@ -34,6 +34,38 @@ def _make_single(spec: TaskSpec, views, image_size, seed, env_index, kwargs):
     return RobosuiteEnv(spec, views=views, image_size=image_size, seed=seed, env_index=env_index, **kwargs)
 
 
+
+def check_actions(action, num_envs: int, action_dim: int) -> np.ndarray:
+    """Validate a batch of actions for ``num_envs`` envs of ``action_dim`` each (the CPU backends' rule).
+
+    Args:
+        action: a float torch tensor (any device; bfloat16 is widened to float32) or numpy array.
+    Returns:
+        numpy ``[num_envs, action_dim]``, no copy when possible.
+    Raises:
+        TypeError: not a torch tensor / numpy array, or not a floating dtype.
+        ValueError: wrong shape, or NaN/inf entries (the message gives the first bad row).
+    """
+    if isinstance(action, torch.Tensor):
+        if not torch.is_floating_point(action):
+            raise TypeError(f"action dtype must be floating point, got {action.dtype}")
+        action = action.detach().cpu()
+        if action.dtype == torch.bfloat16:  # numpy has no bfloat16
+            action = action.float()
+        action = action.numpy()
+    elif isinstance(action, np.ndarray):
+        if not np.issubdtype(action.dtype, np.floating):
+            raise TypeError(f"action dtype must be floating point, got {action.dtype}")
+    else:
+        raise TypeError(f"action must be a torch.Tensor or numpy array, got {type(action).__name__}")
+    expected = (num_envs, action_dim)
+    if action.shape != expected:
+        raise ValueError(f"action shape {tuple(action.shape)} does not match (num_envs, action_dim) = {expected}")
+    if not np.isfinite(action).all():
+        row = int(np.argwhere(~np.isfinite(action).all(axis=1))[0, 0])
+        raise ValueError(f"action contains NaN or inf (env {row}: {action[row].tolist()})")
+    return action
+
 class BatchedEnv:
     """``num_envs`` copies of one task behind Gymnasium vector semantics, returning torch tensors.
 
@@ -115,28 +147,9 @@ class BatchedEnv:
         return self._to_torch(obs), {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
 
     def check_action(self, action) -> np.ndarray:
-        """Validate a batch of actions. Returns them as a numpy array ``[B, A]`` (no copy when possible).
-
-        Raises:
-            TypeError: not a torch tensor / numpy array, or not a floating dtype.
-            ValueError: wrong shape, or NaN/inf entries (the message gives the first bad row).
-        """
-        if isinstance(action, torch.Tensor):
-            if not torch.is_floating_point(action):
-                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
-            action = action.detach().cpu().numpy()
-        elif isinstance(action, np.ndarray):
-            if not np.issubdtype(action.dtype, np.floating):
-                raise TypeError(f"action dtype must be floating point, got {action.dtype}")
-        else:
-            raise TypeError(f"action must be a torch.Tensor or numpy array, got {type(action).__name__}")
-        expected = (self.num_envs, self.action_dim)
-        if action.shape != expected:
-            raise ValueError(f"action shape {tuple(action.shape)} does not match (num_envs, action_dim) = {expected}")
-        if not np.isfinite(action).all():
-            row = int(np.argwhere(~np.isfinite(action).all(axis=1))[0, 0])
-            raise ValueError(f"action contains NaN or inf (env {row}: {action[row].tolist()})")
-        return action  # the sub-environments clip to [-1, 1]
+        """Validate a batch of actions (:func:`check_actions`). Returns them as a numpy array
+        ``[B, A]`` (no copy when possible); the sub-environments clip to [-1, 1]."""
+        return check_actions(action, self.num_envs, self.action_dim)
 
     def step(self, action):
         """Step every sub-environment with ``action`` (float ``[B, A]`` in [-1, 1]; values outside are clipped).

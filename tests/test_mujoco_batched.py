@@ -98,13 +98,50 @@ def test_physics_threads_step_the_same_worlds_and_end_with_the_env(task, monkeyp
     assert not any(t.name.startswith("dopa-physics") and t.is_alive() for t in threading.enumerate())
 
 
+def test_a_failed_step_leaves_no_force_and_no_error_behind(monkeypatch):
+    """An error inside the physics (here: MuJoCo raising in mj_step1, in both the caller's chunk and
+    a worker's) is raised by that step only; the one-step push is cleared anyway; a closed env refuses."""
+    import mujoco
+
+    import sim.mujoco_batched as mb
+
+    monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
+    monkeypatch.setattr(mb, "CALIBRATION_STEPS", 1)
+    env = sim.make_env("cheetah-run", num_envs=4, seed=0, backend="mujoco", threads=2)
+    env.reset()
+    zero = torch.zeros(4, env.action_dim)
+    env.step(zero)
+    assert env.physics_threads == 2
+    real = mujoco.mj_step1
+
+    def broken(m, d):
+        raise mujoco.FatalError("simulated MuJoCo error")
+
+    body = env.body_names()[0]
+    env.apply_force(body, 40.0 * torch.ones(4, 6))
+    monkeypatch.setattr(mujoco, "mj_step1", broken)
+    with pytest.raises(mujoco.FatalError, match="simulated"):
+        env.step(zero)
+    monkeypatch.setattr(mujoco, "mj_step1", real)
+    assert all(not d.xfrc_applied.any() for d in env.datas)  # the push was for that step only
+    obs, reward, *_ = env.step(zero)  # no stale worker error, and it steps on
+    assert torch.isfinite(obs["state"]).all() and torch.isfinite(reward).all()
+    # a bfloat16 action is widened (numpy has no bfloat16), not refused with torch's own message
+    env.step(zero.to(torch.bfloat16))
+    env.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        env.step(zero)
+    with pytest.raises(RuntimeError, match="closed"):
+        env.reset()
+
+
 def test_state_observation_is_one_gather_where_it_is_a_copy():
     """cheetah/walker/cartpole observations are copies of state fields (one np.take per step);
     hopper's log1p touch is not, and keeps the task's torch function."""
     for task, gathered in (("cheetah-run", True), ("walker-walk", True), ("cartpole-swingup", True),
                            ("hopper-stand", False)):
-        env = sim.make_env(task, num_envs=2, backend="mujoco")
-        assert (env._obs_columns is not None) == gathered, task
+        env = sim.make_env(task, num_envs=np.int64(2), backend="mujoco")  # a numpy int is an int
+        assert env.num_envs == 2 and (env._obs_columns is not None) == gathered, task
         if gathered:
             assert len(env._obs_columns) == env.state_dim
         env.close()
