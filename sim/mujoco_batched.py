@@ -15,8 +15,8 @@ thread stays on one, see :data:`MIN_SECONDS_PER_THREAD`), each env's state field
 ``memcpy``-like copy into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at
 once in float64 torch by :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend uses).
 Observations that are plain copies of state fields (cheetah, walker, cartpole) are one ``np.take``
-of that buffer (found by probing the task's torch observation function); hopper's uses the function. ``benchmarks/sim_throughput.py`` also measures
-``mujoco.rollout`` (MuJoCo's own thread pool); it steps with ``mj_step`` from a given state and so
+of that buffer (found by probing the task's torch observation function); hopper's uses the function.
+``benchmarks/sim_throughput.py`` also measures ``mujoco.rollout`` (MuJoCo's own thread pool); it steps with ``mj_step`` from a given state and so
 cannot reproduce dm_control's step below, and it was not faster on the 2-core machine measured.
 
 Stepping is dm_control's ``Physics.step`` (``legacy_step``): ``mj_step2``, ``n_sub_steps - 1`` times
@@ -54,9 +54,9 @@ _DIVERGENCE_WARNINGS = (int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWar
 _FIELDS = ("qpos", "qvel", "sensordata", "xpos", "xmat", "xipos")
 #: physics seconds per thread below which a further thread costs more than it saves: each env's
 #: Python between its ``mj_step*`` calls holds the GIL, so threads that step cheap worlds mostly wait
-#: for each other (measured on 2 cores with ``benchmarks/sim_throughput.py``: cheetah-run, ~7 us per
-#: env step, was slower on 2 threads than on 1 at 16 envs and faster at 64; hopper-stand, ~28 us,
-#: faster on 2 from 16 envs)
+#: for each other (measured on 2 cores with forced thread counts, figures in the README's "Simulation
+#: throughput": cheetah-run, ~7 us per env step, was slower on 2 threads than on 1 at 16 and 32 envs
+#: and faster at 64; hopper-stand, ~28 us, faster on 2 at 16 envs, not at 8)
 MIN_SECONDS_PER_THREAD = 180e-6
 #: steps stepped on one thread and timed before the physics is split over threads
 CALIBRATION_STEPS = 16
@@ -132,7 +132,8 @@ class _Span:
 class _Workers:
     """Persistent physics threads, one per chunk after the first, woken and awaited with a pair of
     locks each (a ``ThreadPoolExecutor`` round trip costs tens of microseconds more per step: a
-    Future, a queue item and a condition variable per chunk; measured in ``benchmarks/sim_throughput.py``).
+    Future, a queue item and a condition variable per chunk; measured once with a raw stepping loop
+    while this was written, figures in the README's "Simulation throughput", not a benchmark column).
 
     The threads hold only a weak reference to the env, so an env dropped without ``close()`` is
     collected and its threads end.
@@ -344,29 +345,20 @@ class MujocoBatchedEnv:
         bad, n, rk4 = self._bad, self.n_sub_steps, self._rk4
         step, step1, step2 = mujoco.mj_step, mujoco.mj_step1, mujoco.mj_step2
         w0, w1, w2 = _DIVERGENCE_WARNINGS
-        # the hot loop: one branch per env, no attribute lookups (each costs ~0.1 us per env)
-        if rk4 or n == 1:
-            for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in rows:
-                ctrl_view[:] = ctrl_row
-                if rk4:
-                    step(m, d, n)
-                else:
-                    step2(m, d)
-                step1(m, d)
-                buf_row[:] = span
-                if warn[w0] or warn[w1] or warn[w2]:
-                    bad[i] = True
-                    warn[list(_DIVERGENCE_WARNINGS)] = 0
-        else:
-            for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in rows:
-                ctrl_view[:] = ctrl_row
+        # the hot loop: locals only, no attribute lookups (each costs ~0.1 us per env)
+        for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in rows:
+            ctrl_view[:] = ctrl_row
+            if rk4:
+                step(m, d, n)
+            else:
                 step2(m, d)
-                step(m, d, n - 1)
-                step1(m, d)
-                buf_row[:] = span
-                if warn[w0] or warn[w1] or warn[w2]:
-                    bad[i] = True
-                    warn[list(_DIVERGENCE_WARNINGS)] = 0
+                if n > 1:
+                    step(m, d, n - 1)
+            step1(m, d)
+            buf_row[:] = span
+            if warn[w0] or warn[w1] or warn[w2]:
+                bad[i] = True
+                warn[list(_DIVERGENCE_WARNINGS)] = 0
 
     def _advance(self) -> None:
         self._bad[:] = False
