@@ -1,12 +1,17 @@
-"""dm_control suite tasks in torch, batched over worlds: observations, rewards, initial states.
+"""dm_control suite tasks batched over worlds: observations, rewards, initial states.
 
 The MuJoCo Warp backend (:mod:`sim.warp_env`) steps the physics on the device; this module turns
 the device state into what the dm_control suite would return, row by row, without leaving the
-device. Each function names the dm_control 1.0.41 source it follows; the numbers (stand height,
-speeds, margins, sigmoids) are the suite's.
+device. The batched CPU backend (:mod:`sim.mujoco_batched`) calls the same functions on numpy
+views of its float64 state buffer. Each function names the dm_control 1.0.41 source it follows; the
+numbers (stand height, speeds, margins, sigmoids) are the suite's.
 
-Conventions: ``B`` worlds; tensors are float32 on one device. ``xmat`` rows are flattened MuJoCo
-rotation matrices ``[xx, xy, xz, yx, yy, yz, zx, zy, zz]`` (dm_control's named columns).
+Conventions: ``B`` worlds. Observation and reward functions take torch tensors (any device and
+float dtype: the Warp backend's float32 on the GPU) or numpy arrays, and return the same kind: they
+use only operations that numpy and torch spell alike (``xp.where``, ``xp.concatenate(axis=)``,
+``xp.amin(axis=)``, operators), so one definition serves both, and on small CPU batches a numpy
+operation costs about a third of a torch one. ``xmat`` rows are flattened MuJoCo rotation matrices
+``[xx, xy, xz, yx, yy, yz, zx, zy, zz]`` (dm_control's named columns).
 """
 
 from __future__ import annotations
@@ -19,42 +24,56 @@ import mujoco
 import numpy as np
 import torch
 
+Array = torch.Tensor | np.ndarray
+
+
+def _xp(x: Array):
+    """The module whose functions take ``x``: torch for a tensor, numpy for an array."""
+    return torch if isinstance(x, torch.Tensor) else np
+
+
 # ------------------------------------------------------------------------------------------------
 # dm_control.utils.rewards.tolerance
 
 
-def _sigmoid(x: torch.Tensor, value_at_1: float, sigmoid: str) -> torch.Tensor:
+def _sigmoid(x: Array, value_at_1: float, sigmoid: str) -> Array:
     """``dm_control.utils.rewards._sigmoids`` for ``x >= 0`` (a distance; NaN allowed): 1 at ``x == 0``,
     ``value_at_1`` at ``x == 1`` (``|x|`` needs no op here)."""
     if sigmoid == "gaussian":
         if not 0 < value_at_1 < 1:
             raise ValueError(f"value_at_1 must be in (0, 1) for the gaussian sigmoid, got {value_at_1}")
         scale = math.sqrt(-2.0 * math.log(value_at_1))
-        return torch.exp(-0.5 * (x * scale) ** 2)
+        return _xp(x).exp(-0.5 * (x * scale) ** 2)
     if not 0 <= value_at_1 < 1:
         raise ValueError(f"value_at_1 must be in [0, 1) for the {sigmoid} sigmoid, got {value_at_1}")
     if sigmoid == "linear":
         scaled = x * (1.0 - value_at_1)
-        return torch.where(scaled < 1, 1.0 - scaled, 0.0)
+        return _xp(x).where(scaled < 1, 1.0 - scaled, 0.0)
     if sigmoid == "quadratic":
         scaled = x * math.sqrt(1.0 - value_at_1)
-        return torch.where(scaled < 1, 1.0 - scaled ** 2, 0.0)
+        return _xp(x).where(scaled < 1, 1.0 - scaled ** 2, 0.0)
     raise ValueError(f"unknown sigmoid {sigmoid!r}; known: gaussian, linear, quadratic")
 
 
-def tolerance(x: torch.Tensor, bounds: tuple[float, float] = (0.0, 0.0), margin: float = 0.0,
-              sigmoid: str = "gaussian", value_at_margin: float = 0.1) -> torch.Tensor:
+def _clamp_min0(d: Array) -> Array:
+    """``max(d, 0)`` elementwise, NaN kept (torch ``clamp_min``, numpy ``maximum``)."""
+    return d.clamp_min(0) if isinstance(d, torch.Tensor) else np.maximum(d, 0.0)
+
+
+def tolerance(x: Array, bounds: tuple[float, float] = (0.0, 0.0), margin: float = 0.0,
+              sigmoid: str = "gaussian", value_at_margin: float = 0.1) -> Array:
     """1 where ``x`` lies in ``bounds``, decaying with the distance to the nearest bound otherwise.
 
     Follows ``dm_control.utils.rewards.tolerance`` (same arguments and defaults; the sigmoids the
     supported tasks use: ``gaussian``, ``linear``, ``quadratic``).
 
     Args:
-        x: float tensor of any shape.
+        x: float tensor or numpy array of any shape.
         bounds: inclusive ``(lower, upper)``; may be infinite.
         margin: distance at which the value falls to ``value_at_margin``; 0 gives an indicator.
     Returns:
-        float tensor shaped like ``x``, values in [0, 1].
+        the same kind and float dtype as ``x``, shaped like it, values in [0, 1] (NaN where ``x``
+        is NaN and the bounds are finite).
     Raises:
         ValueError: ``lower > upper``, a negative margin, or an unknown sigmoid.
     """
@@ -64,20 +83,22 @@ def tolerance(x: torch.Tensor, bounds: tuple[float, float] = (0.0, 0.0), margin:
     if margin < 0:
         raise ValueError(f"margin must be non-negative, got {margin}")
     if margin == 0:
-        return ((x >= lower) & (x <= upper)).to(x.dtype)
+        inside = (x >= lower) & (x <= upper)
+        return inside.to(x.dtype) if isinstance(x, torch.Tensor) else inside.astype(x.dtype)
     # the distance outside the bounds, 0 inside: every sigmoid is exactly 1 at 0, so this equals the
     # suite's where(in_bounds, 1, sigmoid(where(x < lower, lower - x, x - upper) / margin)) bit for bit
     # (NaN stays NaN) in fewer tensor ops (on small CPU batches each op costs microseconds)
     if math.isinf(lower) and math.isinf(upper):
-        d = torch.where(x.isnan(), x, 0.0)
+        xp = _xp(x)
+        d = xp.where(xp.isnan(x), x, 0.0)
     elif lower == upper:  # a - b is exactly -(b - a): the distance to the point in one op (two off 0)
-        d = (x - lower).abs() if lower else x.abs()
+        d = abs(x - lower) if lower else abs(x)
     elif math.isinf(lower):
-        d = (x - upper).clamp_min(0)
+        d = _clamp_min0(x - upper)
     elif math.isinf(upper):
-        d = (lower - x).clamp_min(0)
+        d = _clamp_min0(lower - x)
     else:
-        d = (lower - x).clamp_min(0) + (x - upper).clamp_min(0)
+        d = _clamp_min0(lower - x) + _clamp_min0(x - upper)
     return _sigmoid(d / margin, value_at_margin, sigmoid)
 
 
@@ -87,20 +108,22 @@ def tolerance(x: torch.Tensor, bounds: tuple[float, float] = (0.0, 0.0), margin:
 
 @dataclasses.dataclass
 class DeviceState:
-    """Torch views (zero copy) of the MuJoCo Warp ``Data`` fields the suite tasks read.
+    """Views (zero copy) of the ``Data`` fields the suite tasks read: torch tensors of MuJoCo Warp's
+    arrays (float32, one device), or numpy arrays of the batched CPU backend's buffer (float64);
+    all of one kind.
 
     Shapes: ``qpos [B, nq]``, ``qvel [B, nv]``, ``ctrl [B, nu]`` (the scaled action, as
     ``physics.control()``), ``xpos [B, nbody, 3]``, ``xipos [B, nbody, 3]``, ``xmat [B, nbody, 9]``,
-    ``sensordata [B, nsensordata]``; float32, one device.
+    ``sensordata [B, nsensordata]``.
     """
 
-    qpos: torch.Tensor
-    qvel: torch.Tensor
-    ctrl: torch.Tensor
-    xpos: torch.Tensor
-    xipos: torch.Tensor
-    xmat: torch.Tensor
-    sensordata: torch.Tensor
+    qpos: Array
+    qvel: Array
+    ctrl: Array
+    xpos: Array
+    xipos: Array
+    xmat: Array
+    sensordata: Array
 
 
 _XX, _XZ, _ZZ = 0, 2, 8  # flat indices into a row-major 3x3 rotation matrix
@@ -176,16 +199,17 @@ class SuiteTask:
     """One dm_control suite task as batched torch functions.
 
     Attributes:
-        observation: ``state -> {key: float [B, n]}`` in the suite's observation order.
-        reward: ``state -> float [B]`` in [0, 1] (the suite's ``get_reward``).
+        observation: ``state -> {key: float [B, n]}`` in the suite's observation order (the kind and
+            dtype of the state's arrays).
+        reward: ``state -> float [B]`` in [0, 1] (the suite's ``get_reward``; kind and dtype likewise).
         initial_state: ``(qpos0 [K, nq], generator) -> (qpos [K, nq], qvel [K, nv])``, the suite's
             ``initialize_episode`` before any settling steps.
         settle_steps: physics steps with zero control after ``initial_state`` (cheetah: 200).
         source: the dm_control functions followed.
     """
 
-    observation: Callable[[DeviceState], dict[str, torch.Tensor]]
-    reward: Callable[[DeviceState], torch.Tensor]
+    observation: Callable[[DeviceState], dict[str, Array]]
+    reward: Callable[[DeviceState], Array]
     initial_state: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     settle_steps: int = 0
     source: str = ""
@@ -199,7 +223,7 @@ def _cartpole_swingup(model: mujoco.MjModel) -> SuiteTask:
     def observation(s: DeviceState):
         # Physics.bounded_position: hstack(cart position, xmat[2:, ['zz', 'xz']].ravel())
         angles = s.xmat[:, poles][:, :, [_ZZ, _XZ]].reshape(s.xmat.shape[0], -1)
-        return {"position": torch.cat([s.qpos[:, :1], angles], dim=1), "velocity": s.qvel}
+        return {"position": _xp(angles).concatenate([s.qpos[:, :1], angles], axis=1), "velocity": s.qvel}
 
     def reward(s: DeviceState):
         # Balance._get_reward(sparse=False)
@@ -207,9 +231,9 @@ def _cartpole_swingup(model: mujoco.MjModel) -> SuiteTask:
         centered = (1 + tolerance(s.qpos[:, 0], margin=2)) / 2
         small_control = tolerance(s.ctrl, margin=1, value_at_margin=0, sigmoid="quadratic")[:, 0]
         small_control = (4 + small_control) / 5
-        small_velocity = tolerance(s.qvel[:, 1:], margin=5).min(dim=1).values
+        small_velocity = _xp(s.qvel).amin(tolerance(s.qvel[:, 1:], margin=5), axis=1)
         small_velocity = (1 + small_velocity) / 2
-        return upright.mean(dim=1) * small_control * small_velocity * centered
+        return upright.mean(axis=1) * small_control * small_velocity * centered
 
     def initial_state(qpos0: torch.Tensor, g: torch.Generator):
         # Balance.initialize_episode(swing_up=True)
@@ -234,14 +258,15 @@ def _hopper_stand(model: mujoco.MjModel) -> SuiteTask:
 
     def observation(s: DeviceState):
         # Hopper.get_observation; Physics.touch = log1p(touch sensors)
-        touch = torch.log1p(torch.cat([s.sensordata[:, toe], s.sensordata[:, heel]], dim=1))
+        xp = _xp(s.sensordata)
+        touch = xp.log1p(xp.concatenate([s.sensordata[:, toe], s.sensordata[:, heel]], axis=1))
         return {"position": s.qpos[:, 1:], "velocity": s.qvel, "touch": touch}
 
     def reward(s: DeviceState):
         # Hopper.get_reward(hopping=False); Physics.height = xipos[torso, z] - xipos[foot, z]
         height = s.xipos[:, torso, 2] - s.xipos[:, foot, 2]
         standing = tolerance(height, (0.6, 2.0))
-        small_control = tolerance(s.ctrl, margin=1, value_at_margin=0, sigmoid="quadratic").mean(dim=1)
+        small_control = tolerance(s.ctrl, margin=1, value_at_margin=0, sigmoid="quadratic").mean(axis=1)
         return standing * (small_control + 4) / 5
 
     def initial_state(qpos0: torch.Tensor, g: torch.Generator):
@@ -323,7 +348,7 @@ SUITE_TASKS: dict[str, Callable[[mujoco.MjModel], SuiteTask]] = {
 
 
 def make_suite_task(name: str, model: mujoco.MjModel) -> SuiteTask:
-    """The batched torch version of dm_control task ``name`` for its MuJoCo ``model``.
+    """The batched version of dm_control task ``name`` for its MuJoCo ``model`` (torch or numpy).
 
     Raises:
         ValueError: ``name`` is not one of ``SUITE_TASKS`` (the message lists them).

@@ -13,9 +13,10 @@ spread over up to ``threads`` persistent threads (MuJoCo's bindings release the 
 first steps are timed on one thread, and a batch whose physics is too cheap to pay for a second
 thread stays on one, see :data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied with one
 ``memcpy``-like copy into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at
-once in float64 torch by :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend uses).
-Observations that are plain copies of state fields (cheetah, walker, cartpole) are one ``np.take``
-of that buffer (found by probing the task's torch observation function); hopper's uses the function.
+once in float64 numpy by :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend calls on
+torch tensors; on batches this small a numpy operation costs a third of a torch one). Observations
+that are plain copies of state fields (cheetah, walker, cartpole) are one ``np.take`` of that buffer
+(found by probing the task's observation function); hopper's calls the function.
 ``benchmarks/sim_throughput.py`` also measures ``mujoco.rollout`` (MuJoCo's own thread pool); it steps with ``mj_step`` from a given state and so
 cannot reproduce dm_control's step below, and it was not faster on the 2-core machine measured.
 
@@ -121,12 +122,14 @@ class _Span:
         """float64 ``[size]`` over ``data``'s memory (valid while ``data`` lives)."""
         return np.frombuffer((ctypes.c_double * self.size).from_address(_address(data.qpos)), dtype=np.float64)
 
-    def field(self, buf: torch.Tensor, name: str) -> torch.Tensor:
-        """The ``[B, *shape]`` view of field ``name`` in a ``[B, size]`` batch buffer."""
-        shape = self.shapes[name]
-        n = int(np.prod(shape))
+    def field(self, buf: np.ndarray, name: str) -> np.ndarray:
+        """The ``[B, *shape]`` view (never a copy) of field ``name`` in a ``[B, size]`` batch buffer."""
+        shape = (buf.shape[0], *self.shapes[name])
+        n = int(np.prod(shape[1:]))
         off = self.offsets[name]
-        return buf[:, off:off + n].view(buf.shape[0], *shape) if n else buf[:, :0].reshape(buf.shape[0], *shape)
+        out = buf[:, off:off + n].view()
+        out.shape = shape  # in place: raises where only a copy could have that shape
+        return out
 
 
 class _Workers:
@@ -196,7 +199,7 @@ class _Workers:
 
 
 class MujocoBatchedEnv:
-    """``num_envs`` copies of a dm_control suite task, stepped in native threads, batched in torch.
+    """``num_envs`` copies of a dm_control suite task, stepped in native threads, batched in numpy.
 
     ``reset(seed) -> obs, info``; ``step(action [B, A]) -> obs, reward [B], terminated [B],
     truncated [B], info`` with ``obs = {"state": float32 [B, D]}`` (plus ``"images": {view: uint8
@@ -291,7 +294,7 @@ class MujocoBatchedEnv:
         # per env, what the stepping loop touches: views made once (MjData memory never moves)
         self._rows = list(zip(self.models, self.datas, self._ctrl_views, self._ctrl, self._buf, self._span_views,
                               self._warn_views, strict=True))
-        self._state = self._state_views(torch.from_numpy(self._buf), torch.from_numpy(self._ctrl))
+        self._state = self._state_views(self._buf, self._ctrl)  # numpy views the task functions read
         self._finite = np.empty((B, len(self._span.columns)), dtype=bool)  # scratch of the divergence check
         self._gathered = np.empty((B, len(self._span.columns)))
         self._chunk_rows = {(0, B): list(enumerate(self._rows))}
@@ -399,7 +402,7 @@ class MujocoBatchedEnv:
         self._warn_views[i][list(_DIVERGENCE_WARNINGS)] = 0  # a reset's own warnings are not a step's
         self._elapsed[i] = 0
 
-    def _state_views(self, buf: torch.Tensor, ctrl: torch.Tensor):
+    def _state_views(self, buf: np.ndarray, ctrl: np.ndarray):
         # lazy: sim.dmc_rewards imports MuJoCo, which loads its GL backend at import (after sim.make_env's check)
         from sim.dmc_rewards import DeviceState
 
@@ -410,25 +413,24 @@ class MujocoBatchedEnv:
 
     def _gather_plan(self) -> np.ndarray | None:
         """Buffer columns of the state observation when every entry of it is a plain copy of a state
-        field (cheetah, walker, cartpole: one ``np.take`` per step instead of a chain of torch ops),
-        else None (hopper's ``log1p`` of its touch sensors: the task's torch function each step).
+        field (cheetah, walker, cartpole: one ``np.take`` per step instead of a chain of array ops),
+        else None (hopper's ``log1p`` of its touch sensors: the task's function each step).
 
         Found by running the task's observation function on a buffer whose columns hold their own
         index, then confirmed on two random buffers (anything but a copy fails there)."""
-        ctrl = torch.full((1, self._ctrl.shape[1]), float("nan"), dtype=torch.float64)
-
         def flat(buf):
+            ctrl = np.full((buf.shape[0], self._ctrl.shape[1]), np.nan)
             parts = self._suite.observation(self._state_views(buf, ctrl))
-            return torch.cat([parts[k].reshape(buf.shape[0], -1) for k, _ in self.state_layout], dim=1)
+            return np.concatenate([parts[k].reshape(buf.shape[0], -1) for k, _ in self.state_layout], axis=1)
 
-        cols = flat(torch.arange(self._span.size, dtype=torch.float64)[None])[0]
-        if not (torch.isfinite(cols).all() and torch.equal(cols, cols.round())):
+        cols = flat(np.arange(self._span.size, dtype=np.float64)[None])[0]
+        if not (np.isfinite(cols).all() and np.array_equal(cols, cols.round())):
             return None
-        cols = cols.long().numpy()
-        g = torch.Generator().manual_seed(0)
+        cols = cols.astype(np.int64)
+        rng = np.random.default_rng(0)
         for _ in range(2):
-            probe = torch.randn(3, self._span.size, generator=g, dtype=torch.float64)
-            if not torch.equal(flat(probe), probe[:, cols]):
+            probe = rng.standard_normal((3, self._span.size))
+            if not np.array_equal(flat(probe), probe[:, cols]):
                 return None
         return cols
 
@@ -437,8 +439,8 @@ class MujocoBatchedEnv:
             state = torch.from_numpy(np.take(self._buf, self._obs_columns, axis=1).astype(np.float32))
         else:
             parts = self._suite.observation(self._state)
-            state = torch.cat([parts[k].reshape(self.num_envs, -1) for k, _ in self.state_layout], dim=1)
-            state = state.to(torch.float32)
+            state = np.concatenate([parts[k].reshape(self.num_envs, -1) for k, _ in self.state_layout], axis=1)
+            state = torch.from_numpy(state.astype(np.float32))
         obs = {"state": state}
         if self.views:
             obs["images"] = self.render(self.views)
@@ -510,7 +512,7 @@ class MujocoBatchedEnv:
         finally:
             self._pending_xfrc = None
         obs = self._observe()
-        reward64 = self._suite.reward(self._state).numpy()
+        reward64 = self._suite.reward(self._state)  # float64 [B], numpy
         # the fields the task read, all finite (numpy: one pass, cheaper than torch on small arrays)
         np.take(self._buf, self._span.columns, axis=1, out=self._gathered)
         diverged = self._bad | ~np.isfinite(self._gathered, out=self._finite).all(axis=1)

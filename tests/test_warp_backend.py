@@ -291,12 +291,18 @@ def test_tolerance_matches_dm_control():
              dict(bounds=(-math.inf, 0.5), margin=1.5, value_at_margin=0.2, sigmoid="quadratic"),
              dict(bounds=(0.6, 2.0), margin=0.3), dict(bounds=(-math.inf, math.inf), margin=1.0)]
     for kw in cases:
-        ours = dmc_rewards.tolerance(torch.as_tensor(x, dtype=torch.float64), **kw).numpy()
         with np.errstate(invalid="ignore"):
             theirs = rewards.tolerance(x, **kw)
+            ours_np = dmc_rewards.tolerance(x.copy(), **kw)  # numpy in, numpy out (the batched CPU backend)
+        ours = dmc_rewards.tolerance(torch.as_tensor(x, dtype=torch.float64), **kw).numpy()
+        assert isinstance(ours_np, np.ndarray) and ours_np.dtype == np.float64
         # NaN where the suite gives NaN, and the same values elsewhere (inside the bounds exactly 1)
         np.testing.assert_allclose(ours, theirs, atol=1e-12, rtol=0, equal_nan=True, err_msg=str(kw))
         np.testing.assert_array_equal(ours[theirs == 1.0], 1.0, err_msg=str(kw))
+        # numpy: the suite's own operations, bit for bit (torch's exp may differ from numpy's in the last bit)
+        np.testing.assert_array_equal(ours_np, theirs, err_msg=str(kw))
+        assert dmc_rewards.tolerance(torch.as_tensor(x, dtype=torch.float32), **kw).dtype == torch.float32
+        assert dmc_rewards.tolerance(x.astype(np.float32), **kw).dtype == np.float32
     with pytest.raises(ValueError, match="unknown sigmoid 'cubic'"):
         dmc_rewards.tolerance(torch.zeros(2), margin=1, sigmoid="cubic")
 
@@ -316,9 +322,11 @@ def test_randomize_joints_follows_the_suite_rules():
     torch.testing.assert_close(qpos[:, 9:13].norm(dim=1), torch.ones(256))
 
 
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
 @pytest.mark.parametrize("name", ["cartpole-swingup", "hopper-stand", "walker-walk", "cheetah-run"])
-def test_suite_observations_and_rewards_equal_dm_control(name):
-    # The torch task functions on dm_control's own physics state (float64): same numbers.
+def test_suite_observations_and_rewards_equal_dm_control(name, kind):
+    # The task functions on dm_control's own physics state (float64, as torch tensors for the Warp
+    # backend or numpy arrays for the batched CPU backend): same numbers, the input's kind out.
     from dm_control import suite
 
     env = suite.load(*sim.get_task(name).source, task_kwargs={"random": 0})
@@ -337,17 +345,22 @@ def test_suite_observations_and_rewards_equal_dm_control(name):
         d.qvel[0] = 4.0  # forward speed: running / walking reward
     phys.forward()
     observation, reward = env.task.get_observation(phys), env.task.get_reward(phys)
-    f64 = lambda x, *shape: torch.as_tensor(np.array(x))[None].reshape(1, *shape)  # noqa: E731
+    as_kind = torch.as_tensor if kind == "torch" else np.asarray
+    f64 = lambda x, *shape: as_kind(np.array(x))[None].reshape(1, *shape)  # noqa: E731
     state = dmc_rewards.DeviceState(
         qpos=f64(d.qpos, m.nq), qvel=f64(d.qvel, m.nv), ctrl=f64(d.ctrl, m.nu), xpos=f64(d.xpos, m.nbody, 3),
         xipos=f64(d.xipos, m.nbody, 3), xmat=f64(d.xmat, m.nbody, 9), sensordata=f64(d.sensordata, m.nsensordata))
     task = dmc_rewards.make_suite_task(name, m)
     obs = task.observation(state)
     assert list(obs) == list(observation)
+    kind_type = torch.Tensor if kind == "torch" else np.ndarray
     for key, value in observation.items():
-        np.testing.assert_allclose(obs[key].reshape(-1).numpy(), np.ravel(value), atol=1e-12, err_msg=key)
+        assert isinstance(obs[key], kind_type), key
+        np.testing.assert_allclose(np.asarray(obs[key]).reshape(-1), np.ravel(value), atol=1e-12, err_msg=key)
     assert reward > 0.05  # a non-trivial reward is compared
-    assert abs(float(task.reward(state)[0]) - reward) < 1e-12
+    ours = task.reward(state)
+    assert isinstance(ours, kind_type) and ours.shape == (1,)
+    assert abs(float(ours[0]) - reward) < 1e-12
 
 
 def test_cheetah_settles_and_runs_as_dm_control():
