@@ -191,6 +191,26 @@ def test_divergence_truncates_resets_and_counts(hopper):
     assert not env.step(torch.zeros(3, env.action_dim))[4]["diverged"].any()  # and it runs on
 
 
+def test_non_finite_check_reads_the_task_fields_only(hopper):
+    # The step's NaN/inf check sums each buffer row first and looks field by field only at rows whose
+    # sum is not finite: a NaN between the task's fields, or finite values summing past float64's
+    # range, must not flag an env; an inf in a field the task reads must.
+    env = hopper
+    env.reset(seed=0)
+    span = env._span
+    gaps = np.setdiff1d(np.arange(span.size), span.columns)
+    assert gaps.size  # hopper's span has fields between the ones its task reads (act, ctrl, ...)
+    saved = env._buf.copy()
+    try:
+        assert not env._non_finite_rows().any()
+        env._buf[0, gaps[0]] = float("nan")
+        env._buf[1, span.offsets["xpos"] + 4] = float("inf")
+        env._buf[2, span.columns[:2]] = 1e308  # finite, but the row's sum overflows
+        assert env._non_finite_rows().tolist() == [False, True, False]
+    finally:
+        env._buf[:] = saved
+
+
 def test_perturbations_per_env_and_restore_nominal():
     env = sim.make_env("cheetah-run", num_envs=3, seed=2, backend="mujoco", max_force=5.0)
     ref = sim.make_env("cheetah-run", num_envs=3, seed=2, backend="mujoco")
