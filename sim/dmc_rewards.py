@@ -196,7 +196,7 @@ def randomize_limited_and_rotational_joints(model: mujoco.MjModel, qpos: torch.T
 
 @dataclasses.dataclass
 class SuiteTask:
-    """One dm_control suite task as batched torch functions.
+    """One dm_control suite task as batched functions (observation and reward: torch or numpy; initial state: torch).
 
     Attributes:
         observation: ``state -> {key: float [B, n]}`` in the suite's observation order (the kind and
