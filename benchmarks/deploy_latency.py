@@ -16,9 +16,13 @@ untrained weights, the same compute as trained ones) on the Lift state layout:
     machine, scheduling delays dominate the tail.
 
 DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a domain id of its own).
+Each policy is measured at each ``--threads`` count (torch intra-op threads, as ``dopa deploy
+threads=``), the counts one after another in one run; metrics of 1 thread are named ``<kind>_*``,
+of n > 1 threads ``<kind>_<n>threads_*``.
+
 Writes benchmarks/results/deploy_latency.json and deploy_latency.png.
 
-    .venv/bin/python benchmarks/deploy_latency.py [--seconds 15] [--threads 1]
+    .venv/bin/python benchmarks/deploy_latency.py [--seconds 15] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ from control.export import MLPPolicy, load_policy, policy_meta, save_policy  # n
 from jobs.deploy import NodeSpinner, build_robot  # noqa: E402
 from ros.policy_node import PolicyNode  # noqa: E402
 
-TARGETS = {"mlp_p95_ms": 5.0, "expo_p95_ms": 20.0, "expo_ddim5_p95_ms": 20.0}
+TARGETS = {"mlp_p95_ms": 5.0, "expo_p95_ms": 20.0, "expo_ddim5_p95_ms": 20.0,
+           "mlp_2threads_p95_ms": 5.0, "expo_2threads_p95_ms": 20.0, "expo_ddim5_2threads_p95_ms": 20.0}
 EXPO_P95_TARGET_MS = 20.0  # any EXPO sampler
 
 
@@ -121,11 +126,15 @@ def _run_node(folder: Path, robot, seconds: float, node_name: str) -> tuple[np.n
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per policy")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="torch intra-op thread counts, each measured for every policy")
     ap.add_argument("--kinds", default="mlp,expo,expo_ddim5",
                     help="policies to measure, comma-separated: mlp, expo, expo_ddim<k>")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    cores = os.cpu_count() or 1
+    bad = [t for t in args.threads if not 1 <= t <= cores]
+    if bad:
+        ap.error(f"--threads must be in [1, {cores}] (this machine's CPU cores), got {bad[0]}")
     robot = build_robot(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
     tmp = Path(tempfile.mkdtemp(prefix="deploy_latency_"))
     env = dict(os.environ)
@@ -134,11 +143,15 @@ def main() -> int:
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, series = {}, {}
     try:
-        for kind in args.kinds.split(","):
+        runs = [(kind, threads) for threads in args.threads for kind in args.kinds.split(",")]
+        for kind, threads in runs:
+            torch.set_num_threads(threads)
             folder = tmp / kind
-            _export(folder, kind)
+            if not folder.exists():
+                _export(folder, kind)
             act, act_cpu = _act_times(folder, 200)
-            lat, comp, rate, rejected, late = _run_node(folder, robot, args.seconds, f"dopa_policy_{kind}")
+            lat, comp, rate, rejected, late = _run_node(folder, robot, args.seconds, f"dopa_policy_{kind}_{threads}")
+            kind = kind if threads == 1 else f"{kind}_{threads}threads"
             series[kind] = lat
             metrics[f"{kind}_p50_ms"] = float(np.percentile(lat, 50))
             metrics[f"{kind}_p95_ms"] = float(np.percentile(lat, 95))
@@ -167,9 +180,12 @@ def main() -> int:
     if "expo_p95_ms" in metrics and "mlp_p95_ms" in metrics:
         metrics = {"expo_over_mlp_p95": metrics["expo_p95_ms"] / metrics["mlp_p95_ms"], **metrics}
     for kind in series:  # what fewer DDIM steps buy against the reference sampler, same run
-        if kind.startswith("expo_ddim") and "expo_p95_ms" in metrics:
+        if kind.startswith("expo_ddim") and "threads" not in kind and "expo_p95_ms" in metrics:
             metrics[f"{kind}_over_expo_p95"] = metrics[f"{kind}_p95_ms"] / metrics["expo_p95_ms"]
-    metrics.update(torch_threads=args.threads, joint_state_rate_hz=20.0,
+        base = kind.rsplit("_", 1)[0]  # expo_ddim5_2threads -> expo_ddim5
+        if "threads" in kind and f"{base}_p95_ms" in metrics:  # what more threads buy, same policy, same run
+            metrics[f"{kind}_over_1thread_p95"] = metrics[f"{kind}_p95_ms"] / metrics[f"{base}_p95_ms"]
+    metrics.update(torch_threads=list(args.threads), joint_state_rate_hz=20.0,
                    load_average_1min=os.getloadavg()[0])
     met = {k: bool(metrics[k] <= v) for k, v in TARGETS.items() if k in metrics}
     path = write_result("deploy_latency", metrics, TARGETS, met)

@@ -229,9 +229,12 @@ def _check_ros_names(cfg: DictConfig) -> None:
 
 
 def _check_deploy(cfg: DictConfig) -> None:
-    """Input checks of ``dopa deploy`` that need no ROS: warmup, the reward node's values and
+    """Input checks of ``dopa deploy`` that need no ROS: warmup, threads, the reward node's values and
     checkpoint."""
     check_int("warmup", cfg.warmup, 0)
+    threads, cores = cfg.get("threads"), os.cpu_count() or 1
+    if threads is not None and check_int("threads", threads, 1) > cores:
+        raise ValueError(f"threads must be null or an int in [1, {cores}] (this machine's CPU cores), got {threads!r}")
     if cfg.get("reward") and cfg.reward.get("checkpoint"):
         check_float("reward.rate_hz", cfg.reward.rate_hz, low=0.0, low_open=True)
         check_float("reward.max_age", cfg.reward.max_age, low=0.0, low_open=True)
@@ -253,6 +256,10 @@ def run_deploy(cfg: DictConfig) -> int:
     check_deploy_config(dcfg, robot)  # the node's own rules for rate, safety, watchdog, periods
     ros_args = ros_init_args(cfg)
     import rclpy
+    import torch
+
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
 
     from ros.policy_node import PolicyNode  # lazy: rclpy is imported only once the checks have passed
     _discovery(robot)

@@ -229,6 +229,8 @@ def test_deploy_checkpoint_may_be_a_run_folder(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["warmup=-1"], "warmup must be an int >= 0, got -1"),
+    (["threads=0"], "threads must be an int >= 1, got 0"),
+    (["threads=4096"], "threads must be null or an int in [1, {cores}] (this machine's CPU cores), got 4096"),
     (["reward.checkpoint={policy}"], "reward.checkpoint='{policy}' is a policy checkpoint or run, not a GRM"),
     (["reward.checkpoint={grm}", "reward.rate_hz=0"], "reward.rate_hz must be a finite number > 0, got 0"),
     (["reward.checkpoint={grm}", "reward.max_age=nan"], "reward.max_age must be a finite number > 0, got nan"),
@@ -238,7 +240,7 @@ def test_deploy_values_checked_before_ros_starts(capsys, tmp_path, overrides, me
     policy.mkdir()
     (policy / "policy.json").write_text("{}")
     grm = _grm_folder(tmp_path / "grm")
-    fmt = {"policy": policy, "grm": grm}
+    fmt = {"policy": policy, "grm": grm, "cores": os.cpu_count()}
     rc, err = _run(capsys, "deploy", f"checkpoint={policy}", "duration_s=1", *[o.format(**fmt) for o in overrides])
     assert rc == 1 and f"dopa deploy: error: {message.format(**fmt)}" in err
 
