@@ -233,7 +233,7 @@ def _check_deploy(cfg: DictConfig) -> None:
     checkpoint."""
     check_int("warmup", cfg.warmup, 0)
     threads, cores = cfg.get("threads"), os.cpu_count() or 1
-    if threads is not None and check_int("threads", threads, 1) > cores:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cores):
         raise ValueError(f"threads must be null or an int in [1, {cores}] (this machine's CPU cores), got {threads!r}")
     if cfg.get("reward") and cfg.reward.get("checkpoint"):
         check_float("reward.rate_hz", cfg.reward.rate_hz, low=0.0, low_open=True)
