@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
 
@@ -25,6 +26,18 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     if not ok or int(value) < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_threads(threads, key: str = "threads") -> int:
+    """A thread count: an int (numpy ints too, bool not) in ``[1, os.cpu_count()]``.
+
+    Raises:
+        ValueError: ``"threads must be an int in [1, 2] (this machine's CPU cores), got 0"``.
+    """
+    cores = os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= int(threads) <= cores:
+        raise ValueError(f"{key} must be an int in [1, {cores}] (this machine's CPU cores), got {threads!r}")
+    return int(threads)
 
 
 def check_float(name: str, value, low: float | None = None, high: float | None = None,

@@ -14,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from basics.checks import check_float, check_int
+from basics.checks import check_float, check_int, check_threads
 from reward_models.grm import check_grm_checkpoint
 from reward_models.tracker import GRMPotentialConfig
 from ros.policy_core import achieved_rate, check_deploy_config, latency_stats
@@ -232,9 +232,8 @@ def _check_deploy(cfg: DictConfig) -> None:
     """Input checks of ``dopa deploy`` that need no ROS: warmup, threads, the reward node's values and
     checkpoint."""
     check_int("warmup", cfg.warmup, 0)
-    threads, cores = cfg.get("threads"), os.cpu_count() or 1
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cores):
-        raise ValueError(f"threads must be null or an int in [1, {cores}] (this machine's CPU cores), got {threads!r}")
+    if cfg.get("threads") is not None:
+        check_threads(cfg.threads)
     if cfg.get("reward") and cfg.reward.get("checkpoint"):
         check_float("reward.rate_hz", cfg.reward.rate_hz, low=0.0, low_open=True)
         check_float("reward.max_age", cfg.reward.max_age, low=0.0, low_open=True)

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from basics.checks import check_seed  # noqa: E402
+from basics.checks import check_seed, check_threads  # noqa: E402
 from sim import limits  # noqa: E402
 from sim.render import check_mujoco_gl, gl_guard  # noqa: E402
 from sim.tasks import CONTROLLERS, TASKS, TaskSpec, get_task, task_text  # noqa: E402
@@ -145,7 +145,7 @@ def _check_mujoco(name: str, task_kwargs: Mapping, vectorization: str = "sync") 
         if k not in mujoco_batched.OPTIONS:
             raise ValueError(f"unknown option {k!r} for backend 'mujoco'; known: {', '.join(mujoco_batched.OPTIONS)}")
     limits.check_wrench_bounds(task_kwargs.get("max_force", 50.0), task_kwargs.get("max_torque", 10.0))
-    mujoco_batched.check_threads(task_kwargs.get("threads", 1))
+    check_threads(task_kwargs.get("threads", 1))
 
 
 def _check_controller(spec: TaskSpec, task_kwargs: Mapping) -> None:

@@ -17,8 +17,9 @@ once in float64 numpy by :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp b
 torch tensors; on batches this small a numpy operation costs a third of a torch one). Observations
 that are plain copies of state fields (cheetah, walker, cartpole) are one ``np.take`` of that buffer
 (found by probing the task's observation function); hopper's calls the function.
-``benchmarks/sim_throughput.py`` also measures ``mujoco.rollout`` (MuJoCo's own thread pool); it steps with ``mj_step`` from a given state and so
-cannot reproduce dm_control's step below, and it was not faster on the 2-core machine measured.
+``benchmarks/sim_throughput.py`` also measures ``mujoco.rollout`` (MuJoCo's own thread pool); it
+steps with ``mj_step`` from a given state and so cannot reproduce dm_control's step below, and it
+was not faster on the 2-core machines measured.
 
 Stepping is dm_control's ``Physics.step`` (``legacy_step``): ``mj_step2``, ``n_sub_steps - 1`` times
 ``mj_step``, then ``mj_step1`` (RK4 models: ``n_sub_steps`` times ``mj_step``, then ``mj_step1``).
@@ -30,7 +31,6 @@ scales, states match the ``"cpu"`` backend's bit for bit, observations and rewar
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import time
 import weakref
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from basics.checks import check_seed
+from basics.checks import check_seed, check_threads
 from sim.limits import check_gravity, check_scales, check_wrench_bounds
 from sim.render import gl_guard, make_renderer, render_camera
 from sim.tasks import TaskSpec
@@ -71,17 +71,6 @@ def supported_tasks() -> tuple[str, ...]:
     return tuple(SUITE_TASKS)
 
 
-def check_threads(threads) -> int:
-    """Physics threads: an int in ``[1, os.cpu_count()]``.
-
-    Raises:
-        ValueError: ``"threads must be an int in [1, 2] (this machine's CPU cores), got 0"``.
-    """
-    cores = os.cpu_count() or 1
-    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) \
-            or not 1 <= int(threads) <= cores:
-        raise ValueError(f"threads must be an int in [1, {cores}] (this machine's CPU cores), got {threads!r}")
-    return int(threads)
 
 
 def _address(arr: np.ndarray) -> int:
@@ -515,8 +504,7 @@ class MujocoBatchedEnv:
         if self._needs_seed:
             raise RuntimeError("call reset() before step()")
         ctrl = self._ctrl  # in place: the stepping loop holds views of its rows
-        np.maximum(self.check_action(action), -1.0, out=ctrl)  # clip (np.clip costs 2 ufunc calls more)
-        np.minimum(ctrl, 1.0, out=ctrl)
+        np.clip(self.check_action(action), -1.0, 1.0, out=ctrl)
         ctrl += 1.0
         ctrl *= self._a_half_range
         ctrl += self._a_low

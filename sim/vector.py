@@ -34,7 +34,6 @@ def _make_single(spec: TaskSpec, views, image_size, seed, env_index, kwargs):
     return RobosuiteEnv(spec, views=views, image_size=image_size, seed=seed, env_index=env_index, **kwargs)
 
 
-
 def check_actions(action, num_envs: int, action_dim: int) -> np.ndarray:
     """Validate a batch of actions for ``num_envs`` envs of ``action_dim`` each (the CPU backends' rule).
 
@@ -65,6 +64,7 @@ def check_actions(action, num_envs: int, action_dim: int) -> np.ndarray:
         row = int(np.argwhere(~np.isfinite(action).all(axis=1))[0, 0])
         raise ValueError(f"action contains NaN or inf (env {row}: {action[row].tolist()})")
     return action
+
 
 class BatchedEnv:
     """``num_envs`` copies of one task behind Gymnasium vector semantics, returning torch tensors.

@@ -231,7 +231,7 @@ def test_deploy_checkpoint_may_be_a_run_folder(tmp_path):
     (["warmup=-1"], "warmup must be an int >= 0, got -1"),
     (["threads=0"], "threads must be an int >= 1, got 0"),  # the CLI's rule for every job's threads key
     (["threads=1.5"], "threads must be an int (default 1), got 1.5"),
-    (["threads=4096"], "threads must be null or an int in [1, {cores}] (this machine's CPU cores), got 4096"),
+    (["threads=4096"], "threads must be an int in [1, {cores}] (this machine's CPU cores), got 4096"),
     (["reward.checkpoint={policy}"], "reward.checkpoint='{policy}' is a policy checkpoint or run, not a GRM"),
     (["reward.checkpoint={grm}", "reward.rate_hz=0"], "reward.rate_hz must be a finite number > 0, got 0"),
     (["reward.checkpoint={grm}", "reward.max_age=nan"], "reward.max_age must be a finite number > 0, got nan"),
