@@ -6,9 +6,10 @@ MLP-ResNet noise predictor, as the authors' code (``pd-perry/EXPO``, after IDQL)
 - :class:`DiffusionBasePolicy`: diffusers' ``DDPMScheduler`` around the denoiser; ``loss`` is the
   imitation loss L_b = E_{t, eps} || eps - eps_theta(s, sqrt(abar_t) a + sqrt(1 - abar_t) eps, t) ||^2
   (Ho et al. eq. 14, the "simple" loss) and ``sample`` is ancestral sampling (Ho et al., Algorithm 2)
-  over all T steps (``sampler="ddpm"``, the authors'), or deterministic DDIM (Song et al. 2021,
-  eq. 12 with eta = 0; diffusers' ``DDIMScheduler``, "trailing" spacing) over ``sample_steps`` <= T
-  steps of the same trained model (``sampler="ddim"``: fewer denoiser passes per action).
+  over all T steps (``sampler="ddpm"``, the authors'), or DDIM (Song et al. 2021, eq. 12 with
+  eta = 1, i.e. stochastic like ancestral sampling; diffusers' ``DDIMScheduler``, "trailing"
+  spacing) over ``sample_steps`` <= T steps of the same trained model (``sampler="ddim"``: fewer
+  denoiser passes per action).
 
 Used by :mod:`control.expo` (the learner) and :class:`control.expo_policy.EXPOPolicy` (deployment).
 """
@@ -68,11 +69,19 @@ class Denoiser(nn.Module):
 
     Shapes: obs float32 [B, D], noisy_action float32 [B, A], t [B] or one step shared by all rows
     (a scalar or [1]; its time embedding is then computed once) -> float32 [B, A].
+
+    The input layer is one ``Linear`` over the concatenation; it is also applied in its three column
+    blocks, W [s, a_t, emb] + b = (W_s s + b) + W_a a_t + W_e emb, so that a sampler computes the
+    observation's share (:meth:`condition`) once per action and the time's share
+    (:meth:`time_embedding`) once per step for all rows, and each denoising step only adds the noisy
+    action's (:meth:`trunk`). ``forward`` is ``trunk(condition(obs), a_t, time_embedding(t))``: the
+    same function, summed in another order (float32 round-off).
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int = 256, num_blocks: int = 3,
                  time_dim: int = 128, dropout: float = 0.0):
         super().__init__()
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
         self.time_features = FourierFeatures(time_dim)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.SiLU(),
                                       nn.Linear(2 * time_dim, 2 * time_dim))
@@ -83,9 +92,25 @@ class Denoiser(nn.Module):
     def forward(self, obs: torch.Tensor, noisy_action: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Predicted noise eps_theta(s, a_t, t): obs float32 [B, D], noisy_action float32 [B, A],
         t [B] or a scalar (step index, int or float) -> float32 [B, A]."""
-        t = t.to(obs.dtype).reshape(-1, 1)
-        emb = self.time_mlp(self.time_features(t)).expand(obs.shape[0], -1)
-        x = self.inp(torch.cat([obs, noisy_action, emb], dim=-1))
+        return self.trunk(self.condition(obs), noisy_action, self.time_embedding(t.to(obs.device)))
+
+    def condition(self, obs: torch.Tensor) -> torch.Tensor:
+        """The observation's share of the input layer, bias included: obs float32 [B, D] ->
+        float32 [B, hidden] = W_s obs + b (constant over the denoising steps of one sample)."""
+        return F.linear(obs, self.inp.weight[:, :self.obs_dim], self.inp.bias)
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        """The diffusion step's share of the input layer: t [S] or a scalar (step index) ->
+        float32 [S, hidden] ([1, hidden] for a scalar) = W_e MLP(FourierFeatures(t))."""
+        t = t.to(self.inp.weight.dtype).reshape(-1, 1)
+        return F.linear(self.time_mlp(self.time_features(t)), self.inp.weight[:, self.obs_dim + self.action_dim:])
+
+    def trunk(self, condition: torch.Tensor, noisy_action: torch.Tensor, time_embedding: torch.Tensor) -> torch.Tensor:
+        """The rest of the network: condition float32 [B, hidden] (:meth:`condition`), noisy_action
+        float32 [B, A], time_embedding float32 [B or 1, hidden] (:meth:`time_embedding`) -> the
+        predicted noise float32 [B, A]."""
+        a = self.obs_dim
+        x = condition + F.linear(noisy_action, self.inp.weight[:, a:a + self.action_dim]) + time_embedding
         return self.out(F.silu(self.blocks(x)))
 
 
@@ -126,7 +151,7 @@ class DiffusionBasePolicy(nn.Module):
 
     def set_sampler(self, sampler: str = "ddpm", sample_steps: int | None = None) -> None:
         """Choose how :meth:`sample` draws: ``"ddpm"`` (ancestral, all T steps; ``sample_steps`` None
-        or T) or ``"ddim"`` (deterministic DDIM, eta = 0, on ``sample_steps`` in [1, T] timesteps with
+        or T) or ``"ddim"`` (DDIM with eta = 1, stochastic, on ``sample_steps`` in [1, T] timesteps with
         "trailing" spacing, so the first step starts at t = T - 1; None: T). Training is unchanged.
 
         Raises:
@@ -177,7 +202,9 @@ class DiffusionBasePolicy(nn.Module):
         net = self.denoiser if denoiser is None else denoiser
         sched = self.sample_scheduler
         x = torch.randn((obs.shape[0], self.action_dim), generator=generator, device=obs.device, dtype=obs.dtype)
-        for t in sched.timesteps:
-            eps = net(obs, x, t.to(obs.device))
+        condition = net.condition(obs)  # once per action, not once per step
+        time_embedding = net.time_embedding(sched.timesteps.to(obs.device))  # all steps in one pass: [S, hidden]
+        for i, t in enumerate(sched.timesteps):
+            eps = net.trunk(condition, x, time_embedding[i])
             x = sched.step(eps, int(t), x, generator=generator, **self._step_kwargs).prev_sample
         return x.clamp(-1.0, 1.0)

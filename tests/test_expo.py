@@ -12,6 +12,7 @@ import torch
 from control.expo import (
     EXPO,
     CriticEnsemble,
+    Denoiser,
     DiffusionBasePolicy,
     EditPolicy,
     EXPOConfig,
@@ -131,6 +132,25 @@ def _sliced_w1(x: torch.Tensor, y: torch.Tensor, n_dirs: int = 16) -> float:
     d = torch.randn(n_dirs, x.shape[1], generator=torch.Generator().manual_seed(0))
     d = d / d.norm(dim=1, keepdim=True)
     return float((torch.sort(x @ d.T, 0).values - torch.sort(y @ d.T, 0).values).abs().mean())
+
+
+def test_denoiser_in_column_blocks_is_the_concatenated_input_layer():
+    """The sampler's split input layer (observation share once, time shares in one pass, the noisy
+    action's per step) computes the network written as one Linear over [s, a_t, time embedding]."""
+    torch.manual_seed(0)
+    net = Denoiser(5, 3, hidden_dim=32, num_blocks=2, time_dim=8)
+    obs, act, t = torch.randn(7, 5), torch.randn(7, 3), torch.randint(0, 10, (7,))
+    emb = net.time_mlp(net.time_features(t.float().reshape(-1, 1)))
+    reference = net.out(torch.nn.functional.silu(net.blocks(net.inp(torch.cat([obs, act, emb], -1)))))
+    torch.testing.assert_close(net(obs, act, t), reference, rtol=1e-5, atol=1e-6)
+    shared = net(obs, act, torch.tensor(4))  # one step for all rows
+    emb4 = net.time_mlp(net.time_features(torch.full((7, 1), 4.0)))
+    torch.testing.assert_close(shared, net.out(torch.nn.functional.silu(net.blocks(net.inp(torch.cat([obs, act, emb4], -1))))),
+                               rtol=1e-5, atol=1e-6)
+    steps = torch.tensor([9, 4, 0])
+    temb = net.time_embedding(steps)
+    assert temb.shape == (3, 32)
+    torch.testing.assert_close(net.trunk(net.condition(obs), act, temb[1]), shared, rtol=1e-5, atol=1e-6)
 
 
 def test_ddim_sampler_draws_from_the_reference_distribution():
