@@ -8,15 +8,16 @@ seeds (sub-env ``i`` seeded ``seed + i``).
 
 What differs is where the time goes. Each env keeps its own dm_control ``Physics`` (one ``MjModel``
 and one ``MjData`` per env, so masses, frictions and gravity can differ per env), but a control step
-never enters dm_control's Python: the physics of all envs is advanced by raw ``mujoco.mj_step*`` calls
-spread over up to ``threads`` persistent threads (MuJoCo's bindings release the GIL inside them; the
-first steps are timed on one thread, and a batch whose physics is too cheap to pay for a second
-thread stays on one, see :data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied with one
-``memcpy``-like copy into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at
-once in float64 numpy by :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend calls on
-torch tensors; on batches this small a numpy operation costs a third of a torch one). Observations
-that are plain copies of state fields (cheetah, walker, cartpole) are one ``np.take`` of that buffer
-(found by probing the task's observation function); hopper's calls the function.
+never enters dm_control's Python: the physics of all envs is advanced by raw ``mujoco.mj_step*``
+calls spread over up to ``threads`` persistent threads (MuJoCo's bindings release the GIL inside
+them; the first steps are timed on one thread, then on the split, and the faster is kept; a batch
+whose physics is too cheap to pay for a second thread is not split at all, see
+:data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied with one ``memcpy``-like copy
+into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at once in float64 numpy by
+:mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend calls on torch tensors; on batches
+this small a numpy operation costs a third of a torch one). Observations that are plain copies of
+state fields (cheetah, walker, cartpole) are one ``np.take`` of that buffer (found by probing the
+task's observation function); hopper's calls the function.
 ``benchmarks/sim_throughput.py`` also measures ``mujoco.rollout`` (MuJoCo's own thread pool); it
 steps with ``mj_step`` from a given state and so cannot reproduce dm_control's step below, and it
 was not faster on the 2-core machines measured.
@@ -53,14 +54,17 @@ _DIVERGENCE_WARNINGS = (int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWar
                         int(mujoco.mjtWarning.mjWARN_BADQACC))
 #: the MjData fields the suite tasks read (copied once per env per step, as one contiguous span)
 _FIELDS = ("qpos", "qvel", "sensordata", "xpos", "xmat", "xipos")
-#: physics seconds per thread below which a further thread costs more than it saves: each env's
-#: Python between its ``mj_step*`` calls holds the GIL, so threads that step cheap worlds mostly wait
-#: for each other (measured on 2 cores with forced thread counts, figures in the README's "Simulation
+#: physics seconds per thread below which a further thread is not even tried: each env's Python
+#: between its ``mj_step*`` calls holds the GIL, so threads that step cheap worlds mostly wait for
+#: each other (measured on 2 cores with forced thread counts, figures in the README's "Simulation
 #: throughput": cheetah-run, ~7 us per env step, was slower on 2 threads than on 1 at 16 and 32 envs
-#: and faster at 64; hopper-stand, ~28 us, faster on 2 at 16 envs, not at 8)
+#: and faster at 64 on one machine, slower at every size on another; hopper-stand, ~28 us, faster
+#: on 2 at 16 envs, not at 8)
 MIN_SECONDS_PER_THREAD = 180e-6
-#: steps stepped on one thread and timed before the physics is split over threads
+#: steps timed on one thread, then (where a split is tried) as many on the split: the faster is kept
 CALIBRATION_STEPS = 16
+#: the split is kept only when its median step is this many times faster than one thread's
+MIN_THREAD_SPEEDUP = 1.05
 
 
 def supported_tasks() -> tuple[str, ...]:
@@ -212,8 +216,10 @@ class MujocoBatchedEnv:
         image_size: pixels per side of rendered views.
         seed: non-negative int; sub-env ``i`` is seeded ``seed + i`` (numpy streams of dm_control).
         threads: most physics threads, an int in ``[1, os.cpu_count()]`` (default 1); the env steps the
-            first ``CALIBRATION_STEPS`` on one thread, timing them, then uses
-            ``physics_threads = min(threads, B, step seconds / MIN_SECONDS_PER_THREAD)`` (at least 1).
+            first ``CALIBRATION_STEPS`` on one thread, timing them; where
+            ``n = min(threads, B, step seconds / MIN_SECONDS_PER_THREAD)`` is above 1 it times as many
+            steps split over n threads and keeps the split only when its median step is
+            ``MIN_THREAD_SPEEDUP`` times faster (``physics_threads``: the count in use).
         max_episode_steps: time limit in control steps (default: the task's).
         max_force, max_torque: clip of :meth:`apply_force` components (N, N m).
     Raises:
@@ -290,10 +296,12 @@ class MujocoBatchedEnv:
         self._chunks = [(0, B)]
         self._pool: _Workers | None = None
         #: threads that step the physics: 1 for the first CALIBRATION_STEPS steps, which time it; then
-        #: at most ``threads``, fewer where a thread's share of a step would be under
-        #: MIN_SECONDS_PER_THREAD (results never depend on it: each env is stepped alone)
+        #: at most ``threads`` for as many timed steps, kept if faster (see ``threads`` above; results
+        #: never depend on it: each env is stepped alone)
         self.physics_threads = 1
-        self._timed_steps, self._timed_seconds = 0, 0.0
+        self._timed: list[float] = []  # seconds per physics step of the calibration phase in progress
+        self._single_median: float | None = None  # one thread's median, once timed
+        self._calibrated = threads <= 1
         self._closed = False
         self._elapsed = np.zeros(B, dtype=np.int64)
         self._needs_seed = True
@@ -354,30 +362,39 @@ class MujocoBatchedEnv:
 
     def _advance(self) -> None:
         self._bad[:] = False
+        t = time.perf_counter()
         if self._pool is None:
-            if self._timed_steps < CALIBRATION_STEPS and self.threads > 1:
-                t = time.perf_counter()
-                self._step_range(0, self.num_envs)
-                self._timed_seconds += time.perf_counter() - t
-                self._timed_steps += 1
-                if self._timed_steps == CALIBRATION_STEPS:
-                    self._use_threads(self._timed_seconds / CALIBRATION_STEPS)
-                return
             self._step_range(0, self.num_envs)
-            return
-        self._pool.run(lambda: self._step_range(*self._chunks[0]))
+        else:
+            self._pool.run(lambda: self._step_range(*self._chunks[0]))
+        if not self._calibrated:
+            self._timed.append(time.perf_counter() - t)
+            if len(self._timed) >= CALIBRATION_STEPS:
+                self._calibrate(float(np.median(self._timed)))
+                self._timed = []
 
-    def _use_threads(self, step_seconds: float) -> None:
-        """Split the envs over threads, given one thread's seconds per batch step of physics."""
+    def _calibrate(self, median_seconds: float) -> None:
+        """End a calibration phase given its median seconds per physics step: after one thread's,
+        try a split over threads (where its share per thread would reach MIN_SECONDS_PER_THREAD);
+        after the split's, keep it only if it was MIN_THREAD_SPEEDUP times faster."""
         B = self.num_envs
-        share = int(step_seconds / MIN_SECONDS_PER_THREAD) if MIN_SECONDS_PER_THREAD > 0 else B
-        self.physics_threads = max(1, min(self.threads, B, share))
-        if self.physics_threads == 1:
+        if self._single_median is None:
+            self._single_median = median_seconds
+            share = int(median_seconds / MIN_SECONDS_PER_THREAD) if MIN_SECONDS_PER_THREAD > 0 else B
+            n = max(1, min(self.threads, B, share))
+            if n == 1:
+                self._calibrated = True
+                return
+            self.physics_threads = n
+            bounds = np.linspace(0, B, n + 1).astype(int)
+            self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            self._chunk_rows.update({c: list(enumerate(self._rows[c[0]:c[1]], c[0])) for c in self._chunks})
+            self._pool = _Workers(self, self._chunks[1:])
             return
-        bounds = np.linspace(0, B, self.physics_threads + 1).astype(int)
-        self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        self._chunk_rows.update({c: list(enumerate(self._rows[c[0]:c[1]], c[0])) for c in self._chunks})
-        self._pool = _Workers(self, self._chunks[1:])
+        self._calibrated = True
+        if self._single_median < MIN_THREAD_SPEEDUP * median_seconds:  # the split did not pay: back to one
+            self._pool.close()
+            self._pool, self._chunks, self.physics_threads = None, [(0, B)], 1
 
     def _reset_env(self, i: int, seed: int | None = None) -> None:
         """dm_control's ``Environment.reset`` of env ``i`` (the suite's ``initialize_episode`` inside

@@ -75,6 +75,7 @@ def test_physics_threads_step_the_same_worlds_and_end_with_the_env(task, monkeyp
     B, steps = 5, 60
     one = sim.make_env(task, num_envs=B, seed=3, max_episode_steps=25, backend="mujoco", threads=1)
     monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
+    monkeypatch.setattr(mb, "MIN_THREAD_SPEEDUP", 0.0)
     monkeypatch.setattr(mb, "CALIBRATION_STEPS", 4)
     two = sim.make_env(task, num_envs=B, seed=3, max_episode_steps=25, backend="mujoco", threads=2)
     (o1, _), (o2, _) = one.reset(), two.reset()
@@ -98,6 +99,35 @@ def test_physics_threads_step_the_same_worlds_and_end_with_the_env(task, monkeyp
     assert not any(t.name.startswith("dopa-physics") and t.is_alive() for t in threading.enumerate())
 
 
+def test_a_split_that_does_not_pay_goes_back_to_one_thread(monkeypatch):
+    """The calibration times one thread, then the split; a split that is not MIN_THREAD_SPEEDUP
+    times faster (forced here: no split can be) is undone, its threads end, and the worlds step on
+    exactly as on one thread through every phase."""
+    import threading
+
+    import sim.mujoco_batched as mb
+
+    B = 4
+    one = sim.make_env("hopper-stand", num_envs=B, seed=5, backend="mujoco", threads=1)
+    monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
+    monkeypatch.setattr(mb, "CALIBRATION_STEPS", 3)
+    monkeypatch.setattr(mb, "MIN_THREAD_SPEEDUP", float("inf"))
+    two = sim.make_env("hopper-stand", num_envs=B, seed=5, backend="mujoco", threads=2)
+    one.reset(), two.reset()
+    g = torch.Generator().manual_seed(2)
+    seen = []
+    for _ in range(10):
+        action = 2.0 * torch.rand(B, one.action_dim, generator=g) - 1.0
+        r1, r2 = one.step(action), two.step(action)
+        assert torch.equal(r1[0]["state"], r2[0]["state"]) and torch.equal(r1[1], r2[1])
+        seen.append(two.physics_threads)
+    # the count for the next step: steps 1-3 timed on one thread, 4-6 on the split, then one again
+    assert seen == [1, 1, 2, 2, 2, 1, 1, 1, 1, 1]
+    assert not any(t.name.startswith("dopa-physics") and t.is_alive() for t in threading.enumerate())
+    one.close()
+    two.close()
+
+
 def test_a_failed_step_leaves_no_force_and_no_error_behind(monkeypatch):
     """An error inside the physics (here: MuJoCo raising in mj_step1, in both the caller's chunk and
     a worker's) is raised by that step only; the one-step push is cleared anyway; a closed env refuses."""
@@ -106,6 +136,7 @@ def test_a_failed_step_leaves_no_force_and_no_error_behind(monkeypatch):
     import sim.mujoco_batched as mb
 
     monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
+    monkeypatch.setattr(mb, "MIN_THREAD_SPEEDUP", 0.0)
     monkeypatch.setattr(mb, "CALIBRATION_STEPS", 1)
     env = sim.make_env("cheetah-run", num_envs=4, seed=0, backend="mujoco", threads=2)
     env.reset()
