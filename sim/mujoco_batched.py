@@ -10,8 +10,8 @@ What differs is where the time goes. Each env keeps its own dm_control ``Physics
 and one ``MjData`` per env, so masses, frictions and gravity can differ per env), but a control step
 never enters dm_control's Python: the physics of all envs is advanced by raw ``mujoco.mj_step*``
 calls spread over up to ``threads`` persistent threads (MuJoCo's bindings release the GIL inside
-them; the first steps are timed on one thread, then on the split, and the faster is kept; a batch
-whose physics is too cheap to pay for a second thread is not split at all, see
+them; the first steps alternate between one thread and the split, timed, and the faster is kept; a
+batch whose physics is too cheap to pay for a second thread is not split at all, see
 :data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied with one ``memcpy``-like copy
 into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at once in float64 numpy by
 :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend calls on torch tensors; on batches
@@ -61,7 +61,13 @@ _FIELDS = ("qpos", "qvel", "sensordata", "xpos", "xmat", "xipos")
 #: and faster at 64 on one machine, slower at every size on another; hopper-stand, ~28 us, faster
 #: on 2 at 16 envs, not at 8)
 MIN_SECONDS_PER_THREAD = 180e-6
-#: steps timed on one thread, then (where a split is tried) as many on the split: the faster is kept
+#: steps run on one thread and timed first: their median decides whether a split is tried at all
+CALIBRATION_WARMUP = 4
+#: then steps alternate between the split and one thread, this many each after CALIBRATION_WARMUP
+#: pairs left untimed (a new thread's first steps are slow: its stack, caches and core placement are
+#: new). Alternating, not one phase after the other, because a task's physics cost changes over an
+#: episode's first steps (hopper-stand lands: its contacts multiply), which biased a comparison of
+#: consecutive phases against whichever came second
 CALIBRATION_STEPS = 16
 #: the split is kept only when its median step is this many times faster than one thread's
 MIN_THREAD_SPEEDUP = 1.05
@@ -216,10 +222,11 @@ class MujocoBatchedEnv:
         image_size: pixels per side of rendered views.
         seed: non-negative int; sub-env ``i`` is seeded ``seed + i`` (numpy streams of dm_control).
         threads: most physics threads, an int in ``[1, os.cpu_count()]`` (default 1); the env steps the
-            first ``CALIBRATION_STEPS`` on one thread, timing them; where
-            ``n = min(threads, B, step seconds / MIN_SECONDS_PER_THREAD)`` is above 1 it times as many
-            steps split over n threads and keeps the split only when its median step is
-            ``MIN_THREAD_SPEEDUP`` times faster (``physics_threads``: the count in use).
+            first ``CALIBRATION_WARMUP`` on one thread, timing them; where
+            ``n = min(threads, B, step seconds / MIN_SECONDS_PER_THREAD)`` is above 1 it then
+            alternates steps split over n threads with steps on one (``CALIBRATION_STEPS`` timed
+            each) and keeps the split only when its median step is ``MIN_THREAD_SPEEDUP`` times
+            faster (``physics_threads``: the split's count from then on, 1 once undone).
         max_episode_steps: time limit in control steps (default: the task's).
         max_force, max_torque: clip of :meth:`apply_force` components (N, N m).
     Raises:
@@ -295,12 +302,11 @@ class MujocoBatchedEnv:
         self._chunk_rows = {(0, B): list(enumerate(self._rows))}
         self._chunks = [(0, B)]
         self._pool: _Workers | None = None
-        #: threads that step the physics: 1 for the first CALIBRATION_STEPS steps, which time it; then
-        #: at most ``threads`` for as many timed steps, kept if faster (see ``threads`` above; results
-        #: never depend on it: each env is stepped alone)
+        #: threads that step the physics: 1 for the first CALIBRATION_WARMUP steps, which time it; then
+        #: at most ``threads``, kept if faster (see ``threads`` above; results never depend on it: each
+        #: env is stepped alone)
         self.physics_threads = 1
         self._timed: list[float] = []  # seconds per physics step of the calibration phase in progress
-        self._single_median: float | None = None  # one thread's median, once timed
         self._calibrated = threads <= 1
         self._closed = False
         self._elapsed = np.zeros(B, dtype=np.int64)
@@ -362,26 +368,29 @@ class MujocoBatchedEnv:
 
     def _advance(self) -> None:
         self._bad[:] = False
+        # during calibration with a split in place, even steps use it and odd steps one thread
+        split = self._pool is not None and (self._calibrated or len(self._timed) % 2 == 0)
         t = time.perf_counter()
-        if self._pool is None:
-            self._step_range(0, self.num_envs)
-        else:
+        if split:
             self._pool.run(lambda: self._step_range(*self._chunks[0]))
+        else:
+            self._step_range(0, self.num_envs)
         if not self._calibrated:
             self._timed.append(time.perf_counter() - t)
-            if len(self._timed) >= CALIBRATION_STEPS:
-                self._calibrate(float(np.median(self._timed)))
-                self._timed = []
+            self._calibrate()
 
-    def _calibrate(self, median_seconds: float) -> None:
-        """End a calibration phase given its median seconds per physics step: after one thread's,
-        try a split over threads (where its share per thread would reach MIN_SECONDS_PER_THREAD);
-        after the split's, keep it only if it was MIN_THREAD_SPEEDUP times faster."""
-        B = self.num_envs
-        if self._single_median is None:
-            self._single_median = median_seconds
-            share = int(median_seconds / MIN_SECONDS_PER_THREAD) if MIN_SECONDS_PER_THREAD > 0 else B
+    def _calibrate(self) -> None:
+        """After CALIBRATION_WARMUP steps on one thread: try a split over threads where its share per
+        thread would reach MIN_SECONDS_PER_THREAD. After the alternating steps: keep the split only
+        if its median step was MIN_THREAD_SPEEDUP times faster than one thread's."""
+        B, timed = self.num_envs, self._timed
+        if self._pool is None:
+            if len(timed) < CALIBRATION_WARMUP:
+                return
+            step_seconds = float(np.median(timed))
+            share = int(step_seconds / MIN_SECONDS_PER_THREAD) if MIN_SECONDS_PER_THREAD > 0 else B
             n = max(1, min(self.threads, B, share))
+            self._timed = []
             if n == 1:
                 self._calibrated = True
                 return
@@ -391,8 +400,12 @@ class MujocoBatchedEnv:
             self._chunk_rows.update({c: list(enumerate(self._rows[c[0]:c[1]], c[0])) for c in self._chunks})
             self._pool = _Workers(self, self._chunks[1:])
             return
-        self._calibrated = True
-        if self._single_median < MIN_THREAD_SPEEDUP * median_seconds:  # the split did not pay: back to one
+        if len(timed) < 2 * (CALIBRATION_WARMUP + CALIBRATION_STEPS):
+            return
+        kept = timed[2 * CALIBRATION_WARMUP:]
+        split, single = float(np.median(kept[0::2])), float(np.median(kept[1::2]))
+        self._calibrated, self._timed = True, []
+        if single < MIN_THREAD_SPEEDUP * split:  # the split did not pay: back to one thread
             self._pool.close()
             self._pool, self._chunks, self.physics_threads = None, [(0, B)], 1
 

@@ -100,9 +100,9 @@ def test_physics_threads_step_the_same_worlds_and_end_with_the_env(task, monkeyp
 
 
 def test_a_split_that_does_not_pay_goes_back_to_one_thread(monkeypatch):
-    """The calibration times one thread, then the split; a split that is not MIN_THREAD_SPEEDUP
-    times faster (forced here: no split can be) is undone, its threads end, and the worlds step on
-    exactly as on one thread through every phase."""
+    """The calibration times one thread, then alternates the split with one thread; a split that is
+    not MIN_THREAD_SPEEDUP times faster (forced here: no split can be) is undone, its threads end,
+    and the worlds step on exactly as on one thread through every phase."""
     import threading
 
     import sim.mujoco_batched as mb
@@ -110,7 +110,8 @@ def test_a_split_that_does_not_pay_goes_back_to_one_thread(monkeypatch):
     B = 4
     one = sim.make_env("hopper-stand", num_envs=B, seed=5, backend="mujoco", threads=1)
     monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
-    monkeypatch.setattr(mb, "CALIBRATION_STEPS", 3)
+    monkeypatch.setattr(mb, "CALIBRATION_WARMUP", 1)
+    monkeypatch.setattr(mb, "CALIBRATION_STEPS", 2)
     monkeypatch.setattr(mb, "MIN_THREAD_SPEEDUP", float("inf"))
     two = sim.make_env("hopper-stand", num_envs=B, seed=5, backend="mujoco", threads=2)
     one.reset(), two.reset()
@@ -121,8 +122,8 @@ def test_a_split_that_does_not_pay_goes_back_to_one_thread(monkeypatch):
         r1, r2 = one.step(action), two.step(action)
         assert torch.equal(r1[0]["state"], r2[0]["state"]) and torch.equal(r1[1], r2[1])
         seen.append(two.physics_threads)
-    # the count for the next step: steps 1-3 timed on one thread, 4-6 on the split, then one again
-    assert seen == [1, 1, 2, 2, 2, 1, 1, 1, 1, 1]
+    # step 1 on one thread decides to try the split; steps 2-7 alternate (the first pair untimed); then one again
+    assert seen == [2, 2, 2, 2, 2, 2, 1, 1, 1, 1]
     assert not any(t.name.startswith("dopa-physics") and t.is_alive() for t in threading.enumerate())
     one.close()
     two.close()
@@ -137,12 +138,13 @@ def test_a_failed_step_leaves_no_force_and_no_error_behind(monkeypatch):
 
     monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
     monkeypatch.setattr(mb, "MIN_THREAD_SPEEDUP", 0.0)
+    monkeypatch.setattr(mb, "CALIBRATION_WARMUP", 1)
     monkeypatch.setattr(mb, "CALIBRATION_STEPS", 1)
     env = sim.make_env("cheetah-run", num_envs=4, seed=0, backend="mujoco", threads=2)
     env.reset()
     zero = torch.zeros(4, env.action_dim)
     env.step(zero)
-    assert env.physics_threads == 2
+    assert env.physics_threads == 2  # the next step is the split's (calibration alternates from it)
     real = mujoco.mj_step1
 
     def broken(m, d):
