@@ -98,9 +98,21 @@ class EXPOPolicy(nn.Module):
         self.critic = CriticEnsemble(state_dim, a, num_min_qs, critic_hidden_dims, critic_layer_norm, init_order="layer")
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
+    #: constructor arguments that change how actions are drawn but no weight (``load_policy(sampling=)``)
+    SAMPLING_KEYS = ("sampler", "sample_steps")
+
     def export_config(self) -> dict:
         """The constructor's arguments (``EXPOPolicy(**cfg)`` rebuilds it)."""
         return dict(self.config)
+
+    def set_sampling(self, sampler: str | None = None, sample_steps: int | None = None) -> None:
+        """Draw the base samples with another sampler of the same trained model (see
+        :meth:`control.diffusion.DiffusionBasePolicy.set_sampler`): ``sampler`` ``"ddpm"`` or
+        ``"ddim"`` (None: keep the current one), ``sample_steps`` in [1, diffusion_steps] (None: all
+        of them). Raises ValueError for an unknown sampler or steps out of range (both named)."""
+        sampler = self.config["sampler"] if sampler is None else sampler
+        self.base.set_sampler(sampler, sample_steps)
+        self.config.update(sampler=str(sampler), sample_steps=None if sample_steps is None else int(sample_steps))
 
     @torch.inference_mode()
     def forward(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:

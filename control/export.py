@@ -314,14 +314,30 @@ class DeployPolicy:
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def load_policy(folder) -> DeployPolicy:
+#: the job keys (``dopa eval``, ``dopa deploy``) that override a generative policy's sampling
+SAMPLING_JOB_KEYS = ("sampler", "sample_steps")
+
+
+def sampling_overrides(cfg) -> dict:
+    """The sampling overrides a job config sets (its non-null ``sampler`` / ``sample_steps``), for
+    :func:`load_policy`'s ``sampling``; ``{}`` when it sets none."""
+    return {k: cfg.get(k) for k in SAMPLING_JOB_KEYS if cfg.get(k) is not None}
+
+
+def load_policy(folder, sampling: dict | None = None) -> DeployPolicy:
     """Load a deployment policy folder written by :func:`save_policy`.
+
+    ``sampling`` overrides how a generative policy draws its actions, without touching a weight:
+    keys of its kind's ``SAMPLING_KEYS`` (EXPO: ``{"sampler": "ddim", "sample_steps": 5}``, applied
+    by the module's ``set_sampling``); None or ``{}``: as exported.
 
     Raises:
         PolicyFileError: one line naming the file: missing folder or files, empty or corrupt JSON,
             truncated weights, unknown format or kind, an unknown key in policy.json or its
             ``arch`` (named), NaN or inf in a weight (the tensor named), or weights whose
             names/shapes do not match the architecture (both shapes named).
+        ValueError: a ``sampling`` key the kind does not have (the allowed ones listed; a kind
+            without sampling settings says so) or a value it refuses (named).
     """
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -356,6 +372,16 @@ def load_policy(folder) -> DeployPolicy:
     module.load_state_dict(weights)
     for p in module.parameters():
         p.requires_grad_(False)
+    if sampling:
+        allowed = tuple(getattr(module, "SAMPLING_KEYS", ()))
+        if not allowed:
+            raise ValueError(f"policy kind {meta['kind']!r} draws no samples: sampling settings "
+                             f"{sorted(sampling)} apply to generative policies (kind expo)")
+        unknown = sorted(set(sampling) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown sampling setting(s) {unknown} for policy kind {meta['kind']!r}; "
+                             f"allowed: {', '.join(allowed)}")
+        module.set_sampling(**sampling)
     return DeployPolicy(module, meta)
 
 

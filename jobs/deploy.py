@@ -15,9 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from basics.checks import check_float, check_int, check_threads
+from control.export import load_policy, sampling_overrides
 from reward_models.grm import check_grm_checkpoint
 from reward_models.tracker import GRMPotentialConfig
-from ros.policy_core import achieved_rate, check_deploy_config, latency_stats
+from ros.policy_core import achieved_rate, check_deploy_config, latency_stats, resolve_policy_folder
 from ros.robot import Robot
 
 ROBOT_TARGET = "ros.robot.Robot"
@@ -229,11 +230,14 @@ def _check_ros_names(cfg: DictConfig) -> None:
 
 
 def _check_deploy(cfg: DictConfig) -> None:
-    """Input checks of ``dopa deploy`` that need no ROS: warmup, threads, the reward node's values and
-    checkpoint."""
+    """Input checks of ``dopa deploy`` that need no ROS: warmup, threads, sampling overrides (the
+    policy is loaded with them once), the reward node's values and checkpoint."""
     check_int("warmup", cfg.warmup, 0)
     if cfg.get("threads") is not None:
         check_threads(cfg.threads)
+    sampling = sampling_overrides(cfg)
+    if sampling:
+        load_policy(resolve_policy_folder(cfg.checkpoint), sampling)
     if cfg.get("reward") and cfg.reward.get("checkpoint"):
         check_float("reward.rate_hz", cfg.reward.rate_hz, low=0.0, low_open=True)
         check_float("reward.max_age", cfg.reward.max_age, low=0.0, low_open=True)

@@ -14,7 +14,7 @@ from basics.atomic import check_json_path, write_json
 from basics.checks import check_seed
 from control.checkpoint import CheckpointError, check_env_compatible, load_checkpoint, load_networks
 from control.evaluate import deploy_policy, evaluate, format_result, learner_policy
-from control.export import load_policy
+from control.export import load_policy, sampling_overrides
 from jobs.build import build_env, build_learner
 
 
@@ -91,7 +91,11 @@ def run(cfg: DictConfig) -> int:
     torch.set_num_threads(int(cfg.get("threads", 1)))
     if cfg.policy not in ("deploy", "learner"):
         raise SystemExit(f"dopa eval: error: unknown policy {cfg.policy!r}; known: deploy, learner")
-    pol = load_policy(ckpt.path / "deploy") if cfg.policy == "deploy" else None
+    sampling = sampling_overrides(cfg)
+    if sampling and cfg.policy != "deploy":
+        raise ValueError(f"{', '.join(f'{k}={v}' for k, v in sampling.items())} apply to policy=deploy "
+                         f"(the exported policy), got policy={cfg.policy}")
+    pol = load_policy(ckpt.path / "deploy", sampling) if cfg.policy == "deploy" else None
     if int(cfg.episodes) < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     check_seed(cfg.seed, count=int(cfg.episodes))
@@ -105,6 +109,8 @@ def run(cfg: DictConfig) -> int:
     finally:
         env.close()
     result.update(checkpoint=str(ckpt.path), policy=cfg.policy, step=ckpt.info.get("env_steps"))
+    if sampling:
+        result["sampling"] = sampling
     write_json(out, result)
     print(f"dopa eval {ckpt.path}: {format_result(result)} -> {out}")
     return 0

@@ -84,7 +84,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
-from control.export import load_policy
+from control.export import load_policy, sampling_overrides
 from ros.messages import MessageError, make_float64_array, make_joint_trajectory, publisher_id
 from ros.policy_core import Decision, PolicyCore, SourceConflict, node_options, resolve_policy_folder
 from ros.robot import Robot
@@ -282,7 +282,7 @@ class PolicyNode(LifecycleNode):
         self.configure_error = ""
         try:
             folder = resolve_policy_folder(self.cfg["checkpoint"])
-            policy = load_policy(folder)
+            policy = load_policy(folder, sampling_overrides(self.cfg))
             core = PolicyCore(policy, self.robot, self.cfg)
             core.warmup(int(self.cfg.get("warmup", 3)))
         except Exception as exc:  # configure fails cleanly with the reason logged

@@ -57,6 +57,26 @@ def test_deploy_loop_values_refused_before_ros_starts(capsys, tmp_path, no_ros, 
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["sampler=dpm"], "unknown sampler 'dpm'; known: ddpm, ddim"),
+    (["sampler=ddim", "sample_steps=11"], "sample_steps must be in [1, diffusion_steps=10], got 11"),
+    (["sample_steps=5"], "sampler ddpm runs all diffusion_steps=10 steps, got sample_steps=5; use sampler ddim for fewer"),
+])
+def test_deploy_sampling_refused_before_ros_starts(capsys, tmp_path, no_ros, overrides, message):
+    """sampler / sample_steps are tried on the real policy (an EXPO export, 10 diffusion steps)
+    before ROS starts."""
+    from control.expo_policy import EXPOPolicy
+    from control.export import save_policy
+
+    meta = dict(kind="expo", task="lift", controller="joint_position", state_dim=3, action_dim=8,
+                action_horizon=1, state_layout=[["x", 3]], views=[], image_size=0, obs_normalizer=None)
+    save_policy(tmp_path / "policy", EXPOPolicy(3, 8, base_hidden_dim=8, base_num_blocks=1, time_dim=4,
+                                                edit_hidden_dims=[8], critic_hidden_dims=[8]), meta)
+    rc, err = _run(capsys, "deploy", f"checkpoint={tmp_path / 'policy'}", "duration_s=1", *overrides)
+    assert rc == 1 and f"dopa deploy: error: {message}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_deploy_config_check_is_the_nodes_check():
     """The node (PolicyCore at configure) refuses what the job refuses: one function, one rule set."""
     from omegaconf import OmegaConf

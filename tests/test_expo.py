@@ -442,6 +442,42 @@ def test_export_roundtrip(tmp_path):
     np.testing.assert_allclose(np.asarray(chunk), expected.numpy(), atol=1e-5)
 
 
+def test_exported_policy_drawn_with_another_sampler(tmp_path):
+    """load_policy(sampling=) draws the same trained model with DDIM over fewer steps (weights
+    untouched); keys other than the kind's sampling settings, bad values and kinds that draw no
+    samples are refused by name."""
+    from control.export import MLPPolicy, load_policy, save_policy
+
+    learner = tiny(obs_dim=3, action_dim=2)
+    _fill(learner, n=6)
+    pol, extra = learner.export_policy()
+    meta = dict(task="lift", controller="osc_pose", state_dim=3, action_dim=2, state_layout=[["x", 3]],
+                image_size=0, **extra)
+    save_policy(tmp_path / "expo", pol, meta)
+    ref = load_policy(tmp_path / "expo")
+    fast = load_policy(tmp_path / "expo", {"sampler": "ddim", "sample_steps": 3})
+    assert ref.module.base.sampler == "ddpm" and fast.module.base.sampler == "ddim"
+    assert fast.module.base.sample_steps == 3 and len(fast.module.base.sample_scheduler.timesteps) == 3
+    assert fast.module.export_config()["sample_steps"] == 3
+    for k, v in ref.module.state_dict().items():
+        assert torch.equal(v, fast.module.state_dict()[k])
+    state = np.array([0.1, -0.2, 0.3], np.float32)
+    chunk = fast.act(state)
+    assert chunk.shape == (1, 2) and np.isfinite(chunk).all() and np.abs(chunk).max() <= 1.0
+    with pytest.raises(ValueError, match=r"unknown sampling setting\(s\) \['seed'\] for policy kind 'expo'; "
+                                         r"allowed: sampler, sample_steps"):
+        load_policy(tmp_path / "expo", {"seed": 3})
+    with pytest.raises(ValueError, match="unknown sampler 'dpm'; known: ddpm, ddim"):
+        load_policy(tmp_path / "expo", {"sampler": "dpm"})
+    with pytest.raises(ValueError, match=r"sample_steps must be in \[1, diffusion_steps=\d+\], got 99"):
+        load_policy(tmp_path / "expo", {"sampler": "ddim", "sample_steps": 99})
+    with pytest.raises(ValueError, match="sampler ddpm runs all diffusion_steps"):
+        load_policy(tmp_path / "expo", {"sample_steps": 2})  # the exported sampler is ddpm
+    save_policy(tmp_path / "mlp", MLPPolicy(3, 2, hidden=[8]), {**meta, "kind": "mlp"})
+    with pytest.raises(ValueError, match="policy kind 'mlp' draws no samples"):
+        load_policy(tmp_path / "mlp", {"sampler": "ddim"})
+
+
 def test_real_lift_env_steps_and_updates():
     import sim
 
