@@ -17,6 +17,7 @@ Used by :mod:`control.expo` (the learner) and :class:`control.expo_policy.EXPOPo
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -162,6 +163,8 @@ class DiffusionBasePolicy(nn.Module):
         big_t = int(self.scheduler.config.num_train_timesteps)
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        if sample_steps is not None and (isinstance(sample_steps, bool) or not isinstance(sample_steps, numbers.Integral)):
+            raise ValueError(f"sample_steps must be an int in [1, diffusion_steps={big_t}] or null, got {sample_steps!r}")
         steps = big_t if sample_steps is None else int(sample_steps)
         if sampler == "ddpm" and steps != big_t:
             raise ValueError(f"sampler ddpm runs all diffusion_steps={big_t} steps, got sample_steps={sample_steps!r}; "

@@ -61,6 +61,8 @@ def test_deploy_loop_values_refused_before_ros_starts(capsys, tmp_path, no_ros, 
     (["sampler=dpm"], "unknown sampler 'dpm'; known: ddpm, ddim"),
     (["sampler=ddim", "sample_steps=11"], "sample_steps must be in [1, diffusion_steps=10], got 11"),
     (["sample_steps=5"], "sampler ddpm runs all diffusion_steps=10 steps, got sample_steps=5; use sampler ddim for fewer"),
+    (["sampler=ddim", "sample_steps=2.5"], "sample_steps must be an int in [1, diffusion_steps=10] or null, got 2.5"),
+    (["sampler=ddim", "sample_steps=abc"], "sample_steps must be an int in [1, diffusion_steps=10] or null, got 'abc'"),
 ])
 def test_deploy_sampling_refused_before_ros_starts(capsys, tmp_path, no_ros, overrides, message):
     """sampler / sample_steps are tried on the real policy (an EXPO export, 10 diffusion steps)
