@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         if v != "ddpm10":
             pr = paired(succ["ddpm10"], succ[v], rng)
             metrics.update({f"{v}_minus_ddpm10_{key}": val for key, val in pr.items()})
+    # headline metrics first (the README's Results table shows each file's first scalars)
+    first = [f"{v}_minus_ddpm10_difference" for v in args.variants if v != "ddpm10"] + \
+        [f"{v}_success" for v in args.variants]
+    metrics = {**{k: metrics[k] for k in first}, **{k: v for k, v in metrics.items() if k not in first}}
     targets = {f"{v}_minus_ddpm10_equivalent": f"paired 95 % interval within +-{EQUIVALENCE_MARGIN}"
                for v in args.variants if v != "ddpm10"}
     met = {k: bool(metrics[k]) for k in targets}
