@@ -167,8 +167,8 @@ class DiffusionBasePolicy(nn.Module):
             raise ValueError(f"sample_steps must be an int in [1, diffusion_steps={big_t}] or null, got {sample_steps!r}")
         steps = big_t if sample_steps is None else int(sample_steps)
         if sampler == "ddpm" and steps != big_t:
-            raise ValueError(f"sampler ddpm runs all diffusion_steps={big_t} steps, got sample_steps={sample_steps!r}; "
-                             f"use sampler ddim for fewer")
+            raise ValueError(f"sample_steps={sample_steps!r} needs sampler=ddim: sampler ddpm (the one in use) "
+                             f"runs all diffusion_steps={big_t} steps")
         if not 1 <= steps <= big_t:
             raise ValueError(f"sample_steps must be in [1, diffusion_steps={big_t}], got {sample_steps!r}")
         self.sampler, self.sample_steps = sampler, steps

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -66,8 +67,11 @@ def run(cfg: DictConfig) -> int:
     Config (``configs/eval.yaml``): ``checkpoint`` (a checkpoint or run folder), ``policy``
     (``deploy``: the exported deployment policy; ``learner``: rebuild the learner), ``episodes``,
     ``seed``, ``video``, ``video_view``, ``out`` (JSON path, its folders created; default
-    ``<checkpoint>/eval.json``),
-    ``env`` overrides of the checkpoint's env config (``null``: the checkpoint's own).
+    ``<checkpoint>/eval.json``; with a sampler override ``eval_<sampler><sample_steps>.json``, e.g.
+    ``eval_ddim5.json``, the video likewise), ``threads`` (torch threads), ``sampler`` /
+    ``sample_steps`` (``policy=deploy``, EXPO: draw the exported policy with ``ddim`` over fewer
+    denoising steps; null: as exported), ``env`` overrides of the checkpoint's env config (``null``:
+    the checkpoint's own).
 
     Raises:
         IsADirectoryError: ``out`` is a folder (checked before any episode runs).
@@ -79,7 +83,10 @@ def run(cfg: DictConfig) -> int:
     if cfg.get("out"):
         check_json_path(cfg.out, key="out")  # before any episode runs
     ckpt = _open_checkpoint(cfg.checkpoint)
-    out = Path(cfg.out) if cfg.get("out") else ckpt.path / "eval.json"
+    sampling = sampling_overrides(cfg)
+    # another sampler's result goes beside the exported one's, not over it
+    stem = "eval_" + re.sub(r"[^A-Za-z0-9]", "", "".join(str(v) for v in sampling.values())) if sampling else "eval"
+    out = Path(cfg.out) if cfg.get("out") else ckpt.path / f"{stem}.json"
     check_json_path(out, key="out")
     if not isinstance(ckpt.config, dict) or "env" not in ckpt.config:
         raise ValueError(f"checkpoint={str(cfg.checkpoint)!r} stores no run config with an env (written by "
@@ -91,9 +98,9 @@ def run(cfg: DictConfig) -> int:
     torch.set_num_threads(int(cfg.get("threads", 1)))
     if cfg.policy not in ("deploy", "learner"):
         raise SystemExit(f"dopa eval: error: unknown policy {cfg.policy!r}; known: deploy, learner")
-    sampling = sampling_overrides(cfg)
     if sampling and cfg.policy != "deploy":
-        raise ValueError(f"{', '.join(f'{k}={v}' for k, v in sampling.items())} apply to policy=deploy "
+        raise ValueError(f"{', '.join(f'{k}={v}' for k, v in sampling.items())} "
+                         f"{'applies' if len(sampling) == 1 else 'apply'} to policy=deploy "
                          f"(the exported policy), got policy={cfg.policy}")
     pol = load_policy(ckpt.path / "deploy", sampling) if cfg.policy == "deploy" else None
     if int(cfg.episodes) < 1:
@@ -103,7 +110,7 @@ def run(cfg: DictConfig) -> int:
     try:
         check_env_compatible(ckpt, env)
         fn = deploy_policy(pol) if pol is not None else _learner_fn(ckpt, env)
-        video = (ckpt.path / "eval.mp4") if cfg.video else None
+        video = (ckpt.path / f"{stem}.mp4") if cfg.video else None
         result = evaluate(env, fn, int(cfg.seed), video_path=video, video_view=cfg.get("video_view"),
                           video_size=cfg.get("video_size"))
     finally:

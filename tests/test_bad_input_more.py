@@ -60,7 +60,7 @@ def test_deploy_loop_values_refused_before_ros_starts(capsys, tmp_path, no_ros, 
 @pytest.mark.parametrize("overrides, message", [
     (["sampler=dpm"], "unknown sampler 'dpm'; known: ddpm, ddim"),
     (["sampler=ddim", "sample_steps=11"], "sample_steps must be in [1, diffusion_steps=10], got 11"),
-    (["sample_steps=5"], "sampler ddpm runs all diffusion_steps=10 steps, got sample_steps=5; use sampler ddim for fewer"),
+    (["sample_steps=5"], "sample_steps=5 needs sampler=ddim: sampler ddpm (the one in use) runs all diffusion_steps=10 steps"),
     (["sampler=ddim", "sample_steps=2.5"], "sample_steps must be an int in [1, diffusion_steps=10] or null, got 2.5"),
     (["sampler=ddim", "sample_steps=abc"], "sample_steps must be an int in [1, diffusion_steps=10] or null, got 'abc'"),
 ])

@@ -471,7 +471,7 @@ def test_exported_policy_drawn_with_another_sampler(tmp_path):
         load_policy(tmp_path / "expo", {"sampler": "dpm"})
     with pytest.raises(ValueError, match=r"sample_steps must be in \[1, diffusion_steps=\d+\], got 99"):
         load_policy(tmp_path / "expo", {"sampler": "ddim", "sample_steps": 99})
-    with pytest.raises(ValueError, match="sampler ddpm runs all diffusion_steps"):
+    with pytest.raises(ValueError, match="sample_steps=2 needs sampler=ddim: sampler ddpm"):
         load_policy(tmp_path / "expo", {"sample_steps": 2})  # the exported sampler is ddpm
     save_policy(tmp_path / "mlp", MLPPolicy(3, 2, hidden=[8]), {**meta, "kind": "mlp"})
     with pytest.raises(ValueError, match="policy kind 'mlp' draws no samples"):
