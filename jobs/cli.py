@@ -160,9 +160,10 @@ def _unknown_key(config: str, exc: BaseException, job: str | None) -> str | None
     except SystemExit:
         keys = []
     close = difflib.get_close_matches(key, keys, n=3)
-    hint = f"; did you mean {' or '.join(repr(k) for k in close)}?" if close else ""
-    return (f"unknown key {key!r}{hint} ('dopa {job or config} --help' lists the keys; "
-            f"+{key}=... adds a new one)")
+    if close:  # most likely a typo: no "+key" hint, a job ignores keys it does not read
+        return (f"unknown key {key!r}; did you mean {' or '.join(repr(k) for k in close)}? "
+                f"('dopa {job or config} --help' lists the keys)")
+    return f"unknown key {key!r} ('dopa {job or config} --help' lists the keys; +{key}=... adds a new one)"
 
 
 def _flat_keys(d: dict, prefix: str = "") -> list[str]:

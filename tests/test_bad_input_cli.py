@@ -356,16 +356,19 @@ def test_image_size_follows_the_simulator_rule_in_every_job(capsys, tmp_path, jo
 
 
 @pytest.mark.parametrize("argv, line", [
-    (["demos", "foo=1"], "dopa demos: error: unknown key 'foo' ('dopa demos --help' lists the keys"),
-    (["demos", "fsp=10"], "dopa demos: error: unknown key 'fsp'; did you mean 'fps'?"),
+    (["demos", "foo=1"], "dopa demos: error: unknown key 'foo' ('dopa demos --help' lists the keys; +foo=... adds a new one)"),
+    (["demos", "fsp=10"], "dopa demos: error: unknown key 'fsp'; did you mean 'fps'? ('dopa demos --help' lists the keys)"),
     (["deploy", "checkpoint=x", "safety.max_dleta=1"], "unknown key 'safety.max_dleta'; did you mean 'safety.max_delta'"),
+    (["eval", "sampler_steps=5"], "unknown key 'sampler_steps'; did you mean 'sample_steps' or 'sampler'?"),
 ])
 def test_unknown_key_is_one_line_with_close_matches(capsys, argv, line):
+    """A likely typo (a close match exists) gets no "+key" hint: a job ignores keys it does not read."""
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert line in err and len(err.strip().splitlines()) == 1
+    assert ("adds a new one" in err) == ("did you mean" not in err)
 
 
 def test_tasks_listing_does_not_check_the_render_output(capsys, tmp_path):
