@@ -47,6 +47,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import sim  # noqa: E402
+from basics.checks import check_threads  # noqa: E402
 from benchmarks.common import RESULTS, arm_when_fresh, save_figure, write_result  # noqa: E402
 from control.expo import EXPOPolicy  # noqa: E402
 from control.export import MLPPolicy, load_policy, policy_meta, save_policy  # noqa: E402
@@ -135,10 +136,11 @@ def main() -> int:
     ap.add_argument("--kinds", default="mlp,expo,expo_ddim5,expo_ddim3",
                     help="policies to measure, comma-separated: mlp, expo, expo_ddim<k>")
     args = ap.parse_args()
-    cores = os.cpu_count() or 1
-    bad = [t for t in args.threads if not 1 <= t <= cores]
-    if bad:
-        ap.error(f"--threads must be in [1, {cores}] (this machine's CPU cores), got {bad[0]}")
+    for t in args.threads:  # the rule of every threads key (dopa deploy threads=, the mujoco backend)
+        try:
+            check_threads(t, key="--threads")
+        except ValueError as exc:
+            ap.error(str(exc))
     robot = build_robot(OmegaConf.load(ROOT / "configs" / "robot" / "panda.yaml"))
     tmp = Path(tempfile.mkdtemp(prefix="deploy_latency_"))
     env = dict(os.environ)

@@ -368,16 +368,20 @@ class MujocoBatchedEnv:
 
     def _advance(self) -> None:
         self._bad[:] = False
-        # during calibration with a split in place, even steps use it and odd steps one thread
-        split = self._pool is not None and (self._calibrated or len(self._timed) % 2 == 0)
+        if self._calibrated:  # the hot path: no timing
+            if self._pool is None:
+                self._step_range(0, self.num_envs)
+            else:
+                self._pool.run(lambda: self._step_range(*self._chunks[0]))
+            return
+        # calibrating: with a split in place, even steps use it and odd steps one thread
         t = time.perf_counter()
-        if split:
+        if self._pool is not None and len(self._timed) % 2 == 0:
             self._pool.run(lambda: self._step_range(*self._chunks[0]))
         else:
             self._step_range(0, self.num_envs)
-        if not self._calibrated:
-            self._timed.append(time.perf_counter() - t)
-            self._calibrate()
+        self._timed.append(time.perf_counter() - t)
+        self._calibrate()
 
     def _calibrate(self) -> None:
         """After CALIBRATION_WARMUP steps on one thread: try a split over threads where its share per
