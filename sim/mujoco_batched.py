@@ -8,12 +8,12 @@ seeds (sub-env ``i`` seeded ``seed + i``).
 
 What differs is where the time goes. Each env keeps its own dm_control ``Physics`` (one ``MjModel``
 and one ``MjData`` per env, so masses, frictions and gravity can differ per env), but a control step
-never enters dm_control's Python: the physics of all envs is advanced by raw ``mujoco.mj_step*``
-calls spread over up to ``threads`` persistent threads (MuJoCo's bindings release the GIL inside
-them; the first steps alternate between one thread and the split, timed, and the faster is kept; a
-batch whose physics is too cheap to pay for a second thread is not split at all, see
-:data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied with one ``memcpy``-like copy
-into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at once in float64 numpy by
+never enters dm_control's Python: the physics of all envs is advanced by MuJoCo's C ``mj_step*``
+in a compiled loop (:func:`sim.native_step.step_chunk`: no Python per env, no GIL held) over chunks
+of envs on up to ``threads`` persistent threads (the first steps alternate between one thread and
+the split, timed, and the faster is kept; a batch whose physics is too cheap to pay for a second
+thread is not split at all, see :data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied
+with one ``memcpy`` into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at once in float64 numpy by
 :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend calls on torch tensors; on batches
 this small a numpy operation costs a third of a torch one). Observations that are plain copies of
 state fields (cheetah, walker, cartpole) are one ``np.take`` of that buffer (found by probing the
@@ -27,6 +27,9 @@ Stepping is dm_control's ``Physics.step`` (``legacy_step``): ``mj_step2``, ``n_s
 Resets run the suite task's own ``initialize_episode`` in its ``reset_context`` (dm_control's
 ``Environment.reset``) with its numpy random stream. So for one seed, the same actions, forces and
 scales, states match the ``"cpu"`` backend's bit for bit, observations and rewards to float64 round-off.
+A MuJoCo fatal error inside the compiled loop (its arena or stack exhausted) ends the process with
+MuJoCo's message (exit status 1, ``MUJOCO_LOG.TXT``) where the bindings raise ``mujoco.FatalError``
+(see :mod:`sim.native_step`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from gymnasium.vector.utils import batch_space
 
 from basics.checks import check_seed, check_threads
 from sim.limits import check_gravity, check_scales, check_wrench_bounds
+from sim.native_step import addresses, step_chunk
 from sim.render import gl_guard, make_renderer, render_camera
 from sim.tasks import TaskSpec
 from sim.vector import check_actions
@@ -54,12 +58,12 @@ _DIVERGENCE_WARNINGS = (int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWar
                         int(mujoco.mjtWarning.mjWARN_BADQACC))
 #: the MjData fields the suite tasks read (copied once per env per step, as one contiguous span)
 _FIELDS = ("qpos", "qvel", "sensordata", "xpos", "xmat", "xipos")
-#: physics seconds per thread below which a further thread is not even tried: each env's Python
-#: between its ``mj_step*`` calls holds the GIL, so threads that step cheap worlds mostly wait for
-#: each other (measured on 2 cores with forced thread counts, figures in the README's "Simulation
-#: throughput": cheetah-run, ~7 us per env step, was slower on 2 threads than on 1 at 16 and 32 envs
-#: and faster at 64 on one machine, slower at every size on another; hopper-stand, ~28 us, faster
-#: on 2 at 16 envs, not at 8)
+#: physics seconds per thread below which a further thread is not even tried: waking a sleeping
+#: thread costs about what it would take over of cheap worlds (measured on 2 cores with forced
+#: thread counts, figures in the README's "Simulation throughput": cheetah-run, ~7 us per env step,
+#: 16 envs on 2 threads 57.6k env steps/s vs 70.3k on 1 with the compiled loop; with the Python loop
+#: before it slower on 2 at 16 and 32 envs, faster at 64; hopper-stand, ~28 us, faster on 2 at 16
+#: envs, not at 8)
 MIN_SECONDS_PER_THREAD = 180e-6
 #: steps run on one thread and timed first: their median decides whether a split is tried at all
 CALIBRATION_WARMUP = 4
@@ -286,20 +290,25 @@ class MujocoBatchedEnv:
         B = self.num_envs
         self._span = _Span(m, self.datas)
         self._span_views = [self._span.view(d) for d in self.datas]
-        self._ctrl_views = [d.ctrl for d in self.datas]
-        self._xfrc_views = [d.xfrc_applied for d in self.datas]
         self._warn_views = [d.warning.number for d in self.datas]
         self._buf = np.zeros((B, self._span.size))
         self._ctrl = np.zeros((B, m.nu))
         self._bad = np.zeros(B, dtype=bool)
         self._pending_xfrc: np.ndarray | None = None
-        # per env, what the stepping loop touches: views made once (MjData memory never moves)
-        self._rows = list(zip(self.models, self.datas, self._ctrl_views, self._ctrl, self._buf, self._span_views,
-                              self._warn_views, strict=True))
+        # what the compiled stepping loop reads and writes (sim.native_step): addresses made once
+        # (MjModel / MjData memory never moves), batch buffers filled in place
+        self._addr = {"models": addresses(self.models), "datas": addresses(self.datas),
+                      "ctrl": addresses([d.ctrl for d in self.datas]),
+                      "span": addresses(self._span_views),
+                      "warning": addresses([d.warning.lastinfo for d in self.datas]),
+                      "xfrc": addresses([d.xfrc_applied for d in self.datas])}
+        self._warnings = np.zeros((B, 2 * len(self.datas[0].warning)), dtype=np.int32)  # mjWarningStat pairs
+        self._warn_columns = np.array([2 * w + 1 for w in _DIVERGENCE_WARNINGS])  # their ``number`` fields
+        self._no_push = np.zeros((B, m.nbody, 6))
+        self._row_sums = np.zeros(B)
         self._state = self._state_views(self._buf, self._ctrl)  # numpy views the task functions read
         self._finite = np.empty((B, len(self._span.columns)), dtype=bool)  # scratch of the divergence check
         self._gathered = np.empty((B, len(self._span.columns)))
-        self._chunk_rows = {(0, B): list(enumerate(self._rows))}
         self._chunks = [(0, B)]
         self._pool: _Workers | None = None
         #: threads that step the physics: 1 for the first CALIBRATION_WARMUP steps, which time it; then
@@ -331,48 +340,29 @@ class MujocoBatchedEnv:
     # Physics
 
     def _step_range(self, lo: int, hi: int) -> None:
-        """One control step of envs ``lo..hi-1`` (dm_control's legacy ``Physics.step``), then copy
-        their state span into the batch buffer and note new divergence warnings (MuJoCo counts them
-        in ``MjData.warning``; the counters are cleared here once seen, so any count is new)."""
-        xfrc = self._pending_xfrc
-        rows = self._chunk_rows[(lo, hi)]
-        if xfrc is None:
-            self._step_rows(rows)
-            return
-        for i, _ in rows:
-            self._xfrc_views[i][:] = xfrc[i]
-        try:
-            self._step_rows(rows)
-        finally:  # external forces act for exactly one control step, also when the step failed
-            for i, _ in rows:
-                self._xfrc_views[i][:] = 0.0
+        """One control step of envs ``lo..hi-1`` (dm_control's legacy ``Physics.step``, compiled:
+        :func:`sim.native_step.step_chunk`, which runs without the GIL), their state span copied into
+        the batch buffer, their warning counters into ``_warnings``; a pending push acts for this
+        step only."""
+        a, xfrc = self._addr, self._pending_xfrc
+        step_chunk(lo, hi, a["models"], a["datas"], a["ctrl"], a["span"], a["warning"], a["xfrc"], self._ctrl,
+                   self._buf, self._warnings, self._no_push if xfrc is None else xfrc, xfrc is not None,
+                   self.n_sub_steps, self._rk4, self._row_sums, self._warn_columns, self._bad)
 
-    def _step_rows(self, rows) -> None:
-        bad, n, rk4 = self._bad, self.n_sub_steps, self._rk4
-        step, step1, step2 = mujoco.mj_step, mujoco.mj_step1, mujoco.mj_step2
-        w0, w1, w2 = _DIVERGENCE_WARNINGS
-        # the hot loop: locals only, no attribute lookups (each costs ~0.1 us per env)
-        for i, (m, d, ctrl_view, ctrl_row, buf_row, span, warn) in rows:
-            ctrl_view[:] = ctrl_row
-            if rk4:
-                step(m, d, n)
-            else:
-                step2(m, d)
-                if n > 1:
-                    step(m, d, n - 1)
-            step1(m, d)
-            buf_row[:] = span
-            if warn[w0] or warn[w1] or warn[w2]:
-                bad[i] = True
-                warn[list(_DIVERGENCE_WARNINGS)] = 0
+    def _note_warnings(self) -> None:
+        """Clear the divergence warning counters of envs the step marked in ``_bad`` (MuJoCo counts
+        them in ``MjData.warning``; cleared once seen, so any count is new)."""
+        if self._bad.any():  # rare: no per-env Python otherwise
+            for i in np.flatnonzero(self._bad):
+                self._warn_views[i][list(_DIVERGENCE_WARNINGS)] = 0
 
     def _advance(self) -> None:
-        self._bad[:] = False
         if self._calibrated:  # the hot path: no timing
             if self._pool is None:
                 self._step_range(0, self.num_envs)
             else:
                 self._pool.run(lambda: self._step_range(*self._chunks[0]))
+            self._note_warnings()
             return
         # calibrating: with a split in place, even steps use it and odd steps one thread
         t = time.perf_counter()
@@ -381,6 +371,7 @@ class MujocoBatchedEnv:
         else:
             self._step_range(0, self.num_envs)
         self._timed.append(time.perf_counter() - t)
+        self._note_warnings()
         self._calibrate()
 
     def _calibrate(self) -> None:
@@ -401,7 +392,6 @@ class MujocoBatchedEnv:
             self.physics_threads = n
             bounds = np.linspace(0, B, n + 1).astype(int)
             self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            self._chunk_rows.update({c: list(enumerate(self._rows[c[0]:c[1]], c[0])) for c in self._chunks})
             self._pool = _Workers(self, self._chunks[1:])
             return
         if len(timed) < 2 * (CALIBRATION_WARMUP + CALIBRATION_STEPS):
@@ -457,13 +447,14 @@ class MujocoBatchedEnv:
                 return None
         return cols
 
-    def _non_finite_rows(self) -> np.ndarray:
+    def _non_finite_rows(self, row_sums: np.ndarray | None = None) -> np.ndarray:
         """bool [B]: envs with a NaN/inf in a field the task reads. A NaN or inf anywhere in a row makes
-        its sum non-finite, so one contiguous sum clears the usual all-finite batch; only rows whose
-        sum is not finite (a non-finite entry, or finite ones summing past float64's range) are
-        checked field by field."""
+        its sum non-finite, so one sum per row (``row_sums``, float64 [B], as the stepping loop leaves
+        them; default: summed here) clears the usual all-finite batch; only rows whose sum is not
+        finite (a non-finite entry, or finite ones summing past float64's range) are checked field by
+        field."""
         with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, or an overflow: "suspect", not a warning
-            suspect = ~np.isfinite(self._buf.sum(axis=1))
+            suspect = ~np.isfinite(self._buf.sum(axis=1) if row_sums is None else row_sums)
         if not suspect.any():
             return suspect
         np.take(self._buf, self._span.columns, axis=1, out=self._gathered)
@@ -548,7 +539,7 @@ class MujocoBatchedEnv:
             self._pending_xfrc = None
         obs = self._observe()
         reward64 = self._suite.reward(self._state)  # float64 [B], numpy
-        diverged = self._bad | self._non_finite_rows()
+        diverged = self._bad | self._non_finite_rows(self._row_sums)
         success = reward64 >= float(self.spec.success_threshold)
         reward = reward64.astype(np.float32)
         self._elapsed += 1

@@ -130,10 +130,8 @@ def test_a_split_that_does_not_pay_goes_back_to_one_thread(monkeypatch):
 
 
 def test_a_failed_step_leaves_no_force_and_no_error_behind(monkeypatch):
-    """An error inside the physics (here: MuJoCo raising in mj_step1, in both the caller's chunk and
+    """An error raised while stepping (here: the compiled loop failing, in both the caller's chunk and
     a worker's) is raised by that step only; the one-step push is cleared anyway; a closed env refuses."""
-    import mujoco
-
     import sim.mujoco_batched as mb
 
     monkeypatch.setattr(mb, "MIN_SECONDS_PER_THREAD", 0.0)
@@ -145,17 +143,20 @@ def test_a_failed_step_leaves_no_force_and_no_error_behind(monkeypatch):
     zero = torch.zeros(4, env.action_dim)
     env.step(zero)
     assert env.physics_threads == 2  # the next step is the split's (calibration alternates from it)
-    real = mujoco.mj_step1
+    real = mb.step_chunk
+    chunks = []
 
-    def broken(m, d):
-        raise mujoco.FatalError("simulated MuJoCo error")
+    def broken(lo, hi, *args):
+        chunks.append((lo, hi))
+        raise RuntimeError("simulated stepping error")
 
     body = env.body_names()[0]
     env.apply_force(body, 40.0 * torch.ones(4, 6))
-    monkeypatch.setattr(mujoco, "mj_step1", broken)
-    with pytest.raises(mujoco.FatalError, match="simulated"):
+    monkeypatch.setattr(mb, "step_chunk", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
         env.step(zero)
-    monkeypatch.setattr(mujoco, "mj_step1", real)
+    assert sorted(chunks) == [(0, 2), (2, 4)]  # both threads' chunks failed; one error raised
+    monkeypatch.setattr(mb, "step_chunk", real)
     assert all(not d.xfrc_applied.any() for d in env.datas)  # the push was for that step only
     obs, reward, *_ = env.step(zero)  # no stale worker error, and it steps on
     assert torch.isfinite(obs["state"]).all() and torch.isfinite(reward).all()
