@@ -35,9 +35,8 @@ MuJoCo's message (exit status 1, ``MUJOCO_LOG.TXT``) where the bindings raise ``
 from __future__ import annotations
 
 import ctypes
-import threading
 import time
-import weakref
+import warnings
 
 import gymnasium as gym
 import mujoco
@@ -47,7 +46,7 @@ from gymnasium.vector.utils import batch_space
 
 from basics.checks import check_seed, check_threads
 from sim.limits import check_gravity, check_scales, check_wrench_bounds
-from sim.native_step import addresses, step_chunk
+from sim.native_step import addresses, parallel_threads, step_chunk, step_chunks
 from sim.render import gl_guard, make_renderer, render_camera
 from sim.tasks import TaskSpec
 from sim.vector import check_actions
@@ -58,13 +57,13 @@ _DIVERGENCE_WARNINGS = (int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWar
                         int(mujoco.mjtWarning.mjWARN_BADQACC))
 #: the MjData fields the suite tasks read (copied once per env per step, as one contiguous span)
 _FIELDS = ("qpos", "qvel", "sensordata", "xpos", "xmat", "xipos")
-#: physics seconds per thread below which a further thread is not even tried: waking a sleeping
-#: thread costs about what it would take over of cheap worlds (measured on 2 cores with forced
-#: thread counts, figures in the README's "Simulation throughput": cheetah-run, ~7 us per env step,
-#: 16 envs on 2 threads 57.6k env steps/s vs 70.3k on 1 with the compiled loop; with the Python loop
-#: before it slower on 2 at 16 and 32 envs, faster at 64; hopper-stand, ~28 us, faster on 2 at 16
-#: envs, not at 8)
-MIN_SECONDS_PER_THREAD = 180e-6
+#: physics seconds per thread below which a further thread is not even tried (launching a split
+#: costs a few microseconds on numba's OpenMP layer). Measured on 2 cores, whole env steps, forced
+#: split vs one thread (README "Simulation throughput"): cheetah-run (~7 us per env step) 4 envs
+#: 92 vs 101 us, 16 envs 176 vs 215 us; hopper-stand (~30 us) 2 envs 147 vs 166 us, 4 envs 231 vs
+#: 227 us, 8 envs 320 vs 482 us. Above it the calibration's timing decides. (It was 180 us while the
+#: split ran on lock-woken Python threads, which lost at 16 cheetah-run envs.)
+MIN_SECONDS_PER_THREAD = 15e-6
 #: steps run on one thread and timed first: their median decides whether a split is tried at all
 CALIBRATION_WARMUP = 4
 #: then steps alternate between the split and one thread, this many each after CALIBRATION_WARMUP
@@ -133,72 +132,6 @@ class _Span:
         out = buf[:, off:off + n].view()
         out.shape = shape  # in place: raises where only a copy could have that shape
         return out
-
-
-class _Workers:
-    """Persistent physics threads, one per chunk after the first, woken and awaited with a pair of
-    locks each (a ``ThreadPoolExecutor`` round trip costs tens of microseconds more per step: a
-    Future, a queue item and a condition variable per chunk; measured once with a raw stepping loop
-    while this was written, figures in the README's "Simulation throughput", not a benchmark column).
-
-    The threads hold only a weak reference to the env, so an env dropped without ``close()`` is
-    collected and its threads end.
-    """
-
-    def __init__(self, env: "MujocoBatchedEnv", chunks: list[tuple[int, int]]):
-        self._chunks = chunks
-        self._go = [threading.Lock() for _ in chunks]
-        self._done = [threading.Lock() for _ in chunks]
-        self._errors: list[BaseException | None] = [None] * len(chunks)
-        self._stop = False
-        for lock in self._go + self._done:
-            lock.acquire()
-        ref = weakref.ref(env)
-        self._threads = [threading.Thread(target=self._loop, args=(ref, k), daemon=True,
-                                          name=f"dopa-physics-{k + 1}") for k in range(len(chunks))]
-        for t in self._threads:
-            t.start()
-
-    def _loop(self, ref, k: int) -> None:
-        lo, hi = self._chunks[k]
-        while True:
-            self._go[k].acquire()
-            env = None if self._stop else ref()
-            if env is None:
-                self._done[k].release()
-                return
-            try:
-                env._step_range(lo, hi)
-            except BaseException as e:  # handed to the stepping thread, raised there
-                self._errors[k] = e
-            del env
-            self._done[k].release()
-
-    def run(self, first) -> None:
-        """Wake every worker, run ``first()`` (the first chunk) here, wait for all; then raise the
-        error of ``first()`` or else the first worker's (every worker's error is cleared either way,
-        so none reaches a later step)."""
-        for lock in self._go:
-            lock.release()
-        try:
-            first()
-        finally:
-            for lock in self._done:
-                lock.acquire()
-            errors = [e for e in self._errors if e is not None]
-            self._errors = [None] * len(self._chunks)
-        if errors:
-            raise errors[0]
-
-    def close(self) -> None:
-        if self._stop:
-            return
-        self._stop = True
-        for lock in self._go:
-            lock.release()
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join()
 
 
 class MujocoBatchedEnv:
@@ -309,8 +242,7 @@ class MujocoBatchedEnv:
         self._state = self._state_views(self._buf, self._ctrl)  # numpy views the task functions read
         self._finite = np.empty((B, len(self._span.columns)), dtype=bool)  # scratch of the divergence check
         self._gathered = np.empty((B, len(self._span.columns)))
-        self._chunks = [(0, B)]
-        self._pool: _Workers | None = None
+        self._split = 1  # chunks of envs stepped in parallel (numba's threading layer); 1: sequential
         #: threads that step the physics: 1 for the first CALIBRATION_WARMUP steps, which time it; then
         #: at most ``threads``, kept if faster (see ``threads`` above; results never depend on it: each
         #: env is stepped alone)
@@ -339,15 +271,19 @@ class MujocoBatchedEnv:
     # ---------------------------------------------------------------------------------------------
     # Physics
 
-    def _step_range(self, lo: int, hi: int) -> None:
-        """One control step of envs ``lo..hi-1`` (dm_control's legacy ``Physics.step``, compiled:
-        :func:`sim.native_step.step_chunk`, which runs without the GIL), their state span copied into
-        the batch buffer, their warning counters into ``_warnings``; a pending push acts for this
-        step only."""
+    def _physics(self, split: int) -> None:
+        """One control step of every env (dm_control's legacy ``Physics.step``, compiled:
+        :func:`sim.native_step.step_chunk`, without the GIL; ``split > 1``: ``split`` chunks of envs
+        at once, :func:`sim.native_step.step_chunks`), their state spans copied into the batch
+        buffer, their warning counters into ``_warnings``; a pending push acts for this step only."""
         a, xfrc = self._addr, self._pending_xfrc
-        step_chunk(lo, hi, a["models"], a["datas"], a["ctrl"], a["span"], a["warning"], a["xfrc"], self._ctrl,
-                   self._buf, self._warnings, self._no_push if xfrc is None else xfrc, xfrc is not None,
-                   self.n_sub_steps, self._rk4, self._row_sums, self._warn_columns, self._bad)
+        args = (a["models"], a["datas"], a["ctrl"], a["span"], a["warning"], a["xfrc"], self._ctrl, self._buf,
+                self._warnings, self._no_push if xfrc is None else xfrc, xfrc is not None, self.n_sub_steps,
+                self._rk4, self._row_sums, self._warn_columns, self._bad)
+        if split > 1:
+            step_chunks(split, *args)
+        else:
+            step_chunk(0, self.num_envs, *args)
 
     def _note_warnings(self) -> None:
         """Clear the divergence warning counters of envs the step marked in ``_bad`` (MuJoCo counts
@@ -358,18 +294,12 @@ class MujocoBatchedEnv:
 
     def _advance(self) -> None:
         if self._calibrated:  # the hot path: no timing
-            if self._pool is None:
-                self._step_range(0, self.num_envs)
-            else:
-                self._pool.run(lambda: self._step_range(*self._chunks[0]))
+            self._physics(self._split)
             self._note_warnings()
             return
-        # calibrating: with a split in place, even steps use it and odd steps one thread
+        # calibrating: with a split to try, even steps use it and odd steps one thread
         t = time.perf_counter()
-        if self._pool is not None and len(self._timed) % 2 == 0:
-            self._pool.run(lambda: self._step_range(*self._chunks[0]))
-        else:
-            self._step_range(0, self.num_envs)
+        self._physics(self._split if len(self._timed) % 2 == 0 else 1)
         self._timed.append(time.perf_counter() - t)
         self._note_warnings()
         self._calibrate()
@@ -379,20 +309,22 @@ class MujocoBatchedEnv:
         thread would reach MIN_SECONDS_PER_THREAD. After the alternating steps: keep the split only
         if its median step was MIN_THREAD_SPEEDUP times faster than one thread's."""
         B, timed = self.num_envs, self._timed
-        if self._pool is None:
+        if self._split == 1:
             if len(timed) < CALIBRATION_WARMUP:
                 return
             step_seconds = float(np.median(timed))
             share = int(step_seconds / MIN_SECONDS_PER_THREAD) if MIN_SECONDS_PER_THREAD > 0 else B
             n = max(1, min(self.threads, B, share))
             self._timed = []
+            if n > 1:
+                n, why = parallel_threads(n)
+                if why:
+                    warnings.warn(f"backend 'mujoco': physics stays on one thread: {why}", RuntimeWarning,
+                                  stacklevel=3)
             if n == 1:
                 self._calibrated = True
                 return
-            self.physics_threads = n
-            bounds = np.linspace(0, B, n + 1).astype(int)
-            self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            self._pool = _Workers(self, self._chunks[1:])
+            self._split = self.physics_threads = n
             return
         if len(timed) < 2 * (CALIBRATION_WARMUP + CALIBRATION_STEPS):
             return
@@ -400,8 +332,7 @@ class MujocoBatchedEnv:
         split, single = float(np.median(kept[0::2])), float(np.median(kept[1::2]))
         self._calibrated, self._timed = True, []
         if single < MIN_THREAD_SPEEDUP * split:  # the split did not pay: back to one thread
-            self._pool.close()
-            self._pool, self._chunks, self.physics_threads = None, [(0, B)], 1
+            self._split = self.physics_threads = 1
 
     def _reset_env(self, i: int, seed: int | None = None) -> None:
         """dm_control's ``Environment.reset`` of env ``i`` (the suite's ``initialize_episode`` inside
@@ -712,25 +643,18 @@ class MujocoBatchedEnv:
                              "MjData (env.models, env.datas)")
 
     def close(self) -> None:
-        """Release the physics threads and renderers; ``reset``/``step`` refuse afterwards."""
+        """Release the renderers; ``reset``/``step`` refuse afterwards. (The physics threads are
+        numba's threading layer's, shared by the process.)"""
         self._closed = True
         for r in self._renderers.values():
             r.close()
         self._renderers.clear()
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-    def __del__(self):
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.close()
 
 
 def _where_rows(rows: torch.Tensor, a, b):

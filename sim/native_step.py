@@ -40,6 +40,12 @@ def _c_function(lib: ctypes.CDLL, name: str, nargs: int, restype=None):
     return f
 
 
+# numba's threading layer for step_chunks: one that several Python threads may launch from at once
+# (TBB or OpenMP; numba's own "workqueue" layer aborts the process on concurrent launches). A user's
+# NUMBA_THREADING_LAYER stands.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "threadsafe"
+
 _MJ = _library()
 _mj_step = _c_function(_MJ, "mj_step", 2)
 _mj_step1 = _c_function(_MJ, "mj_step1", 2)
@@ -108,3 +114,42 @@ def addresses(arrays) -> np.ndarray:
     """uint64 ``[len(arrays)]``: the data address of each numpy array (or ``_address`` of each
     MuJoCo struct)."""
     return np.array([a._address if hasattr(a, "_address") else a.ctypes.data for a in arrays], dtype=np.uint64)
+
+
+@numba.njit(nogil=True, parallel=True)
+def step_chunks(nchunks, models, datas, ctrl_dst, span_src, warn_src, xfrc_dst, ctrl, buf, warnings, xfrc, push,
+                n_sub, rk4, row_sums, warn_columns, bad):
+    """:func:`step_chunk` over all ``B`` envs split into ``nchunks`` contiguous chunks stepped in
+    parallel by numba's threading layer (``prange``; each env is stepped alone, so the results do
+    not depend on ``nchunks``). Arguments as :func:`step_chunk`'s."""
+    B = models.shape[0]
+    numba.set_num_threads(nchunks)  # this thread's launches use nchunks of the layer's threads
+    for c in numba.prange(nchunks):
+        step_chunk(c * B // nchunks, (c + 1) * B // nchunks, models, datas, ctrl_dst, span_src, warn_src, xfrc_dst,
+                   ctrl, buf, warnings, xfrc, push, n_sub, rk4, row_sums, warn_columns, bad)
+
+
+@numba.njit(parallel=True)
+def _probe(n):
+    out = np.zeros(n)
+    for i in numba.prange(n):
+        out[i] = i
+    return out.sum()
+
+
+_LAYER: list = []  # [the threading layer's name, or the error that loading one raised], once found
+
+
+def parallel_threads(n: int) -> tuple[int, str | None]:
+    """How many threads :func:`step_chunks` can use for ``n`` wanted: ``(min(n, the layer's pool),
+    None)``, or ``(1, why)`` where no thread-safe threading layer loads (numba's TBB and OpenMP
+    layers; the reason names the error). The first call loads the layer (compiles a probe, ~0.5 s)."""
+    if not _LAYER:
+        try:
+            _probe(2)
+            _LAYER.append(numba.threading_layer())
+        except (ValueError, ImportError, RuntimeError) as e:
+            _LAYER.append(e)
+    if isinstance(_LAYER[0], Exception):
+        return 1, f"no thread-safe numba threading layer (TBB or OpenMP) loads: {_LAYER[0]}"
+    return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)), None
