@@ -6,6 +6,7 @@ their float32 observations and rewards to the last bit or so.
 """
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -339,3 +340,33 @@ def test_bad_input_is_refused_and_the_env_keeps_working(hopper):
     assert env.get_scales() == [{"mass": 1.0, "friction": 1.0, "gain": 1.0}] * 3
     obs, reward = env.step(torch.zeros(3, 4))[:2]
     assert torch.isfinite(obs["state"]).all() and torch.isfinite(reward).all()
+
+
+def test_a_mujoco_fatal_error_in_the_compiled_loop_ends_the_process(tmp_path):
+    """The documented departure from the bindings: where ``mujoco.mj_step`` raises FatalError (here:
+    the arena too small for the contacts), the compiled loop's ``mj_step`` ends the process through
+    MuJoCo's default handler (exit status 1, its message on stdout and in MUJOCO_LOG.TXT)."""
+    import subprocess
+    import sys
+
+    script = """
+import mujoco
+from sim import native_step
+bodies = ''.join(f'<body pos="0 0 {i * 0.05}"><freejoint/><geom size="0.1"/></body>' for i in range(30))
+m = mujoco.MjModel.from_xml_string(f'<mujoco><size memory="40K"/><worldbody>{bodies}</worldbody></mujoco>')
+d = mujoco.MjData(m)
+try:
+    mujoco.mj_step(m, d)
+except mujoco.FatalError:
+    print("bindings: FatalError", flush=True)
+d = mujoco.MjData(m)
+native_step._mj_step(m._address, d._address)
+print("native: returned", flush=True)
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert "bindings: FatalError" in out.stdout
+    assert out.returncode == 1 and "ERROR: mj_stackAlloc" in out.stdout and "native: returned" not in out.stdout
+    assert "mj_stackAlloc" in (tmp_path / "MUJOCO_LOG.TXT").read_text()
