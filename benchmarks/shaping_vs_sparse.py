@@ -86,6 +86,7 @@ from benchmarks.success_curves import (  # noqa: E402
 from jobs.cli import compose as compose_job  # noqa: E402
 from jobs.multirun import expand_sweep  # noqa: E402
 from jobs.prepare import prepare  # noqa: E402
+from reward_models.grm import GRMConfig, check_grm_checkpoint  # noqa: E402
 from sim.demos import record_demos  # noqa: E402
 from sim.tasks import get_task  # noqa: E402
 
@@ -103,16 +104,45 @@ GROUP_BENCH_KEYS = ("demos", "threshold")
 # One run
 # ---------------------------------------------------------------------------------------------
 
-def demo_file(data_dir, n: int, controller: str = "osc_pose") -> Path:
+def demo_file(data_dir, n: int, controller: str = "osc_pose", views: tuple[str, ...] = (),
+              image_size: int = 64) -> Path:
     """``<data_dir>/lift-<controller>-clean-<n>.hdf5``: ``n`` clean scripted Lift demos (env seeds
-    0..n-1, state only, each ending at its first success) with the env's controller (``osc_pose`` |
-    ``joint_position``), recorded when missing (written atomically)."""
-    path = Path(data_dir) / f"lift-{controller}-clean-{int(n)}.hdf5"
+    0..n-1, each ending at its first success) with the env's controller (``osc_pose`` |
+    ``joint_position``), recorded when missing (written atomically). State only, or with ``views``
+    rendered at ``image_size`` px (``...-clean-<n>-<view>+<view>-<px>px.hdf5``: the frames a GRM arm
+    relabels the demos from; the same episodes, as rendering leaves the simulation alone)."""
+    frames = f"-{'+'.join(views)}-{int(image_size)}px" if views else ""
+    path = Path(data_dir) / f"lift-{controller}-clean-{int(n)}{frames}.hdf5"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        record_demos("lift", int(n), path, views=(), seed=0, controller=controller,
-                     imperfections={"none": 1.0, "noise": 0.0, "stop": 0.0, "regress": 0.0}, post_success_steps=0)
+        record_demos("lift", int(n), path, views=tuple(views), image_size=int(image_size), seed=0,
+                     controller=controller, imperfections={"none": 1.0, "noise": 0.0, "stop": 0.0, "regress": 0.0},
+                     post_success_steps=0)
     return path
+
+
+def grm_checkpoint(cfg: DictConfig) -> str:
+    """The GRM checkpoint folder of a GRM arm (``bench.grm``; ``main``: :func:`main_job_grm`).
+
+    Raises:
+        ValueError: ``bench.grm`` not set.
+    """
+    if not cfg.bench.grm:
+        raise ValueError(f"reward={arm_of(cfg)} needs bench.grm=<GRM checkpoint folder> or bench.grm={MAIN_JOB_GRM} "
+                         "(the main job's adapted Lift GRM, built when missing)")
+    return main_job_grm() if cfg.bench.grm == MAIN_JOB_GRM else str(cfg.bench.grm)
+
+
+def offline_file(cfg: DictConfig) -> Path:
+    """The demo file of a run (:func:`demo_file`): state only, or for the GRM arms (grm, naive) with
+    the views and image size the GRM reads (its checkpoint's ``config.json``), which relabelling
+    the demos with the GRM's potential needs."""
+    views, size = (), 64
+    if arm_of(cfg) in ("grm", "naive"):
+        path = check_grm_checkpoint(grm_checkpoint(cfg), key="bench.grm")
+        grm = GRMConfig.from_dict(json.loads((path / "config.json").read_text())["grm"])
+        views, size = tuple(grm.views), int(grm.image_size)
+    return demo_file(cfg.bench.data_dir, int(cfg.bench.demos), str(cfg.env.kwargs.controller), views, size)
 
 
 def arm_of(cfg: DictConfig) -> str:
@@ -144,10 +174,7 @@ def train_config(cfg: DictConfig, run_dir: Path, offline: Path) -> DictConfig:
         tc.offline_data = [str(offline)]
         tc.reward.gold = "env"
         if arm in ("grm", "naive"):
-            if not cfg.bench.grm:
-                raise ValueError(f"reward={arm} needs bench.grm=<GRM checkpoint folder> or bench.grm={MAIN_JOB_GRM} "
-                                 "(the main job's adapted Lift GRM, built when missing)")
-            tc.reward.checkpoint = main_job_grm() if cfg.bench.grm == MAIN_JOB_GRM else str(cfg.bench.grm)
+            tc.reward.checkpoint = grm_checkpoint(cfg)
             tc.reward.query_every = int(cfg.bench.query_every)
             if tc.reward.potential.get("task_text") is None:
                 tc.reward.potential.task_text = get_task(str(cfg.env.name)).text
@@ -170,7 +197,7 @@ def run_one(cfg: DictConfig, log=print) -> dict:
         res = json.loads(p["result"].read_text())
         log(f"{arm} seed {seed}: done already ({p['result']}), skipped")
         return {**res, "skipped": True}
-    offline = demo_file(cfg.bench.data_dir, int(cfg.bench.demos), str(cfg.env.kwargs.controller))
+    offline = offline_file(cfg)
     tc = train_config(cfg, p["run"], offline)
     return train_and_record(tc, p, arm, seed, float(cfg.bench.threshold), {"demos": int(cfg.bench.demos), "demo_file": str(offline)}, log)
 
@@ -361,7 +388,7 @@ def record_sweep_demos(argv: list[str]) -> list[Path]:
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent), version_base="1.3"):
         for combo in expand_sweep(plain):
             cfg = compose(config_name=NAME, overrides=combo)
-            path = demo_file(cfg.bench.data_dir, int(cfg.bench.demos), str(cfg.env.kwargs.controller))
+            path = offline_file(cfg)
             if path not in files:
                 files.append(path)
     return files

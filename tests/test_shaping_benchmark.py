@@ -148,6 +148,32 @@ def test_a_sweep_records_each_demo_file_once_before_its_jobs(tmp_path, monkeypat
     assert svs.record_sweep_demos(argv) == files and len(calls) == 1  # present: not recorded again
 
 
+def test_the_grm_arms_read_demos_with_the_grms_frames(tmp_path):
+    """The GRM arms relabel the demos with the GRM's potential, which needs its views: their demo file
+    holds them at the GRM's image size, with the same episodes as the state-only file the other arms
+    read (rendering leaves the simulation alone); the sparse arm's stays state only."""
+    import h5py
+
+    from reward_models.grm import GRM, GRMConfig, save_checkpoint
+
+    ckpt = tmp_path / "grm"
+    save_checkpoint(ckpt, GRM(GRMConfig(views=("front",), image_size=16, channels=(4,), width=8, depth=1, heads=2,
+                                        hop_bins=5)), {}, None, {})
+    common = ["bench.demos=1", f"bench.data_dir={tmp_path}", f"bench.grm={ckpt}"]
+    grm_file = svs.offline_file(bench_cfg("reward=grm", *common))
+    sparse_file = svs.offline_file(bench_cfg("reward=sparse", *common))
+    assert grm_file == tmp_path / "lift-joint_position-clean-1-front-16px.hdf5"
+    assert sparse_file == tmp_path / "lift-joint_position-clean-1.hdf5"
+    with h5py.File(grm_file, "r") as g, h5py.File(sparse_file, "r") as s:
+        (ep,) = list(g["data"])
+        assert g["data"][ep]["obs"]["front_image"].shape[1:] == (16, 16, 3)
+        np.testing.assert_array_equal(g["data"][ep]["actions"][:], s["data"][ep]["actions"][:])
+        assert "front_image" not in s["data"][ep]["obs"]
+    with pytest.raises(FileNotFoundError):
+        svs.offline_file(bench_cfg("reward=naive", "bench.demos=1", f"bench.data_dir={tmp_path}",
+                                   f"bench.grm={tmp_path / 'missing'}"))
+
+
 def test_demos_follow_the_envs_controller(tmp_path):
     """A sweep on the osc_pose controller records osc_pose demonstrations (7-D actions: 6 pose deltas +
     gripper) in a file of their own; the default (joint_position) ones have 8-D actions (7 joints +
