@@ -126,6 +126,13 @@ def test_summary_nulls_stay_null_and_bootstrap_intervals():
     m, met = svs.summarize(runs)
     assert m["sparse_over_grm_episodes_to_80"] is None and not any(met.values())
     assert svs.bootstrap_ci([[1.0]], success_curves._mean) is None  # one seed: no interval
+    # a partial sweep: the ratios use the seeds both arms have (sparse seeds 0-4, grm seed 3 only)
+    runs["grm"] = [_run("grm", 3, 65)]
+    m, met = svs.summarize(runs)
+    assert m["sparse_over_grm_episodes_to_80"] == pytest.approx(130 / 65) and m["sparse_over_grm_episodes_to_80_ci"] is None
+    assert m["grm_over_oracle_speedup"] == pytest.approx(65 / 65) and m["ratio_seeds"]["grm"] == [3]
+    assert m["sparse_over_oracle_episodes_to_80"] == pytest.approx(110 / 60) and m["ratio_seeds"]["oracle"] == [0, 1, 2, 3, 4]
+    assert not any(met.values()) and "1 seed(s)" in m["met_note"]  # a partial sweep meets no target
     assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
     assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
     assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], success_curves._mean)).all()
