@@ -9,11 +9,12 @@ seeds (sub-env ``i`` seeded ``seed + i``).
 What differs is where the time goes. Each env keeps its own dm_control ``Physics`` (one ``MjModel``
 and one ``MjData`` per env, so masses, frictions and gravity can differ per env), but a control step
 never enters dm_control's Python: the physics of all envs is advanced by MuJoCo's C ``mj_step*``
-in a compiled loop (:func:`sim.native_step.step_chunk`: no Python per env, no GIL held) over chunks
-of envs on up to ``threads`` persistent threads (the first steps alternate between one thread and
-the split, timed, and the faster is kept; a batch whose physics is too cheap to pay for a second
-thread is not split at all, see :data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied
-with one ``memcpy`` into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at once in float64 numpy by
+in a compiled loop (:func:`sim.native_step.step_chunk`: no Python per env, no GIL held), split
+over up to ``threads`` chunks stepped at once on numba's threading layer
+(:func:`sim.native_step.step_chunks`; the first steps alternate between one thread and the split,
+timed, and the faster is kept; a batch whose physics is too cheap to pay for a second thread is not
+split at all, see :data:`MIN_SECONDS_PER_THREAD`), each env's state fields are copied with one
+``memcpy`` into a ``[B, ...]`` buffer, and rewards are computed for the whole batch at once in float64 numpy by
 :mod:`sim.dmc_rewards` (the functions the MuJoCo Warp backend calls on torch tensors; on batches
 this small a numpy operation costs a third of a torch one). Observations that are plain copies of
 state fields (cheetah, walker, cartpole) are one ``np.take`` of that buffer (found by probing the
