@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -303,9 +304,13 @@ def _build_pieces(cfg: DictConfig, ckpt, config: dict):
             check_resume_config(ckpt.config, config)
         learner = build_learner(cfg.learner, probe, seed=seed, device=device,
                                 offline_data=list(cfg.get("offline_data") or []), adversary=cfg.get("adversary"))
-        shaper = build_shaper(cfg.reward, probe, learner)
-        if cfg.reward.get("relabel_offline", True):  # one reward for every transition, offline ones included
-            relabel_offline_data(cfg.reward, probe, learner)
+        # the reward's own models (a GRM, its text encoder) draw their initial weights from torch's
+        # global stream before their checkpoints load: on a fork of it, so that the learner's
+        # behaviour cloning and updates draw the same numbers in every reward arm of one seed
+        with torch.random.fork_rng(devices=[]):
+            shaper = build_shaper(cfg.reward, probe, learner)
+            if cfg.reward.get("relabel_offline", True):  # one reward for every transition, offline ones included
+                relabel_offline_data(cfg.reward, probe, learner)
     except BaseException:
         probe.close()
         raise

@@ -172,6 +172,29 @@ class FrontBrightnessPotential:
         self.resets, self.calls = int(state["resets"]), int(state["calls"])
 
 
+class RandomInitPotential(FrontBrightnessPotential):
+    """FrontBrightnessPotential that draws from torch's global stream when built, as a GRM's
+    module initialisation does before its checkpoint loads."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise = torch.randn(1000)
+
+
+def test_building_the_reward_leaves_the_learners_random_stream_alone(tmp_path):
+    """A reward whose models draw random numbers when built does not shift the learner's stream:
+    after setup, torch's global generator is where a sparse-reward run of the same seed has it."""
+    from jobs.train import setup
+
+    states = []
+    for name, reward in (("sparse", ["reward=sparse"]),
+                         ("drawing", [*RENDER_POTENTIAL, "reward.potential._target_=test_train.RandomInitPotential"])):
+        pieces = setup(_cfg(tmp_path / name, *SAC_TINY, "total_steps=10", "eval.every=0", *reward))
+        states.append(torch.random.get_rng_state())
+        pieces.env.close()
+    assert torch.equal(states[0], states[1])
+
+
 @pytest.mark.parametrize("query_every", [1, 5])
 def test_rendering_potential_in_the_loop(tmp_path, query_every):
     out = train(_cfg(tmp_path / "run", *SAC_TINY, "total_steps=50", "checkpoint_every=50", "eval.every=0",
