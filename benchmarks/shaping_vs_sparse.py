@@ -59,6 +59,7 @@ interval above 1.0; the GRM arm's speed-up at least 70 % of the oracle's (ratio_
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -199,6 +200,10 @@ def run_one(cfg: DictConfig, log=print) -> dict:
         res = json.loads(p["result"].read_text())
         log(f"{arm} seed {seed}: done already ({p['result']}), skipped")
         return {**res, "skipped": True}
+    if arm in ("grm", "naive") and cfg.bench.grm == MAIN_JOB_GRM:  # found (or built) once, then read twice
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            cfg.bench.grm = grm_checkpoint(cfg)
     offline = offline_file(cfg)
     tc = train_config(cfg, p["run"], offline)
     return train_and_record(tc, p, arm, seed, float(cfg.bench.threshold), {"demos": int(cfg.bench.demos), "demo_file": str(offline)}, log)

@@ -321,7 +321,7 @@ class MujocoBatchedEnv:
                 n, why = parallel_threads(n)
                 if why:
                     warnings.warn(f"backend 'mujoco': physics stays on one thread: {why}", RuntimeWarning,
-                                  stacklevel=3)
+                                  stacklevel=4)  # _calibrate < _advance < step < the caller of step
             if n == 1:
                 self._calibrated = True
                 return
