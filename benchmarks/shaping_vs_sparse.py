@@ -81,6 +81,7 @@ from benchmarks.success_curves import (  # noqa: E402
     _ratio,
     bootstrap_ci,
     plot_success,
+    ratio_bound,
     summarize_arm,
     train_and_record,
 )
@@ -219,8 +220,9 @@ def summarize(runs: dict) -> tuple[dict, dict]:
     Each ratio compares arms on the seeds they share (``metrics["ratio_seeds"][arm]``; the GRM/oracle
     speed-up on the seeds sparse, grm and oracle share, ``["grm_over_oracle"]``), so a partial sweep
     never sets one arm's easy seeds against another's hard ones; a shared seed that did not reach
-    80 % makes it null. No target is met before the compared arms share :data:`MIN_SEEDS` seeds
-    (``metrics["met_note"]`` says so)."""
+    80 % makes it null, and ``<ratio>_bound`` then says how large (``"<= x"``) or small (``">= x"``)
+    it can be (:func:`benchmarks.success_curves.ratio_bound`). No target is met before the compared
+    arms share :data:`MIN_SEEDS` seeds (``metrics["met_note"]`` says so)."""
     arms = {a: summarize_arm(rs) for a, rs in runs.items() if rs}
     metrics: dict = {}
 
@@ -233,6 +235,12 @@ def summarize(runs: dict) -> tuple[dict, dict]:
             return seeds, {}
         return seeds, {n: np.asarray(v, float) for n, v in per.items()}
 
+    def bound(num, den, seeds):  # where a shared seed did not reach 80 %: how large or small the ratio can be
+        def col(n, key):
+            return [arms[n][key][arms[n]["seeds"].index(x)] for x in seeds]
+        return ratio_bound(col(num, "episodes_to_80_per_seed"), col(num, "train_episodes"),
+                           col(den, "episodes_to_80_per_seed"), col(den, "train_episodes")) if seeds else None
+
     def ratio(arm):
         seeds, v = shared(("sparse", arm))
         if not v or v[arm].mean() <= 0:
@@ -244,10 +252,12 @@ def summarize(runs: dict) -> tuple[dict, dict]:
     for arm in ("grm", "naive", "oracle"):
         r, ci, used[arm] = ratio(arm)
         metrics[f"sparse_over_{arm}_episodes_to_80"], metrics[f"sparse_over_{arm}_episodes_to_80_ci"] = r, ci
+        metrics[f"sparse_over_{arm}_episodes_to_80_bound"] = None if r is not None else bound("sparse", arm, used[arm])
     rg = metrics["sparse_over_grm_episodes_to_80"]
     seeds, v = shared(("sparse", "grm", "oracle"))
     # (sparse/grm) / (sparse/oracle) on the seeds all three share = mean oracle / mean grm there
     metrics["grm_over_oracle_speedup"] = float(v["oracle"].mean() / v["grm"].mean()) if v and v["grm"].mean() > 0 else None
+    metrics["grm_over_oracle_speedup_bound"] = None if v else bound("oracle", "grm", seeds)
     used["grm_over_oracle"] = seeds
     for arm, m in arms.items():
         metrics[f"{arm}_episodes_to_80"] = m["episodes_to_80"]

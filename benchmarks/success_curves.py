@@ -121,12 +121,30 @@ def _ratio(a, b, axis=-1):
     return np.mean(a, axis=axis) / np.mean(b, axis=axis)
 
 
+def ratio_bound(num: list, num_floor: list, den: list, den_floor: list) -> str | None:
+    """A one-sided bound on ``mean(num) / mean(den)`` (per-seed counts to a threshold, paired by
+    position) where seeds of one side never reached the threshold: such a seed's count is at least
+    its ``*_floor`` (the training episodes its whole run took), so unreached seeds in ``den`` give
+    ``"<= x"`` and unreached seeds in ``num`` give ``">= x"``. None when every seed reached it (the
+    ratio itself exists), when both sides have unreached seeds (no bound), or a needed floor is
+    missing. The ratio stays null either way: this says only how large or small it can be."""
+    miss_num, miss_den = any(v is None for v in num), any(v is None for v in den)
+    if miss_num == miss_den or not num:
+        return None
+    a = [f if v is None else v for v, f in zip(num, num_floor, strict=True)]
+    b = [f if v is None else v for v, f in zip(den, den_floor, strict=True)]
+    if any(x is None for x in a + b) or np.mean(b) <= 0:
+        return None
+    return f"{'>=' if miss_num else '<='} {float(np.mean(a) / np.mean(b)):.3g}"
+
+
 def summarize_arm(runs: list[dict]) -> dict:
     """One arm's figures over its seeds, from its result dicts (:func:`train_and_record`): per
     ``env_steps_to_80`` / ``episodes_to_80`` the per-seed values, ``"<reached>/<seeds>"``, the mean
     and its bootstrap 95 % interval (both None unless every seed reached the threshold: a missing
     value is never the budget); ``final_success`` pooled over seeds with its 95 % Wilson interval;
-    ``start_success`` (the evaluation at env step 0); env steps, wall s per run, env steps/s."""
+    ``start_success`` (the evaluation at env step 0); env steps and training episodes per seed, wall
+    s per run, env steps/s."""
     out: dict = {"seeds": [r["seed"] for r in runs]}
     for key in ("env_steps_to_80", "episodes_to_80"):
         vals = [r[key] for r in runs]
@@ -143,6 +161,7 @@ def summarize_arm(runs: list[dict]) -> dict:
     out["start_success"] = (sum(r["curve"][0][3] for r in runs if r["curve"]) /
                             max(1, sum(r["curve"][0][4] for r in runs if r["curve"]))) if runs else None
     out["env_steps"] = [r["env_steps"] for r in runs]
+    out["train_episodes"] = [r.get("train_episodes") for r in runs]  # a seed's floor where it did not reach
     out["wall_s_per_run"] = float(np.mean([r["wall_s"] for r in runs])) if runs else None
     out["env_steps_per_s"] = float(np.mean([r["env_steps_per_s"] for r in runs])) if runs else None
     return out

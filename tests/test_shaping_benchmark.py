@@ -97,9 +97,9 @@ def test_grm_checkpoints_are_read_from_the_runs_configs():
     assert svs.grm_checkpoints(runs) == {"grm": ["checkpoints/lift_grm"], "naive": ["checkpoints/lift_grm", "checkpoints/other"]}
 
 
-def _run(arm, seed, e80, k=18, n=20):
+def _run(arm, seed, e80, k=18, n=20, train=150):
     curve = [[0, 0, 0.0, 0, n, 1.0], [1000, 50, k / n, k, n, 9.0]]
-    return {"arm": arm, "seed": seed, "curve": curve, "episodes_to_80": e80,
+    return {"arm": arm, "seed": seed, "curve": curve, "episodes_to_80": e80, "train_episodes": train,
             "env_steps_to_80": None if e80 is None else 20 * e80, "final_successes": k, "final_episodes": n,
             "env_steps": 1000, "wall_s": 10.0, "env_steps_per_s": 100.0}
 
@@ -122,9 +122,18 @@ def test_summary_nulls_stay_null_and_bootstrap_intervals():
     nv = m["arms"]["naive"]
     assert nv["episodes_to_80"] is None and nv["episodes_to_80_per_seed"] == [None, 90] and nv["episodes_to_80_reached"] == "1/2"
     assert m["sparse_over_naive_episodes_to_80"] is None and m["sparse_over_naive_episodes_to_80_ci"] is None
-    runs["grm"][2] = _run("grm", 2, None, k=5)
+    assert m["sparse_over_grm_episodes_to_80_bound"] is None  # the ratio exists: no bound
+    runs["grm"][2] = _run("grm", 2, None, k=5, train=85)
     m, met = svs.summarize(runs)
     assert m["sparse_over_grm_episodes_to_80"] is None and not any(met.values())
+    # ... but it can be bounded: the unreached seed took at least its run's 85 training episodes
+    assert m["sparse_over_grm_episodes_to_80_bound"] == f"<= {110 / ((60 + 70 + 85 + 80 + 75) / 5):.3g}"
+    assert m["grm_over_oracle_speedup_bound"] == f"<= {60 / ((60 + 70 + 85 + 80 + 75) / 5):.3g}"
+    assert m["sparse_over_naive_episodes_to_80_bound"] == f"<= {(100 + 120) / (150 + 90):.3g}"  # seeds 0-1
+    runs["sparse"][1] = _run("sparse", 1, None, k=5, train=200)  # unreached on both sides: no bound
+    assert svs.summarize(runs)[0]["sparse_over_naive_episodes_to_80_bound"] is None
+    assert svs.summarize(runs)[0]["sparse_over_grm_episodes_to_80_bound"] is None
+    runs["sparse"][1] = _run("sparse", 1, 120)
     assert svs.bootstrap_ci([[1.0]], success_curves._mean) is None  # one seed: no interval
     # a partial sweep: the ratios use the seeds both arms have (sparse seeds 0-4, grm seed 3 only)
     runs["grm"] = [_run("grm", 3, 65)]
