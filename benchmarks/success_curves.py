@@ -127,7 +127,11 @@ def ratio_bound(num: list, num_floor: list, den: list, den_floor: list) -> str |
     its ``*_floor`` (the training episodes its whole run took), so unreached seeds in ``den`` give
     ``"<= x"`` and unreached seeds in ``num`` give ``">= x"``. None when every seed reached it (the
     ratio itself exists), when both sides have unreached seeds (no bound), or a needed floor is
-    missing. The ratio stays null either way: this says only how large or small it can be."""
+    missing. The ratio stays null either way: this says only how large or small it can be.
+
+    Args: per-seed ``int | None`` lists of one length (``None``: not reached).
+    Raises:
+        ValueError: the four lists differ in length (``zip(strict=True)``)."""
     miss_num, miss_den = any(v is None for v in num), any(v is None for v in den)
     if miss_num == miss_den or not num:
         return None

@@ -142,6 +142,12 @@ def test_summary_nulls_stay_null_and_bootstrap_intervals():
     assert m["grm_over_oracle_speedup"] == pytest.approx(65 / 65) and m["ratio_seeds"]["grm"] == [3]
     assert m["sparse_over_oracle_episodes_to_80"] == pytest.approx(110 / 60) and m["ratio_seeds"]["oracle"] == [0, 1, 2, 3, 4]
     assert not any(met.values()) and "1 seed(s)" in m["met_note"]  # a partial sweep meets no target
+    # each target on its own comparison's seeds: sparse/grm on 5 shared seeds is judged, grm/oracle on 4 is not
+    runs["grm"] = [_run("grm", s, e) for s, e in enumerate([60, 70, 65, 80, 75])]
+    runs["oracle"] = runs["oracle"][:4]
+    m, met = svs.summarize(runs)
+    assert met["sparse_over_grm_episodes_to_80"] and met["sparse_over_grm_ci_low_above_1"]
+    assert not met["grm_over_oracle_speedup"] and m["met_note"].endswith("grm_over_oracle_speedup 4 seed(s)")
     assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
     assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
     assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], success_curves._mean)).all()
