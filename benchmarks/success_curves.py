@@ -142,13 +142,23 @@ def ratio_bound(num: list, num_floor: list, den: list, den_floor: list) -> str |
     return f"{'>=' if miss_num else '<='} {float(np.mean(a) / np.mean(b)):.3g}"
 
 
+def online_success(curve) -> float | None:
+    """Mean success rate over a run's evaluations after env step 0 (``curve`` rows as :class:`Curve`
+    writes them), i.e. the normalised area under its online learning curve: defined for every run,
+    reached 80 % or not, and higher for a run that learns sooner. None without such an evaluation."""
+    rates = [float(row[2]) for row in curve if row[0] > 0]
+    return float(np.mean(rates)) if rates else None
+
+
 def summarize_arm(runs: list[dict]) -> dict:
     """One arm's figures over its seeds, from its result dicts (:func:`train_and_record`): per
     ``env_steps_to_80`` / ``episodes_to_80`` the per-seed values, ``"<reached>/<seeds>"``, the mean
     and its bootstrap 95 % interval (both None unless every seed reached the threshold: a missing
     value is never the budget); ``final_success`` pooled over seeds with its 95 % Wilson interval;
     ``start_success`` (the evaluation at env step 0); env steps and training episodes per seed, wall
-    s per run, env steps/s."""
+    s per run, env steps/s. Two figures no unreached seed can void: ``<key>_median`` (an unreached
+    seed counts as later than every reached one; None when the median itself is unreached) and
+    ``online_success`` (:func:`online_success`, per seed and its mean over seeds)."""
     out: dict = {"seeds": [r["seed"] for r in runs]}
     for key in ("env_steps_to_80", "episodes_to_80"):
         vals = [r[key] for r in runs]
@@ -158,6 +168,11 @@ def summarize_arm(runs: list[dict]) -> dict:
         full = bool(vals) and len(reached) == len(vals)
         out[key] = float(np.mean(vals)) if full else None
         out[f"{key}_ci"] = bootstrap_ci([vals], _mean) if full else None
+        med = float(np.median([np.inf if v is None else v for v in vals])) if vals else None
+        out[f"{key}_median"] = med if med is not None and np.isfinite(med) else None
+    per = [online_success(r["curve"]) for r in runs]
+    out["online_success_per_seed"] = per
+    out["online_success"] = float(np.mean(per)) if per and None not in per else None
     k, n = sum(r["final_successes"] for r in runs), sum(r["final_episodes"] for r in runs)
     out["final_success"] = k / n if n else None
     out["final_success_ci"] = list(wilson_interval(k, n)) if n else None

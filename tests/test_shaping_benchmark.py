@@ -148,6 +148,23 @@ def test_summary_nulls_stay_null_and_bootstrap_intervals():
     m, met = svs.summarize(runs)
     assert met["sparse_over_grm_episodes_to_80"] and met["sparse_over_grm_ci_low_above_1"]
     assert not met["grm_over_oracle_speedup"] and m["met_note"].endswith("grm_over_oracle_speedup 4 seed(s)")
+    # figures an unreached seed cannot void: the median while most seeds reached 80 %, and the mean
+    # online success (evaluations after env step 0) minus the sparse arm's, paired by seed
+    runs["grm"][2] = _run("grm", 2, None, k=5, train=85)
+    m, _ = svs.summarize(runs)
+    g = m["arms"]["grm"]
+    assert g["episodes_to_80"] is None and g["episodes_to_80_median"] == 75 and g["env_steps_to_80_median"] == 1500
+    assert g["online_success_per_seed"] == [0.9, 0.9, 0.25, 0.9, 0.9] and g["online_success"] == pytest.approx(0.77)
+    assert m["grm_minus_sparse_online_success"] == pytest.approx((0.25 - 0.9) / 5)
+    lo, hi = m["grm_minus_sparse_online_success_ci"]
+    assert lo < (0.25 - 0.9) / 5 < hi <= 0.0
+    assert m["oracle_minus_sparse_online_success"] == 0.0 and m["oracle_minus_sparse_online_success_ci"] == [0.0, 0.0]
+    assert svs.summarize_arm([_run("grm", s, None) for s in range(3)] + [_run("grm", 3, 40)])["episodes_to_80_median"] is None
+    assert success_curves.online_success([[0, 0, 1.0, 20, 20, 0], [1000, 9, 0.5, 10, 20, 0], [2000, 19, 0.7, 14, 20, 0]]) \
+        == pytest.approx(0.6)  # step 0 (the cloned base, the same in every arm) does not count
+    assert success_curves.online_success([[0, 0, 1.0, 20, 20, 0]]) is None
+    assert svs.summarize({"sparse": [_run("sparse", 0, 50)], "grm": [{**_run("grm", 0, 40), "curve": [[0, 0, 0.0, 0, 20, 0]]}]}
+                         )[0]["grm_minus_sparse_online_success"] is None
     assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0], [1000, 40, 0.8, 16, 20, 0]]) == (1000, 40)
     assert success_curves.first_reach([[0, 0, 0.5, 10, 20, 0]]) == (None, None)
     assert np.isfinite(svs.bootstrap_ci([[1.0, 2.0, 3.0]], success_curves._mean)).all()
