@@ -143,9 +143,15 @@ def ratio_bound(num: list, num_floor: list, den: list, den_floor: list) -> str |
 
 
 def online_success(curve) -> float | None:
-    """Mean success rate over a run's evaluations after env step 0 (``curve`` rows as :class:`Curve`
-    writes them), i.e. the normalised area under its online learning curve: defined for every run,
-    reached 80 % or not, and higher for a run that learns sooner. None without such an evaluation."""
+    """Mean success rate over a run's evaluations after env step 0, i.e. the normalised area under
+    its online learning curve: defined for every run, reached 80 % or not, and higher for a run that
+    learns sooner.
+
+    Args:
+        curve: rows ``[env_steps, training_episodes, success_rate, successes, episodes, wall_s]`` as
+            :class:`Curve` writes them (success_rate a fraction in [0, 1]).
+    Returns:
+        a fraction in [0, 1]; None when no evaluation came after env step 0."""
     rates = [float(row[2]) for row in curve if row[0] > 0]
     return float(np.mean(rates)) if rates else None
 
