@@ -65,6 +65,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from basics.atomic import write_json  # noqa: E402
 from benchmarks import common  # noqa: E402
+from benchmarks.success_curves import bootstrap_ci  # noqa: E402
 from control.evaluate import evaluate, learner_policy, mean_interval  # noqa: E402
 from jobs.build import build_env  # noqa: E402
 from jobs.robustness import check_grids, evaluate_grid  # noqa: E402
@@ -188,6 +189,25 @@ def summarize(runs: dict) -> dict:
     return out
 
 
+def ratio_ci(per_task: dict, key: str) -> list[float] | None:
+    """95 % bootstrap interval of ``key`` (``<arm>_over_sac_<figure>``: the mean over tasks of each
+    task's ratio of means over seeds), every (task, arm) sample of per-seed figures resampled on its
+    own (:func:`benchmarks.success_curves.bootstrap_ci`); None below 2 seeds in an arm or when a
+    resample's SAC mean could be <= 0 (a ratio without meaning)."""
+    arm, figure = key.split("_over_sac_")
+    samples = []
+    for m in per_task.values():
+        samples += [m["arms"][arm][figure]["per_seed"], m["arms"]["sac"][figure]["per_seed"]]
+    if any(min(s) <= 0 for s in samples[1::2]):
+        return None
+
+    def mean_ratio(*xs, axis=-1):
+        pairs = zip(xs[::2], xs[1::2], strict=True)
+        return np.mean([np.mean(a, axis=axis) / np.mean(s, axis=axis) for a, s in pairs], axis=0)
+
+    return bootstrap_ci(samples, mean_ratio)
+
+
 def load_group(results: Path) -> dict:
     """``{arm: [result dicts sorted by seed]}`` from the result files ``<results>/*.json``."""
     return common.load_group(results, ARMS)
@@ -249,9 +269,15 @@ def aggregate(cfgs: list[DictConfig], name: str, pilot: bool = False, results_di
                 "rarl_over_sac_grid_mean", "rarl_over_sac_nominal"):
         vals = [m[key] for m in per_task.values() if m.get(key) is not None]
         metrics[key] = float(np.mean(vals)) if vals and len(vals) == len(per_task) else None
+        ci = ratio_ci(per_task, key) if metrics[key] is not None else None
+        if ci is not None:  # written only as an interval (a None would read as a headline scalar)
+            metrics[f"{key}_ci"] = ci
     for task, m in per_task.items():
         for key in ("qarl_over_sac_grid_mean", "qarl_over_sac_nominal", "rarl_over_sac_grid_mean"):
             metrics[f"{task}/{key}"] = m[key]
+            ci = ratio_ci({task: m}, key) if m[key] is not None else None
+            if ci is not None:
+                metrics[f"{task}/{key}_ci"] = ci
         for arm, a in m["arms"].items():
             for k in ("nominal", "grid_mean", "worst"):
                 metrics[f"{task}/{arm}_{k}"] = a[k]["mean"]

@@ -48,3 +48,16 @@ def test_an_unknown_arm_is_refused():
     cfg = common.compose_groups(qvs.NAME, ["adversary=linear"])[0]  # a curriculum the benchmark has no arm for
     with pytest.raises(ValueError, match="unknown arm adversary='linear'; the benchmark's arms: none, qarl, rarl"):
         qvs.arm_of(cfg)
+
+
+def test_ratio_interval_over_tasks_and_seeds():
+    def task(sac, qarl):
+        return {"arms": {"sac": {"grid_mean": {"per_seed": sac}}, "qarl": {"grid_mean": {"per_seed": qarl}}}}
+
+    both = {"a": task([100.0, 110.0, 90.0], [130.0, 140.0, 120.0]), "b": task([200.0, 220.0, 180.0], [200.0, 220.0, 180.0])}
+    lo, hi = qvs.ratio_ci(both, "qarl_over_sac_grid_mean")
+    assert lo < (1.3 + 1.0) / 2 < hi and hi - lo < 0.5  # the mean over tasks of each task's ratio of means
+    lo_a, hi_a = qvs.ratio_ci({"a": both["a"]}, "qarl_over_sac_grid_mean")
+    assert lo_a < 1.3 < hi_a and lo_a > lo  # task a alone: 1.3x, all of its interval above the mean's
+    assert qvs.ratio_ci({"a": task([100.0], [130.0])}, "qarl_over_sac_grid_mean") is None  # one seed
+    assert qvs.ratio_ci({"a": task([0.0, 5.0], [1.0, 2.0])}, "qarl_over_sac_grid_mean") is None  # SAC at 0
