@@ -40,8 +40,9 @@ arm shares (task, learner, sizes, grid, ``bench.adversary``: a hash).
 list, e.g. ``env=a,b``: one group per value) writes ``benchmarks/results/<bench.name>.json``
 (DESIGN.md's format) and ``.png`` (per task and arm, the grid's mean return over seeds as a
 heatmap). Per task and arm: nominal return, grid mean and worst cell, each its mean over seeds with
-a 95 % t interval (None with one seed); the ratios qarl/sac and rarl/sac of each. Targets (issue 19,
-item 8), on the ratios averaged over tasks: QARL's grid mean >= 1.3x SAC's with nominal >= 0.95x.
+a 95 % t interval (None with one seed); the ratios qarl/sac and rarl/sac of each, with a 95 %
+bootstrap interval (:func:`ratio_ci`). Targets (issue 19, item 8), on the ratios averaged over
+tasks: QARL's grid mean >= 1.3x SAC's with nominal >= 0.95x.
 At the published scale: ``env.backend=warp num_envs=<thousands> device=cuda`` on a GPU.
 """
 
