@@ -191,11 +191,26 @@ def summarize(runs: dict) -> dict:
 
 
 def ratio_ci(per_task: dict, key: str) -> list[float] | None:
-    """95 % bootstrap interval of ``key`` (``<arm>_over_sac_<figure>``: the mean over tasks of each
-    task's ratio of means over seeds), every (task, arm) sample of per-seed figures resampled on its
-    own (:func:`benchmarks.success_curves.bootstrap_ci`); None below 2 seeds in an arm or when a
-    resample's SAC mean could be <= 0 (a ratio without meaning)."""
-    arm, figure = key.split("_over_sac_")
+    """95 % percentile bootstrap interval of ``key``: the mean over tasks of each task's ratio of
+    means over seeds, every (task, arm) sample of per-seed figures resampled on its own
+    (:func:`benchmarks.success_curves.bootstrap_ci`, 9999 resamples, fixed generator).
+
+    Args:
+        per_task: ``{task: summary}`` as :func:`summarize` returns it (``summary["arms"][arm][figure]
+            ["per_seed"]``: one return per seed, float, in reward units summed over an episode);
+            each task must hold the arm and ``sac``.
+        key: ``<arm>_over_sac_<figure>``, e.g. ``qarl_over_sac_grid_mean``.
+
+    Returns:
+        ``[low, high]`` (dimensionless ratios); None with fewer than 2 seeds in an arm, or when a
+        SAC figure is <= 0 (a resample of it could make the ratio meaningless).
+
+    Raises:
+        ValueError: ``key`` is not of the form ``<arm>_over_sac_<figure>``.
+    """
+    if "_over_sac_" not in key:
+        raise ValueError(f"ratio key {key!r}: expected '<arm>_over_sac_<figure>', e.g. 'qarl_over_sac_grid_mean'")
+    arm, figure = key.split("_over_sac_", 1)
     samples = []
     for m in per_task.values():
         samples += [m["arms"][arm][figure]["per_seed"], m["arms"]["sac"][figure]["per_seed"]]

@@ -61,3 +61,5 @@ def test_ratio_interval_over_tasks_and_seeds():
     assert lo_a < 1.3 < hi_a and lo_a > lo  # task a alone: 1.3x, all of its interval above the mean's
     assert qvs.ratio_ci({"a": task([100.0], [130.0])}, "qarl_over_sac_grid_mean") is None  # one seed
     assert qvs.ratio_ci({"a": task([0.0, 5.0], [1.0, 2.0])}, "qarl_over_sac_grid_mean") is None  # SAC at 0
+    with pytest.raises(ValueError, match="ratio key 'qarl_grid_mean': expected '<arm>_over_sac_<figure>'"):
+        qvs.ratio_ci(both, "qarl_grid_mean")
